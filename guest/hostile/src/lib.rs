@@ -1,0 +1,187 @@
+//! A test component that misbehaves on purpose, one misbehaviour per route:
+//! spinning, burning fuel, exhausting memory and stack, panicking, filling the
+//! store, streaming huge bodies and stdout, and blocking in a host call. The
+//! runner's tests use it to check that each limit holds and that one tenant's
+//! misbehaviour leaves the others alone. See `guest/README.md`.
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::io::Write as _;
+
+use guest_common::exports::wasi::http::incoming_handler::Guest;
+use guest_common::http::{Body, Request, Response, Result};
+use guest_common::kv::{self, StoreError};
+use guest_common::wasi::clocks::monotonic_clock;
+use guest_common::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
+
+struct Component;
+
+impl Guest for Component {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        guest_common::http::serve(request, out, route);
+    }
+}
+
+guest_common::export!(Component);
+
+fn route(req: &Request) -> Result {
+    let path = req.path();
+    if let Some(raw) = path.strip_prefix("/kv/") {
+        return match req.method() {
+            Method::Get => kv::get(req, &kv::key(raw)?),
+            Method::Put => kv::put(req, &kv::key(raw)?),
+            _ => Err(Response::method_not_allowed("GET, PUT")),
+        };
+    }
+    let handler: fn(&Request) -> Result = match path {
+        "/hello" => |_| Ok(Response::text(200, "hello")),
+        "/loop" => spin,
+        "/burn" => burn,
+        "/grow" => grow,
+        "/grow-raw" => grow_raw,
+        "/recurse" => |_| {
+            let depth = recurse(0);
+            // Not reached: the recursion has no end.
+            Ok(Response::text(200, depth.to_string()))
+        },
+        "/panic" => |_| panic!("hostile guest panicked on purpose"),
+        "/big-value" => big_value,
+        "/fill-keys" => fill_keys,
+        "/huge-body" => huge_body,
+        "/stdout" => stdout,
+        "/sleep" => sleep,
+        _ => return Err(Response::no_route()),
+    };
+    match req.method() {
+        Method::Get => handler(req),
+        _ => Err(Response::method_not_allowed("GET")),
+    }
+}
+
+/// `GET /loop`: spins forever. `black_box` keeps the optimizer from proving
+/// the loop does nothing; only the host's epoch or fuel limit ends it.
+fn spin(_: &Request) -> Result {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// `GET /burn?iters=N`: N iterations of a loop the optimizer must keep, then
+/// 200 with N.
+fn burn(req: &Request) -> Result {
+    let iters: u64 = req.required_param("iters")?;
+    for i in 0..iters {
+        black_box(i);
+    }
+    Ok(Response::text(200, iters.to_string()))
+}
+
+/// `GET /grow`: keeps allocating 1 MiB chunks, each filled so its pages are
+/// really touched, until the allocator fails; Rust then aborts, which traps.
+fn grow(_: &Request) -> Result {
+    const CHUNK: usize = 1 << 20;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        chunk.resize(CHUNK, 0xA5);
+        chunks.push(black_box(chunk));
+    }
+}
+
+/// `GET /grow-raw`: grows memory 0 one 64 KiB page at a time until
+/// `memory.grow` fails, then answers with the page count reached, so a test
+/// can check the exact memory limit.
+#[cfg(target_arch = "wasm32")]
+fn grow_raw(_: &Request) -> Result {
+    use core::arch::wasm32::{memory_grow, memory_size};
+    // Pages grown here are not the allocator's, so once memory is full the
+    // allocator could not get more for the response. Allocating and freeing
+    // 64 KiB first leaves it enough free space to answer from.
+    drop(black_box(Vec::<u8>::with_capacity(64 * 1024)));
+    let mut body = String::with_capacity(24);
+    while memory_grow::<0>(1) != usize::MAX {}
+    let pages = memory_size::<0>();
+    let _ = write!(body, "{pages}");
+    Ok(Response::text(200, body))
+}
+
+/// Only wasm has `memory.grow`; this lets the crate build (and be checked) on
+/// the host too.
+#[cfg(not(target_arch = "wasm32"))]
+fn grow_raw(_: &Request) -> Result {
+    Ok(Response::text(501, "grow-raw needs wasm32"))
+}
+
+/// Unbounded recursion. The stack array, passed through `black_box` and read
+/// after the recursive call, keeps the call from becoming a tail call or a
+/// loop. It traps when the host's wasm stack limit is hit, or, if that limit
+/// is larger than the guest's 1 MiB shadow stack allows for, with an
+/// out-of-bounds access when the shadow stack runs below address 0.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [0u8; 64];
+    frame[(depth % 64) as usize] = depth as u8;
+    black_box(&mut frame);
+    if black_box(depth == u64::MAX) {
+        return depth;
+    }
+    recurse(depth + 1).wrapping_add(u64::from(frame[(depth % 64) as usize]))
+}
+
+/// `GET /big-value?bytes=N`: sets `big` to N bytes in the default bucket (or
+/// `?bucket=`); 204, or the store error mapped like every route's.
+fn big_value(req: &Request) -> Result {
+    let bytes: usize = req.required_param("bytes")?;
+    let bucket = kv::open(req)?;
+    bucket.set("big", &vec![b'x'; bytes])?;
+    Ok(Response::no_content())
+}
+
+/// `GET /fill-keys?max=N`: sets `k0`, `k1`, ... to a 10-byte value until a set
+/// fails or N keys are written (N defaults to 1 000 000).
+fn fill_keys(req: &Request) -> Result {
+    let max: u64 = req.parse_param("max")?.unwrap_or(1_000_000);
+    let bucket = kv::open(req)?;
+    let mut key = String::with_capacity(24);
+    for written in 0..max {
+        key.clear();
+        let _ = write!(key, "k{written}");
+        if let Err(error) = bucket.set(&key, b"0123456789") {
+            return Err(Response::text(
+                kv::error_status(&error),
+                format!("wrote {written} keys; store error: {}", StoreError(&error)),
+            ));
+        }
+    }
+    Ok(Response::text(200, format!("wrote {max} keys")))
+}
+
+/// `GET /huge-body?bytes=N`: 200 with N bytes of `x`, streamed 4096 at a time.
+fn huge_body(req: &Request) -> Result {
+    let len: u64 = req.required_param("bytes")?;
+    Ok(Response::text(200, Body::Repeat { byte: b'x', len }))
+}
+
+/// `GET /stdout?bytes=N`: writes N bytes of `x` to stdout in 4096-byte writes,
+/// ignoring write errors (the host may cap or close stdout), then 200 `ok`.
+fn stdout(req: &Request) -> Result {
+    let mut left: u64 = req.required_param("bytes")?;
+    let chunk = [b'x'; 4096];
+    let mut out = std::io::stdout().lock();
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        let _ = out.write_all(&chunk[..n]);
+        left -= n as u64;
+    }
+    let _ = out.flush();
+    Ok(Response::text(200, "ok"))
+}
+
+/// `GET /sleep?ms=N`: blocks in the host for N ms
+/// (`monotonic-clock.subscribe-duration` + `pollable.block`), then `slept`.
+fn sleep(req: &Request) -> Result {
+    let ms: u64 = req.required_param("ms")?;
+    monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+    Ok(Response::text(200, "slept"))
+}

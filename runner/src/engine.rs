@@ -1,0 +1,387 @@
+//! The process-wide wasmtime engine and the per-request call path.
+//!
+//! One [`Runtime`] owns the engine (pooling allocator, fuel, epochs), the
+//! linker, the epoch ticker thread and the compiled components. Each request
+//! gets a fresh `Store` and instance from a tenant's pre-instantiated
+//! component; the store is dropped when the request ends, always after a
+//! trap, so nothing carries over between requests.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::error::Context as _;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{PoolConcurrencyLimitError, UpdateDeadline};
+use wasmtime_wasi_http::WasiHttpView;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::host::{self, GuestPre, Host};
+use crate::limits::{Limit, Limits};
+use crate::metrics::{RunnerMetrics, TrapKind};
+use crate::tenant::Tenant;
+
+/// Engine-wide settings; per-tenant limits must fit inside them.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Component instances that can exist at once (pooling allocator slots).
+    pub pool_size: u32,
+    /// The largest linear memory any tenant may have, in bytes.
+    pub max_memory: usize,
+    /// Bytes of native stack wasm may use before it traps.
+    pub max_wasm_stack: usize,
+    /// Epoch tick: how often a running guest yields and its deadline is
+    /// checked.
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 1000,
+            max_memory: Limits::default().max_memory,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(1),
+        }
+    }
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Host>,
+    config: EngineConfig,
+    metrics: RunnerMetrics,
+    /// Components compiled so far, keyed by their bytes, so tenants that run
+    /// the same component share one compilation.
+    compiled: Mutex<HashMap<Arc<[u8]>, GuestPre<Host>>>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Core instances, memories and tables a component may use, per component
+/// instance: a Rust component has a handful of core instances (its module
+/// plus adapter shims), one or two memories and a few tables.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 16;
+
+impl Runtime {
+    pub fn new(config: EngineConfig) -> wasmtime::Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        let slots = config.pool_size;
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(slots * MEMORIES_PER_COMPONENT)
+            .total_tables(slots * TABLES_PER_COMPONENT)
+            .total_stacks(slots)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .max_memory_size(config.max_memory)
+            // Keeping the first pages of each slot resident (zeroed with
+            // memset instead of returned with madvise) removes most of the
+            // per-request kernel work; see ../shared/CONTEXT.md.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(64 << 10);
+
+        let mut wasm = Config::new();
+        wasm.consume_fuel(true)
+            .epoch_interruption(true)
+            .wasm_backtrace_max_frames(None)
+            .max_wasm_stack(config.max_wasm_stack)
+            .async_stack_size(config.max_wasm_stack + (512 << 10))
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).context("configuring the wasmtime engine")?;
+
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).context("linking host interfaces")?;
+
+        Ok(Self {
+            _ticker: EpochTicker::start(engine.clone(), config.epoch_tick),
+            engine,
+            linker,
+            config,
+            metrics: RunnerMetrics::new(),
+            compiled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &RunnerMetrics {
+        &self.metrics
+    }
+
+    /// Compiles a component (once per distinct bytes) and checks that every
+    /// import is satisfied and the incoming handler is exported, so a bad
+    /// component fails at load time, not on its first request.
+    pub fn load(&self, bytes: &[u8]) -> wasmtime::Result<GuestPre<Host>> {
+        if let Some(pre) = self.compiled.lock().get(bytes) {
+            return Ok(pre.clone());
+        }
+        let component = Component::new(&self.engine, bytes).context("compiling the component")?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .context("the component imports something the runner does not provide")?;
+        let pre = GuestPre::new(instance_pre)
+            .context("the component does not export wasi:http/incoming-handler")?;
+        self.compiled.lock().insert(bytes.into(), pre.clone());
+        Ok(pre)
+    }
+
+    /// Runs one request in a fresh instance of the tenant's component.
+    ///
+    /// Returns once the guest has sent its response head; the guest may
+    /// still be streaming the body. `permits` are held until the guest's
+    /// store is dropped, so they bound live instances, not just heads.
+    pub async fn call<B>(
+        &self,
+        tenant: &Arc<Tenant>,
+        request: http::Request<B>,
+        permits: [OwnedSemaphorePermit; 2],
+    ) -> Result<http::Response<HyperOutgoingBody>, Failure>
+    where
+        B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    {
+        let limits = tenant.limits();
+        let deadline = Instant::now() + limits.timeout;
+        let mut store = Store::new(&self.engine, Host::new(tenant.clone()));
+        store.limiter(|host| &mut host.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| Failure::internal(e, "setting fuel"))?;
+        let yields = self.metrics.epoch_yields.clone();
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                return Err(DeadlineExceeded.into());
+            }
+            yields.increment(1);
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+
+        let (sender, mut head) = oneshot::channel();
+        let mut http = store.data_mut().http();
+        let request = http
+            .new_incoming_request(Scheme::Http, request)
+            .map_err(|e| Failure::internal(e, "passing the request to the guest"))?;
+        let outparam = http
+            .new_response_outparam(sender)
+            .map_err(|e| Failure::internal(e, "creating the response slot"))?;
+
+        let pre = tenant.pre().clone();
+        let instantiation = self.metrics.instantiation.clone();
+        let tenant = tenant.clone();
+        let mut task = tokio::spawn(async move {
+            let run = async {
+                let started = Instant::now();
+                let guest = pre.instantiate_async(&mut store).await?;
+                instantiation.record(started.elapsed());
+                guest
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, request, outparam)
+                    .await
+            };
+            // The epoch callback ends a guest that computes past its
+            // deadline; this ends one blocked in a host call.
+            let result = match tokio::time::timeout_at(deadline.into(), run).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(DeadlineExceeded.into()),
+            };
+            let failure = result.err().map(|e| classify(&e, store.data().limiter.hit, &tenant));
+            let fuel = store.get_fuel().unwrap_or(0);
+            tenant
+                .metrics()
+                .fuel_consumed(tenant.limits().fuel.saturating_sub(fuel));
+            drop(store);
+            drop(permits);
+            failure
+        });
+
+        tokio::select! {
+            biased;
+            head = &mut head => match head {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(code)) => Err(Failure::Guest(format!("the guest failed the request: {code:?}"))),
+                // The store dropped the sender: the task has ended.
+                Err(_) => Err(task.await.ok().flatten().unwrap_or_else(Failure::no_response)),
+            },
+            ended = &mut task => {
+                let failure = ended.ok().flatten();
+                match head.try_recv() {
+                    Ok(Ok(response)) => Ok(response),
+                    _ => Err(failure.unwrap_or_else(Failure::no_response)),
+                }
+            }
+        }
+    }
+}
+
+/// Why a request produced no response of the guest's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The guest ran into a limit; the message names it and its value.
+    Limit(Limit, String),
+    /// The guest trapped for a reason of its own (a panic, say).
+    Trap(String),
+    /// The guest ended without a usable response.
+    Guest(String),
+    /// The host failed; the message is for the operator's log too.
+    Internal(String),
+}
+
+impl Failure {
+    fn internal(error: wasmtime::Error, doing: &str) -> Self {
+        Failure::Internal(format!("{doing}: {error:#}"))
+    }
+
+    fn no_response() -> Self {
+        Failure::Guest("the guest ended without sending a response".into())
+    }
+}
+
+/// The error the epoch callback and the wall-clock backstop raise.
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// Names the limit or trap behind a failed call, and counts it.
+fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant) -> Failure {
+    let limits = tenant.limits();
+    let metrics = tenant.metrics();
+    let limit = |limit: Limit, kind: TrapKind, message: String| {
+        metrics.trap(kind);
+        metrics.limit_hit(limit);
+        Failure::Limit(limit, message)
+    };
+    if error.is::<DeadlineExceeded>() {
+        return limit(
+            Limit::Deadline,
+            TrapKind::Deadline,
+            format!(
+                "deadline exceeded: the request ran past its {} timeout",
+                humantime::format_duration(limits.timeout)
+            ),
+        );
+    }
+    if let Some(pool) = error.downcast_ref::<PoolConcurrencyLimitError>() {
+        metrics.limit_hit(Limit::InstancePool);
+        return Failure::Limit(
+            Limit::InstancePool,
+            format!("instance pool exhausted ({pool}); retry later"),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => limit(
+            Limit::Fuel,
+            TrapKind::Fuel,
+            format!(
+                "fuel exhausted: the request burned its whole budget of {} fuel units",
+                limits.fuel
+            ),
+        ),
+        Some(Trap::StackOverflow) => limit(
+            Limit::StackOverflow,
+            TrapKind::Stack,
+            "stack overflow: the guest exhausted its wasm stack".into(),
+        ),
+        Some(trap) => match limiter_hit {
+            // Most guests abort when memory.grow fails; the trap that
+            // follows is the limit's doing.
+            Some(Limit::Memory) => limit(
+                Limit::Memory,
+                TrapKind::Memory,
+                format!(
+                    "memory limit exceeded: a linear memory may grow to at most {} bytes",
+                    limits.max_memory
+                ),
+            ),
+            Some(Limit::TableElements) => limit(
+                Limit::TableElements,
+                TrapKind::Other,
+                format!(
+                    "table limit exceeded: a table may grow to at most {} elements",
+                    limits.max_table_elements
+                ),
+            ),
+            _ => {
+                metrics.trap(if *trap == Trap::UnreachableCodeReached {
+                    TrapKind::Unreachable
+                } else {
+                    TrapKind::Other
+                });
+                Failure::Trap(format!("guest trapped: {trap}"))
+            }
+        },
+        None => {
+            metrics.trap(TrapKind::Other);
+            Failure::Internal(format!("{error:#}"))
+        }
+    }
+}
+
+/// Owns the thread that advances the engine's epoch; stops it on drop.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // A plain OS thread: it must tick even when every tokio worker is
+        // busy running guests.
+        let thread = std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread at start-up");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The per-store resource limiter: it enforces the tenant's memory, table and
+//! instance limits and remembers which one a guest ran into, so the request's
+//! error can name it.
+
+use crate::limits::{Limit, Limits};
+
+#[derive(Debug)]
+pub struct Limiter {
+    max_memory: usize,
+    max_table_elements: usize,
+    max_instances: usize,
+    max_tables: usize,
+    max_memories: usize,
+    /// The limit a growth request ran into, if any.
+    pub hit: Option<Limit>,
+}
+
+impl Limiter {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            max_memory: limits.max_memory,
+            max_table_elements: limits.max_table_elements,
+            max_instances: limits.max_instances,
+            max_tables: limits.max_tables,
+            max_memories: limits.max_memories,
+            hit: None,
+        }
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // Refusing makes `memory.grow` return -1, as the wasm spec allows;
+        // a guest may handle it, and most abort, which traps.
+        if desired > self.max_memory {
+            self.hit = Some(Limit::Memory);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_table_elements {
+            self.hit = Some(Limit::TableElements);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.max_instances
+    }
+
+    fn tables(&self) -> usize {
+        self.max_tables
+    }
+
+    fn memories(&self) -> usize {
+        self.max_memories
+    }
+}

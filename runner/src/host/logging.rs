@@ -1,0 +1,29 @@
+//! `wasi:logging@0.1.0-draft`: guest log calls become `tracing` events that
+//! carry the tenant, so an operator can always tell whose line it is.
+
+use super::Host;
+use super::bindings::wasi::logging::logging::{self, Level};
+
+impl logging::Host for Host {
+    fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
+        if !self.take_log_budget(context.len() + message.len()) {
+            return Ok(());
+        }
+        let tenant = self.tenant.name();
+        // Escaping keeps a guest from forging log lines with newlines or
+        // terminal escapes.
+        let context = context.escape_debug();
+        let message = message.escape_debug();
+        match level {
+            Level::Trace => tracing::trace!(target: "guest", tenant = %tenant, %context, "{message}"),
+            Level::Debug => tracing::debug!(target: "guest", tenant = %tenant, %context, "{message}"),
+            Level::Info => tracing::info!(target: "guest", tenant = %tenant, %context, "{message}"),
+            Level::Warn => tracing::warn!(target: "guest", tenant = %tenant, %context, "{message}"),
+            Level::Error => tracing::error!(target: "guest", tenant = %tenant, %context, "{message}"),
+            Level::Critical => {
+                tracing::error!(target: "guest", tenant = %tenant, %context, critical = true, "{message}")
+            }
+        }
+        Ok(())
+    }
+}

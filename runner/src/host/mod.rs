@@ -1,0 +1,180 @@
+//! The per-request host state and everything a guest can import.
+//!
+//! One [`Host`] lives in each request's wasmtime `Store` and is dropped with
+//! it. The tenant is bound in here by the runner when the store is made;
+//! nothing a guest passes can name another tenant.
+
+mod keyvalue;
+mod limiter;
+mod logging;
+mod output;
+
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+pub use self::keyvalue::BucketHandle;
+pub use self::limiter::Limiter;
+use self::output::{GuestOutput, LogBudget};
+
+use crate::tenant::Tenant;
+
+/// Host bindings for the world in `wit/world.wit`. Only `wasi:keyvalue` and
+/// `wasi:logging` are implemented here; every other WASI interface maps onto
+/// wasmtime-wasi and wasmtime-wasi-http.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "runner:tenant/guest",
+        imports: { default: trappable },
+        exports: { default: async },
+        require_store_data_send: true,
+        with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasi:random": wasmtime_wasi::p2::bindings::random,
+            "wasi:cli": wasmtime_wasi::p2::bindings::cli,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:keyvalue/store.bucket": super::BucketHandle,
+        },
+    });
+}
+
+pub use bindings::GuestPre;
+
+/// Everything one request's guest instance can reach.
+pub struct Host {
+    tenant: Arc<Tenant>,
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: DenyOutgoing,
+    log_budget: LogBudget,
+    pub(crate) limiter: Limiter,
+}
+
+impl Host {
+    pub fn new(tenant: Arc<Tenant>) -> Self {
+        let limits = tenant.limits();
+        let log_budget = LogBudget::new(limits.max_log_bytes);
+        let name = tenant.shared_name();
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestOutput::new(name.clone(), "stdout", log_budget.clone()))
+            .stderr(GuestOutput::new(name, "stderr", log_budget.clone()));
+        Self {
+            limiter: Limiter::new(limits),
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: DenyOutgoing,
+            log_budget,
+            tenant,
+        }
+    }
+
+    fn take_log_budget(&self, bytes: usize) -> bool {
+        self.log_budget.take(bytes, self.tenant.name())
+    }
+
+    pub fn tenant(&self) -> &Arc<Tenant> {
+        &self.tenant
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// Tenants may not make outgoing HTTP requests: the runner is not their
+/// network egress, and a request could reach the host's own loopback.
+struct DenyOutgoing;
+
+impl WasiHttpHooks for DenyOutgoing {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = Result<
+                    (
+                        http::Response<wasmtime_wasi_http::WasiBody>,
+                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
+                    ),
+                    wasmtime_wasi_http::Error,
+                >,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
+    }
+}
+
+/// Selects the [`Host`] itself as the implementation of our own interfaces.
+struct HostData;
+
+impl HasData for HostData {
+    type Data<'a> = &'a mut Host;
+}
+
+/// Links every import a tenant component may use. Anything else a component
+/// imports (sockets, for one) makes it fail to load, naming the import.
+pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::random::WasiRandom;
+
+    struct Io;
+    impl HasData for Io {
+        type Data<'a> = &'a mut ResourceTable;
+    }
+    let l = linker;
+    io::error::add_to_linker::<Host, Io>(l, |h| &mut h.table)?;
+    io::poll::add_to_linker::<Host, Io>(l, |h| &mut h.table)?;
+    io::streams::add_to_linker::<Host, Io>(l, |h| &mut h.table)?;
+    clocks::wall_clock::add_to_linker::<Host, WasiClocks>(l, Host::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<Host, WasiClocks>(l, Host::clocks)?;
+    random::random::add_to_linker::<Host, WasiRandom>(l, |h| h.wasi.random())?;
+    random::insecure::add_to_linker::<Host, WasiRandom>(l, |h| h.wasi.random())?;
+    random::insecure_seed::add_to_linker::<Host, WasiRandom>(l, |h| h.wasi.random())?;
+    cli::exit::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::environment::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::stdin::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::stdout::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::stderr::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_input::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_output::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_stdin::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_stdout::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    cli::terminal_stderr::add_to_linker::<Host, WasiCli>(l, Host::cli)?;
+    // Toolchains import the filesystem even when a program never opens a
+    // file; no directory is ever preopened, so there is nothing to reach.
+    filesystem::types::add_to_linker::<Host, WasiFilesystem>(l, Host::filesystem)?;
+    filesystem::preopens::add_to_linker::<Host, WasiFilesystem>(l, Host::filesystem)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)?;
+
+    bindings::wasi::keyvalue::store::add_to_linker::<Host, HostData>(l, |h| h)?;
+    bindings::wasi::keyvalue::atomics::add_to_linker::<Host, HostData>(l, |h| h)?;
+    bindings::wasi::keyvalue::batch::add_to_linker::<Host, HostData>(l, |h| h)?;
+    bindings::wasi::logging::logging::add_to_linker::<Host, HostData>(l, |h| h)?;
+    Ok(())
+}

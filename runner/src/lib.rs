@@ -1,0 +1,146 @@
+//! An async multi-tenant WebAssembly component runner.
+//!
+//! Map of the crate:
+//! - [`config`]: the command line and tenants file, merged and validated.
+//! - [`engine`]: the wasmtime engine, pooling allocator, epoch ticker, and
+//!   the per-request call path (fresh `Store`, fuel, deadline).
+//! - [`host`]: the per-request host state and the imports guests use
+//!   (`wasi:keyvalue`, `wasi:logging`, and WASI from wasmtime-wasi).
+//! - [`store`]: the sharded in-memory key-value store and its quotas.
+//! - [`tenant`]: a tenant's component, limits, namespace and metrics.
+//! - [`limits`]: every per-tenant limit and the error each one produces.
+//! - [`ingress`]: the HTTP listeners, admission control and routing.
+//! - [`metrics`]: every Prometheus metric name, label and bucket.
+//!
+//! Lifetimes are kept apart: the process owns the engine, linker, store and
+//! metrics; a tenant owns its pre-instantiated component and namespace; a
+//! request owns one wasmtime `Store`, dropped when it ends.
+
+pub mod config;
+pub mod engine;
+pub mod host;
+pub mod ingress;
+pub mod limits;
+pub mod metrics;
+pub mod store;
+pub mod tenant;
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::config::{ComponentSource, Config};
+use crate::engine::Runtime;
+use crate::ingress::{Admin, HttpLimits, Ingress};
+use crate::metrics::TenantMetrics;
+use crate::tenant::Tenant;
+
+/// The default guest component, built from `guest/default` by `build.rs`.
+pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("RUNNER_DEFAULT_GUEST"));
+
+/// A runner with every tenant loaded, ready to serve.
+pub struct Runner {
+    config: Config,
+    runtime: Arc<Runtime>,
+    ingress: Arc<Ingress>,
+    prometheus: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// The metrics recorder is process-global; tests may build several runners.
+fn prometheus() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = metrics::install()?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+impl Runner {
+    /// Compiles and checks every tenant's component. Fails, naming the
+    /// tenant, if one cannot load; binds nothing.
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let prometheus = prometheus()?;
+        let runtime = Arc::new(Runtime::new(config.engine.clone())?);
+        let store = store::Store::new(config.shards);
+        let mut tenants = Vec::with_capacity(config.tenants.len());
+        for (index, t) in config.tenants.iter().enumerate() {
+            let loaded = match &t.component {
+                ComponentSource::Embedded => runtime.load(DEFAULT_GUEST).map_err(anyhow::Error::from),
+                ComponentSource::File(path) => std::fs::read(path)
+                    .with_context(|| format!("reading {}", path.display()))
+                    .and_then(|bytes| Ok(runtime.load(&bytes)?))
+                    .with_context(|| format!("component {}", path.display())),
+            };
+            let pre = loaded.with_context(|| format!("tenant {:?}", t.name))?;
+            let label = config.tenant_labels.label(index, &t.name);
+            tenants.push(Arc::new(Tenant::new(
+                &t.name,
+                t.limits.clone(),
+                pre,
+                store.namespace(t.limits.quotas.clone()),
+                TenantMetrics::new(label),
+            )));
+        }
+        ::metrics::gauge!(metrics::TENANTS).set(tenants.len() as f64);
+        let limits = HttpLimits {
+            max_in_flight: config.max_in_flight,
+            max_connections: config.max_connections,
+            max_request_body: config.max_request_body,
+            max_header_bytes: config.max_header_bytes,
+            max_headers: config.max_headers,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+        };
+        let ingress = Arc::new(Ingress::new(runtime.clone(), tenants, limits));
+        Ok(Self {
+            config,
+            runtime,
+            ingress,
+            prometheus,
+        })
+    }
+
+    /// Serves tenant traffic on `listener` and the admin endpoints on
+    /// `admin` until `shutdown` resolves; then stops accepting and lets
+    /// in-flight requests finish, up to the shutdown timeout.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        admin_listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let ready = Arc::new(AtomicBool::new(true));
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = Arc::new(Admin {
+            prometheus: self.prometheus,
+            ingress: self.ingress.clone(),
+            runtime: self.runtime.clone(),
+            ready: ready.clone(),
+        });
+        let admin_task = tokio::spawn(admin.serve(admin_listener, async {
+            let _ = admin_stopped.await;
+        }));
+        let stopping = async {
+            shutdown.await;
+            ready.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        };
+        self.ingress
+            .serve(listener, stopping, self.config.shutdown_timeout)
+            .await;
+        let _ = stop_admin.send(());
+        let _ = admin_task.await;
+        Ok(())
+    }
+}

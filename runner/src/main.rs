@@ -1,0 +1,89 @@
+//! `runner`: parse the command line, set up logging, build and serve.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use runner::Runner;
+use runner::config::Config;
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    disable_library_backtraces();
+    let (cli, config) = match Config::from_args() {
+        Ok(parsed) => parsed,
+        Err(e) => return fail(&e),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match runtime.block_on(serve(cli, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+async fn serve(cli: runner::config::Cli, config: Config) -> anyhow::Result<()> {
+    let tenants = config.tenants.len();
+    let runner = Runner::build(config)?;
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", cli.listen))?;
+    let admin = TcpListener::bind(cli.metrics_listen)
+        .await
+        .with_context(|| format!("binding --metrics-listen {}", cli.metrics_listen))?;
+    // Parseable lines for scripts and tests, on stdout.
+    println!("listening on http://{}", listener.local_addr()?);
+    println!("metrics on http://{}", admin.local_addr()?);
+    tracing::info!(tenants, "runner ready");
+    runner.serve(listener, admin, shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn fail(error: &anyhow::Error) -> ExitCode {
+    // clap's own errors (and --help, --version) print themselves.
+    if let Some(clap) = error.downcast_ref::<clap::Error>() {
+        let _ = clap.print();
+        return if clap.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
+}
+
+/// Error values must not capture backtraces on the request path (a guest
+/// trap creates one); RUST_BACKTRACE=1 in the environment would make every
+/// one of them walk the stack. Panics keep their backtraces.
+#[expect(unsafe_code, reason = "set_var before any other thread exists")]
+fn disable_library_backtraces() {
+    // SAFETY: called first thing in main, while the process has one thread.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+}

@@ -1,0 +1,390 @@
+//! Every metric the runner exports: names, help texts, label sets and
+//! histogram buckets live here and nowhere else.
+//!
+//! Labels come only from bounded sets: tenant (capped, see
+//! [`TenantLabels`]), outcome, op, result, kind, limit and quota. Hot paths
+//! never look a metric up by name: each tenant holds pre-registered handles,
+//! so recording is an atomic add.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::limits::Limit;
+use crate::store::{self, Quota};
+
+pub const BUILD_INFO: &str = "runner_build_info";
+pub const TENANTS: &str = "runner_tenants";
+pub const REQUESTS: &str = "runner_requests_total";
+pub const REQUEST_DURATION: &str = "runner_request_duration_seconds";
+pub const REQUESTS_IN_FLIGHT: &str = "runner_requests_in_flight";
+pub const INSTANTIATION_DURATION: &str = "runner_instantiation_duration_seconds";
+pub const FUEL_CONSUMED: &str = "runner_fuel_consumed_total";
+pub const TRAPS: &str = "runner_traps_total";
+pub const LIMIT_HITS: &str = "runner_limit_hits_total";
+pub const EPOCH_YIELDS: &str = "runner_epoch_yields_total";
+pub const POOL_INSTANCES_IN_USE: &str = "runner_pool_instances_in_use";
+pub const POOL_INSTANCES_CAPACITY: &str = "runner_pool_instances_capacity";
+pub const POOL_MEMORIES_IN_USE: &str = "runner_pool_memories_in_use";
+pub const KV_OPERATIONS: &str = "runner_kv_operations_total";
+pub const KV_OPERATION_DURATION: &str = "runner_kv_operation_duration_seconds";
+pub const KV_KEYS: &str = "runner_kv_keys";
+pub const KV_BYTES: &str = "runner_kv_bytes";
+pub const KV_QUOTA_REJECTIONS: &str = "runner_kv_quota_rejections_total";
+pub const CONNECTIONS_OPEN: &str = "runner_http_connections_open";
+pub const CONNECTIONS_REJECTED: &str = "runner_http_connections_rejected_total";
+
+/// Request latency: from the bare path (tens of µs) to the default timeout.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0,
+];
+/// Instantiation with the pooling allocator takes microseconds.
+const INSTANTIATION_BUCKETS: &[f64] = &[
+    0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+    0.005, 0.025,
+];
+/// A key-value call takes well under a microsecond unless it copies a lot.
+const KV_BUCKETS: &[f64] = &[
+    0.000_000_1,
+    0.000_000_25,
+    0.000_000_5,
+    0.000_001,
+    0.000_002_5,
+    0.000_005,
+    0.000_01,
+    0.000_1,
+    0.001,
+    0.01,
+];
+
+/// Installs the global recorder and describes every metric.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), REQUEST_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(INSTANTIATION_DURATION.into()),
+            INSTANTIATION_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(KV_OPERATION_DURATION.into()), KV_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(BUILD_INFO, "Always 1; the version label names the runner build.");
+    describe_gauge!(TENANTS, "Tenants loaded.");
+    describe_counter!(REQUESTS, "Tenant requests by outcome.");
+    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Tenant request latency, from routing to the response head.");
+    describe_gauge!(REQUESTS_IN_FLIGHT, "Tenant requests running now.");
+    describe_histogram!(INSTANTIATION_DURATION, Unit::Seconds, "Time to instantiate a tenant component for one request.");
+    describe_counter!(FUEL_CONSUMED, "Fuel burned by tenant guests.");
+    describe_counter!(TRAPS, "Guest traps by kind.");
+    describe_counter!(LIMIT_HITS, "Requests that ran into a limit, by limit.");
+    describe_counter!(EPOCH_YIELDS, "Times a running guest yielded to the executor at an epoch tick.");
+    describe_gauge!(POOL_INSTANCES_IN_USE, "Component instance slots of the pooling allocator in use.");
+    describe_gauge!(POOL_INSTANCES_CAPACITY, "Component instance slots of the pooling allocator.");
+    describe_gauge!(POOL_MEMORIES_IN_USE, "Linear memory slots of the pooling allocator in use.");
+    describe_counter!(KV_OPERATIONS, "Key-value calls by op and result.");
+    describe_histogram!(KV_OPERATION_DURATION, Unit::Seconds, "Key-value call latency inside the host.");
+    describe_gauge!(KV_KEYS, "Keys a tenant holds across its buckets.");
+    describe_gauge!(KV_BYTES, Unit::Bytes, "Bytes (keys plus values) a tenant holds.");
+    describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
+    describe_gauge!(CONNECTIONS_OPEN, "HTTP connections open on the tenant listener.");
+    describe_counter!(CONNECTIONS_REJECTED, "Connections closed at once because the connection limit was reached.");
+}
+
+/// How tenants appear in the `tenant` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TenantLabelMode {
+    /// One series per tenant, for the first `--metrics-max-tenants` tenants;
+    /// the rest share `tenant="_other"`.
+    PerTenant,
+    /// Every tenant shares `tenant="_all"`.
+    Aggregate,
+}
+
+/// Picks the label value for each tenant, bounding the series count.
+#[derive(Clone, Copy, Debug)]
+pub struct TenantLabels {
+    pub mode: TenantLabelMode,
+    pub max_tenants: usize,
+}
+
+impl TenantLabels {
+    pub fn label(&self, index: usize, name: &str) -> String {
+        match self.mode {
+            TenantLabelMode::Aggregate => "_all".into(),
+            TenantLabelMode::PerTenant if index < self.max_tenants => name.into(),
+            TenantLabelMode::PerTenant => "_other".into(),
+        }
+    }
+}
+
+/// How a tenant request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Guest4xx,
+    Guest5xx,
+    Trap,
+    FuelExhausted,
+    DeadlineExceeded,
+    Rejected,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 7] = [
+        Outcome::Ok,
+        Outcome::Guest4xx,
+        Outcome::Guest5xx,
+        Outcome::Trap,
+        Outcome::FuelExhausted,
+        Outcome::DeadlineExceeded,
+        Outcome::Rejected,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Guest4xx => "guest_4xx",
+            Outcome::Guest5xx => "guest_5xx",
+            Outcome::Trap => "trap",
+            Outcome::FuelExhausted => "fuel_exhausted",
+            Outcome::DeadlineExceeded => "deadline_exceeded",
+            Outcome::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why a guest trapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapKind {
+    Fuel,
+    Deadline,
+    Memory,
+    Stack,
+    Unreachable,
+    Other,
+}
+
+impl TrapKind {
+    const ALL: [TrapKind; 6] = [
+        TrapKind::Fuel,
+        TrapKind::Deadline,
+        TrapKind::Memory,
+        TrapKind::Stack,
+        TrapKind::Unreachable,
+        TrapKind::Other,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            TrapKind::Fuel => "fuel",
+            TrapKind::Deadline => "deadline",
+            TrapKind::Memory => "memory",
+            TrapKind::Stack => "stack",
+            TrapKind::Unreachable => "unreachable",
+            TrapKind::Other => "other",
+        }
+    }
+}
+
+/// A key-value call, for the `op` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    Open,
+    Get,
+    Set,
+    Delete,
+    Exists,
+    ListKeys,
+    Increment,
+    GetMany,
+    SetMany,
+    DeleteMany,
+}
+
+impl KvOp {
+    const ALL: [KvOp; 10] = [
+        KvOp::Open,
+        KvOp::Get,
+        KvOp::Set,
+        KvOp::Delete,
+        KvOp::Exists,
+        KvOp::ListKeys,
+        KvOp::Increment,
+        KvOp::GetMany,
+        KvOp::SetMany,
+        KvOp::DeleteMany,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            KvOp::Open => "open",
+            KvOp::Get => "get",
+            KvOp::Set => "set",
+            KvOp::Delete => "delete",
+            KvOp::Exists => "exists",
+            KvOp::ListKeys => "list_keys",
+            KvOp::Increment => "increment",
+            KvOp::GetMany => "get_many",
+            KvOp::SetMany => "set_many",
+            KvOp::DeleteMany => "delete_many",
+        }
+    }
+}
+
+const KV_RESULTS: [&str; 3] = ["ok", "error", "quota"];
+
+/// One tenant's pre-registered metric handles.
+pub struct TenantMetrics {
+    requests: Vec<Counter>,
+    duration: Histogram,
+    in_flight: Gauge,
+    fuel: Counter,
+    traps: Vec<Counter>,
+    limits: Vec<Counter>,
+    kv_ops: Vec<[Counter; 3]>,
+    kv_duration: Vec<Histogram>,
+    kv_quota: Vec<Counter>,
+    label: String,
+}
+
+impl TenantMetrics {
+    pub fn new(label: String) -> Self {
+        let t = label.clone();
+        let labelled = |name: &'static str, key: &'static str, value: &'static str| {
+            metrics::counter!(name, "tenant" => t.clone(), key => value)
+        };
+        Self {
+            requests: Outcome::ALL
+                .iter()
+                .map(|o| labelled(REQUESTS, "outcome", o.as_str()))
+                .collect(),
+            duration: metrics::histogram!(REQUEST_DURATION, "tenant" => t.clone()),
+            in_flight: metrics::gauge!(REQUESTS_IN_FLIGHT, "tenant" => t.clone()),
+            fuel: metrics::counter!(FUEL_CONSUMED, "tenant" => t.clone()),
+            traps: TrapKind::ALL
+                .iter()
+                .map(|k| labelled(TRAPS, "kind", k.as_str()))
+                .collect(),
+            limits: Limit::ALL
+                .iter()
+                .map(|l| labelled(LIMIT_HITS, "limit", l.as_str()))
+                .collect(),
+            kv_ops: KvOp::ALL
+                .iter()
+                .map(|op| {
+                    KV_RESULTS.map(|r| {
+                        metrics::counter!(KV_OPERATIONS, "tenant" => t.clone(), "op" => op.as_str(), "result" => r)
+                    })
+                })
+                .collect(),
+            kv_duration: KvOp::ALL
+                .iter()
+                .map(|op| metrics::histogram!(KV_OPERATION_DURATION, "op" => op.as_str()))
+                .collect(),
+            kv_quota: Quota::ALL
+                .iter()
+                .map(|q| labelled(KV_QUOTA_REJECTIONS, "quota", q.as_str()))
+                .collect(),
+            label,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.increment(1.0);
+    }
+
+    pub fn request_finished(&self, outcome: Outcome, elapsed: Duration) {
+        self.in_flight.decrement(1.0);
+        self.requests[outcome as usize].increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+
+    /// A request refused before it reached the guest.
+    pub fn rejected(&self, limit: Limit) {
+        self.requests[Outcome::Rejected as usize].increment(1);
+        self.limit_hit(limit);
+    }
+
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limits[limit as usize].increment(1);
+    }
+
+    pub fn trap(&self, kind: TrapKind) {
+        self.traps[kind as usize].increment(1);
+    }
+
+    pub fn fuel_consumed(&self, fuel: u64) {
+        self.fuel.increment(fuel);
+    }
+
+    pub fn kv_op(&self, op: KvOp, elapsed: Duration, error: Option<&store::Error>) {
+        let result = match error {
+            None => 0,
+            Some(store::Error::Invalid(_)) => 1,
+            Some(store::Error::Quota { quota, .. }) => {
+                self.kv_quota[*quota as usize].increment(1);
+                2
+            }
+        };
+        self.kv_ops[op as usize][result].increment(1);
+        self.kv_duration[op as usize].record(elapsed.as_secs_f64());
+    }
+}
+
+/// Process-wide handles.
+pub struct RunnerMetrics {
+    pub instantiation: Histogram,
+    pub epoch_yields: Counter,
+    pub connections_open: Gauge,
+    pub connections_rejected: Counter,
+}
+
+impl RunnerMetrics {
+    pub fn new() -> Self {
+        Self {
+            instantiation: metrics::histogram!(INSTANTIATION_DURATION),
+            epoch_yields: metrics::counter!(EPOCH_YIELDS),
+            connections_open: metrics::gauge!(CONNECTIONS_OPEN),
+            connections_rejected: metrics::counter!(CONNECTIONS_REJECTED),
+        }
+    }
+}
+
+impl Default for RunnerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Sets the gauges that are read from state rather than counted: pool use
+/// and each tenant label's key-value usage. Called before every scrape.
+pub fn sample(engine: &wasmtime::Engine, pool_capacity: usize, usage: impl Iterator<Item = (String, store::Usage)>) {
+    if let Some(pool) = engine.pooling_allocator_metrics() {
+        metrics::gauge!(POOL_INSTANCES_IN_USE).set(pool.component_instances() as f64);
+        metrics::gauge!(POOL_MEMORIES_IN_USE).set(pool.memories() as f64);
+    }
+    metrics::gauge!(POOL_INSTANCES_CAPACITY).set(pool_capacity as f64);
+    let mut sums: std::collections::BTreeMap<String, store::Usage> = Default::default();
+    for (label, u) in usage {
+        let sum = sums.entry(label).or_default();
+        sum.keys += u.keys;
+        sum.bytes += u.bytes;
+    }
+    for (label, u) in sums {
+        metrics::gauge!(KV_KEYS, "tenant" => label.clone()).set(u.keys as f64);
+        metrics::gauge!(KV_BYTES, "tenant" => label).set(u.bytes as f64);
+    }
+}

@@ -1,0 +1,111 @@
+//! A tenant: its name, limits, pre-instantiated component, key-value
+//! namespace and metric handles. Built once at start-up; shared read-only by
+//! every request of that tenant.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::host::{GuestPre, Host};
+use crate::limits::Limits;
+use crate::metrics::TenantMetrics;
+use crate::store::Namespace;
+
+pub struct Tenant {
+    name: Arc<str>,
+    limits: Limits,
+    pre: GuestPre<Host>,
+    namespace: Arc<Namespace>,
+    /// Bounds this tenant's share of the runner: one tenant's flood cannot
+    /// take every instance slot.
+    permits: Arc<Semaphore>,
+    metrics: TenantMetrics,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant")
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tenant {
+    pub fn new(
+        name: &str,
+        limits: Limits,
+        pre: GuestPre<Host>,
+        namespace: Arc<Namespace>,
+        metrics: TenantMetrics,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            permits: Arc::new(Semaphore::new(limits.max_in_flight)),
+            limits,
+            pre,
+            namespace,
+            metrics,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn pre(&self) -> &GuestPre<Host> {
+        &self.pre
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    pub fn metrics(&self) -> &TenantMetrics {
+        &self.metrics
+    }
+
+    pub fn permits(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+}
+
+/// A valid tenant name: 1 to 64 ASCII letters, digits, `-` or `_`. It
+/// appears in URLs, logs and metric labels, so nothing else is allowed.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tenant name {name:?} must be 1 to 64 ASCII letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn names_are_url_and_label_safe() {
+        assert!(validate_name("t0").is_ok());
+        assert!(validate_name("team-a_1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name("ä").is_err());
+        assert!(validate_name(&"x".repeat(65)).is_err());
+    }
+}
