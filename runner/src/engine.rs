@@ -339,7 +339,9 @@ fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant
                 } else {
                     TrapKind::Other
                 });
-                Failure::Trap(format!("guest trapped: {trap}"))
+                let what = trap.to_string();
+                let what = what.strip_prefix("wasm trap: ").unwrap_or(&what);
+                Failure::Trap(format!("guest trapped: {what}"))
             }
         },
         None => {

@@ -22,7 +22,11 @@ const READ_CHUNK: u64 = 65536;
 pub type Result<T = Response> = std::result::Result<T, Response>;
 
 /// Reads `request`, runs `route` on it and sends what it returns.
-pub fn serve(request: IncomingRequest, out: ResponseOutparam, route: fn(&Request) -> Result) {
+pub fn serve(
+    request: IncomingRequest,
+    out: ResponseOutparam,
+    route: impl FnOnce(&Request) -> Result,
+) {
     let request = Request::new(request);
     route(&request).unwrap_or_else(|e| e).send(out);
 }
@@ -106,8 +110,9 @@ impl Request {
         Ok(self.param("bucket")?.unwrap_or(Cow::Borrowed("")))
     }
 
-    /// Reads the whole request body. A body that can be consumed only once;
-    /// a second call answers 500.
+    /// Reads the whole request body: 400 `failed to read request body` if the
+    /// stream fails. A body can be consumed only once; a second call answers
+    /// 500.
     pub fn read_body(&self) -> Result<Vec<u8>> {
         let body = self
             .inner

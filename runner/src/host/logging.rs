@@ -10,10 +10,8 @@ impl logging::Host for Host {
             return Ok(());
         }
         let tenant = self.tenant.name();
-        // Escaping keeps a guest from forging log lines with newlines or
-        // terminal escapes.
-        let context = context.escape_debug();
-        let message = message.escape_debug();
+        let context = super::printable(&context);
+        let message = super::printable(&message);
         match level {
             Level::Trace => tracing::trace!(target: "guest", tenant = %tenant, %context, "{message}"),
             Level::Debug => tracing::debug!(target: "guest", tenant = %tenant, %context, "{message}"),

@@ -127,6 +127,19 @@ impl WasiHttpHooks for DenyOutgoing {
     }
 }
 
+/// Guest text made safe for a log line: control characters (newlines,
+/// terminal escapes) are escaped so a guest cannot forge or hide lines;
+/// everything else is kept as written.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect::<String>()
+        .into()
+}
+
 /// Selects the [`Host`] itself as the implementation of our own interfaces.
 struct HostData;
 

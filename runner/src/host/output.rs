@@ -85,9 +85,8 @@ impl OutputStream for Writer {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         if self.budget.take(bytes.len(), &self.tenant) {
             let text = String::from_utf8_lossy(&bytes);
-            let text = text.trim_end_matches('\n');
-            if !text.is_empty() {
-                let line = text.escape_debug();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let line = super::printable(line);
                 tracing::info!(target: "guest", tenant = %self.tenant, stream = self.stream, "{line}");
             }
         }

@@ -1,0 +1,361 @@
+//! End-to-end tests: the real `runner` binary on port 0, real HTTP, real
+//! guest components built from guest/.
+
+mod harness;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use harness::{Runner, Tenants, get, request};
+use http::{Method, StatusCode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_value_round_trip_and_values_persist_across_requests() {
+    let r = Runner::start(&["--tenants", "2"]);
+    let res = request(r.addr, Method::PUT, "/t/t0/kv/greeting", b"hello there".to_vec()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    for _ in 0..3 {
+        let res = get(r.addr, "/t/t0/kv/greeting").await;
+        assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "hello there"));
+    }
+    assert_eq!(get(r.addr, "/t/t0/exists/greeting").await.text(), "true");
+    let res = request(r.addr, Method::DELETE, "/t/t0/kv/greeting", vec![]).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let res = get(r.addr, "/t/t0/kv/greeting").await;
+    assert_eq!((res.status, res.text().as_str()), (StatusCode::NOT_FOUND, "key not found"));
+    assert_eq!(get(r.addr, "/t/t0/exists/greeting").await.text(), "false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_never_see_each_others_data() {
+    let r = Runner::start(&["--tenants", "2"]);
+    for (tenant, value) in [("t0", "zero"), ("t1", "one")] {
+        for bucket in ["", "?bucket=shared"] {
+            let path = format!("/t/{tenant}/kv/same-key{bucket}");
+            let res = request(r.addr, Method::PUT, &path, value.as_bytes().to_vec()).await;
+            assert_eq!(res.status, StatusCode::NO_CONTENT);
+        }
+    }
+    request(r.addr, Method::PUT, "/t/t0/kv/only-t0", b"secret".to_vec()).await;
+    for (tenant, value) in [("t0", "zero"), ("t1", "one")] {
+        for bucket in ["", "?bucket=shared"] {
+            let res = get(r.addr, &format!("/t/{tenant}/kv/same-key{bucket}")).await;
+            assert_eq!(res.text(), value, "{tenant} {bucket}");
+        }
+    }
+    let res = get(r.addr, "/t/t1/kv/only-t0").await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(r.addr, "/t/t1/exists/only-t0").await.text(), "false");
+    let keys = get(r.addr, "/t/t1/keys").await.json();
+    assert_eq!(keys["keys"], serde_json::json!(["same-key"]));
+    // Incrementing the other tenant's counter name starts from zero.
+    request(r.addr, Method::POST, "/t/t0/incr/c?by=40", vec![]).await;
+    let res = request(r.addr, Method::POST, "/t/t1/incr/c?by=2", vec![]).await;
+    assert_eq!(res.text(), "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_and_default_bucket_names_are_one_bucket() {
+    let r = Runner::start(&[]);
+    request(r.addr, Method::PUT, "/t/t0/kv/k?bucket=default", b"v".to_vec()).await;
+    assert_eq!(get(r.addr, "/t/t0/kv/k").await.text(), "v");
+    assert_eq!(get(r.addr, "/t/t0/kv/k?bucket=").await.text(), "v");
+    assert_eq!(get(r.addr, "/t/t0/kv/k?bucket=other").await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_add_up_exactly() {
+    let r = Runner::start(&[]);
+    let addr = r.addr;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| tokio::spawn(async move { request(addr, Method::POST, "/t/t0/incr/counter", vec![]).await }))
+        .collect();
+    let mut seen = HashSet::new();
+    for t in tasks {
+        let res = t.await.unwrap();
+        assert_eq!(res.status, StatusCode::OK);
+        seen.insert(res.text());
+    }
+    assert_eq!(seen.len(), 200, "every increment saw a distinct total");
+    assert_eq!(get(addr, "/t/t0/kv/counter").await.text(), "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_walk_returns_each_unchanged_key_once_under_concurrent_writes() {
+    let r = Runner::start(&["--max-page-keys", "300"]);
+    let addr = r.addr;
+    let pairs: Vec<(String, String)> = (0..5000).map(|i| (format!("stable-{i}"), "x".into())).collect();
+    for chunk in pairs.chunks(500) {
+        let body: serde_json::Map<String, serde_json::Value> =
+            chunk.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+        let res = request(addr, Method::POST, "/t/t0/batch/set", serde_json::to_vec(&body).unwrap()).await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT);
+    }
+    let writer = tokio::spawn(async move {
+        for i in 0..400 {
+            let path = format!("/t/t0/kv/churn-{}", i % 50);
+            let method = if i % 3 == 0 { Method::DELETE } else { Method::PUT };
+            request(addr, method, &path, b"y".to_vec()).await;
+        }
+    });
+    let mut stable = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/t/t0/keys?cursor={c}"),
+            None => "/t/t0/keys".into(),
+        };
+        let page = get(addr, &path).await.json();
+        pages += 1;
+        for k in page["keys"].as_array().unwrap() {
+            let k = k.as_str().unwrap();
+            if k.starts_with("stable-") {
+                stable.push(k.to_string());
+            }
+        }
+        match page["cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    writer.await.unwrap();
+    let unique: HashSet<_> = stable.iter().collect();
+    assert_eq!(stable.len(), 5000);
+    assert_eq!(unique.len(), 5000);
+    assert!(pages >= 17, "5000 keys in pages of at most 300 take at least 17 pages, took {pages}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_operations() {
+    let r = Runner::start(&[]);
+    let res = request(r.addr, Method::POST, "/t/t0/batch/set", br#"{"a":"1","b":"2","c":"3"}"#.to_vec()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let res = request(r.addr, Method::POST, "/t/t0/batch/get", br#"["c","missing","a"]"#.to_vec()).await;
+    assert_eq!(res.json(), serde_json::json!({"c": "3", "missing": null, "a": "1"}));
+    let res = request(r.addr, Method::POST, "/t/t0/batch/delete", br#"["a","b"]"#.to_vec()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let res = request(r.addr, Method::POST, "/t/t0/batch/get", br#"["a","b","c"]"#.to_vec()).await;
+    assert_eq!(res.json(), serde_json::json!({"a": null, "b": null, "c": "3"}));
+    let res = request(r.addr, Method::POST, "/t/t0/batch/get", b"not json".to_vec()).await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mebibyte_value_round_trips_and_one_byte_more_is_refused() {
+    let r = Runner::start(&[]);
+    let value: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let res = request(r.addr, Method::PUT, "/t/t0/kv/big", value.clone()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let res = get(r.addr, "/t/t0/kv/big").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(res.body == value, "the value came back changed");
+    let mut over = value;
+    over.push(0);
+    let res = request(r.addr, Method::PUT, "/t/t0/kv/big", over).await;
+    assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(
+        res.text(),
+        "store error: quota exceeded: value of 1048577 bytes is over the 1048576-byte limit"
+    );
+    assert_eq!(get(r.addr, "/t/t0/kv/big").await.body.len(), 1 << 20, "the refused write stored nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tenant_and_paths_outside_tenants_get_404() {
+    let r = Runner::start(&["--tenants", "1"]);
+    let res = get(r.addr, "/t/nobody/hello").await;
+    assert_eq!((res.status, res.text().as_str()), (StatusCode::NOT_FOUND, "unknown tenant \"nobody\""));
+    let res = get(r.addr, "/hello").await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(res.text(), "not found: tenant requests go to /t/{tenant}/{path}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_logs_the_seed_line_with_the_tenant() {
+    let r = Runner::start(&["--tenants", "4"]);
+    let res = get(r.addr, "/t/t3/demo").await;
+    assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "world"));
+    let line = r.wait_for_log("res from guest: world");
+    assert!(line.contains("INFO"), "{line}");
+    assert!(line.contains("tenant=t3"), "{line}");
+    assert!(line.contains("context=I/O"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_guest_fails_only_its_request() {
+    let t = Tenants::new().hostile("evil", "").default("good", "");
+    let r = Runner::start_with(&t, &[]);
+    let res = get(r.addr, "/t/evil/panic").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.text(), "guest trapped: wasm `unreachable` instruction executed");
+    let line = r.wait_for_log("hostile guest panicked on purpose");
+    assert!(line.contains("tenant=evil"), "{line}");
+    assert_eq!(get(r.addr, "/t/evil/hello").await.text(), "hello");
+    assert_eq!(get(r.addr, "/t/good/hello").await.text(), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuel_and_deadline_each_have_their_own_error() {
+    let t = Tenants::new()
+        .hostile("cpu", "fuel = 5000000\ntimeout = \"10s\"")
+        .hostile("slow", "fuel = 100000000000\ntimeout = \"300ms\"");
+    let r = Runner::start_with(&t, &[]);
+
+    let res = get(r.addr, "/t/cpu/loop").await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.header("x-runner-limit"), Some("fuel"));
+    assert_eq!(res.text(), "fuel exhausted: the request burned its whole budget of 5000000 fuel units");
+    assert_eq!(res.header("retry-after"), None);
+    // A budgeted amount of work still fits.
+    assert_eq!(get(r.addr, "/t/cpu/burn?iters=1000").await.text(), "1000");
+
+    let res = get(r.addr, "/t/slow/loop").await;
+    assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(res.header("x-runner-limit"), Some("deadline"));
+    assert_eq!(res.text(), "deadline exceeded: the request ran past its 300ms timeout");
+
+    // Blocked in a host call, where epochs cannot interrupt: the wall-clock
+    // backstop ends it.
+    let res = get(r.addr, "/t/slow/sleep?ms=60000").await;
+    assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(res.header("x-runner-limit"), Some("deadline"));
+
+    assert_eq!(get(r.addr, "/t/slow/hello").await.text(), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_and_stack_limits_trap_cleanly() {
+    let t = Tenants::new().hostile("evil", "max-memory = \"4MiB\"\nfuel = 10000000000");
+    let r = Runner::start_with(&t, &[]);
+    // memory.grow past the cap fails (returns -1); the guest reports the size
+    // it reached, which is exactly the cap.
+    let res = get(r.addr, "/t/evil/grow-raw").await;
+    assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "64"));
+
+    let res = get(r.addr, "/t/evil/grow").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.header("x-runner-limit"), Some("memory"));
+    assert_eq!(res.text(), "memory limit exceeded: a linear memory may grow to at most 4194304 bytes");
+
+    let res = get(r.addr, "/t/evil/recurse").await;
+    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(res.header("x-runner-limit"), Some("stack"));
+    assert_eq!(res.text(), "stack overflow: the guest exhausted its wasm stack");
+
+    assert_eq!(get(r.addr, "/t/evil/hello").await.text(), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_quota_stops_writes_and_deletes_give_room_back() {
+    let t = Tenants::new().hostile("evil", "max-keys = 50");
+    let r = Runner::start_with(&t, &[]);
+    let res = get(r.addr, "/t/evil/fill-keys?max=1000").await;
+    assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(
+        res.text(),
+        "wrote 50 keys; store error: quota exceeded: the tenant holds 50 keys, the limit is 50"
+    );
+    let res = request(r.addr, Method::PUT, "/t/evil/kv/k0", b"overwrite is fine".to_vec()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let res = request(r.addr, Method::PUT, "/t/evil/kv/new", b"x".to_vec()).await;
+    assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_give_room_back_on_delete() {
+    let t = Tenants::new().default("small", "max-keys = 3
+max-store-bytes = 100");
+    let r = Runner::start_with(&t, &[]);
+    let res = request(r.addr, Method::POST, "/t/small/batch/set", br#"{"a":"1","b":"2","c":"3"}"#.to_vec()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    let res = request(r.addr, Method::PUT, "/t/small/kv/d", b"4".to_vec()).await;
+    assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(res.text(), "store error: quota exceeded: the tenant holds 3 keys, the limit is 3");
+    request(r.addr, Method::DELETE, "/t/small/kv/a", vec![]).await;
+    let res = request(r.addr, Method::PUT, "/t/small/kv/d", vec![b'x'; 96]).await;
+    assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
+    assert_eq!(
+        res.text(),
+        "store error: quota exceeded: writing 97 more bytes to the tenant's 4 would pass its 100-byte limit"
+    );
+    let res = request(r.addr, Method::PUT, "/t/small/kv/d", vec![b'x'; 95]).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.metric("runner_kv_keys", "tenant=\"small\"").await, 3.0);
+    assert_eq!(r.metric("runner_kv_bytes", "tenant=\"small\"").await, 100.0);
+    assert_eq!(
+        r.metric("runner_kv_quota_rejections_total", "quota=\"keys\"").await
+            + r.metric("runner_kv_quota_rejections_total", "quota=\"bytes\"").await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_declared_or_streamed() {
+    let r = Runner::start(&["--max-request-body", "1000"]);
+    let res = request(r.addr, Method::PUT, "/t/t0/kv/k", vec![b'x'; 1001]).await;
+    assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(res.header("x-runner-limit"), Some("request_body"));
+    assert_eq!(res.text(), "request body too large: the limit is 1000 bytes");
+    let res = harness::chunked_put(r.addr, "/t/t0/kv/k", &[&[b'y'; 600], &[b'y'; 600]]).await;
+    assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(get(r.addr, "/t/t0/kv/k").await.status, StatusCode::NOT_FOUND);
+    let res = request(r.addr, Method::PUT, "/t/t0/kv/k", vec![b'x'; 1000]).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431() {
+    let r = Runner::start(&["--max-header-bytes", "8KiB"]);
+    let head = format!(
+        "GET /t/t0/hello HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let reply = harness::raw(r.addr, head.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_concurrency_cap_gives_429_and_global_cap_gives_503() {
+    let t = Tenants::new().hostile("evil", "max-tenant-in-flight = 2\ntimeout = \"1s\"").default("good", "");
+    let r = Runner::start_with(&t, &["--max-in-flight", "3"]);
+    let addr = r.addr;
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get(addr, "/t/evil/sleep?ms=700").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = get(addr, "/t/evil/hello").await;
+    assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(res.header("x-runner-limit"), Some("tenant_concurrency"));
+    assert_eq!(res.header("retry-after"), Some("1"));
+    assert_eq!(res.text(), "too many requests: tenant evil already has 2 requests in flight");
+    // The other tenant still has room: one more slot of the three.
+    let third = tokio::spawn(async move { get(addr, "/t/good/hello").await });
+    assert_eq!(third.await.unwrap().status, StatusCode::OK);
+    for s in sleepers {
+        assert_eq!(s.await.unwrap().text(), "slept");
+    }
+    assert_eq!(get(addr, "/t/evil/hello").await.status, StatusCode::OK);
+
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_cap_gives_503_with_retry_after() {
+    let t = Tenants::new().hostile("a", "").hostile("b", "");
+    let r = Runner::start_with(&t, &["--max-in-flight", "2"]);
+    let addr = r.addr;
+    let sleepers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|t| tokio::spawn(async move { get(addr, &format!("/t/{t}/sleep?ms=600")).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let res = get(addr, "/t/a/hello").await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.header("x-runner-limit"), Some("global_concurrency"));
+    assert_eq!(res.header("retry-after"), Some("1"));
+    assert_eq!(res.text(), "runner busy: all 2 request slots are in use; retry later");
+    for s in sleepers {
+        assert_eq!(s.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(get(addr, "/t/b/hello").await.status, StatusCode::OK);
+}
