@@ -129,6 +129,12 @@ pub struct ServerArgs {
     #[serde(with = "serde_duration")]
     pub epoch_tick: Duration,
 
+    /// Bytes of each instance's linear memory kept resident between
+    /// requests: faster reuse, at the cost of up to pool-size times this
+    /// much resident memory.
+    #[arg(long, default_value = "2MiB", help_heading = "Server")]
+    pub pool_keep_resident: ByteSize,
+
     /// How tenants appear in metric labels.
     #[arg(long, value_enum, default_value = "per-tenant", help_heading = "Server")]
     pub metrics_tenant_label: TenantLabelMode,
@@ -379,6 +385,7 @@ impl serde::Serialize for ServerArgs {
         }
         m.serialize_entry("max-wasm-stack", &self.max_wasm_stack.as_u64())?;
         m.serialize_entry("epoch-tick", &d(&self.epoch_tick))?;
+        m.serialize_entry("pool-keep-resident", &self.pool_keep_resident.as_u64())?;
         let mode = match self.metrics_tenant_label {
             TenantLabelMode::PerTenant => "per-tenant",
             TenantLabelMode::Aggregate => "aggregate",
@@ -550,6 +557,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path, defaults: &LimitArgs) -> anyhow
             max_memory,
             max_wasm_stack,
             epoch_tick: server.epoch_tick,
+            keep_resident: to_usize(server.pool_keep_resident, "pool-keep-resident")?,
         },
         shards,
         max_in_flight: server.max_in_flight.unwrap_or(server.pool_size as usize),

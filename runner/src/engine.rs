@@ -40,6 +40,8 @@ pub struct EngineConfig {
     /// Epoch tick: how often a running guest yields and its deadline is
     /// checked.
     pub epoch_tick: Duration,
+    /// Bytes of each linear-memory slot kept resident between requests.
+    pub keep_resident: usize,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +51,7 @@ impl Default for EngineConfig {
             max_memory: Limits::default().max_memory,
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(1),
+            keep_resident: 2 << 20,
         }
     }
 }
@@ -92,10 +95,11 @@ impl Runtime {
             .max_memories_per_component(MEMORIES_PER_COMPONENT)
             .max_tables_per_component(TABLES_PER_COMPONENT)
             .max_memory_size(config.max_memory)
-            // Keeping the first pages of each slot resident (zeroed with
-            // memset instead of returned with madvise) removes most of the
-            // per-request kernel work; see ../shared/CONTEXT.md.
-            .linear_memory_keep_resident(1 << 20)
+            // Keeping the first pages of each slot resident (reset in place
+            // instead of returned with madvise, which costs page faults and
+            // TLB shootdowns on the next request) removes most of the
+            // per-request kernel work. It bounds RSS at slots x this size.
+            .linear_memory_keep_resident(config.keep_resident)
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10);
 
