@@ -58,6 +58,10 @@ pub struct Cli {
     #[arg(long, env = "RUNNER_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Async worker threads; defaults to one per core.
+    #[arg(long, env = "RUNNER_WORKERS")]
+    pub workers: Option<usize>,
+
     /// Log filter, in RUST_LOG syntax.
     #[arg(long, env = "RUNNER_LOG", default_value = "info")]
     pub log: String,

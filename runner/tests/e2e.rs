@@ -359,3 +359,161 @@ async fn global_cap_gives_503_with_retry_after() {
     }
     assert_eq!(get(addr, "/t/b/hello").await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spinning_tenants_on_every_worker_do_not_starve_others() {
+    let mut t = Tenants::new().default("good", "");
+    for i in 0..4 {
+        t = t.hostile(&format!("spin{i}"), "fuel = 1000000000000\ntimeout = \"4s\"");
+    }
+    let r = Runner::start_with(&t, &["--workers", "2"]);
+    let addr = r.addr;
+    let spinners: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(async move { get(addr, &format!("/t/spin{i}/loop")).await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..30 {
+        let res = request(addr, Method::PUT, &format!("/t/good/kv/k{i}"), b"v".to_vec()).await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT);
+        assert_eq!(get(addr, &format!("/t/good/kv/k{i}")).await.text(), "v");
+    }
+    assert_eq!(get(r.admin, "/healthz").await.text(), "ok");
+    assert!(get(r.admin, "/metrics").await.text().contains("runner_requests_total"));
+    assert!(
+        spinners.iter().all(|s| !s.is_finished()),
+        "the good tenant was served while all four loops still ran"
+    );
+    for s in spinners {
+        let res = s.await.unwrap();
+        assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_traps_leave_pool_and_memory_at_baseline() {
+    let t = Tenants::new().hostile("evil", "").default("good", "");
+    let r = Runner::start_with(&t, &[]);
+    let addr = r.addr;
+    // Warm up, then take the baseline.
+    for _ in 0..200 {
+        assert_eq!(get(addr, "/t/evil/panic").await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    let rss_before = r.rss_bytes();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = harness::Client::connect(addr).await;
+                for _ in 0..625 {
+                    let res = client.get("/t/evil/panic").await;
+                    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(get(addr, "/t/good/hello").await.text(), "hello");
+    assert_eq!(r.metric("runner_pool_instances_in_use", "").await, 0.0);
+    assert_eq!(r.metric("runner_traps_total", "kind=\"unreachable\"").await, 10_200.0);
+    let rss_after = r.rss_bytes();
+    let growth = rss_after.saturating_sub(rss_before);
+    assert!(
+        growth < 32 << 20,
+        "resident memory grew by {growth} bytes over 10,000 traps ({rss_before} -> {rss_after})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_instance_pool_answers_503_at_once_and_slots_come_back() {
+    let t = Tenants::new().hostile("evil", "timeout = \"2s\"");
+    let r = Runner::start_with(&t, &["--pool-size", "2", "--max-in-flight", "10"]);
+    let addr = r.addr;
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { get(addr, "/t/evil/sleep?ms=800").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = get(addr, "/t/evil/hello").await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.header("x-runner-limit"), Some("instance_pool"));
+    assert_eq!(res.header("retry-after"), Some("1"));
+    assert!(res.text().starts_with("instance pool exhausted"), "{}", res.text());
+    for s in sleepers {
+        assert_eq!(s.await.unwrap().text(), "slept");
+    }
+    assert_eq!(get(addr, "/t/evil/hello").await.text(), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_responses_stream_and_stdout_floods_are_bounded() {
+    let t = Tenants::new().hostile("evil", "max-log-bytes = \"8KiB\"\nfuel = 10000000000");
+    let r = Runner::start_with(&t, &[]);
+    let res = get(r.addr, "/t/evil/huge-body?bytes=20000000").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(res.body.len(), 20_000_000);
+    let res = get(r.addr, "/t/evil/stdout?bytes=10000000").await;
+    assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "ok"));
+    r.wait_for_log("log budget of this request spent");
+    let logged: usize = r
+        .output()
+        .lines()
+        .filter(|l| l.contains("stream=\"stdout\"") || l.contains("stream=stdout"))
+        .map(str::len)
+        .sum();
+    assert!(logged < 64 << 10, "{logged} bytes of stdout reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_by_the_header_timeout() {
+    let r = Runner::start(&["--header-read-timeout", "300ms"]);
+    let started = std::time::Instant::now();
+    // Half a request head, then silence.
+    let reply = harness::raw(r.addr, b"GET /t/t0/hello HTTP/1.1\r\nhost: x\r\n").await;
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the connection was closed by the server");
+    assert_eq!(get(r.addr, "/t/t0/hello").await.text(), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_with_imports_the_runner_lacks_fail_at_load_naming_them() {
+    let dir = std::env::temp_dir().join(format!("runner-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("sockets.wasm");
+    let bytes = wat::parse_str(
+        r#"(component
+            (import "wasi:sockets/tcp@0.2.0" (instance (export "connect" (func))))
+        )"#,
+    )
+    .unwrap();
+    std::fs::write(&wasm, bytes).unwrap();
+    let toml = dir.join("tenants.toml");
+    std::fs::write(&toml, format!("[tenants.bad]\ncomponent = {:?}\n", wasm.to_str().unwrap())).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["--config", toml.to_str().unwrap(), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tenant \"bad\""), "{stderr}");
+    assert!(stderr.contains("wasi:sockets/tcp@0.2.0"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "nothing was bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let t = Tenants::new().hostile("evil", "timeout = \"5s\"");
+    let mut r = Runner::start_with(&t, &[]);
+    let addr = r.addr;
+    let slow = tokio::spawn(async move { get(addr, "/t/evil/sleep?ms=500").await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = r.terminate();
+        (status, r)
+    });
+    let res = slow.await.unwrap();
+    assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "slept"));
+    let (status, r) = status.await.unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(r.output().contains("shutting down"));
+}

@@ -113,20 +113,23 @@ fn grow_raw(_: &Request) -> Result {
     Ok(Response::text(501, "grow-raw needs wasm32"))
 }
 
-/// Unbounded recursion. The stack array, passed through `black_box` and read
-/// after the recursive call, keeps the call from becoming a tail call or a
-/// loop. It traps when the host's wasm stack limit is hit, or, if that limit
-/// is larger than the guest's 1 MiB shadow stack allows for, with an
-/// out-of-bounds access when the shadow stack runs below address 0.
+/// Unbounded recursion that ends in the host's "call stack exhausted" trap
+/// (`--max-wasm-stack`).
+///
+/// The result is mixed after the call with a rotate (not an associative
+/// accumulator), so LLVM can neither make it a tail call nor turn it into a
+/// loop. It deliberately avoids `black_box` and stack arrays: on wasm those
+/// put locals in the shadow stack in linear memory, and with a small shadow
+/// stack (the default guest links with 64 KiB) that can run out first and end
+/// in an out-of-bounds memory access instead of a stack overflow. Each frame
+/// here lives on the native wasm stack only, so the outcome does not depend
+/// on the shadow stack's size.
 #[inline(never)]
 fn recurse(depth: u64) -> u64 {
-    let mut frame = [0u8; 64];
-    frame[(depth % 64) as usize] = depth as u8;
-    black_box(&mut frame);
-    if black_box(depth == u64::MAX) {
+    if depth == u64::MAX {
         return depth;
     }
-    recurse(depth + 1).wrapping_add(u64::from(frame[(depth % 64) as usize]))
+    recurse(depth + 1).rotate_left(7) ^ depth
 }
 
 /// `GET /big-value?bytes=N`: sets `big` to N bytes in the default bucket (or

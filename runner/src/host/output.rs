@@ -3,7 +3,7 @@
 //! blocking or failing the guest, so a flood costs only the guest's own fuel.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -11,11 +11,20 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 /// Bytes a request may still log, shared by `wasi:logging` and stdio.
 #[derive(Clone, Debug)]
-pub struct LogBudget(Arc<AtomicUsize>);
+pub struct LogBudget(Arc<Budget>);
+
+#[derive(Debug)]
+struct Budget {
+    left: AtomicUsize,
+    warned: AtomicBool,
+}
 
 impl LogBudget {
     pub fn new(bytes: usize) -> Self {
-        Self(Arc::new(AtomicUsize::new(bytes)))
+        Self(Arc::new(Budget {
+            left: AtomicUsize::new(bytes),
+            warned: AtomicBool::new(false),
+        }))
     }
 
     /// Takes `n` bytes of budget; false (and nothing taken) when too little
@@ -24,10 +33,9 @@ impl LogBudget {
     pub fn take(&self, n: usize, tenant: &str) -> bool {
         let taken = self
             .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                left.checked_sub(n)
-            });
-        if taken.is_err() && self.0.swap(0, Ordering::Relaxed) > 0 {
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n));
+        if taken.is_err() && !self.0.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(target: "guest", %tenant, "log budget of this request spent; dropping the rest of its output");
         }
         taken.is_ok()

@@ -126,6 +126,17 @@ impl Runner {
             .sum()
     }
 
+    /// The process's resident set size, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("reading /proc");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kb * 1024
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -251,6 +262,36 @@ where
         status: parts.status,
         headers: parts.headers,
         body,
+    }
+}
+
+/// A keep-alive connection for many requests in a row.
+pub struct Client {
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connecting to the runner");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP handshake");
+        tokio::spawn(conn);
+        Self { addr, sender }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Reply {
+        let req = Request::builder()
+            .uri(path)
+            .header("host", self.addr.to_string())
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        self.sender.ready().await.expect("connection ready");
+        let res = self.sender.send_request(req).await.expect("sending the request");
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        Reply { status: parts.status, headers: parts.headers, body }
     }
 }
 
