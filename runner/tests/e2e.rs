@@ -517,3 +517,53 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success(), "exit status {status}");
     assert!(r.output().contains("shutting down"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_outcomes_per_tenant_and_bound_the_label_set() {
+    let r = Runner::start(&["--tenants", "4", "--metrics-max-tenants", "2"]);
+    for t in ["t0", "t1", "t2", "t3"] {
+        assert_eq!(get(r.addr, &format!("/t/{t}/hello")).await.status, StatusCode::OK);
+    }
+    get(r.addr, "/t/t0/kv/missing").await;
+    request(r.addr, Method::PUT, "/t/t3/kv/k", b"v".to_vec()).await;
+    let text = get(r.admin, "/metrics").await.text();
+    assert!(text.contains("runner_build_info{version=\""), "{text}");
+    assert_eq!(r.metric("runner_tenants", "").await, 4.0);
+    assert_eq!(r.metric("runner_requests_total", "tenant=\"t0\",outcome=\"ok\"").await, 1.0);
+    assert_eq!(r.metric("runner_requests_total", "tenant=\"t0\",outcome=\"guest_4xx\"").await, 1.0);
+    assert_eq!(r.metric("runner_requests_total", "tenant=\"_other\",outcome=\"ok\"").await, 3.0);
+    assert_eq!(r.metric("runner_kv_keys", "tenant=\"_other\"").await, 1.0);
+    assert!(!text.contains("tenant=\"t2\""), "tenants past the cap share _other");
+    assert_eq!(r.metric("runner_pool_instances_capacity", "").await, 1000.0);
+    assert_eq!(
+        r.metric("runner_kv_operations_total", "tenant=\"_other\",op=\"set\",result=\"ok\"").await,
+        1.0
+    );
+
+    let r = Runner::start(&["--tenants", "3", "--metrics-tenant-label", "aggregate"]);
+    for t in ["t0", "t1", "t2"] {
+        get(r.addr, &format!("/t/{t}/hello")).await;
+    }
+    let text = get(r.admin, "/metrics").await.text();
+    assert_eq!(r.metric("runner_requests_total", "tenant=\"_all\",outcome=\"ok\"").await, 3.0);
+    assert!(!text.contains("tenant=\"t0\""), "{text}");
+    assert_eq!(get(r.admin, "/readyz").await.text(), "ready");
+    assert_eq!(get(r.addr, "/metrics").await.status, StatusCode::NOT_FOUND, "admin routes are not on the tenant listener");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_and_idle_timeout_close_connections() {
+    let r = Runner::start(&["--max-connections", "2", "--idle-timeout", "300ms", "--header-read-timeout", "10s"]);
+    let mut first = harness::Client::connect(r.addr).await;
+    let mut second = harness::Client::connect(r.addr).await;
+    assert_eq!(first.get("/t/t0/hello").await.text(), "hello");
+    assert_eq!(second.get("/t/t0/hello").await.text(), "hello");
+    // A third connection is closed at once, without a response.
+    let reply = harness::raw(r.addr, b"GET /t/t0/hello HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert_eq!(reply, "");
+    assert_eq!(r.metric("runner_http_connections_rejected_total", "").await, 1.0);
+    // Idle connections are closed, which frees their slots.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(r.metric("runner_http_connections_open", "").await, 0.0);
+    assert_eq!(get(r.addr, "/t/t0/hello").await.text(), "hello");
+}
