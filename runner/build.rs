@@ -6,7 +6,10 @@ use std::process::Command;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("runner/ sits in the workspace").to_path_buf();
+    let root = manifest_dir
+        .parent()
+        .expect("runner/ sits in the workspace")
+        .to_path_buf();
     let guest = root.join("guest");
     // Its own target dir: the outer cargo holds the lock on target/<profile>.
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
@@ -22,7 +25,14 @@ fn main() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&guest)
-        .args(["build", "--release", "--locked", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     // Flags meant for the host build must not leak into the wasm build.
     for var in [

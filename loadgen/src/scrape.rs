@@ -310,7 +310,7 @@ mod tests {
              x 1\n\
              x{a=\"b\",c=\"d, }e\"} 2.5 1700000000\n\
              y{q=\"\\\"quoted\\\" \\\\ \\n\",} +Inf\n\
-             z {} 3\n",
+             z{} 3\n",
         )
         .expect("valid");
         assert_eq!(e.samples.len(), 4);

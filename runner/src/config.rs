@@ -79,7 +79,12 @@ pub struct Cli {
 pub struct ServerArgs {
     /// Instance slots in the pooling allocator: the most guest instances
     /// alive at once. Each reserves address space, not memory.
-    #[arg(long, env = "RUNNER_POOL_SIZE", default_value_t = 1000, help_heading = "Server")]
+    #[arg(
+        long,
+        env = "RUNNER_POOL_SIZE",
+        default_value_t = 1000,
+        help_heading = "Server"
+    )]
     pub pool_size: u32,
 
     /// Requests in flight across all tenants; more get 503 with Retry-After.
@@ -88,7 +93,12 @@ pub struct ServerArgs {
     pub max_in_flight: Option<usize>,
 
     /// Open connections on the tenant listener; more are closed at once.
-    #[arg(long, env = "RUNNER_MAX_CONNECTIONS", default_value_t = 10_000, help_heading = "Server")]
+    #[arg(
+        long,
+        env = "RUNNER_MAX_CONNECTIONS",
+        default_value_t = 10_000,
+        help_heading = "Server"
+    )]
     pub max_connections: usize,
 
     /// Largest request body; larger gets 413, checked while streaming.
@@ -140,7 +150,12 @@ pub struct ServerArgs {
     pub pool_keep_resident: ByteSize,
 
     /// How tenants appear in metric labels.
-    #[arg(long, value_enum, default_value = "per-tenant", help_heading = "Server")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "per-tenant",
+        help_heading = "Server"
+    )]
     pub metrics_tenant_label: TenantLabelMode,
 
     /// With per-tenant labels, tenants past this many share tenant="_other",
@@ -155,7 +170,12 @@ pub struct ServerArgs {
 pub struct LimitArgs {
     /// Fuel one request may burn (about one unit per wasm instruction);
     /// past it the request fails with 503 and x-runner-limit: fuel.
-    #[arg(long, env = "RUNNER_FUEL", default_value_t = 100_000_000, help_heading = "Tenant limits")]
+    #[arg(
+        long,
+        env = "RUNNER_FUEL",
+        default_value_t = 100_000_000,
+        help_heading = "Tenant limits"
+    )]
     pub fuel: u64,
 
     /// Wall-clock time one request may take; past it, 504 and
@@ -165,7 +185,12 @@ pub struct LimitArgs {
 
     /// Size one linear memory may grow to; growth past it fails, and a
     /// guest that aborts on it gets 500 with x-runner-limit: memory.
-    #[arg(long, env = "RUNNER_MAX_MEMORY", default_value = "64MiB", help_heading = "Tenant limits")]
+    #[arg(
+        long,
+        env = "RUNNER_MAX_MEMORY",
+        default_value = "64MiB",
+        help_heading = "Tenant limits"
+    )]
     pub max_memory: ByteSize,
 
     /// Elements one table may grow to.
@@ -185,7 +210,12 @@ pub struct LimitArgs {
     pub max_memories: usize,
 
     /// Requests of one tenant in flight at once; more get 429.
-    #[arg(long, env = "RUNNER_TENANT_MAX_IN_FLIGHT", default_value_t = 256, help_heading = "Tenant limits")]
+    #[arg(
+        long,
+        env = "RUNNER_TENANT_MAX_IN_FLIGHT",
+        default_value_t = 256,
+        help_heading = "Tenant limits"
+    )]
     pub max_tenant_in_flight: usize,
 
     /// Log output (wasi:logging, stdout, stderr) one request may write; the
@@ -402,11 +432,7 @@ impl serde::Serialize for ServerArgs {
 
 /// Lays `over` on top of `base`; with `explicit`, a flag the user set wins
 /// over the file's `[defaults]`.
-fn apply(
-    base: &LimitArgs,
-    over: &LimitOverrides,
-    explicit: &dyn Fn(&str) -> bool,
-) -> LimitArgs {
+fn apply(base: &LimitArgs, over: &LimitOverrides, explicit: &dyn Fn(&str) -> bool) -> LimitArgs {
     macro_rules! pick {
         ($($field:ident),*) => {
             LimitArgs {
@@ -514,10 +540,10 @@ fn build(cli: &Cli, file: File, base_dir: &Path, defaults: &LimitArgs) -> anyhow
         (None, true) => 0,
         (None, false) => 1,
     };
-    if let ComponentSource::File(path) = &default_component {
-        if !path.is_file() {
-            bail!("--component {} does not exist", path.display());
-        }
+    if let ComponentSource::File(path) = &default_component
+        && !path.is_file()
+    {
+        bail!("--component {} does not exist", path.display());
     }
     let generated_limits = limits(defaults, "default limits")?;
     for i in 0..generated {
@@ -658,10 +684,23 @@ mod tests {
 
     #[test]
     fn flags_set_every_tenants_limits() {
-        let c = parse(&["--tenants", "3", "--fuel", "5000", "--timeout", "250ms", "--max-memory", "2MiB"]).unwrap();
+        let c = parse(&[
+            "--tenants",
+            "3",
+            "--fuel",
+            "5000",
+            "--timeout",
+            "250ms",
+            "--max-memory",
+            "2MiB",
+        ])
+        .unwrap();
         assert_eq!(c.tenants.len(), 3);
         let l = &c.tenants[2].limits;
-        assert_eq!((l.fuel, l.timeout, l.max_memory), (5000, Duration::from_millis(250), 2 << 20));
+        assert_eq!(
+            (l.fuel, l.timeout, l.max_memory),
+            (5000, Duration::from_millis(250), 2 << 20)
+        );
     }
 
     #[test]
@@ -699,25 +738,43 @@ mod tests {
     fn unknown_fields_and_bad_values_are_named() {
         let f = file("[tenants.a]\nfule = 3\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
-        assert!(format!("{err:#}").contains("unknown field `fule`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unknown field `fule`"),
+            "{err:#}"
+        );
 
         let f = file("[server]\npool-sise = 3\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
-        assert!(format!("{err:#}").contains("unknown field `pool-sise`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unknown field `pool-sise`"),
+            "{err:#}"
+        );
 
         let f = file("[tenants.\"a/b\"]\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
-        assert!(format!("{err:#}").contains("tenant name \"a/b\""), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("tenant name \"a/b\""),
+            "{err:#}"
+        );
 
         let f = file("[tenants.a]\ncomponent = \"missing.wasm\"\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
-        assert!(format!("{err:#}").contains("tenant \"a\": component"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("tenant \"a\": component"),
+            "{err:#}"
+        );
 
         let f = file("[tenants.a]\nfuel = 0\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
-        assert_eq!(format!("{err:#}"), "tenant \"a\": fuel must be greater than zero");
+        assert_eq!(
+            format!("{err:#}"),
+            "tenant \"a\": fuel must be greater than zero"
+        );
 
         let err = parse(&["--shards", "3"]).unwrap_err();
-        assert_eq!(format!("{err:#}"), "shards must be a power of two up to 65536, not 3");
+        assert_eq!(
+            format!("{err:#}"),
+            "shards must be a power of two up to 65536, not 3"
+        );
     }
 }

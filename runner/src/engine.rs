@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use wasmtime::error::Context as _;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use wasmtime::component::{Component, Linker};
+use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime::{PoolConcurrencyLimitError, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
@@ -214,7 +214,9 @@ impl Runtime {
                 Ok(result) => result,
                 Err(_elapsed) => Err(DeadlineExceeded.into()),
             };
-            let failure = result.err().map(|e| classify(&e, store.data().limiter.hit, &tenant));
+            let failure = result
+                .err()
+                .map(|e| classify(&e, store.data().limiter.hit, &tenant));
             let fuel = store.get_fuel().unwrap_or(0);
             tenant
                 .metrics()

@@ -131,7 +131,8 @@ impl Ingress {
             open.increment(1.0);
             tasks.spawn(async move {
                 tokio::pin!(conn);
-                let mut check = tokio::time::interval(idle_timeout.max(Duration::from_millis(40)) / 4);
+                let mut check =
+                    tokio::time::interval(idle_timeout.max(Duration::from_millis(40)) / 4);
                 loop {
                     tokio::select! {
                         _ = conn.as_mut() => break,
@@ -153,10 +154,8 @@ impl Ingress {
         }
         drop(listener);
         let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(
                 connections = tasks.len(),
@@ -165,7 +164,10 @@ impl Ingress {
         }
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body_>, Infallible> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body_>, Infallible> {
         let path = req.uri().path();
         let Some((name, rest)) = split_tenant(path) else {
             return Ok(text(
@@ -174,12 +176,17 @@ impl Ingress {
             ));
         };
         let Some(tenant) = self.tenants.get(name).cloned() else {
-            return Ok(text(StatusCode::NOT_FOUND, format!("unknown tenant {name:?}")));
+            return Ok(text(
+                StatusCode::NOT_FOUND,
+                format!("unknown tenant {name:?}"),
+            ));
         };
         let rest_len = rest.len();
         let started = Instant::now();
         let (response, outcome) = self.admit_and_call(&tenant, req, rest_len).await;
-        tenant.metrics().request_finished(outcome, started.elapsed());
+        tenant
+            .metrics()
+            .request_finished(outcome, started.elapsed());
         Ok(response)
     }
 
@@ -249,14 +256,23 @@ impl Ingress {
             }
             Err(Failure::Trap(message)) => {
                 tracing::debug!(tenant = tenant.name(), "{message}");
-                (text(StatusCode::INTERNAL_SERVER_ERROR, message), Outcome::Trap)
+                (
+                    text(StatusCode::INTERNAL_SERVER_ERROR, message),
+                    Outcome::Trap,
+                )
             }
             Err(Failure::Guest(message)) => {
                 tracing::debug!(tenant = tenant.name(), "{message}");
-                (text(StatusCode::INTERNAL_SERVER_ERROR, message), Outcome::Guest5xx)
+                (
+                    text(StatusCode::INTERNAL_SERVER_ERROR, message),
+                    Outcome::Guest5xx,
+                )
             }
             Err(Failure::Internal(message)) => {
-                tracing::error!(tenant = tenant.name(), "request failed in the host: {message}");
+                tracing::error!(
+                    tenant = tenant.name(),
+                    "request failed in the host: {message}"
+                );
                 let body = "internal error in the runner; the operator's log has details".into();
                 (text(StatusCode::INTERNAL_SERVER_ERROR, body), Outcome::Trap)
             }
@@ -318,7 +334,9 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
 }
 
 pub(crate) fn full(body: impl Into<Bytes>) -> Body_ {
-    Full::new(body.into()).map_err(|e| match e {}).boxed_unsync()
+    Full::new(body.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
 }
 
 fn text(status: StatusCode, mut message: String) -> Response<Body_> {
@@ -409,7 +427,9 @@ impl IdleClock {
 
     fn idle_for(&self) -> Duration {
         let last = self.last_ms.load(Ordering::Relaxed);
-        self.epoch.elapsed().saturating_sub(Duration::from_millis(last))
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last))
     }
 }
 
@@ -538,7 +558,10 @@ impl Admin {
             "/healthz" => text(StatusCode::OK, "ok".into()),
             "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready".into()),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready".into()),
-            _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz".into()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz or /readyz".into(),
+            ),
         }
     }
 }

@@ -52,7 +52,9 @@ pub struct Runner {
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Runner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +78,9 @@ impl Runner {
         let mut tenants = Vec::with_capacity(config.tenants.len());
         for (index, t) in config.tenants.iter().enumerate() {
             let loaded = match &t.component {
-                ComponentSource::Embedded => runtime.load(DEFAULT_GUEST).map_err(anyhow::Error::from),
+                ComponentSource::Embedded => {
+                    runtime.load(DEFAULT_GUEST).map_err(anyhow::Error::from)
+                }
                 ComponentSource::File(path) => std::fs::read(path)
                     .with_context(|| format!("reading {}", path.display()))
                     .and_then(|bytes| Ok(runtime.load(&bytes)?))

@@ -77,7 +77,11 @@ fn fail(error: &anyhow::Error) -> ExitCode {
     // clap's own errors (and --help, --version) print themselves.
     if let Some(clap) = error.downcast_ref::<clap::Error>() {
         let _ = clap.print();
-        return if clap.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        return if clap.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     eprintln!("error: {error:#}");
     ExitCode::FAILURE

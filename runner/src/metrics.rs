@@ -42,8 +42,8 @@ const REQUEST_BUCKETS: &[f64] = &[
 ];
 /// Instantiation with the pooling allocator takes microseconds.
 const INSTANTIATION_BUCKETS: &[f64] = &[
-    0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
-    0.005, 0.025,
+    0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005,
+    0.025,
 ];
 /// A key-value call takes well under a microsecond unless it copies a lot.
 const KV_BUCKETS: &[f64] = &[
@@ -76,26 +76,63 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(BUILD_INFO, "Always 1; the version label names the runner build.");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label names the runner build."
+    );
     describe_gauge!(TENANTS, "Tenants loaded.");
     describe_counter!(REQUESTS, "Tenant requests by outcome.");
-    describe_histogram!(REQUEST_DURATION, Unit::Seconds, "Tenant request latency, from routing to the response head.");
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Tenant request latency, from routing to the response head."
+    );
     describe_gauge!(REQUESTS_IN_FLIGHT, "Tenant requests running now.");
-    describe_histogram!(INSTANTIATION_DURATION, Unit::Seconds, "Time to instantiate a tenant component for one request.");
+    describe_histogram!(
+        INSTANTIATION_DURATION,
+        Unit::Seconds,
+        "Time to instantiate a tenant component for one request."
+    );
     describe_counter!(FUEL_CONSUMED, "Fuel burned by tenant guests.");
     describe_counter!(TRAPS, "Guest traps by kind.");
     describe_counter!(LIMIT_HITS, "Requests that ran into a limit, by limit.");
-    describe_counter!(EPOCH_YIELDS, "Times a running guest yielded to the executor at an epoch tick.");
-    describe_gauge!(POOL_INSTANCES_IN_USE, "Component instance slots of the pooling allocator in use.");
-    describe_gauge!(POOL_INSTANCES_CAPACITY, "Component instance slots of the pooling allocator.");
-    describe_gauge!(POOL_MEMORIES_IN_USE, "Linear memory slots of the pooling allocator in use.");
+    describe_counter!(
+        EPOCH_YIELDS,
+        "Times a running guest yielded to the executor at an epoch tick."
+    );
+    describe_gauge!(
+        POOL_INSTANCES_IN_USE,
+        "Component instance slots of the pooling allocator in use."
+    );
+    describe_gauge!(
+        POOL_INSTANCES_CAPACITY,
+        "Component instance slots of the pooling allocator."
+    );
+    describe_gauge!(
+        POOL_MEMORIES_IN_USE,
+        "Linear memory slots of the pooling allocator in use."
+    );
     describe_counter!(KV_OPERATIONS, "Key-value calls by op and result.");
-    describe_histogram!(KV_OPERATION_DURATION, Unit::Seconds, "Key-value call latency inside the host.");
+    describe_histogram!(
+        KV_OPERATION_DURATION,
+        Unit::Seconds,
+        "Key-value call latency inside the host."
+    );
     describe_gauge!(KV_KEYS, "Keys a tenant holds across its buckets.");
-    describe_gauge!(KV_BYTES, Unit::Bytes, "Bytes (keys plus values) a tenant holds.");
+    describe_gauge!(
+        KV_BYTES,
+        Unit::Bytes,
+        "Bytes (keys plus values) a tenant holds."
+    );
     describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
-    describe_gauge!(CONNECTIONS_OPEN, "HTTP connections open on the tenant listener.");
-    describe_counter!(CONNECTIONS_REJECTED, "Connections closed at once because the connection limit was reached.");
+    describe_gauge!(
+        CONNECTIONS_OPEN,
+        "HTTP connections open on the tenant listener."
+    );
+    describe_counter!(
+        CONNECTIONS_REJECTED,
+        "Connections closed at once because the connection limit was reached."
+    );
 }
 
 /// How tenants appear in the `tenant` label.
@@ -259,9 +296,7 @@ pub struct TenantMetrics {
 impl TenantMetrics {
     pub fn new(label: String) -> Self {
         let t = label.clone();
-        let labelled = |name: &'static str, key: &'static str, value: &'static str| {
-            metrics::counter!(name, "tenant" => t.clone(), key => value)
-        };
+        let labelled = |name: &'static str, key: &'static str, value: &'static str| metrics::counter!(name, "tenant" => t.clone(), key => value);
         Self {
             requests: Outcome::ALL
                 .iter()
@@ -371,7 +406,11 @@ impl Default for RunnerMetrics {
 
 /// Sets the gauges that are read from state rather than counted: pool use
 /// and each tenant label's key-value usage. Called before every scrape.
-pub fn sample(engine: &wasmtime::Engine, pool_capacity: usize, usage: impl Iterator<Item = (String, store::Usage)>) {
+pub fn sample(
+    engine: &wasmtime::Engine,
+    pool_capacity: usize,
+    usage: impl Iterator<Item = (String, store::Usage)>,
+) {
     if let Some(pool) = engine.pooling_allocator_metrics() {
         metrics::gauge!(POOL_INSTANCES_IN_USE).set(pool.component_instances() as f64);
         metrics::gauge!(POOL_MEMORIES_IN_USE).set(pool.memories() as f64);

@@ -268,7 +268,9 @@ impl Account {
                 self.keys.fetch_sub(new_keys, Ordering::Relaxed);
                 return Err(Error::quota(
                     Quota::Bytes,
-                    format!("writing {grow} more bytes to the tenant's {b} would pass its {max}-byte limit"),
+                    format!(
+                        "writing {grow} more bytes to the tenant's {b} would pass its {max}-byte limit"
+                    ),
                 ));
             }
         }
@@ -396,7 +398,9 @@ impl Bucket {
     }
 
     fn shard_start(&self, index: usize) -> u64 {
-        (index as u64).checked_shl(64 - self.shard_bits).unwrap_or(0)
+        (index as u64)
+            .checked_shl(64 - self.shard_bits)
+            .unwrap_or(0)
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
@@ -415,7 +419,9 @@ impl Bucket {
     pub fn exists(&self, key: &str) -> bool {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
-        shard.get(&hash).is_some_and(|slot| slot.find(key).is_some())
+        shard
+            .get(&hash)
+            .is_some_and(|slot| slot.find(key).is_some())
     }
 
     /// Stores `value` under `key`, refusing it whole if it passes a quota.
@@ -510,9 +516,7 @@ impl Bucket {
                 })?,
         };
         let sum = current.checked_add(delta).ok_or_else(|| {
-            Error::Invalid(format!(
-                "incrementing {current} by {delta} overflows a u64"
-            ))
+            Error::Invalid(format!("incrementing {current} by {delta} overflows a u64"))
         })?;
         let value = Bytes::from(sum.to_string());
         Self::put(&self.account, &mut shard, hash, key, value)?;
@@ -582,7 +586,8 @@ impl Bucket {
             let shard = self.shards[index].read();
             for (&hash, slot) in shard.range(from..) {
                 let slot_bytes: usize = slot.entries().map(|e| e.key.len()).sum();
-                let full = page.keys.len() + slot.len() > max_keys || bytes + slot_bytes > max_bytes;
+                let full =
+                    page.keys.len() + slot.len() > max_keys || bytes + slot_bytes > max_bytes;
                 if full && !page.keys.is_empty() {
                     return page;
                 }
@@ -640,8 +645,14 @@ mod tests {
     #[test]
     fn empty_and_default_name_one_bucket_and_others_are_apart() {
         let ns = ns();
-        ns.open("").unwrap().set("k".into(), Bytes::from_static(b"v")).unwrap();
-        assert_eq!(ns.open("default").unwrap().get("k").as_deref(), Some(&b"v"[..]));
+        ns.open("")
+            .unwrap()
+            .set("k".into(), Bytes::from_static(b"v"))
+            .unwrap();
+        assert_eq!(
+            ns.open("default").unwrap().get("k").as_deref(),
+            Some(&b"v"[..])
+        );
         assert_eq!(ns.open("other").unwrap().get("k"), None);
     }
 
@@ -650,7 +661,10 @@ mod tests {
         let store = Store::new(4);
         let a = store.namespace(Quotas::default());
         let b = store.namespace(Quotas::default());
-        a.open("x").unwrap().set("k".into(), Bytes::from_static(b"a")).unwrap();
+        a.open("x")
+            .unwrap()
+            .set("k".into(), Bytes::from_static(b"a"))
+            .unwrap();
         assert_eq!(b.open("x").unwrap().get("k"), None);
         assert!(walk(&b.open("x").unwrap()).is_empty());
         assert_eq!(b.usage(), Usage::default());
@@ -685,7 +699,10 @@ mod tests {
         let b = ns.open("").unwrap();
         b.set("four".into(), Bytes::from(vec![0; 8])).unwrap();
         let err = b.set("fives".into(), Bytes::new()).unwrap_err();
-        assert_eq!(err.to_string(), "quota exceeded: key of 5 bytes is over the 4-byte limit");
+        assert_eq!(
+            err.to_string(),
+            "quota exceeded: key of 5 bytes is over the 4-byte limit"
+        );
         let err = b.set("k".into(), Bytes::from(vec![0; 9])).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -707,10 +724,32 @@ mod tests {
         other.set("b".into(), Bytes::from(vec![0; 4])).unwrap(); // 5 bytes
         assert_eq!(ns.usage(), Usage { keys: 2, bytes: 15 });
         let err = b.set("c".into(), Bytes::new()).unwrap_err();
-        assert!(matches!(err, Error::Quota { quota: Quota::Keys, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::Quota {
+                    quota: Quota::Keys,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = b.set("a".into(), Bytes::from(vec![0; 15])).unwrap_err();
-        assert!(matches!(err, Error::Quota { quota: Quota::Bytes, .. }), "{err}");
-        assert_eq!(b.get("a").unwrap().len(), 9, "a refused write stores nothing");
+        assert!(
+            matches!(
+                err,
+                Error::Quota {
+                    quota: Quota::Bytes,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            b.get("a").unwrap().len(),
+            9,
+            "a refused write stores nothing"
+        );
         b.set("a".into(), Bytes::from(vec![0; 1])).unwrap();
         assert_eq!(ns.usage(), Usage { keys: 2, bytes: 7 });
         other.delete("b");
@@ -729,7 +768,8 @@ mod tests {
         assert_eq!(b.get("n").as_deref(), Some(&b"12"[..]));
         b.set("s".into(), Bytes::from_static(b"abc")).unwrap();
         assert!(matches!(b.increment("s".into(), 1), Err(Error::Invalid(_))));
-        b.set("m".into(), Bytes::from(u64::MAX.to_string())).unwrap();
+        b.set("m".into(), Bytes::from(u64::MAX.to_string()))
+            .unwrap();
         let err = b.increment("m".into(), 1).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -849,7 +889,9 @@ mod tests {
         let b = ns.open("").unwrap();
         b.set("a".into(), Bytes::from_static(b"1234")).unwrap();
         b.set("b".into(), Bytes::from_static(b"1234")).unwrap();
-        let got = b.get_many(vec!["b".into(), "x".into(), "a".into()]).unwrap();
+        let got = b
+            .get_many(vec!["b".into(), "x".into(), "a".into()])
+            .unwrap();
         assert_eq!(
             got,
             vec![
@@ -858,8 +900,16 @@ mod tests {
                 Some(("a".into(), Bytes::from_static(b"1234")))
             ]
         );
-        let err = b.get_many(vec!["a".into(), "b".into(), "a".into()]).unwrap_err();
-        assert!(matches!(err, Error::Quota { quota: Quota::CallSize, .. }));
+        let err = b
+            .get_many(vec!["a".into(), "b".into(), "a".into()])
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Quota {
+                quota: Quota::CallSize,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -875,9 +925,16 @@ mod tests {
                 ("b".into(), Bytes::from_static(b"123")),
             ])
             .unwrap_err();
-        assert!(matches!(err, Error::Quota { quota: Quota::ValueSize, .. }));
+        assert!(matches!(
+            err,
+            Error::Quota {
+                quota: Quota::ValueSize,
+                ..
+            }
+        ));
         assert_eq!(b.get("a"), None);
-        b.set_many(vec![("a".into(), Bytes::from_static(b"1"))]).unwrap();
+        b.set_many(vec![("a".into(), Bytes::from_static(b"1"))])
+            .unwrap();
         b.delete_many(&["a".into(), "zz".into()]);
         assert_eq!(ns.usage(), Usage::default());
     }

@@ -12,17 +12,29 @@ use http::{Method, StatusCode};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_value_round_trip_and_values_persist_across_requests() {
     let r = Runner::start(&["--tenants", "2"]);
-    let res = request(r.addr, Method::PUT, "/t/t0/kv/greeting", b"hello there".to_vec()).await;
+    let res = request(
+        r.addr,
+        Method::PUT,
+        "/t/t0/kv/greeting",
+        b"hello there".to_vec(),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     for _ in 0..3 {
         let res = get(r.addr, "/t/t0/kv/greeting").await;
-        assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "hello there"));
+        assert_eq!(
+            (res.status, res.text().as_str()),
+            (StatusCode::OK, "hello there")
+        );
     }
     assert_eq!(get(r.addr, "/t/t0/exists/greeting").await.text(), "true");
     let res = request(r.addr, Method::DELETE, "/t/t0/kv/greeting", vec![]).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     let res = get(r.addr, "/t/t0/kv/greeting").await;
-    assert_eq!((res.status, res.text().as_str()), (StatusCode::NOT_FOUND, "key not found"));
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (StatusCode::NOT_FOUND, "key not found")
+    );
     assert_eq!(get(r.addr, "/t/t0/exists/greeting").await.text(), "false");
 }
 
@@ -57,10 +69,19 @@ async fn tenants_never_see_each_others_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_and_default_bucket_names_are_one_bucket() {
     let r = Runner::start(&[]);
-    request(r.addr, Method::PUT, "/t/t0/kv/k?bucket=default", b"v".to_vec()).await;
+    request(
+        r.addr,
+        Method::PUT,
+        "/t/t0/kv/k?bucket=default",
+        b"v".to_vec(),
+    )
+    .await;
     assert_eq!(get(r.addr, "/t/t0/kv/k").await.text(), "v");
     assert_eq!(get(r.addr, "/t/t0/kv/k?bucket=").await.text(), "v");
-    assert_eq!(get(r.addr, "/t/t0/kv/k?bucket=other").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(r.addr, "/t/t0/kv/k?bucket=other").await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +89,11 @@ async fn concurrent_increments_add_up_exactly() {
     let r = Runner::start(&[]);
     let addr = r.addr;
     let tasks: Vec<_> = (0..200)
-        .map(|_| tokio::spawn(async move { request(addr, Method::POST, "/t/t0/incr/counter", vec![]).await }))
+        .map(|_| {
+            tokio::spawn(
+                async move { request(addr, Method::POST, "/t/t0/incr/counter", vec![]).await },
+            )
+        })
         .collect();
     let mut seen = HashSet::new();
     for t in tasks {
@@ -84,17 +109,31 @@ async fn concurrent_increments_add_up_exactly() {
 async fn list_walk_returns_each_unchanged_key_once_under_concurrent_writes() {
     let r = Runner::start(&["--max-page-keys", "300"]);
     let addr = r.addr;
-    let pairs: Vec<(String, String)> = (0..5000).map(|i| (format!("stable-{i}"), "x".into())).collect();
+    let pairs: Vec<(String, String)> = (0..5000)
+        .map(|i| (format!("stable-{i}"), "x".into()))
+        .collect();
     for chunk in pairs.chunks(500) {
-        let body: serde_json::Map<String, serde_json::Value> =
-            chunk.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-        let res = request(addr, Method::POST, "/t/t0/batch/set", serde_json::to_vec(&body).unwrap()).await;
+        let body: serde_json::Map<String, serde_json::Value> = chunk
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect();
+        let res = request(
+            addr,
+            Method::POST,
+            "/t/t0/batch/set",
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
         assert_eq!(res.status, StatusCode::NO_CONTENT);
     }
     let writer = tokio::spawn(async move {
         for i in 0..400 {
             let path = format!("/t/t0/kv/churn-{}", i % 50);
-            let method = if i % 3 == 0 { Method::DELETE } else { Method::PUT };
+            let method = if i % 3 == 0 {
+                Method::DELETE
+            } else {
+                Method::PUT
+            };
             request(addr, method, &path, b"y".to_vec()).await;
         }
     });
@@ -123,21 +162,60 @@ async fn list_walk_returns_each_unchanged_key_once_under_concurrent_writes() {
     let unique: HashSet<_> = stable.iter().collect();
     assert_eq!(stable.len(), 5000);
     assert_eq!(unique.len(), 5000);
-    assert!(pages >= 17, "5000 keys in pages of at most 300 take at least 17 pages, took {pages}");
+    assert!(
+        pages >= 17,
+        "5000 keys in pages of at most 300 take at least 17 pages, took {pages}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_operations() {
     let r = Runner::start(&[]);
-    let res = request(r.addr, Method::POST, "/t/t0/batch/set", br#"{"a":"1","b":"2","c":"3"}"#.to_vec()).await;
+    let res = request(
+        r.addr,
+        Method::POST,
+        "/t/t0/batch/set",
+        br#"{"a":"1","b":"2","c":"3"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
-    let res = request(r.addr, Method::POST, "/t/t0/batch/get", br#"["c","missing","a"]"#.to_vec()).await;
-    assert_eq!(res.json(), serde_json::json!({"c": "3", "missing": null, "a": "1"}));
-    let res = request(r.addr, Method::POST, "/t/t0/batch/delete", br#"["a","b"]"#.to_vec()).await;
+    let res = request(
+        r.addr,
+        Method::POST,
+        "/t/t0/batch/get",
+        br#"["c","missing","a"]"#.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        res.json(),
+        serde_json::json!({"c": "3", "missing": null, "a": "1"})
+    );
+    let res = request(
+        r.addr,
+        Method::POST,
+        "/t/t0/batch/delete",
+        br#"["a","b"]"#.to_vec(),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
-    let res = request(r.addr, Method::POST, "/t/t0/batch/get", br#"["a","b","c"]"#.to_vec()).await;
-    assert_eq!(res.json(), serde_json::json!({"a": null, "b": null, "c": "3"}));
-    let res = request(r.addr, Method::POST, "/t/t0/batch/get", b"not json".to_vec()).await;
+    let res = request(
+        r.addr,
+        Method::POST,
+        "/t/t0/batch/get",
+        br#"["a","b","c"]"#.to_vec(),
+    )
+    .await;
+    assert_eq!(
+        res.json(),
+        serde_json::json!({"a": null, "b": null, "c": "3"})
+    );
+    let res = request(
+        r.addr,
+        Method::POST,
+        "/t/t0/batch/get",
+        b"not json".to_vec(),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
 }
 
@@ -158,17 +236,27 @@ async fn one_mebibyte_value_round_trips_and_one_byte_more_is_refused() {
         res.text(),
         "store error: quota exceeded: value of 1048577 bytes is over the 1048576-byte limit"
     );
-    assert_eq!(get(r.addr, "/t/t0/kv/big").await.body.len(), 1 << 20, "the refused write stored nothing");
+    assert_eq!(
+        get(r.addr, "/t/t0/kv/big").await.body.len(),
+        1 << 20,
+        "the refused write stored nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_tenant_and_paths_outside_tenants_get_404() {
     let r = Runner::start(&["--tenants", "1"]);
     let res = get(r.addr, "/t/nobody/hello").await;
-    assert_eq!((res.status, res.text().as_str()), (StatusCode::NOT_FOUND, "unknown tenant \"nobody\""));
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (StatusCode::NOT_FOUND, "unknown tenant \"nobody\"")
+    );
     let res = get(r.addr, "/hello").await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
-    assert_eq!(res.text(), "not found: tenant requests go to /t/{tenant}/{path}");
+    assert_eq!(
+        res.text(),
+        "not found: tenant requests go to /t/{tenant}/{path}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +276,10 @@ async fn a_trapping_guest_fails_only_its_request() {
     let r = Runner::start_with(&t, &[]);
     let res = get(r.addr, "/t/evil/panic").await;
     assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(res.text(), "guest trapped: wasm `unreachable` instruction executed");
+    assert_eq!(
+        res.text(),
+        "guest trapped: wasm `unreachable` instruction executed"
+    );
     let line = r.wait_for_log("hostile guest panicked on purpose");
     assert!(line.contains("tenant=evil"), "{line}");
     assert_eq!(get(r.addr, "/t/evil/hello").await.text(), "hello");
@@ -205,7 +296,10 @@ async fn fuel_and_deadline_each_have_their_own_error() {
     let res = get(r.addr, "/t/cpu/loop").await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.header("x-runner-limit"), Some("fuel"));
-    assert_eq!(res.text(), "fuel exhausted: the request burned its whole budget of 5000000 fuel units");
+    assert_eq!(
+        res.text(),
+        "fuel exhausted: the request burned its whole budget of 5000000 fuel units"
+    );
     assert_eq!(res.header("retry-after"), None);
     // A budgeted amount of work still fits.
     assert_eq!(get(r.addr, "/t/cpu/burn?iters=1000").await.text(), "1000");
@@ -213,7 +307,10 @@ async fn fuel_and_deadline_each_have_their_own_error() {
     let res = get(r.addr, "/t/slow/loop").await;
     assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(res.header("x-runner-limit"), Some("deadline"));
-    assert_eq!(res.text(), "deadline exceeded: the request ran past its 300ms timeout");
+    assert_eq!(
+        res.text(),
+        "deadline exceeded: the request ran past its 300ms timeout"
+    );
 
     // Blocked in a host call, where epochs cannot interrupt: the wall-clock
     // backstop ends it.
@@ -236,12 +333,18 @@ async fn memory_and_stack_limits_trap_cleanly() {
     let res = get(r.addr, "/t/evil/grow").await;
     assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(res.header("x-runner-limit"), Some("memory"));
-    assert_eq!(res.text(), "memory limit exceeded: a linear memory may grow to at most 4194304 bytes");
+    assert_eq!(
+        res.text(),
+        "memory limit exceeded: a linear memory may grow to at most 4194304 bytes"
+    );
 
     let res = get(r.addr, "/t/evil/recurse").await;
     assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(res.header("x-runner-limit"), Some("stack"));
-    assert_eq!(res.text(), "stack overflow: the guest exhausted its wasm stack");
+    assert_eq!(
+        res.text(),
+        "stack overflow: the guest exhausted its wasm stack"
+    );
 
     assert_eq!(get(r.addr, "/t/evil/hello").await.text(), "hello");
 }
@@ -256,7 +359,13 @@ async fn key_quota_stops_writes_and_deletes_give_room_back() {
         res.text(),
         "wrote 50 keys; store error: quota exceeded: the tenant holds 50 keys, the limit is 50"
     );
-    let res = request(r.addr, Method::PUT, "/t/evil/kv/k0", b"overwrite is fine".to_vec()).await;
+    let res = request(
+        r.addr,
+        Method::PUT,
+        "/t/evil/kv/k0",
+        b"overwrite is fine".to_vec(),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     let res = request(r.addr, Method::PUT, "/t/evil/kv/new", b"x".to_vec()).await;
     assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
@@ -264,14 +373,26 @@ async fn key_quota_stops_writes_and_deletes_give_room_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_give_room_back_on_delete() {
-    let t = Tenants::new().default("small", "max-keys = 3
-max-store-bytes = 100");
+    let t = Tenants::new().default(
+        "small",
+        "max-keys = 3
+max-store-bytes = 100",
+    );
     let r = Runner::start_with(&t, &[]);
-    let res = request(r.addr, Method::POST, "/t/small/batch/set", br#"{"a":"1","b":"2","c":"3"}"#.to_vec()).await;
+    let res = request(
+        r.addr,
+        Method::POST,
+        "/t/small/batch/set",
+        br#"{"a":"1","b":"2","c":"3"}"#.to_vec(),
+    )
+    .await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     let res = request(r.addr, Method::PUT, "/t/small/kv/d", b"4".to_vec()).await;
     assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
-    assert_eq!(res.text(), "store error: quota exceeded: the tenant holds 3 keys, the limit is 3");
+    assert_eq!(
+        res.text(),
+        "store error: quota exceeded: the tenant holds 3 keys, the limit is 3"
+    );
     request(r.addr, Method::DELETE, "/t/small/kv/a", vec![]).await;
     let res = request(r.addr, Method::PUT, "/t/small/kv/d", vec![b'x'; 96]).await;
     assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
@@ -284,8 +405,10 @@ max-store-bytes = 100");
     assert_eq!(r.metric("runner_kv_keys", "tenant=\"small\"").await, 3.0);
     assert_eq!(r.metric("runner_kv_bytes", "tenant=\"small\"").await, 100.0);
     assert_eq!(
-        r.metric("runner_kv_quota_rejections_total", "quota=\"keys\"").await
-            + r.metric("runner_kv_quota_rejections_total", "quota=\"bytes\"").await,
+        r.metric("runner_kv_quota_rejections_total", "quota=\"keys\"")
+            .await
+            + r.metric("runner_kv_quota_rejections_total", "quota=\"bytes\"")
+                .await,
         2.0
     );
 }
@@ -296,10 +419,16 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
     let res = request(r.addr, Method::PUT, "/t/t0/kv/k", vec![b'x'; 1001]).await;
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(res.header("x-runner-limit"), Some("request_body"));
-    assert_eq!(res.text(), "request body too large: the limit is 1000 bytes");
+    assert_eq!(
+        res.text(),
+        "request body too large: the limit is 1000 bytes"
+    );
     let res = harness::chunked_put(r.addr, "/t/t0/kv/k", &[&[b'y'; 600], &[b'y'; 600]]).await;
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(get(r.addr, "/t/t0/kv/k").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(r.addr, "/t/t0/kv/k").await.status,
+        StatusCode::NOT_FOUND
+    );
     let res = request(r.addr, Method::PUT, "/t/t0/kv/k", vec![b'x'; 1000]).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
 }
@@ -317,7 +446,9 @@ async fn oversized_headers_get_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenant_concurrency_cap_gives_429_and_global_cap_gives_503() {
-    let t = Tenants::new().hostile("evil", "max-tenant-in-flight = 2\ntimeout = \"1s\"").default("good", "");
+    let t = Tenants::new()
+        .hostile("evil", "max-tenant-in-flight = 2\ntimeout = \"1s\"")
+        .default("good", "");
     let r = Runner::start_with(&t, &["--max-in-flight", "3"]);
     let addr = r.addr;
     let sleepers: Vec<_> = (0..2)
@@ -328,7 +459,10 @@ async fn tenant_concurrency_cap_gives_429_and_global_cap_gives_503() {
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.header("x-runner-limit"), Some("tenant_concurrency"));
     assert_eq!(res.header("retry-after"), Some("1"));
-    assert_eq!(res.text(), "too many requests: tenant evil already has 2 requests in flight");
+    assert_eq!(
+        res.text(),
+        "too many requests: tenant evil already has 2 requests in flight"
+    );
     // The other tenant still has room: one more slot of the three.
     let third = tokio::spawn(async move { get(addr, "/t/good/hello").await });
     assert_eq!(third.await.unwrap().status, StatusCode::OK);
@@ -336,7 +470,6 @@ async fn tenant_concurrency_cap_gives_429_and_global_cap_gives_503() {
         assert_eq!(s.await.unwrap().text(), "slept");
     }
     assert_eq!(get(addr, "/t/evil/hello").await.status, StatusCode::OK);
-
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +486,10 @@ async fn global_cap_gives_503_with_retry_after() {
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.header("x-runner-limit"), Some("global_concurrency"));
     assert_eq!(res.header("retry-after"), Some("1"));
-    assert_eq!(res.text(), "runner busy: all 2 request slots are in use; retry later");
+    assert_eq!(
+        res.text(),
+        "runner busy: all 2 request slots are in use; retry later"
+    );
     for s in sleepers {
         assert_eq!(s.await.unwrap().status, StatusCode::OK);
     }
@@ -364,7 +500,10 @@ async fn global_cap_gives_503_with_retry_after() {
 async fn spinning_tenants_on_every_worker_do_not_starve_others() {
     let mut t = Tenants::new().default("good", "");
     for i in 0..4 {
-        t = t.hostile(&format!("spin{i}"), "fuel = 1000000000000\ntimeout = \"4s\"");
+        t = t.hostile(
+            &format!("spin{i}"),
+            "fuel = 1000000000000\ntimeout = \"4s\"",
+        );
     }
     let r = Runner::start_with(&t, &["--workers", "2"]);
     let addr = r.addr;
@@ -373,12 +512,23 @@ async fn spinning_tenants_on_every_worker_do_not_starve_others() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     for i in 0..30 {
-        let res = request(addr, Method::PUT, &format!("/t/good/kv/k{i}"), b"v".to_vec()).await;
+        let res = request(
+            addr,
+            Method::PUT,
+            &format!("/t/good/kv/k{i}"),
+            b"v".to_vec(),
+        )
+        .await;
         assert_eq!(res.status, StatusCode::NO_CONTENT);
         assert_eq!(get(addr, &format!("/t/good/kv/k{i}")).await.text(), "v");
     }
     assert_eq!(get(r.admin, "/healthz").await.text(), "ok");
-    assert!(get(r.admin, "/metrics").await.text().contains("runner_requests_total"));
+    assert!(
+        get(r.admin, "/metrics")
+            .await
+            .text()
+            .contains("runner_requests_total")
+    );
     assert!(
         spinners.iter().all(|s| !s.is_finished()),
         "the good tenant was served while all four loops still ran"
@@ -396,7 +546,10 @@ async fn ten_thousand_traps_leave_pool_and_memory_at_baseline() {
     let addr = r.addr;
     // Warm up, then take the baseline.
     for _ in 0..200 {
-        assert_eq!(get(addr, "/t/evil/panic").await.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            get(addr, "/t/evil/panic").await.status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
     let rss_before = r.rss_bytes();
     let workers: Vec<_> = (0..16)
@@ -415,7 +568,10 @@ async fn ten_thousand_traps_leave_pool_and_memory_at_baseline() {
     }
     assert_eq!(get(addr, "/t/good/hello").await.text(), "hello");
     assert_eq!(r.metric("runner_pool_instances_in_use", "").await, 0.0);
-    assert_eq!(r.metric("runner_traps_total", "kind=\"unreachable\"").await, 10_200.0);
+    assert_eq!(
+        r.metric("runner_traps_total", "kind=\"unreachable\"").await,
+        10_200.0
+    );
     let rss_after = r.rss_bytes();
     let growth = rss_after.saturating_sub(rss_before);
     assert!(
@@ -437,7 +593,11 @@ async fn a_full_instance_pool_answers_503_at_once_and_slots_come_back() {
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.header("x-runner-limit"), Some("instance_pool"));
     assert_eq!(res.header("retry-after"), Some("1"));
-    assert!(res.text().starts_with("instance pool exhausted"), "{}", res.text());
+    assert!(
+        res.text().starts_with("instance pool exhausted"),
+        "{}",
+        res.text()
+    );
     for s in sleepers {
         assert_eq!(s.await.unwrap().text(), "slept");
     }
@@ -460,7 +620,10 @@ async fn huge_responses_stream_and_stdout_floods_are_bounded() {
         .filter(|l| l.contains("stream=\"stdout\"") || l.contains("stream=stdout"))
         .map(str::len)
         .sum();
-    assert!(logged < 64 << 10, "{logged} bytes of stdout reached the log");
+    assert!(
+        logged < 64 << 10,
+        "{logged} bytes of stdout reached the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,8 +632,14 @@ async fn slow_clients_are_cut_off_by_the_header_timeout() {
     let started = std::time::Instant::now();
     // Half a request head, then silence.
     let reply = harness::raw(r.addr, b"GET /t/t0/hello HTTP/1.1\r\nhost: x\r\n").await;
-    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 408"), "{reply}");
-    assert!(started.elapsed() < Duration::from_secs(2), "the connection was closed by the server");
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 408"),
+        "{reply}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the connection was closed by the server"
+    );
     assert_eq!(get(r.addr, "/t/t0/hello").await.text(), "hello");
 }
 
@@ -487,9 +656,20 @@ async fn components_with_imports_the_runner_lacks_fail_at_load_naming_them() {
     .unwrap();
     std::fs::write(&wasm, bytes).unwrap();
     let toml = dir.join("tenants.toml");
-    std::fs::write(&toml, format!("[tenants.bad]\ncomponent = {:?}\n", wasm.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &toml,
+        format!("[tenants.bad]\ncomponent = {:?}\n", wasm.to_str().unwrap()),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
-        .args(["--config", toml.to_str().unwrap(), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args([
+            "--config",
+            toml.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
@@ -497,7 +677,10 @@ async fn components_with_imports_the_runner_lacks_fail_at_load_naming_them() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("tenant \"bad\""), "{stderr}");
     assert!(stderr.contains("wasi:sockets/tcp@0.2.0"), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "nothing was bound");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "nothing was bound"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -522,21 +705,46 @@ async fn sigterm_lets_in_flight_requests_finish() {
 async fn metrics_count_outcomes_per_tenant_and_bound_the_label_set() {
     let r = Runner::start(&["--tenants", "4", "--metrics-max-tenants", "2"]);
     for t in ["t0", "t1", "t2", "t3"] {
-        assert_eq!(get(r.addr, &format!("/t/{t}/hello")).await.status, StatusCode::OK);
+        assert_eq!(
+            get(r.addr, &format!("/t/{t}/hello")).await.status,
+            StatusCode::OK
+        );
     }
     get(r.addr, "/t/t0/kv/missing").await;
     request(r.addr, Method::PUT, "/t/t3/kv/k", b"v".to_vec()).await;
     let text = get(r.admin, "/metrics").await.text();
     assert!(text.contains("runner_build_info{version=\""), "{text}");
     assert_eq!(r.metric("runner_tenants", "").await, 4.0);
-    assert_eq!(r.metric("runner_requests_total", "tenant=\"t0\",outcome=\"ok\"").await, 1.0);
-    assert_eq!(r.metric("runner_requests_total", "tenant=\"t0\",outcome=\"guest_4xx\"").await, 1.0);
-    assert_eq!(r.metric("runner_requests_total", "tenant=\"_other\",outcome=\"ok\"").await, 3.0);
+    assert_eq!(
+        r.metric("runner_requests_total", "tenant=\"t0\",outcome=\"ok\"")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        r.metric(
+            "runner_requests_total",
+            "tenant=\"t0\",outcome=\"guest_4xx\""
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        r.metric("runner_requests_total", "tenant=\"_other\",outcome=\"ok\"")
+            .await,
+        3.0
+    );
     assert_eq!(r.metric("runner_kv_keys", "tenant=\"_other\"").await, 1.0);
-    assert!(!text.contains("tenant=\"t2\""), "tenants past the cap share _other");
+    assert!(
+        !text.contains("tenant=\"t2\""),
+        "tenants past the cap share _other"
+    );
     assert_eq!(r.metric("runner_pool_instances_capacity", "").await, 1000.0);
     assert_eq!(
-        r.metric("runner_kv_operations_total", "tenant=\"_other\",op=\"set\",result=\"ok\"").await,
+        r.metric(
+            "runner_kv_operations_total",
+            "tenant=\"_other\",op=\"set\",result=\"ok\""
+        )
+        .await,
         1.0
     );
 
@@ -545,15 +753,30 @@ async fn metrics_count_outcomes_per_tenant_and_bound_the_label_set() {
         get(r.addr, &format!("/t/{t}/hello")).await;
     }
     let text = get(r.admin, "/metrics").await.text();
-    assert_eq!(r.metric("runner_requests_total", "tenant=\"_all\",outcome=\"ok\"").await, 3.0);
+    assert_eq!(
+        r.metric("runner_requests_total", "tenant=\"_all\",outcome=\"ok\"")
+            .await,
+        3.0
+    );
     assert!(!text.contains("tenant=\"t0\""), "{text}");
     assert_eq!(get(r.admin, "/readyz").await.text(), "ready");
-    assert_eq!(get(r.addr, "/metrics").await.status, StatusCode::NOT_FOUND, "admin routes are not on the tenant listener");
+    assert_eq!(
+        get(r.addr, "/metrics").await.status,
+        StatusCode::NOT_FOUND,
+        "admin routes are not on the tenant listener"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_cap_and_idle_timeout_close_connections() {
-    let r = Runner::start(&["--max-connections", "2", "--idle-timeout", "300ms", "--header-read-timeout", "10s"]);
+    let r = Runner::start(&[
+        "--max-connections",
+        "2",
+        "--idle-timeout",
+        "300ms",
+        "--header-read-timeout",
+        "10s",
+    ]);
     let mut first = harness::Client::connect(r.addr).await;
     let mut second = harness::Client::connect(r.addr).await;
     assert_eq!(first.get("/t/t0/hello").await.text(), "hello");
@@ -561,7 +784,10 @@ async fn connection_cap_and_idle_timeout_close_connections() {
     // A third connection is closed at once, without a response.
     let reply = harness::raw(r.addr, b"GET /t/t0/hello HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert_eq!(reply, "");
-    assert_eq!(r.metric("runner_http_connections_rejected_total", "").await, 1.0);
+    assert_eq!(
+        r.metric("runner_http_connections_rejected_total", "").await,
+        1.0
+    );
     // Idle connections are closed, which frees their slots.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(r.metric("runner_http_connections_open", "").await, 0.0);

@@ -13,11 +13,17 @@ impl logging::Host for Host {
         let context = super::printable(&context);
         let message = super::printable(&message);
         match level {
-            Level::Trace => tracing::trace!(target: "guest", tenant = %tenant, %context, "{message}"),
-            Level::Debug => tracing::debug!(target: "guest", tenant = %tenant, %context, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "guest", tenant = %tenant, %context, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "guest", tenant = %tenant, %context, "{message}")
+            }
             Level::Info => tracing::info!(target: "guest", tenant = %tenant, %context, "{message}"),
             Level::Warn => tracing::warn!(target: "guest", tenant = %tenant, %context, "{message}"),
-            Level::Error => tracing::error!(target: "guest", tenant = %tenant, %context, "{message}"),
+            Level::Error => {
+                tracing::error!(target: "guest", tenant = %tenant, %context, "{message}")
+            }
             Level::Critical => {
                 tracing::error!(target: "guest", tenant = %tenant, %context, critical = true, "{message}")
             }

@@ -34,7 +34,9 @@ impl LogBudget {
         let taken = self
             .0
             .left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n));
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(n)
+            });
         if taken.is_err() && !self.0.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(target: "guest", %tenant, "log budget of this request spent; dropping the rest of its output");
         }

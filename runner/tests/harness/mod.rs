@@ -8,7 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,7 +60,7 @@ impl Runner {
         let sink = output.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut out = sink.lock().unwrap();
+                let mut out = sink.lock();
                 out.push_str(&line);
                 out.push('\n');
             }
@@ -73,7 +75,7 @@ impl Runner {
                         let _ = tx.send((kind, addr.parse::<SocketAddr>().expect("an address")));
                     }
                 }
-                let mut out = sink.lock().unwrap();
+                let mut out = sink.lock();
                 out.push_str(&line);
                 out.push('\n');
             }
@@ -86,7 +88,7 @@ impl Runner {
                     let _ = child.kill();
                     let _ = child.wait();
                     std::thread::sleep(Duration::from_millis(100));
-                    panic!("runner did not start:\n{}", output.lock().unwrap());
+                    panic!("runner did not start:\n{}", output.lock());
                 }
             }
         }
@@ -100,7 +102,7 @@ impl Runner {
     }
 
     pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
+        self.output.lock().clone()
     }
 
     /// Waits for a log line containing `needle` and returns it.
@@ -110,7 +112,11 @@ impl Runner {
             if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
                 return line.to_string();
             }
-            assert!(Instant::now() < deadline, "no log line contains {needle:?}:\n{}", self.output());
+            assert!(
+                Instant::now() < deadline,
+                "no log line contains {needle:?}:\n{}",
+                self.output()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -128,7 +134,8 @@ impl Runner {
 
     /// The process's resident set size, from /proc.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("reading /proc");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("reading /proc");
         let kb: u64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -193,17 +200,17 @@ impl Tenants {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("runner-e2e-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, &self.text).expect("writing the tenants file");
-        *self.path.lock().unwrap() = Some(path.clone());
+        *self.path.lock() = Some(path.clone());
         path
     }
 }
 
 impl Drop for Tenants {
     fn drop(&mut self) {
-        if Arc::strong_count(&self.path) == 1 {
-            if let Some(p) = self.path.lock().unwrap().take() {
-                let _ = std::fs::remove_file(p);
-            }
+        if Arc::strong_count(&self.path) == 1
+            && let Some(p) = self.path.lock().take()
+        {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -217,11 +224,14 @@ pub struct Reply {
 
 impl Reply {
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).trim_end_matches('\n').to_string()
+        String::from_utf8_lossy(&self.body)
+            .trim_end_matches('\n')
+            .to_string()
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -250,14 +260,20 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = TcpStream::connect(addr).await.expect("connecting to the runner");
+    let stream = TcpStream::connect(addr)
+        .await
+        .expect("connecting to the runner");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("HTTP handshake");
     tokio::spawn(conn);
     let res = sender.send_request(req).await.expect("sending the request");
     let (parts, body) = res.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     Reply {
         status: parts.status,
         headers: parts.headers,
@@ -273,7 +289,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.expect("connecting to the runner");
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connecting to the runner");
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("HTTP handshake");
@@ -288,10 +306,22 @@ impl Client {
             .body(Full::new(Bytes::new()))
             .expect("a valid request");
         self.sender.ready().await.expect("connection ready");
-        let res = self.sender.send_request(req).await.expect("sending the request");
+        let res = self
+            .sender
+            .send_request(req)
+            .await
+            .expect("sending the request");
         let (parts, body) = res.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        Reply { status: parts.status, headers: parts.headers, body }
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
     }
 }
 

@@ -1,0 +1,154 @@
+//! A tenant-aware HTTP load generator and correctness checker for the runner.
+//!
+//! `run(config, shutdown)` drives `--concurrency` HTTP/1.1 keep-alive
+//! connections, one worker task each, against the runner's `/t/{tenant}/…`
+//! routes and returns a [`Report`]; `main` only parses the command line, picks
+//! the runtime, prints and maps the verdict to an exit status.
+//!
+//! Layout:
+//! - `config`: clap `Args` and the validated `Config` built from them.
+//! - `mix`: the ops (guest routes) and their weighted choice.
+//! - `dist`: uniform and Zipf (inverse-CDF table) index distributions.
+//! - `conn`: one hyper HTTP/1.1 connection driven inside its worker; URLs.
+//! - `worker`: the request loop, closed or open (intended send times).
+//! - `verify`: predictable values and counters, checked under load.
+//! - `report`: per-worker statistics, the merged report, its table.
+//! - `live`: the once-a-second progress line.
+//! - `scrape`: the runner's Prometheus metrics before and after.
+
+mod config;
+mod conn;
+mod dist;
+mod live;
+mod mix;
+mod report;
+mod scrape;
+mod verify;
+mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use anyhow::Context;
+use http::HeaderValue;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+pub use config::{Args, Config, StopAfter};
+pub use conn::Endpoint;
+pub use dist::{Dist, DistKind, Zipf};
+pub use mix::{Mix, Op};
+pub use report::{ErrorKinds, Latency, OpCounts, Report, Verdict};
+pub use scrape::{Exposition, RunnerFigures, histogram_quantile};
+pub use verify::VerifyCounts;
+
+use crate::live::Live;
+use crate::report::Stats;
+use crate::worker::{Plan, Worker};
+
+/// Runs the load described by `config` until its duration or request count
+/// is reached, or `shutdown` completes (then the report covers what ran and
+/// says it was interrupted).
+///
+/// Errors only for setup failures (the target does not resolve); failed
+/// requests are counted in the report instead.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Report> {
+    let addr = config.target.resolve().await.context("--target")?;
+    let host = HeaderValue::from_str(&config.target.authority())
+        .context("--target host is not a valid Host header")?;
+    let before = match &config.scrape {
+        Some(endpoint) => Some(scrape::fetch(endpoint, config.timeout).await),
+        None => None,
+    };
+
+    let start = Instant::now();
+    let measure_start = start + config.warmup;
+    let live = config.live.then(|| Live::new(start, measure_start));
+    let plan = Arc::new(Plan {
+        addr,
+        host,
+        prefix: config.target.path.clone(),
+        tenants: Dist::new(config.tenant_dist, config.tenants, config.zipf_s),
+        keys: Dist::new(config.key_dist, config.keys, config.zipf_s),
+        mix: config.mix.clone(),
+        value_size: config.value_size,
+        batch_size: config.batch_size,
+        bucket: config.bucket.clone(),
+        verify_run: config.verify.then(rand::random),
+        timeout: config.timeout,
+        concurrency: config.concurrency as u64,
+        rate: config.rate,
+        start,
+        measure_start,
+        end: match config.stop_after {
+            StopAfter::Duration(d) => Some(measure_start + d),
+            StopAfter::Requests(_) => None,
+        },
+        requests: match config.stop_after {
+            StopAfter::Requests(n) => Some(n),
+            StopAfter::Duration(_) => None,
+        },
+        tickets: AtomicU64::new(0),
+        seed: config.seed,
+        live: live.clone(),
+    });
+
+    let mut stops = Vec::with_capacity(config.concurrency);
+    let mut workers = Vec::with_capacity(config.concurrency);
+    for id in 0..config.concurrency {
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        let worker = Worker::new(Arc::clone(&plan), id as u32);
+        workers.push(tokio::spawn(worker.run(stopped)));
+    }
+    let printer = live.map(|l| tokio::spawn(l.print_every_second()));
+
+    let joined = async move {
+        let mut total = Stats::new();
+        for worker in workers {
+            let stats = worker.await.context("a worker task failed")?;
+            total.merge(&stats);
+        }
+        anyhow::Ok(total)
+    };
+    tokio::pin!(joined);
+    tokio::pin!(shutdown);
+    let (stats, interrupted) = tokio::select! {
+        stats = &mut joined => (stats, false),
+        () = &mut shutdown => {
+            for stop in stops.drain(..) {
+                // A worker that already finished has dropped its receiver.
+                let _ = stop.send(());
+            }
+            (joined.await, true)
+        }
+    };
+    // The senders must live until the workers are joined: dropping one
+    // stops its worker.
+    drop(stops);
+    if let Some(printer) = printer {
+        printer.abort();
+        Live::clear();
+    }
+    let stats = stats?;
+
+    let runner = match (before, &config.scrape) {
+        (Some(before), Some(endpoint)) => {
+            let after = scrape::fetch(endpoint, config.timeout).await;
+            Some(RunnerFigures::from_scrapes(
+                endpoint.to_string(),
+                before,
+                after,
+            ))
+        }
+        _ => None,
+    };
+    Ok(Report::new(
+        &config,
+        &stats,
+        measure_start,
+        interrupted,
+        runner,
+    ))
+}

@@ -1,0 +1,551 @@
+//! One worker: one keep-alive connection, one request at a time, its own
+//! random stream, statistics and (with `--verify`) its own keys.
+//!
+//! Schedules. Closed loop: the next request goes out when the last one is
+//! answered, and latency runs from the actual send. Open loop (`--rate R`
+//! over `C` connections): request `n = k·C + w` — the `k`-th of worker `w` —
+//! is due at `start + n / R`, and its latency runs from that *intended* time.
+//! A worker that falls behind (a stalled server) sends its backlog as fast as
+//! it can, and every request of the backlog carries the wait it suffered, so
+//! a stall cannot hide (no coordinated omission). The cost: the due time is
+//! met with tokio's timer, whose granularity is a millisecond, so open-loop
+//! latencies include up to about 1 ms of timer lateness.
+//!
+//! Per request the worker allocates nothing it can avoid: paths and bodies are
+//! written into `BytesMut` buffers whose split-off parts are given back to the
+//! buffer once hyper drops them, the response body goes into a reused `Vec`.
+//! (hyper's own header map still allocates per request.)
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HOST, HeaderValue};
+use http::{Method, Request, Uri};
+use http_body_util::Full;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+use crate::conn::Conn;
+use crate::dist::Dist;
+use crate::live::{Buffer, Live};
+use crate::mix::{Mix, Op};
+use crate::report::{ErrorKind, Stats};
+use crate::verify::{Checker, KeyName};
+
+/// After a failed connect, a closed-loop worker waits this long before the
+/// next attempt, so a refused port is not hammered (and counted) in a spin.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Room for paths and bodies before a buffer must reclaim or grow.
+const BUFFER_CAPACITY: usize = 16 * 1024;
+
+/// What all workers share, read-only but for the request tickets.
+pub(crate) struct Plan {
+    pub addr: SocketAddr,
+    pub host: HeaderValue,
+    /// The target URL's path, prepended to every request path.
+    pub prefix: String,
+    pub tenants: Dist,
+    pub keys: Dist,
+    pub mix: Mix,
+    pub value_size: usize,
+    pub batch_size: usize,
+    pub bucket: Option<String>,
+    /// The run's random id in verify mode.
+    pub verify_run: Option<u32>,
+    pub timeout: Duration,
+    pub concurrency: u64,
+    pub rate: Option<f64>,
+    pub start: Instant,
+    /// End of the warm-up.
+    pub measure_start: Instant,
+    /// End of a `--duration` run.
+    pub end: Option<Instant>,
+    /// `--requests`: measured requests to send in total.
+    pub requests: Option<u64>,
+    /// Measured requests claimed so far, against `requests`.
+    pub tickets: AtomicU64,
+    pub seed: u64,
+    pub live: Option<Arc<Live>>,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    /// A response; `ok` if its status is what the op expects.
+    Response { status: u16, ok: bool },
+    Failed(ErrorKind),
+}
+
+/// What a verify-mode request touched, to settle once its answer is in.
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    None,
+    Read { tenant: u32, index: u32 },
+    Write { tenant: u32, index: u32, seq: u64 },
+    Delete { tenant: u32, index: u32 },
+    Incr { tenant: u32, index: u32, by: i64 },
+    /// The batch's key indices are in `Worker::batch`.
+    BatchRead { tenant: u32 },
+    /// Sequence numbers `first_seq ..` in the order of `Worker::batch`.
+    BatchWrite { tenant: u32, first_seq: u64 },
+    BatchDelete { tenant: u32 },
+}
+
+pub(crate) struct Worker {
+    id: u32,
+    plan: Arc<Plan>,
+    rng: SmallRng,
+    conn: Option<Conn>,
+    host: HeaderValue,
+    path: BytesMut,
+    body: BytesMut,
+    response: Vec<u8>,
+    /// A value of `--value-size` bytes of `x` (plain mode).
+    value: Bytes,
+    /// Key indices of the current batch request.
+    batch: Vec<u32>,
+    checker: Option<Checker>,
+    pending: Pending,
+    live: Option<Buffer>,
+    stats: Stats,
+}
+
+impl Worker {
+    pub fn new(plan: Arc<Plan>, id: u32) -> Worker {
+        // Distinct, reproducible streams per worker for a given --seed.
+        let rng = SmallRng::seed_from_u64(
+            plan.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        Worker {
+            id,
+            rng,
+            conn: None,
+            // Each worker owns a copy, so cloning it per request touches no
+            // cache line shared with another thread.
+            host: plan.host.clone(),
+            path: BytesMut::with_capacity(BUFFER_CAPACITY),
+            body: BytesMut::with_capacity(BUFFER_CAPACITY),
+            response: Vec::with_capacity(BUFFER_CAPACITY),
+            value: Bytes::from(vec![b'x'; plan.value_size]),
+            batch: Vec::with_capacity(plan.batch_size),
+            checker: plan.verify_run.map(|run| Checker::new(run, id)),
+            pending: Pending::None,
+            live: plan.live.as_ref().map(|l| l.buffer()),
+            stats: Stats::new(),
+            plan,
+        }
+    }
+
+    /// Sends requests until the run's end, the request budget, or `stop`.
+    pub async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Stats {
+        let plan = Arc::clone(&self.plan);
+        let mut k: u64 = 0;
+        loop {
+            let intended = plan.rate.map(|rate| {
+                let n = k * plan.concurrency + u64::from(self.id);
+                plan.start + Duration::from_secs_f64(n as f64 / rate)
+            });
+            k += 1;
+            match intended {
+                Some(at) => {
+                    if plan.end.is_some_and(|end| at >= end) {
+                        break;
+                    }
+                    if at > Instant::now() {
+                        tokio::select! {
+                            biased;
+                            _ = &mut stop => break,
+                            () = sleep_until(at) => {}
+                        }
+                    }
+                }
+                None => {
+                    if plan.end.is_some_and(|end| Instant::now() >= end) {
+                        break;
+                    }
+                }
+            }
+            let sent = Instant::now();
+            let scheduled = intended.unwrap_or(sent);
+            let measured = scheduled >= plan.measure_start;
+            if measured
+                && let Some(budget) = plan.requests
+                && plan.tickets.fetch_add(1, Ordering::Relaxed) >= budget
+            {
+                break;
+            }
+            let op = plan.mix.sample(&mut self.rng);
+            let outcome = tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                outcome = self.execute(op) => outcome,
+            };
+            let done = Instant::now();
+            self.record(op, outcome, done - scheduled, measured, done);
+            if plan.rate.is_none() && matches!(outcome, Outcome::Failed(ErrorKind::Connect)) {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => break,
+                    () = sleep(CONNECT_BACKOFF) => {}
+                }
+            }
+        }
+        if let (Some(live), Some(buffer)) = (&plan.live, &mut self.live) {
+            live.flush(buffer, Instant::now());
+        }
+        if let Some(checker) = &self.checker {
+            self.stats.verify = checker.counts;
+        }
+        self.stats
+    }
+
+    fn record(&mut self, op: Op, outcome: Outcome, latency: Duration, measured: bool, done: Instant) {
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let (responded, error) = match outcome {
+            Outcome::Response { ok, .. } => (Some(latency_us), !ok),
+            Outcome::Failed(_) => (None, true),
+        };
+        if let (Some(live), Some(buffer)) = (&self.plan.live, &mut self.live) {
+            live.record(buffer, responded, error, done);
+        }
+        if !measured {
+            self.stats.warmup_requests += 1;
+            return;
+        }
+        let counts = &mut self.stats.ops[op as usize];
+        counts.requests += 1;
+        counts.errors += u64::from(error);
+        if let Some(us) = responded {
+            self.stats.histogram.saturating_record(us);
+        }
+        match outcome {
+            Outcome::Response { status, ok: false } => {
+                *self.stats.by_status.entry(status).or_default() += 1;
+            }
+            Outcome::Failed(kind) => self.stats.by_kind[kind as usize] += 1,
+            Outcome::Response { ok: true, .. } => {}
+        }
+        self.stats.last_done = Some(done);
+    }
+
+    /// Builds, sends and judges one request of `op`.
+    async fn execute(&mut self, op: Op) -> Outcome {
+        let tenant = self.plan.tenants.sample(&mut self.rng) as u32;
+        let request = self.build(op, tenant);
+        let result = match timeout(self.plan.timeout, self.exchange(request)).await {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                // The connection has a request in flight: unusable.
+                self.conn = None;
+                Err(ErrorKind::Timeout)
+            }
+        };
+        let outcome = match result {
+            Ok(status) => Outcome::Response {
+                status,
+                ok: is_success(op, status, &self.response),
+            },
+            Err(kind) => Outcome::Failed(kind),
+        };
+        if self.checker.is_some() {
+            self.settle(outcome);
+        }
+        outcome
+    }
+
+    /// Sends `request` on the worker's connection, opening one if needed.
+    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<u16, ErrorKind> {
+        if let Some(conn) = &mut self.conn
+            && !conn.is_open().await
+        {
+            self.conn = None;
+        }
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => {
+                let conn = Conn::open(self.plan.addr)
+                    .await
+                    .map_err(|_| ErrorKind::Connect)?;
+                self.conn.insert(conn)
+            }
+        };
+        self.response.clear();
+        match conn.send(request, &mut self.response).await {
+            Ok(status) => Ok(status.as_u16()),
+            Err(_) => {
+                self.conn = None;
+                Err(ErrorKind::Io)
+            }
+        }
+    }
+
+    fn key(&self, index: u32, counter: bool) -> KeyName {
+        match &self.checker {
+            Some(c) => c.key(index, counter),
+            None => KeyName {
+                owner: None,
+                counter,
+                index,
+            },
+        }
+    }
+
+    /// Builds the request for `op` on `tenant` and notes what verify must check.
+    fn build(&mut self, op: Op, tenant: u32) -> Request<Full<Bytes>> {
+        let plan = Arc::clone(&self.plan);
+        // Writes into a BytesMut cannot fail; `let _` keeps the hot path free
+        // of unwraps.
+        let _ = write!(self.path, "{}/t/t{tenant}", plan.prefix);
+        let verify = self.checker.is_some();
+        let mut query_started = false;
+        let (method, body) = match op {
+            Op::Hello => {
+                self.path.extend_from_slice(b"/hello");
+                self.pending = Pending::None;
+                (Method::GET, Bytes::new())
+            }
+            Op::Get | Op::Set | Op::Delete => {
+                let index = plan.keys.sample(&mut self.rng) as u32;
+                let key = self.key(index, false);
+                let _ = write!(self.path, "/kv/{key}");
+                match op {
+                    Op::Get => {
+                        self.pending = Pending::Read { tenant, index };
+                        (Method::GET, Bytes::new())
+                    }
+                    Op::Set => match &mut self.checker {
+                        Some(checker) => {
+                            let seq = checker.write_value(
+                                &mut self.body,
+                                tenant,
+                                index,
+                                plan.value_size,
+                            );
+                            self.pending = Pending::Write { tenant, index, seq };
+                            (Method::PUT, self.body.split().freeze())
+                        }
+                        None => (Method::PUT, self.value.clone()),
+                    },
+                    _ => {
+                        self.pending = Pending::Delete { tenant, index };
+                        (Method::DELETE, Bytes::new())
+                    }
+                }
+            }
+            Op::Incr => {
+                let index = plan.keys.sample(&mut self.rng) as u32;
+                // Varying steps in verify mode, so an answer off by a
+                // different step is still caught.
+                let by: i64 = if verify {
+                    self.rng.random_range(1..=9)
+                } else {
+                    1
+                };
+                let key = self.key(index, true);
+                let _ = write!(self.path, "/incr/{key}?by={by}");
+                query_started = true;
+                self.pending = Pending::Incr { tenant, index, by };
+                (Method::POST, Bytes::new())
+            }
+            Op::List => {
+                self.path.extend_from_slice(b"/keys");
+                self.pending = Pending::None;
+                (Method::GET, Bytes::new())
+            }
+            Op::BatchGet | Op::BatchSet | Op::BatchDelete => {
+                self.draw_batch();
+                let (route, pending, body) = match op {
+                    Op::BatchGet => (
+                        "get",
+                        Pending::BatchRead { tenant },
+                        self.batch_keys_body(),
+                    ),
+                    Op::BatchSet => {
+                        let (first_seq, body) = self.batch_set_body(tenant);
+                        ("set", Pending::BatchWrite { tenant, first_seq }, body)
+                    }
+                    _ => (
+                        "delete",
+                        Pending::BatchDelete { tenant },
+                        self.batch_keys_body(),
+                    ),
+                };
+                let _ = write!(self.path, "/batch/{route}");
+                self.pending = pending;
+                (Method::POST, body)
+            }
+        };
+        if let Some(bucket) = &plan.bucket {
+            let sep = if query_started { '&' } else { '?' };
+            let _ = write!(self.path, "{sep}bucket={bucket}");
+        }
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = Uri::from_maybe_shared(self.path.split().freeze())
+            .expect("paths are built from URL-safe characters only");
+        request.headers_mut().insert(HOST, self.host.clone());
+        request
+    }
+
+    /// Draws `--batch-size` distinct key indices (fewer if the key space is
+    /// smaller, or the draws keep colliding) into `self.batch`.
+    fn draw_batch(&mut self) {
+        self.batch.clear();
+        for _ in 0..self.plan.batch_size * 4 {
+            if self.batch.len() == self.plan.batch_size {
+                break;
+            }
+            let index = self.plan.keys.sample(&mut self.rng) as u32;
+            if !self.batch.contains(&index) {
+                self.batch.push(index);
+            }
+        }
+    }
+
+    /// `["key",...]` for the current batch. Key names and values are
+    /// letters, digits, `-`, `|` and `.`: nothing needs JSON escaping.
+    fn batch_keys_body(&mut self) -> Bytes {
+        self.body.extend_from_slice(b"[");
+        for (n, &index) in self.batch.iter().enumerate() {
+            let sep = if n == 0 { "" } else { "," };
+            let key = self.key(index, false);
+            let _ = write!(self.body, "{sep}\"{key}\"");
+        }
+        self.body.extend_from_slice(b"]");
+        self.body.split().freeze()
+    }
+
+    /// `{"key":"value",...}` for the current batch; returns the first
+    /// sequence number written (verify mode) and the body.
+    fn batch_set_body(&mut self, tenant: u32) -> (u64, Bytes) {
+        let mut first_seq = 0;
+        self.body.extend_from_slice(b"{");
+        for n in 0..self.batch.len() {
+            let index = self.batch[n];
+            let key = self.key(index, false);
+            let sep = if n == 0 { "" } else { "," };
+            let _ = write!(self.body, "{sep}\"{key}\":\"");
+            match &mut self.checker {
+                Some(checker) => {
+                    let seq =
+                        checker.write_value(&mut self.body, tenant, index, self.plan.value_size);
+                    if n == 0 {
+                        first_seq = seq;
+                    }
+                }
+                None => self.body.extend_from_slice(&self.value),
+            }
+            self.body.extend_from_slice(b"\"");
+        }
+        self.body.extend_from_slice(b"}");
+        (first_seq, self.body.split().freeze())
+    }
+
+    /// Updates the verify record with the outcome of the pending request.
+    fn settle(&mut self, outcome: Outcome) {
+        let Some(checker) = &mut self.checker else {
+            return;
+        };
+        let status = match outcome {
+            Outcome::Response { status, .. } => Some(status),
+            Outcome::Failed(_) => None,
+        };
+        let body = &self.response[..];
+        match self.pending {
+            Pending::None => {}
+            Pending::Read { tenant, index } => match status {
+                Some(200) => checker.read(tenant, index, Some(body)),
+                Some(404) if is_key_not_found(body) => checker.read(tenant, index, None),
+                _ => {}
+            },
+            Pending::Write { tenant, index, seq } => match status {
+                Some(204) => checker.written(tenant, index, seq),
+                _ => checker.unsure(tenant, index),
+            },
+            Pending::Delete { tenant, index } => match status {
+                Some(204) => checker.deleted(tenant, index),
+                _ => checker.unsure(tenant, index),
+            },
+            Pending::Incr { tenant, index, by } => {
+                let answer = (status == Some(200)).then_some(body);
+                checker.incremented(tenant, index, by, answer);
+            }
+            Pending::BatchRead { tenant } => {
+                if status != Some(200) {
+                    return;
+                }
+                match serde_json::from_slice::<std::collections::HashMap<String, Option<String>>>(
+                    body,
+                ) {
+                    Ok(values) => {
+                        for &index in &self.batch {
+                            let key = checker.key(index, false).to_string();
+                            match values.get(&key) {
+                                Some(value) => checker.read(
+                                    tenant,
+                                    index,
+                                    value.as_deref().map(str::as_bytes),
+                                ),
+                                // An answer that leaves out a requested key.
+                                None => checker.counts.corrupt_values += 1,
+                            }
+                        }
+                    }
+                    Err(_) => checker.counts.corrupt_values += 1,
+                }
+            }
+            Pending::BatchWrite { tenant, first_seq } => {
+                for (n, &index) in self.batch.iter().enumerate() {
+                    match status {
+                        Some(204) => checker.written(tenant, index, first_seq + n as u64),
+                        _ => checker.unsure(tenant, index),
+                    }
+                }
+            }
+            Pending::BatchDelete { tenant } => {
+                for &index in &self.batch {
+                    match status {
+                        Some(204) => checker.deleted(tenant, index),
+                        _ => checker.unsure(tenant, index),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_key_not_found(body: &[u8]) -> bool {
+    body.trim_ascii() == b"key not found"
+}
+
+/// Whether `status` (and body) is what a correct server answers to `op`: the
+/// op's expected status, or for `get` also 404 `key not found`.
+fn is_success(op: Op, status: u16, body: &[u8]) -> bool {
+    status == op.expected_status() || (op == Op::Get && status == 404 && is_key_not_found(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_depends_on_op_and_status() {
+        assert!(is_success(Op::Get, 200, b""));
+        assert!(is_success(Op::Get, 404, b"key not found"));
+        assert!(is_success(Op::Get, 404, b"key not found\n"));
+        assert!(!is_success(Op::Get, 404, b"no such tenant"));
+        assert!(!is_success(Op::Incr, 404, b"key not found"));
+        assert!(is_success(Op::Set, 204, b""));
+        assert!(!is_success(Op::Set, 200, b""));
+        assert!(is_success(Op::BatchDelete, 204, b""));
+        assert!(is_success(Op::List, 200, b"{}"));
+        assert!(!is_success(Op::Hello, 500, b""));
+    }
+}
