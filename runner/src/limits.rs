@@ -44,7 +44,7 @@ impl Default for Limits {
             max_table_elements: 20_000,
             max_instances: 32,
             max_tables: 32,
-            max_memories: 8,
+            max_memories: 2,
             max_in_flight: 256,
             max_log_bytes: 64 << 10,
             quotas: Quotas::default(),
