@@ -121,6 +121,8 @@ impl Error {
 pub struct Store {
     hasher: foldhash::quality::RandomState,
     shard_bits: u32,
+    /// All ones, except in tests that force hash collisions.
+    hash_mask: u64,
 }
 
 impl Store {
@@ -134,6 +136,7 @@ impl Store {
         Self {
             hasher: foldhash::quality::RandomState::default(),
             shard_bits: shards.trailing_zeros(),
+            hash_mask: u64::MAX,
         }
     }
 
@@ -355,6 +358,7 @@ type Shard = BTreeMap<u64, Slot>;
 pub struct Bucket {
     hasher: foldhash::quality::RandomState,
     shard_bits: u32,
+    hash_mask: u64,
     shards: Box<[RwLock<Shard>]>,
     account: Arc<Account>,
 }
@@ -380,6 +384,7 @@ impl Bucket {
         Self {
             hasher: store.hasher.clone(),
             shard_bits: store.shard_bits,
+            hash_mask: store.hash_mask,
             shards: (0..store.shards())
                 .map(|_| RwLock::new(Shard::new()))
                 .collect(),
@@ -388,7 +393,7 @@ impl Bucket {
     }
 
     fn hash(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
+        self.hasher.hash_one(key) & self.hash_mask
     }
 
     fn shard_index(&self, hash: u64) -> usize {
@@ -868,6 +873,37 @@ mod tests {
                 cursor: None
             }
         );
+    }
+
+    #[test]
+    fn colliding_hashes_share_a_slot_and_stay_correct() {
+        // Keep two high bits (four shards' worth) and one low bit: 500 keys
+        // land on 8 hash values.
+        let mut store = Store::new(4);
+        store.hash_mask = 0xC000_0000_0000_0001;
+        let ns = store.namespace(Quotas {
+            max_page_keys: 7,
+            ..Quotas::default()
+        });
+        let b = ns.open("").unwrap();
+        for i in 0..500 {
+            b.set(format!("k{i}"), Bytes::from(i.to_string())).unwrap();
+        }
+        for i in 0..500 {
+            assert_eq!(b.get(&format!("k{i}")), Some(Bytes::from(i.to_string())));
+        }
+        // A slot travels whole, so pages may pass the page size.
+        let keys = walk(&b);
+        assert_eq!(keys.len(), 500);
+        assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 500);
+        for i in (0..500).step_by(2) {
+            b.delete(&format!("k{i}"));
+        }
+        assert_eq!(b.get("k0"), None);
+        assert_eq!(b.get("k1"), Some(Bytes::from("1")));
+        assert_eq!(walk(&b).len(), 250);
+        assert_eq!(b.increment("k3".into(), 1).unwrap(), 4);
+        assert_eq!(ns.usage().keys, 250);
     }
 
     #[test]
