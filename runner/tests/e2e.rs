@@ -793,3 +793,46 @@ async fn connection_cap_and_idle_timeout_close_connections() {
     assert_eq!(r.metric("runner_http_connections_open", "").await, 0.0);
     assert_eq!(get(r.addr, "/t/t0/hello").await.text(), "hello");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_well_behaved_tenant_is_served_during_every_attack() {
+    let t = Tenants::new()
+        .hostile("evil", "max-keys = 1000\nmax-memory = \"16MiB\"\nfuel = 2000000000\ntimeout = \"2s\"")
+        .default("good", "");
+    let r = Runner::start_with(&t, &["--workers", "2"]);
+    let addr = r.addr;
+    let attacks = [
+        "/loop",
+        "/grow",
+        "/grow-raw",
+        "/recurse",
+        "/panic",
+        "/huge-body?bytes=50000000",
+        "/stdout?bytes=20000000",
+        "/fill-keys?max=100000",
+        "/big-value?bytes=2000000",
+        "/sleep?ms=5000",
+    ];
+    let attackers: Vec<_> = attacks
+        .iter()
+        .flat_map(|route| std::iter::repeat_n(*route, 3))
+        .map(|route| tokio::spawn(async move { get(addr, &format!("/t/evil{route}")).await.status }))
+        .collect();
+    let mut client = harness::Client::connect(addr).await;
+    for i in 0..100 {
+        let res = client.get(&format!("/t/good/kv/missing-{i}")).await;
+        assert_eq!((res.status, res.text().as_str()), (StatusCode::NOT_FOUND, "key not found"));
+        assert_eq!(client.get("/t/good/hello").await.text(), "hello");
+    }
+    let mut statuses = Vec::new();
+    for a in attackers {
+        statuses.push(a.await.unwrap().as_u16());
+    }
+    // Each attack failed (or finished) on its own terms.
+    let expected: Vec<u16> = [503, 500, 200, 500, 500, 200, 200, 507, 507, 504]
+        .iter()
+        .flat_map(|s| std::iter::repeat_n(*s, 3))
+        .collect();
+    assert_eq!(statuses, expected);
+    assert_eq!(r.metric("runner_pool_instances_in_use", "").await, 0.0);
+}
