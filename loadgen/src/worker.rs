@@ -18,6 +18,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,7 +30,7 @@ use http_body_util::Full;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 use crate::conn::Conn;
 use crate::dist::Dist;
@@ -146,6 +147,9 @@ impl Worker {
     /// Sends requests until the run's end, the request budget, or `stop`.
     pub async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Stats {
         let plan = Arc::clone(&self.plan);
+        // One timer serves every request's timeout; see `execute`.
+        let watchdog = sleep(plan.timeout);
+        tokio::pin!(watchdog);
         let mut k: u64 = 0;
         loop {
             let intended = plan.rate.map(|rate| {
@@ -185,7 +189,7 @@ impl Worker {
             let outcome = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                outcome = self.execute(op) => outcome,
+                outcome = self.execute(op, watchdog.as_mut(), sent + plan.timeout) => outcome,
             };
             let done = Instant::now();
             self.record(op, outcome, done - scheduled, measured, done);
@@ -235,18 +239,38 @@ impl Worker {
         self.stats.last_done = Some(done);
     }
 
-    /// Builds, sends and judges one request of `op`.
-    async fn execute(&mut self, op: Op) -> Outcome {
+    /// Builds, sends and judges one request of `op`, giving up at `deadline`.
+    ///
+    /// `watchdog` is the worker's one timer. Arming a timer per request
+    /// (`tokio::time::timeout`) costs a timer-wheel insertion and removal each
+    /// time; instead the watchdog is re-armed lazily: it fires at an earlier
+    /// request's deadline, which is never later than this one's, and is then
+    /// moved on to this request's deadline. So the timer wheel is touched
+    /// about once per timeout period, and every deadline is still exact.
+    async fn execute(&mut self, op: Op, mut watchdog: Pin<&mut Sleep>, deadline: Instant) -> Outcome {
         let tenant = self.plan.tenants.sample(&mut self.rng) as u32;
         let request = self.build(op, tenant);
-        let result = match timeout(self.plan.timeout, self.exchange(request)).await {
-            Ok(result) => result,
-            Err(_elapsed) => {
-                // The connection has a request in flight: unusable.
-                self.conn = None;
-                Err(ErrorKind::Timeout)
+        let result = {
+            let exchange = self.exchange(request);
+            tokio::pin!(exchange);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut exchange => break Some(result),
+                    () = watchdog.as_mut() => {
+                        if Instant::now() >= deadline {
+                            break None;
+                        }
+                        watchdog.as_mut().reset(deadline);
+                    }
+                }
             }
         };
+        let result = result.unwrap_or_else(|| {
+            // The connection has a request in flight: unusable.
+            self.conn = None;
+            Err(ErrorKind::Timeout)
+        });
         let outcome = match result {
             Ok(status) => Outcome::Response {
                 status,

@@ -34,6 +34,13 @@ pub const KV_BYTES: &str = "runner_kv_bytes";
 pub const KV_QUOTA_REJECTIONS: &str = "runner_kv_quota_rejections_total";
 pub const CONNECTIONS_OPEN: &str = "runner_http_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "runner_http_connections_rejected_total";
+// The standard process metrics, under the names every Prometheus client
+// library uses, so stock dashboards work.
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
+pub const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+pub const PROCESS_THREADS: &str = "process_threads";
 
 /// Request latency: from the bare path (tens of µs) to the default timeout.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -133,6 +140,49 @@ fn describe() {
         CONNECTIONS_REJECTED,
         "Connections closed at once because the connection limit was reached."
     );
+    describe_counter!(
+        PROCESS_CPU,
+        Unit::Seconds,
+        "User and system CPU time spent, in whole seconds."
+    );
+    describe_gauge!(PROCESS_RESIDENT, Unit::Bytes, "Resident memory size.");
+    describe_gauge!(PROCESS_VIRTUAL, Unit::Bytes, "Virtual memory size.");
+    describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors.");
+    describe_gauge!(PROCESS_THREADS, "OS threads.");
+}
+
+/// Reads the process figures from /proc (Linux only; elsewhere they are
+/// simply absent).
+fn sample_process() {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state (field 3) is index 0 here, utime (field 14) index 11.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    // Linux reports CPU time in USER_HZ ticks, 1/100 s on mainstream
+    // architectures; page sizes are 4 KiB there too.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    const PAGE: f64 = 4096.0;
+    if let (Some(utime), Some(stime)) = (field(11), field(12)) {
+        metrics::counter!(PROCESS_CPU).absolute(((utime + stime) / TICKS_PER_SECOND) as u64);
+    }
+    if let Some(threads) = field(17) {
+        metrics::gauge!(PROCESS_THREADS).set(threads);
+    }
+    if let Some(vsize) = field(20) {
+        metrics::gauge!(PROCESS_VIRTUAL).set(vsize);
+    }
+    if let Some(rss_pages) = field(21) {
+        metrics::gauge!(PROCESS_RESIDENT).set(rss_pages * PAGE);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!(PROCESS_OPEN_FDS).set(fds.count() as f64);
+    }
 }
 
 /// How tenants appear in the `tenant` label.
@@ -411,6 +461,7 @@ pub fn sample(
     pool_capacity: usize,
     usage: impl Iterator<Item = (String, store::Usage)>,
 ) {
+    sample_process();
     if let Some(pool) = engine.pooling_allocator_metrics() {
         metrics::gauge!(POOL_INSTANCES_IN_USE).set(pool.component_instances() as f64);
         metrics::gauge!(POOL_MEMORIES_IN_USE).set(pool.memories() as f64);

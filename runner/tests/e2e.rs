@@ -739,6 +739,8 @@ async fn metrics_count_outcomes_per_tenant_and_bound_the_label_set() {
         "tenants past the cap share _other"
     );
     assert_eq!(r.metric("runner_pool_instances_capacity", "").await, 1000.0);
+    assert!(r.metric("process_resident_memory_bytes", "").await > 1e6);
+    assert!(r.metric("process_open_fds", "").await >= 3.0);
     assert_eq!(
         r.metric(
             "runner_kv_operations_total",
@@ -797,7 +799,10 @@ async fn connection_cap_and_idle_timeout_close_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_well_behaved_tenant_is_served_during_every_attack() {
     let t = Tenants::new()
-        .hostile("evil", "max-keys = 1000\nmax-memory = \"16MiB\"\nfuel = 2000000000\ntimeout = \"2s\"")
+        .hostile(
+            "evil",
+            "max-keys = 1000\nmax-memory = \"16MiB\"\nfuel = 2000000000\ntimeout = \"2s\"",
+        )
         .default("good", "");
     let r = Runner::start_with(&t, &["--workers", "2"]);
     let addr = r.addr;
@@ -816,12 +821,17 @@ async fn a_well_behaved_tenant_is_served_during_every_attack() {
     let attackers: Vec<_> = attacks
         .iter()
         .flat_map(|route| std::iter::repeat_n(*route, 3))
-        .map(|route| tokio::spawn(async move { get(addr, &format!("/t/evil{route}")).await.status }))
+        .map(|route| {
+            tokio::spawn(async move { get(addr, &format!("/t/evil{route}")).await.status })
+        })
         .collect();
     let mut client = harness::Client::connect(addr).await;
     for i in 0..100 {
         let res = client.get(&format!("/t/good/kv/missing-{i}")).await;
-        assert_eq!((res.status, res.text().as_str()), (StatusCode::NOT_FOUND, "key not found"));
+        assert_eq!(
+            (res.status, res.text().as_str()),
+            (StatusCode::NOT_FOUND, "key not found")
+        );
         assert_eq!(client.get("/t/good/hello").await.text(), "hello");
     }
     let mut statuses = Vec::new();
