@@ -155,6 +155,38 @@ impl Runtime {
         Ok(pre)
     }
 
+    /// A fresh store for one request of `tenant`: its limits, its fuel, and
+    /// an epoch callback that yields every tick and traps at `deadline`.
+    fn store(&self, tenant: &Arc<Tenant>, deadline: Instant) -> wasmtime::Result<Store<Host>> {
+        let mut store = Store::new(&self.engine, Host::new(tenant.clone()));
+        store.limiter(|host| &mut host.limiter);
+        store.set_fuel(tenant.limits().fuel)?;
+        let yields = self.metrics.epoch_yields.clone();
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                return Err(DeadlineExceeded.into());
+            }
+            yields.increment(1);
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store.set_epoch_deadline(1);
+        Ok(store)
+    }
+
+    /// Instantiates the tenant's component once, under its own limits, so a
+    /// component that cannot fit them (too large an initial memory, too many
+    /// instances) fails at start-up rather than on every request.
+    pub async fn preflight(&self, tenant: &Arc<Tenant>) -> wasmtime::Result<()> {
+        let deadline = Instant::now() + tenant.limits().timeout;
+        let mut store = self.store(tenant, deadline)?;
+        tenant
+            .pre()
+            .instantiate_async(&mut store)
+            .await
+            .context("instantiating it under the tenant's limits")?;
+        Ok(())
+    }
+
     /// Runs one request in a fresh instance of the tenant's component.
     ///
     /// Returns once the guest has sent its response head; the guest may
@@ -171,20 +203,9 @@ impl Runtime {
     {
         let limits = tenant.limits();
         let deadline = Instant::now() + limits.timeout;
-        let mut store = Store::new(&self.engine, Host::new(tenant.clone()));
-        store.limiter(|host| &mut host.limiter);
-        store
-            .set_fuel(limits.fuel)
-            .map_err(|e| Failure::internal(e, "setting fuel"))?;
-        let yields = self.metrics.epoch_yields.clone();
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                return Err(DeadlineExceeded.into());
-            }
-            yields.increment(1);
-            Ok(UpdateDeadline::Yield(1))
-        });
-        store.set_epoch_deadline(1);
+        let mut store = self
+            .store(tenant, deadline)
+            .map_err(|e| Failure::internal(e, "setting up the store"))?;
 
         let (sender, mut head) = oneshot::channel();
         let mut http = store.data_mut().http();

@@ -71,7 +71,7 @@ fn prometheus() -> anyhow::Result<PrometheusHandle> {
 impl Runner {
     /// Compiles and checks every tenant's component. Fails, naming the
     /// tenant, if one cannot load; binds nothing.
-    pub fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
         let prometheus = prometheus()?;
         let runtime = Arc::new(Runtime::new(config.engine.clone())?);
         let store = store::Store::new(config.shards);
@@ -88,13 +88,19 @@ impl Runner {
             };
             let pre = loaded.with_context(|| format!("tenant {:?}", t.name))?;
             let label = config.tenant_labels.label(index, &t.name);
-            tenants.push(Arc::new(Tenant::new(
+            let tenant = Arc::new(Tenant::new(
                 &t.name,
                 t.limits.clone(),
                 pre,
                 store.namespace(t.limits.quotas.clone()),
                 TenantMetrics::new(label),
-            )));
+            ));
+            runtime
+                .preflight(&tenant)
+                .await
+                .map_err(anyhow::Error::from)
+                .with_context(|| format!("tenant {:?}", t.name))?;
+            tenants.push(tenant);
         }
         ::metrics::gauge!(metrics::TENANTS).set(tenants.len() as f64);
         let limits = HttpLimits {

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
 
 async fn serve(cli: runner::config::Cli, config: Config) -> anyhow::Result<()> {
     let tenants = config.tenants.len();
-    let runner = Runner::build(config)?;
+    let runner = Runner::build(config).await?;
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding --listen {}", cli.listen))?;

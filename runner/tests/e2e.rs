@@ -846,3 +846,23 @@ async fn a_well_behaved_tenant_is_served_during_every_attack() {
     assert_eq!(statuses, expected);
     assert_eq!(r.metric("runner_pool_instances_in_use", "").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_whose_limits_cannot_fit_their_component_fail_at_start_up() {
+    for (limit, needle) in [
+        ("max-memory = \"64KiB\"", "memory"),
+        ("max-instances = 1", "instance"),
+    ] {
+        let t = Tenants::new().default("ok", "").default("cramped", limit);
+        let out = Runner::run_to_exit(&t);
+        assert_eq!(out.status.code(), Some(1), "{limit}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(
+                "error: tenant \"cramped\": instantiating it under the tenant's limits"
+            ),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(needle), "{limit}: {}", out.stderr);
+    }
+}

@@ -144,6 +144,28 @@ impl Runner {
         kb * 1024
     }
 
+    /// Runs `runner` with a tenants file that is expected to be refused, and
+    /// returns how it exited.
+    pub fn run_to_exit(tenants: &Tenants) -> Exit {
+        let path = tenants.write();
+        let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&path)
+            .output()
+            .expect("running the runner binary");
+        Exit {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -160,6 +182,13 @@ impl Drop for Runner {
             eprintln!("--- runner output ---\n{}", self.output());
         }
     }
+}
+
+/// How a runner that was expected to stop exited.
+pub struct Exit {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// A tenants file under construction.
