@@ -93,7 +93,8 @@ pub struct Args {
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     pub timeout: Duration,
 
-    /// Runtime worker threads [default: available cores].
+    /// Load threads, each running its own single-threaded runtime with an
+    /// equal share of the connections [default: available cores].
     #[arg(long, env = "LOADGEN_THREADS")]
     pub threads: Option<usize>,
 

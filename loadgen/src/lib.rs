@@ -1,9 +1,10 @@
 //! A tenant-aware HTTP load generator and correctness checker for the runner.
 //!
 //! `run(config, shutdown)` drives `--concurrency` HTTP/1.1 keep-alive
-//! connections, one worker task each, against the runner's `/t/{tenant}/…`
-//! routes and returns a [`Report`]; `main` only parses the command line, picks
-//! the runtime, prints and maps the verdict to an exit status.
+//! connections, one worker task each, spread over `--threads` load threads
+//! that each run a single-threaded tokio runtime, against the runner's
+//! `/t/{tenant}/…` routes, and returns a [`Report`]; `main` only parses the
+//! command line, prints, and maps the verdict to an exit status.
 //!
 //! Layout:
 //! - `config`: clap `Args` and the validated `Config` built from them.
@@ -94,20 +95,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         live: live.clone(),
     });
 
+    // Thread per core, as wrk does: each load thread runs its own
+    // single-threaded runtime with a fixed share of the connections, so no
+    // task migrates and no wake-up crosses threads. This task only waits.
+    let threads = config.threads.min(config.concurrency);
     let mut stops = Vec::with_capacity(config.concurrency);
-    let mut workers = Vec::with_capacity(config.concurrency);
+    let mut groups: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
     for id in 0..config.concurrency {
         let (stop, stopped) = oneshot::channel::<()>();
         stops.push(stop);
-        let worker = Worker::new(Arc::clone(&plan), id as u32);
-        workers.push(tokio::spawn(worker.run(stopped)));
+        groups[id % threads].push((Worker::new(Arc::clone(&plan), id as u32), stopped));
+    }
+    let mut results = Vec::with_capacity(threads);
+    for (n, group) in groups.into_iter().enumerate() {
+        let (done, result) = oneshot::channel();
+        results.push(result);
+        std::thread::Builder::new()
+            .name(format!("loadgen-{n}"))
+            .spawn(move || {
+                // The receiver is gone only if `run` itself was dropped.
+                let _ = done.send(drive(group));
+            })
+            .context("starting a load thread")?;
     }
     let printer = live.map(|l| tokio::spawn(l.print_every_second()));
 
     let joined = async move {
         let mut total = Stats::new();
-        for worker in workers {
-            let stats = worker.await.context("a worker task failed")?;
+        for result in results {
+            let stats = result.await.context("a load thread died")??;
             total.merge(&stats);
         }
         anyhow::Ok(total)
@@ -151,4 +167,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         interrupted,
         runner,
     ))
+}
+
+/// Runs one load thread's workers to the end on a single-threaded runtime.
+fn drive(workers: Vec<(Worker, oneshot::Receiver<()>)>) -> anyhow::Result<Stats> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a load thread's runtime")?;
+    runtime.block_on(async move {
+        let tasks: Vec<_> = workers
+            .into_iter()
+            .map(|(worker, stop)| tokio::spawn(worker.run(stop)))
+            .collect();
+        let mut total = Stats::new();
+        for task in tasks {
+            total.merge(&task.await.context("a worker task failed")?);
+        }
+        Ok(total)
+    })
 }

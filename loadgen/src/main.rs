@@ -1,6 +1,5 @@
-//! `loadgen`: parse the command line, run the library on a runtime of
-//! `--threads` threads, print the report, and turn the outcome into the exit
-//! status. All exit-status policy lives here:
+//! `loadgen`: parse the command line, run the library, print the report,
+//! and turn the outcome into the exit status. All exit-status policy lives here:
 //!
 //! - 0: the run passed;
 //! - 1: a usage, configuration or setup error (printed with its causes);
@@ -42,16 +41,11 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<Verdict> {
     let mut config = Config::try_from(args)?;
     config.live = std::io::stderr().is_terminal();
-    let runtime = if config.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads)
-            .enable_all()
-            .build()
-    }
+    // The load runs on threads of its own (see `loadgen::run`); this runtime
+    // only waits for them, Ctrl-C and the scrapes.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
     .context("starting the runtime")?;
     let report: Report = runtime.block_on(loadgen::run(config.clone(), async {
         // If the handler cannot be installed, run to the end instead of

@@ -7,9 +7,11 @@
 //! is due at `start + n / R`, and its latency runs from that *intended* time.
 //! A worker that falls behind (a stalled server) sends its backlog as fast as
 //! it can, and every request of the backlog carries the wait it suffered, so
-//! a stall cannot hide (no coordinated omission). The cost: the due time is
-//! met with tokio's timer, whose granularity is a millisecond, so open-loop
-//! latencies include up to about 1 ms of timer lateness.
+//! a stall cannot hide (no coordinated omission). A worker that is on time
+//! sleeps until the due time on tokio's timer, which has millisecond
+//! granularity and so wakes it up to ~1 ms late; that lateness is the load
+//! generator's, not the server's, so such a request is timed from its actual
+//! send. Only a worker kept behind by slow answers is timed from due times.
 //!
 //! Per request the worker allocates nothing it can avoid: paths and bodies are
 //! written into `BytesMut` buffers whose split-off parts are given back to the
@@ -157,6 +159,7 @@ impl Worker {
                 plan.start + Duration::from_secs_f64(n as f64 / rate)
             });
             k += 1;
+            let mut slept = false;
             match intended {
                 Some(at) => {
                     if plan.end.is_some_and(|end| at >= end) {
@@ -168,6 +171,7 @@ impl Worker {
                             _ = &mut stop => break,
                             () = sleep_until(at) => {}
                         }
+                        slept = true;
                     }
                 }
                 None => {
@@ -177,8 +181,14 @@ impl Worker {
                 }
             }
             let sent = Instant::now();
-            let scheduled = intended.unwrap_or(sent);
-            let measured = scheduled >= plan.measure_start;
+            let measured = intended.unwrap_or(sent) >= plan.measure_start;
+            // Behind schedule: time from when the request was due. Idle and
+            // woken by the timer: time from the send, as the timer's own
+            // lateness is not the server's (see the module docs).
+            let scheduled = match intended {
+                Some(at) if !slept => at,
+                _ => sent,
+            };
             if measured
                 && let Some(budget) = plan.requests
                 && plan.tickets.fetch_add(1, Ordering::Relaxed) >= budget

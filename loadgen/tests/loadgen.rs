@@ -33,6 +33,8 @@ enum Fault {
     StallOnce(u64, Duration),
     /// Answers every `PUT /kv` with 500.
     FailSets,
+    /// Sends `Connection: close` with every response, ending the connection.
+    CloseAfterEach,
 }
 
 #[derive(Default)]
@@ -43,6 +45,8 @@ struct State {
     requests: AtomicU64,
     puts: AtomicU64,
     incrs: AtomicU64,
+    /// Connections accepted.
+    connections: AtomicU64,
 }
 
 /// A server on 127.0.0.1:0, stopped on drop.
@@ -67,6 +71,7 @@ impl Server {
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
+                shared.connections.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&shared);
                 connections.spawn(async move {
                     let service =
@@ -227,6 +232,12 @@ async fn handle(
         }
         _ => reply(StatusCode::NOT_FOUND, "no such route"),
     };
+    let mut response = response;
+    if fault == Fault::CloseAfterEach {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     Ok(response)
 }
 
@@ -432,6 +443,16 @@ async fn errors_are_counted_by_status_and_kind() {
     assert_eq!(report.requests, 5);
     assert_eq!(report.errors_by_kind.connect, 5);
     assert_eq!(report.latency.samples, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_by_the_server_is_replaced_without_errors() {
+    let server = Server::start(Fault::CloseAfterEach).await;
+    let report = load(&server, &["--requests=200", "-c2", "--mix=hello=1,get=1"]).await;
+    assert_eq!(report.requests, 200);
+    assert_eq!(report.errors, 0, "{report}");
+    assert_eq!(server.requests(), 200);
+    assert_eq!(server.state.connections.load(Ordering::SeqCst), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
