@@ -46,7 +46,7 @@ fn run(args: Args) -> anyhow::Result<Verdict> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    .context("starting the runtime")?;
+        .context("starting the runtime")?;
     let report: Report = runtime.block_on(loadgen::run(config.clone(), async {
         // If the handler cannot be installed, run to the end instead of
         // stopping at once.

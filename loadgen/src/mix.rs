@@ -192,10 +192,7 @@ mod tests {
         assert!((mix.fraction(Op::Set) - 0.15).abs() < 1e-12);
         assert!((mix.fraction(Op::Incr) - 0.05).abs() < 1e-12);
         assert_eq!(mix.fraction(Op::Hello), 0.0);
-        assert_eq!(
-            mix.ops().collect::<Vec<_>>(),
-            [Op::Get, Op::Set, Op::Incr]
-        );
+        assert_eq!(mix.ops().collect::<Vec<_>>(), [Op::Get, Op::Set, Op::Incr]);
     }
 
     #[test]

@@ -183,9 +183,9 @@ impl Report {
         interrupted: bool,
         runner: Option<RunnerFigures>,
     ) -> Report {
-        let elapsed = stats
-            .last_done
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(measure_start));
+        let elapsed = stats.last_done.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(measure_start)
+        });
         let requests: u64 = stats.ops.iter().map(|o| o.requests).sum();
         let errors: u64 = stats.ops.iter().map(|o| o.errors).sum();
         let ratio = |n: u64, d: f64| if d > 0.0 { n as f64 / d } else { 0.0 };

@@ -111,7 +111,10 @@ fn parse_sample(line: &str) -> anyhow::Result<Sample> {
     if let Some(inner) = rest.strip_prefix('{') {
         let mut chars = inner.char_indices().peekable();
         let close = loop {
-            while chars.next_if(|(_, c)| c.is_whitespace() || *c == ',').is_some() {}
+            while chars
+                .next_if(|(_, c)| c.is_whitespace() || *c == ',')
+                .is_some()
+            {}
             let (start, c) = chars.next().context("unterminated labels")?;
             if c == '}' {
                 break start;
@@ -215,7 +218,9 @@ impl RunnerFigures {
             (b, a) => {
                 for (when, result) in [("before", b), ("after", a)] {
                     if let Err(e) = result {
-                        figures.notes.push(format!("scrape {when} the run failed: {e:#}"));
+                        figures
+                            .notes
+                            .push(format!("scrape {when} the run failed: {e:#}"));
                     }
                 }
                 return figures;
@@ -329,7 +334,12 @@ mod tests {
 
     #[test]
     fn quantile_interpolates_like_prometheus() {
-        let b = [(0.001, 50.0), (0.01, 98.0), (0.1, 100.0), (f64::INFINITY, 100.0)];
+        let b = [
+            (0.001, 50.0),
+            (0.01, 98.0),
+            (0.1, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
         // Rank 99 lies in (0.01, 0.1], which holds ranks 99 and 100: halfway.
         let p99 = histogram_quantile(0.99, &b).expect("has observations");
         assert!((p99 - 0.055).abs() < 1e-12, "{p99}");
@@ -339,7 +349,10 @@ mod tests {
         // A rank in +Inf gives the highest finite bound.
         let tail = [(1.0, 1.0), (f64::INFINITY, 10.0)];
         assert_eq!(histogram_quantile(0.99, &tail), Some(1.0));
-        assert_eq!(histogram_quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 0.0)]), None);
+        assert_eq!(
+            histogram_quantile(0.5, &[(1.0, 0.0), (f64::INFINITY, 0.0)]),
+            None
+        );
         assert_eq!(histogram_quantile(0.5, &[(1.0, 5.0)]), None);
     }
 
@@ -395,7 +408,10 @@ runner_instantiation_duration_seconds_bucket{tenant=\"t1\",le=\"+Inf\"} 30
     fn absent_metrics_and_failed_scrapes_are_noted() {
         let empty = || Exposition::parse("# nothing\n");
         let f = RunnerFigures::from_scrapes("u".into(), empty(), empty());
-        assert_eq!((f.requests, f.traps, f.fuel_per_request), (None, None, None));
+        assert_eq!(
+            (f.requests, f.traps, f.fuel_per_request),
+            (None, None, None)
+        );
         assert_eq!(
             f.notes,
             [

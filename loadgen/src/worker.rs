@@ -82,7 +82,10 @@ pub(crate) struct Plan {
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
     /// A response; `ok` if its status is what the op expects.
-    Response { status: u16, ok: bool },
+    Response {
+        status: u16,
+        ok: bool,
+    },
     Failed(ErrorKind),
 }
 
@@ -90,15 +93,36 @@ enum Outcome {
 #[derive(Debug, Clone, Copy)]
 enum Pending {
     None,
-    Read { tenant: u32, index: u32 },
-    Write { tenant: u32, index: u32, seq: u64 },
-    Delete { tenant: u32, index: u32 },
-    Incr { tenant: u32, index: u32, by: i64 },
+    Read {
+        tenant: u32,
+        index: u32,
+    },
+    Write {
+        tenant: u32,
+        index: u32,
+        seq: u64,
+    },
+    Delete {
+        tenant: u32,
+        index: u32,
+    },
+    Incr {
+        tenant: u32,
+        index: u32,
+        by: i64,
+    },
     /// The batch's key indices are in `Worker::batch`.
-    BatchRead { tenant: u32 },
+    BatchRead {
+        tenant: u32,
+    },
     /// Sequence numbers `first_seq ..` in the order of `Worker::batch`.
-    BatchWrite { tenant: u32, first_seq: u64 },
-    BatchDelete { tenant: u32 },
+    BatchWrite {
+        tenant: u32,
+        first_seq: u64,
+    },
+    BatchDelete {
+        tenant: u32,
+    },
 }
 
 pub(crate) struct Worker {
@@ -123,16 +147,16 @@ pub(crate) struct Worker {
 impl Worker {
     pub fn new(plan: Arc<Plan>, id: u32) -> Worker {
         // Distinct, reproducible streams per worker for a given --seed.
-        let rng = SmallRng::seed_from_u64(
-            plan.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        let rng =
+            SmallRng::seed_from_u64(plan.seed ^ u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         Worker {
             id,
             rng,
             conn: None,
-            // Each worker owns a copy, so cloning it per request touches no
-            // cache line shared with another thread.
-            host: plan.host.clone(),
+            // Each worker owns a copy (a clone would share the refcount), so
+            // cloning it per request touches no cache line another thread uses.
+            host: HeaderValue::from_bytes(plan.host.as_bytes())
+                .expect("copied from a valid header value"),
             path: BytesMut::with_capacity(BUFFER_CAPACITY),
             body: BytesMut::with_capacity(BUFFER_CAPACITY),
             response: Vec::with_capacity(BUFFER_CAPACITY),
@@ -199,7 +223,7 @@ impl Worker {
             let outcome = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                outcome = self.execute(op, watchdog.as_mut(), sent + plan.timeout) => outcome,
+                outcome = self.execute(&plan, op, watchdog.as_mut(), sent + plan.timeout) => outcome,
             };
             let done = Instant::now();
             self.record(op, outcome, done - scheduled, measured, done);
@@ -220,7 +244,14 @@ impl Worker {
         self.stats
     }
 
-    fn record(&mut self, op: Op, outcome: Outcome, latency: Duration, measured: bool, done: Instant) {
+    fn record(
+        &mut self,
+        op: Op,
+        outcome: Outcome,
+        latency: Duration,
+        measured: bool,
+        done: Instant,
+    ) {
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let (responded, error) = match outcome {
             Outcome::Response { ok, .. } => (Some(latency_us), !ok),
@@ -257,9 +288,15 @@ impl Worker {
     /// request's deadline, which is never later than this one's, and is then
     /// moved on to this request's deadline. So the timer wheel is touched
     /// about once per timeout period, and every deadline is still exact.
-    async fn execute(&mut self, op: Op, mut watchdog: Pin<&mut Sleep>, deadline: Instant) -> Outcome {
-        let tenant = self.plan.tenants.sample(&mut self.rng) as u32;
-        let request = self.build(op, tenant);
+    async fn execute(
+        &mut self,
+        plan: &Plan,
+        op: Op,
+        mut watchdog: Pin<&mut Sleep>,
+        deadline: Instant,
+    ) -> Outcome {
+        let tenant = plan.tenants.sample(&mut self.rng) as u32;
+        let request = self.build(plan, op, tenant);
         let result = {
             let exchange = self.exchange(request);
             tokio::pin!(exchange);
@@ -296,9 +333,7 @@ impl Worker {
 
     /// Sends `request` on the worker's connection, opening one if needed.
     async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<u16, ErrorKind> {
-        if let Some(conn) = &mut self.conn
-            && !conn.is_open().await
-        {
+        if self.conn.as_ref().is_some_and(|c| !c.is_open()) {
             self.conn = None;
         }
         let conn = match &mut self.conn {
@@ -332,8 +367,7 @@ impl Worker {
     }
 
     /// Builds the request for `op` on `tenant` and notes what verify must check.
-    fn build(&mut self, op: Op, tenant: u32) -> Request<Full<Bytes>> {
-        let plan = Arc::clone(&self.plan);
+    fn build(&mut self, plan: &Plan, op: Op, tenant: u32) -> Request<Full<Bytes>> {
         // Writes into a BytesMut cannot fail; `let _` keeps the hot path free
         // of unwraps.
         let _ = write!(self.path, "{}/t/t{tenant}", plan.prefix);
@@ -356,12 +390,8 @@ impl Worker {
                     }
                     Op::Set => match &mut self.checker {
                         Some(checker) => {
-                            let seq = checker.write_value(
-                                &mut self.body,
-                                tenant,
-                                index,
-                                plan.value_size,
-                            );
+                            let seq =
+                                checker.write_value(&mut self.body, tenant, index, plan.value_size);
                             self.pending = Pending::Write { tenant, index, seq };
                             (Method::PUT, self.body.split().freeze())
                         }
@@ -396,11 +426,7 @@ impl Worker {
             Op::BatchGet | Op::BatchSet | Op::BatchDelete => {
                 self.draw_batch();
                 let (route, pending, body) = match op {
-                    Op::BatchGet => (
-                        "get",
-                        Pending::BatchRead { tenant },
-                        self.batch_keys_body(),
-                    ),
+                    Op::BatchGet => ("get", Pending::BatchRead { tenant }, self.batch_keys_body()),
                     Op::BatchSet => {
                         let (first_seq, body) = self.batch_set_body(tenant);
                         ("set", Pending::BatchWrite { tenant, first_seq }, body)
@@ -522,11 +548,9 @@ impl Worker {
                         for &index in &self.batch {
                             let key = checker.key(index, false).to_string();
                             match values.get(&key) {
-                                Some(value) => checker.read(
-                                    tenant,
-                                    index,
-                                    value.as_deref().map(str::as_bytes),
-                                ),
+                                Some(value) => {
+                                    checker.read(tenant, index, value.as_deref().map(str::as_bytes))
+                                }
                                 // An answer that leaves out a requested key.
                                 None => checker.counts.corrupt_values += 1,
                             }

@@ -47,6 +47,9 @@ struct State {
     incrs: AtomicU64,
     /// Connections accepted.
     connections: AtomicU64,
+    /// Requests per tenant, and `GET /kv` requests per key.
+    per_tenant: Mutex<HashMap<String, u64>>,
+    per_key: Mutex<HashMap<String, u64>>,
 }
 
 /// A server on 127.0.0.1:0, stopped on drop.
@@ -74,8 +77,7 @@ impl Server {
                 shared.connections.fetch_add(1, Ordering::SeqCst);
                 let state = Arc::clone(&shared);
                 connections.spawn(async move {
-                    let service =
-                        service_fn(move |req| handle(Arc::clone(&state), fault, req));
+                    let service = service_fn(move |req| handle(Arc::clone(&state), fault, req));
                     // A client that goes away mid-request is not a failure here.
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -133,12 +135,30 @@ async fn handle(
     let Some((tenant, route)) = path.strip_prefix("/t/").and_then(|r| r.split_once('/')) else {
         return Ok(reply(StatusCode::NOT_FOUND, "no such route"));
     };
+    *state
+        .per_tenant
+        .lock()
+        .expect("count lock")
+        .entry(tenant.to_owned())
+        .or_default() += 1;
+    if method == Method::GET
+        && let Some(key) = route.strip_prefix("kv/")
+    {
+        *state
+            .per_key
+            .lock()
+            .expect("count lock")
+            .entry(key.to_owned())
+            .or_default() += 1;
+    }
     let scope = if fault == Fault::IgnoreTenant {
         String::new()
     } else {
         tenant.to_owned()
     };
-    let bucket = query_param(&query, "bucket").unwrap_or("default").to_owned();
+    let bucket = query_param(&query, "bucket")
+        .unwrap_or("default")
+        .to_owned();
     let slot = |key: &str| (scope.clone(), bucket.clone(), key.to_owned());
     let mut map = state.map.lock().expect("map lock");
     let response = match (method, route) {
@@ -210,7 +230,10 @@ async fn handle(
                     (k.clone(), v)
                 })
                 .collect();
-            reply(StatusCode::OK, serde_json::Value::Object(values).to_string())
+            reply(
+                StatusCode::OK,
+                serde_json::Value::Object(values).to_string(),
+            )
         }
         (Method::POST, "batch/set") => {
             let Ok(entries) = serde_json::from_slice::<HashMap<String, String>>(&body) else {
@@ -234,9 +257,10 @@ async fn handle(
     };
     let mut response = response;
     if fault == Fault::CloseAfterEach {
-        response
-            .headers_mut()
-            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
     }
     Ok(response)
 }
@@ -279,7 +303,11 @@ async fn counts_exactly_the_requested_requests() {
     let server = Server::start(Fault::None).await;
     let report = load(
         &server,
-        &["--requests=300", "-c4", "--mix=get=50,set=30,delete=10,incr=10"],
+        &[
+            "--requests=300",
+            "-c4",
+            "--mix=get=50,set=30,delete=10,incr=10",
+        ],
     )
     .await;
     assert_eq!(report.requests, 300);
@@ -299,14 +327,23 @@ async fn the_mix_is_respected() {
     let n = 3000;
     let report = load(
         &server,
-        &["--requests=3000", "-c8", "--mix=hello=50,get=30,set=15,list=5"],
+        &[
+            "--requests=3000",
+            "-c8",
+            "--mix=hello=50,get=30,set=15,list=5",
+        ],
     )
     .await;
     assert_eq!(report.requests, n);
     assert_eq!(report.errors, 0, "{report}");
     // Each op's count is Binomial(n, p): within five standard deviations
     // unless something is wrong (a false alarm has odds below 1 in 10^6).
-    for (o, p) in [(Op::Hello, 0.5), (Op::Get, 0.3), (Op::Set, 0.15), (Op::List, 0.05)] {
+    for (o, p) in [
+        (Op::Hello, 0.5),
+        (Op::Get, 0.3),
+        (Op::Set, 0.15),
+        (Op::List, 0.05),
+    ] {
         let expected = n as f64 * p;
         let sigma = (n as f64 * p * (1.0 - p)).sqrt();
         let got = op(&report, o) as f64;
@@ -317,6 +354,50 @@ async fn the_mix_is_respected() {
         );
     }
     assert_eq!(op(&report, Op::Delete), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zipf_skews_tenants_and_keys() {
+    let server = Server::start(Fault::None).await;
+    let n = 4000u64;
+    let report = load(
+        &server,
+        &[
+            "--requests=4000",
+            "-c4",
+            "--mix=get=1",
+            "--tenants=10",
+            "--tenant-dist=zipf",
+            "--keys=10",
+            "--key-dist=zipf",
+            "--zipf-s=1",
+        ],
+    )
+    .await;
+    assert_eq!(report.requests, n);
+    // P(rank i) = (1 / (i + 1)) / H_10 with H_10 = 7381 / 2520. Counts are
+    // Binomial(n, p): within five standard deviations.
+    let h10 = 7381.0 / 2520.0;
+    for (counts, prefix) in [
+        (&server.state.per_tenant, 't'),
+        (&server.state.per_key, 'k'),
+    ] {
+        let name = |i: usize| format!("{prefix}{i}");
+        let counts = counts.lock().expect("count lock");
+        for i in [0, 1, 9] {
+            let p = 1.0 / (i as f64 + 1.0) / h10;
+            let expected = n as f64 * p;
+            let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+            let got = counts.get(&name(i)).copied().unwrap_or(0) as f64;
+            assert!(
+                (got - expected).abs() < 5.0 * sigma,
+                "{}: {got}, expected {expected:.0} ± {:.0}",
+                name(i),
+                5.0 * sigma
+            );
+        }
+        assert_eq!(counts.values().sum::<u64>(), n);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +454,10 @@ async fn verify_detects_dropped_writes() {
     // ~800 writes, 80 dropped: many are a key's first write, read back
     // before the next one.
     assert!(v.lost_writes > 0, "{v:?}");
-    assert_eq!((v.wrong_tenant, v.bad_increments, v.corrupt_values), (0, 0, 0));
+    assert_eq!(
+        (v.wrong_tenant, v.bad_increments, v.corrupt_values),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,7 +590,11 @@ async fn warmup_requests_are_left_out() {
 async fn scrape_reports_runner_side_deltas() {
     let server = Server::start(Fault::None).await;
     let scrape = format!("--scrape=http://{}/metrics", server.addr);
-    let report = load(&server, &["--requests=300", "-c4", "--mix=hello=1", &scrape]).await;
+    let report = load(
+        &server,
+        &["--requests=300", "-c4", "--mix=hello=1", &scrape],
+    )
+    .await;
     let runner = report.runner.clone().expect("scrape was on");
     assert_eq!(runner.requests, Some(300.0));
     assert_eq!(runner.fuel_per_request, Some(10.0));
