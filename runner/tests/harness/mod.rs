@@ -272,6 +272,29 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, Method::GET, path, Vec::new()).await
 }
 
+/// A GET that reports a refused or broken connection as `None`, for
+/// probing a server that may not be up yet.
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<Reply> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let res = sender.send_request(req).await.ok()?;
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// One request on a fresh connection.
 pub async fn request(addr: SocketAddr, method: Method, path: &str, body: Vec<u8>) -> Reply {
     let req = Request::builder()
