@@ -211,7 +211,7 @@ pub async fn dashboards_and_alerts_work_against_a_real_prometheus() {
         let started = Instant::now();
         let mut i = 0u64;
         while started.elapsed() < Duration::from_secs(8) {
-            let tenant = if i % 2 == 0 { "t0" } else { "t1" };
+            let tenant = if i.is_multiple_of(2) { "t0" } else { "t1" };
             request(
                 addr,
                 Method::PUT,
@@ -222,7 +222,7 @@ pub async fn dashboards_and_alerts_work_against_a_real_prometheus() {
             get(addr, &format!("/t/{tenant}/kv/k{}", i % 23)).await;
             request(addr, Method::POST, &format!("/t/{tenant}/incr/n"), vec![]).await;
             get(addr, &format!("/t/{tenant}/hello")).await;
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 get(addr, "/t/evil/loop").await;
                 get(addr, "/t/evil/panic").await;
             }
