@@ -1,0 +1,301 @@
+//! The wasm side of a request, in process and without HTTP: what it costs to
+//! instantiate the default guest, and what one key-value call from the guest
+//! adds to a request.
+//!
+//! Run with `cargo bench -p runner --bench guest`.
+//!
+//! The tenant is built the way `Runner::build` builds one: the production
+//! engine (`Runtime::new` with `EngineConfig::default()`: pooling allocator,
+//! fuel, 1 ms epochs, 2 MiB kept resident), the embedded default guest, the
+//! default limits and the Prometheus recorder installed. Requests go through
+//! `Runtime::call`, the same call the ingress makes after admission, on a
+//! single-threaded tokio runtime; the response body is read to its end.
+//!
+//! What each figure is:
+//! - `instantiate`: `GuestPre::instantiate_async` alone, on a store built
+//!   (and dropped) outside the timed part.
+//! - `drop_store`: dropping that store after instantiation, which returns
+//!   the pooled slot (and resets its memory) — paid by every request.
+//! - `preflight`: `Runtime::preflight`: the production store set-up (host
+//!   state, limiter, fuel, epoch callback), instantiation and drop.
+//! - `call/hello`: `GET /hello`: instantiate plus handle, no store access.
+//! - `call/kv_get` and `call/kv_put`: `GET` and `PUT /kv/{key}` with a
+//!   100-byte value: instantiate plus handle plus one `open` and one
+//!   `get` (or `set`) host call.
+//!
+//! There is no route that makes many key-value calls in one request, so the
+//! cost of one call is read as `kv_get - hello` (and `kv_put - hello`),
+//! printed at the end from an interleaved run. That difference includes the
+//! guest's routing of a longer path, percent-decoding the key, the `open`
+//! call and its resource, and copying the value in or out, not just the
+//! `get` itself. `PUT` also streams a 100-byte request body into the guest.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group};
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use runner::engine::{EngineConfig, Runtime};
+use runner::host::Host;
+use runner::limits::Limits;
+use runner::metrics::TenantMetrics;
+use runner::store::{Quotas, Store};
+use runner::tenant::Tenant;
+use tokio::sync::Semaphore;
+
+/// The key the `kv_*` requests read and write.
+const KEY: &str = "bench-key";
+/// Size of the value they read and write, in bytes.
+const VALUE_BYTES: usize = 100;
+
+/// A runtime and one tenant running the default guest.
+struct Bench {
+    runtime: Runtime,
+    tenant: Arc<Tenant>,
+    /// Stands in for the ingress's global in-flight cap.
+    global: Arc<Semaphore>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a tokio runtime");
+        // As in `Runner::build`: a real recorder, so metric updates on the
+        // request path cost what they cost in the server.
+        let _prometheus = runner::metrics::install().expect("installing the metrics recorder");
+        let runtime = Runtime::new(EngineConfig::default()).expect("building the engine");
+        let pre = runtime
+            .load(runner::DEFAULT_GUEST)
+            .expect("the default guest loads");
+        let store = Store::new(Store::default_shards());
+        let tenant = Arc::new(Tenant::new(
+            "t0",
+            Limits::default(),
+            pre,
+            store.namespace(Quotas::default()),
+            TenantMetrics::new("t0".into()),
+        ));
+        rt.block_on(runtime.preflight(&tenant))
+            .expect("the default guest instantiates under the default limits");
+        let bench = Self {
+            runtime,
+            tenant,
+            global: Arc::new(Semaphore::new(1000)),
+            rt,
+        };
+        bench.check();
+        bench
+    }
+
+    /// One request through `Runtime::call`, its body read to the end.
+    async fn request(&self, method: Method, path: &str, body: Bytes) -> (StatusCode, Bytes) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://localhost{path}"))
+            .body(Full::new(body).map_err(|never: Infallible| match never {}))
+            .expect("a valid request");
+        let permits = [
+            self.global.clone().acquire_owned().await,
+            self.tenant.permits().clone().acquire_owned().await,
+        ]
+        .map(|p| p.expect("the semaphores are never closed"));
+        let response = self
+            .runtime
+            .call(&self.tenant, request, permits)
+            .await
+            .expect("the default guest answers");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("the guest finishes its body")
+            .to_bytes();
+        (status, body)
+    }
+
+    fn value() -> Bytes {
+        Bytes::from(vec![b'v'; VALUE_BYTES])
+    }
+
+    /// The routes answer what the figures assume, before anything is timed.
+    fn check(&self) {
+        self.rt.block_on(async {
+            let hello = self.request(Method::GET, "/hello", Bytes::new()).await;
+            assert_eq!(hello, (StatusCode::OK, Bytes::from_static(b"hello")));
+            let path = format!("/kv/{KEY}");
+            let put = self.request(Method::PUT, &path, Self::value()).await;
+            assert_eq!(put.0, StatusCode::NO_CONTENT, "{:?}", put.1);
+            let get = self.request(Method::GET, &path, Bytes::new()).await;
+            assert_eq!(get, (StatusCode::OK, Self::value()));
+        });
+    }
+
+    /// Time for `iters` requests, one after another.
+    fn time_requests(&self, method: &Method, path: &str, body: &Bytes, iters: u64) -> Duration {
+        self.rt.block_on(async {
+            let started = Instant::now();
+            for _ in 0..iters {
+                black_box(self.request(method.clone(), path, body.clone()).await);
+            }
+            started.elapsed()
+        })
+    }
+
+    /// A store like a request's (fuel, a far epoch deadline), without the
+    /// limiter and the deadline callback, which only `Runtime` can attach.
+    fn store(&self) -> wasmtime::Store<Host> {
+        let mut store = wasmtime::Store::new(self.runtime.engine(), Host::new(self.tenant.clone()));
+        store
+            .set_fuel(self.tenant.limits().fuel)
+            .expect("the engine consumes fuel");
+        store.set_epoch_deadline(1_000_000);
+        store
+    }
+
+    /// Time spent in `instantiate_async` and in dropping the store, summed
+    /// over `iters` instantiations.
+    fn time_instantiation(&self, iters: u64) -> (Duration, Duration) {
+        self.rt.block_on(async {
+            let (mut instantiate, mut drop_store) = (Duration::ZERO, Duration::ZERO);
+            for _ in 0..iters {
+                let mut store = self.store();
+                let started = Instant::now();
+                let guest = self
+                    .tenant
+                    .pre()
+                    .instantiate_async(&mut store)
+                    .await
+                    .expect("instantiating the default guest");
+                instantiate += started.elapsed();
+                black_box(guest);
+                let started = Instant::now();
+                drop(store);
+                drop_store += started.elapsed();
+            }
+            (instantiate, drop_store)
+        })
+    }
+}
+
+fn instantiation(c: &mut Criterion, bench: &Bench) {
+    let mut group = c.benchmark_group("guest");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("instantiate", |b| {
+        b.iter_custom(|iters| bench.time_instantiation(iters).0);
+    });
+    group.bench_function("drop_store", |b| {
+        b.iter_custom(|iters| bench.time_instantiation(iters).1);
+    });
+    group.bench_function("preflight", |b| {
+        b.iter_custom(|iters| {
+            bench.rt.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    bench
+                        .runtime
+                        .preflight(&bench.tenant)
+                        .await
+                        .expect("the default guest instantiates");
+                }
+                started.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
+/// The three requests the `call/*` benches time.
+fn routes() -> [(&'static str, Method, String, Bytes); 3] {
+    let kv = format!("/kv/{KEY}");
+    [
+        ("hello", Method::GET, "/hello".to_owned(), Bytes::new()),
+        ("kv_get", Method::GET, kv.clone(), Bytes::new()),
+        ("kv_put", Method::PUT, kv, Bench::value()),
+    ]
+}
+
+fn calls(c: &mut Criterion, bench: &Bench) {
+    let mut group = c.benchmark_group("guest/call");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for (name, method, path, body) in routes() {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| bench.time_requests(&method, &path, &body, iters));
+        });
+    }
+    group.finish();
+}
+
+/// Per-request time of each route from interleaved rounds (the median
+/// round), so slow drift on a shared machine hits all three alike; then the
+/// differences that estimate one key-value call.
+fn differences(bench: &Bench) {
+    const ROUNDS: usize = 15;
+    const PER_ROUND: u64 = 2_000;
+    let routes = routes();
+    let mut rounds: [Vec<f64>; 3] = Default::default();
+    for _ in 0..ROUNDS {
+        for (i, (_, method, path, body)) in routes.iter().enumerate() {
+            let t = bench.time_requests(method, path, body, PER_ROUND);
+            rounds[i].push(t.as_nanos() as f64 / PER_ROUND as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [hello, get, put] = rounds.map(|mut v| median(&mut v));
+    println!("\nper request, median of {ROUNDS} interleaved rounds of {PER_ROUND}:");
+    println!("  hello   {:>9.0} ns", hello);
+    println!("  kv_get  {:>9.0} ns", get);
+    println!("  kv_put  {:>9.0} ns", put);
+    println!(
+        "one key-value call from the guest, as the difference over hello \
+         (routing, key decoding, open and the {VALUE_BYTES}-byte copy included):"
+    );
+    println!("  get     {:>9.0} ns  (kv_get - hello)", get - hello);
+    println!(
+        "  set     {:>9.0} ns  (kv_put - hello; also reads a {VALUE_BYTES}-byte body)",
+        put - hello
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    let bench = Bench::new();
+    instantiation(c, &bench);
+    calls(c, &bench);
+    // Only under `cargo bench` (which passes `--bench`), not when
+    // `cargo test --benches` runs each bench once as a smoke test.
+    if std::env::args().any(|a| a == "--bench") {
+        differences(&bench);
+    }
+}
+
+criterion_group!(guest, benches);
+
+fn main() {
+    disable_library_backtraces();
+    guest();
+    Criterion::default().configure_from_args().final_summary();
+}
+
+/// As the runner's `main` does: error values must not capture backtraces,
+/// whatever `RUST_BACKTRACE` says, or the figures are not the server's.
+#[expect(unsafe_code, reason = "set_var before any other thread exists")]
+fn disable_library_backtraces() {
+    // SAFETY: first thing in main, while the process has one thread.
+    unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+}

@@ -1,0 +1,210 @@
+//! The key-value store on its own, no wasm: what one `get` or `set` costs,
+//! and how a 90/10 get/set mix scales with threads and shard counts.
+//!
+//! Run with `cargo bench -p runner --bench store`. Every bucket holds
+//! 10,000 keys of the form `key-NNNNN` with 100-byte values; the baseline is
+//! one `parking_lot::RwLock<HashMap<String, Bytes>>` (std's SipHash hasher),
+//! the design CONTEXT.md says stops scaling at a few million ops/s.
+//!
+//! The multi-threaded cases use `iter_custom`: one iteration is
+//! [`OPS_PER_THREAD`] operations on *each* thread, and the reported time is
+//! the wall-clock time until the last thread is done, so criterion's
+//! "thrpt" line is the total ops/s across all threads. On a 2-core machine
+//! the 2-thread figures share the cores with whatever else runs.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use parking_lot::RwLock;
+use runner::store::{Bucket, Quotas, Store};
+
+/// Keys in every bucket, all present before measuring.
+const KEYS: usize = 10_000;
+/// Size of every value, in bytes.
+const VALUE_BYTES: usize = 100;
+/// Operations each thread runs per criterion iteration in the mix benches.
+const OPS_PER_THREAD: u64 = 10_000;
+/// Out of 100 operations in the mix, how many are sets.
+const SET_PERCENT: u64 = 10;
+
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("key-{i:05}")).collect()
+}
+
+/// The value every set writes. Each set stores its own copy (as the host
+/// does when it copies a value out of guest memory), so threads do not all
+/// bump one shared reference count on every get.
+const VALUE: [u8; VALUE_BYTES] = [b'v'; VALUE_BYTES];
+
+fn value() -> Bytes {
+    Bytes::copy_from_slice(&VALUE)
+}
+
+/// A bucket of `shards` shards holding every key. Quotas are raised so the
+/// bench measures the map, not a quota refusal.
+fn filled_bucket(shards: usize, keys: &[String]) -> std::sync::Arc<Bucket> {
+    let quotas = Quotas {
+        max_keys: (KEYS * 2) as u64,
+        max_bytes: 1 << 30,
+        ..Quotas::default()
+    };
+    let bucket = Store::new(shards)
+        .namespace(quotas)
+        .open("")
+        .expect("the default bucket always opens");
+    for key in keys {
+        bucket
+            .set(key.clone(), value())
+            .expect("10,000 small keys fit the raised quotas");
+    }
+    bucket
+}
+
+/// The two operations the mix needs, so one driver runs every map.
+trait Map: Sync {
+    fn get(&self, key: &str) -> Option<Bytes>;
+    fn set(&self, key: &str, value: Bytes);
+}
+
+impl Map for Bucket {
+    fn get(&self, key: &str) -> Option<Bytes> {
+        Bucket::get(self, key)
+    }
+
+    fn set(&self, key: &str, value: Bytes) {
+        // The store's API takes the key by value; the copy is part of a set.
+        Bucket::set(self, key.to_owned(), value).expect("overwriting a key fits the quotas");
+    }
+}
+
+/// The baseline: one lock over one std `HashMap`.
+struct Locked(RwLock<HashMap<String, Bytes>>);
+
+impl Locked {
+    fn filled(keys: &[String]) -> Self {
+        let map = keys.iter().map(|k| (k.clone(), value())).collect();
+        Self(RwLock::new(map))
+    }
+}
+
+impl Map for Locked {
+    fn get(&self, key: &str) -> Option<Bytes> {
+        self.0.read().get(key).cloned()
+    }
+
+    fn set(&self, key: &str, value: Bytes) {
+        // Same key copy as the store's set, for a like-for-like comparison.
+        self.0.write().insert(key.to_owned(), value);
+    }
+}
+
+/// xorshift64*: a few ns per draw and no shared state between threads.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Runs `ops` operations of the 90/10 mix on uniformly chosen keys.
+fn mix(map: &impl Map, keys: &[String], ops: u64, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for _ in 0..ops {
+        let r = rng.next();
+        let key = &keys[(r >> 32) as usize % keys.len()];
+        if r % 100 < SET_PERCENT {
+            map.set(key, value());
+        } else {
+            black_box(map.get(key));
+        }
+    }
+}
+
+/// Wall-clock time for `threads` threads to each run `iters` iterations of
+/// the mix, started together behind a barrier.
+fn timed_mix(map: &impl Map, keys: &[String], threads: usize, iters: u64) -> Duration {
+    let ops = iters * OPS_PER_THREAD;
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let start = &start;
+            s.spawn(move || {
+                start.wait();
+                mix(map, keys, ops, t as u64 + 1);
+            });
+        }
+        start.wait();
+        Instant::now()
+    })
+    // `scope` has joined every thread by the time it returns.
+    .elapsed()
+}
+
+fn single_threaded(c: &mut Criterion) {
+    let keys = keys();
+    let bucket = filled_bucket(Store::default_shards(), &keys);
+    let mut group = c.benchmark_group("store/single");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(1));
+
+    let mut i = 0usize;
+    group.bench_function("get_100B", |b| {
+        b.iter(|| {
+            i = (i + 7919) % KEYS;
+            black_box(bucket.get(black_box(&keys[i])))
+        });
+    });
+    let mut i = 0usize;
+    group.bench_function("set_100B_overwrite", |b| {
+        b.iter(|| {
+            i = (i + 7919) % KEYS;
+            bucket
+                .set(black_box(keys[i].clone()), value())
+                .expect("overwriting a key fits the quotas");
+        });
+    });
+    group.finish();
+}
+
+fn threaded_mix(c: &mut Criterion) {
+    let keys = keys();
+    let mut group = c.benchmark_group("store/mix90get10set");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for threads in [1usize, 2] {
+        group.throughput(Throughput::Elements(OPS_PER_THREAD * threads as u64));
+        for shards in [1usize, 8, 64] {
+            let bucket = filled_bucket(shards, &keys);
+            let id = BenchmarkId::new(format!("store_{shards}_shards"), format!("{threads}t"));
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| timed_mix(&*bucket, &keys, threads, iters));
+            });
+        }
+        let locked = Locked::filled(&keys);
+        let id = BenchmarkId::new("rwlock_hashmap", format!("{threads}t"));
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| timed_mix(&locked, &keys, threads, iters));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single_threaded, threaded_mix);
+criterion_main!(benches);
