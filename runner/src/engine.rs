@@ -219,7 +219,7 @@ impl Runtime {
         let pre = tenant.pre().clone();
         let instantiation = self.metrics.instantiation.clone();
         let tenant = tenant.clone();
-        let mut task = tokio::spawn(async move {
+        let mut guest = Box::pin(async move {
             let run = async {
                 let started = Instant::now();
                 let guest = pre.instantiate_async(&mut store).await?;
@@ -247,19 +247,25 @@ impl Runtime {
             failure
         });
 
+        // The guest runs in this task: most guests finish within one poll,
+        // and then no task is spawned and no other thread is woken. One
+        // that is still running when its response head arrives (streaming a
+        // body, say) continues in a task of its own.
         tokio::select! {
             biased;
-            head = &mut head => match head {
+            failure = &mut guest => match head.try_recv() {
                 Ok(Ok(response)) => Ok(response),
-                Ok(Err(code)) => Err(Failure::Guest(format!("the guest failed the request: {code:?}"))),
-                // The store dropped the sender: the task has ended.
-                Err(_) => Err(task.await.ok().flatten().unwrap_or_else(Failure::no_response)),
+                Ok(Err(code)) => Err(Failure::guest_error(code)),
+                Err(_) => Err(failure.unwrap_or_else(Failure::no_response)),
             },
-            ended = &mut task => {
-                let failure = ended.ok().flatten();
-                match head.try_recv() {
+            sent = &mut head => {
+                tokio::spawn(guest);
+                match sent {
                     Ok(Ok(response)) => Ok(response),
-                    _ => Err(failure.unwrap_or_else(Failure::no_response)),
+                    Ok(Err(code)) => Err(Failure::guest_error(code)),
+                    // Unreachable while the guest's store, which holds the
+                    // sender, is alive; handled all the same.
+                    Err(_) => Err(Failure::no_response()),
                 }
             }
         }
@@ -282,6 +288,10 @@ pub enum Failure {
 impl Failure {
     fn internal(error: wasmtime::Error, doing: &str) -> Self {
         Failure::Internal(format!("{doing}: {error:#}"))
+    }
+
+    fn guest_error(code: wasmtime_wasi_http::p2::bindings::http::types::ErrorCode) -> Self {
+        Failure::Guest(format!("the guest failed the request: {code:?}"))
     }
 
     fn no_response() -> Self {
