@@ -52,7 +52,8 @@ pub struct Ingress {
     limits: HttpLimits,
 }
 
-type Body_ = HyperOutgoingBody;
+/// The response body type wasmtime-wasi-http produces; host answers use it too.
+type OutBody = HyperOutgoingBody;
 
 impl Ingress {
     pub fn new(runtime: Arc<Runtime>, tenants: Vec<Arc<Tenant>>, limits: HttpLimits) -> Self {
@@ -167,7 +168,7 @@ impl Ingress {
     async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-    ) -> Result<Response<Body_>, Infallible> {
+    ) -> Result<Response<OutBody>, Infallible> {
         let path = req.uri().path();
         let Some((name, rest)) = split_tenant(path) else {
             return Ok(text(
@@ -195,7 +196,7 @@ impl Ingress {
         tenant: &Arc<Tenant>,
         req: Request<Incoming>,
         rest_len: usize,
-    ) -> (Response<Body_>, Outcome) {
+    ) -> (Response<OutBody>, Outcome) {
         tenant.metrics().request_started();
         let Ok(global) = self.in_flight.clone().try_acquire_owned() else {
             let msg = format!(
@@ -279,7 +280,12 @@ impl Ingress {
         }
     }
 
-    fn refuse(&self, tenant: &Tenant, limit: Limit, message: String) -> (Response<Body_>, Outcome) {
+    fn refuse(
+        &self,
+        tenant: &Tenant,
+        limit: Limit,
+        message: String,
+    ) -> (Response<OutBody>, Outcome) {
         tenant.metrics().rejected(limit);
         (limit_response(limit, message), Outcome::Rejected)
     }
@@ -333,13 +339,13 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
         .ok()
 }
 
-pub(crate) fn full(body: impl Into<Bytes>) -> Body_ {
+pub(crate) fn full(body: impl Into<Bytes>) -> OutBody {
     Full::new(body.into())
         .map_err(|e| match e {})
         .boxed_unsync()
 }
 
-fn text(status: StatusCode, mut message: String) -> Response<Body_> {
+fn text(status: StatusCode, mut message: String) -> Response<OutBody> {
     message.push('\n');
     let mut response = Response::new(full(message));
     *response.status_mut() = status;
@@ -352,7 +358,7 @@ fn text(status: StatusCode, mut message: String) -> Response<Body_> {
 
 /// A limit's response: its status, `x-runner-limit` naming it, and
 /// `Retry-After` when waiting may help.
-fn limit_response(limit: Limit, message: String) -> Response<Body_> {
+fn limit_response(limit: Limit, message: String) -> Response<OutBody> {
     let mut response = text(limit.status(), message);
     let headers = response.headers_mut();
     headers.insert("x-runner-limit", HeaderValue::from_static(limit.as_str()));
@@ -536,7 +542,7 @@ impl Admin {
         }
     }
 
-    fn route(&self, req: &Request<Incoming>) -> Response<Body_> {
+    fn route(&self, req: &Request<Incoming>) -> Response<OutBody> {
         match req.uri().path() {
             "/metrics" => {
                 let usage = self
