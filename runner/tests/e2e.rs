@@ -443,6 +443,15 @@ async fn oversized_headers_get_431() {
     );
     let reply = harness::raw(r.addr, head.as_bytes()).await;
     assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+
+    let r = Runner::start(&["--max-headers", "5"]);
+    let many: String = (0..10).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let head = format!("GET /t/t0/hello HTTP/1.1\r\nhost: x\r\n{many}\r\n");
+    let reply = harness::raw(r.addr, head.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let few = "GET /t/t0/hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let reply = harness::raw(r.addr, few.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

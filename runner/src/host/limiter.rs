@@ -69,3 +69,29 @@ impl wasmtime::ResourceLimiter for Limiter {
         self.max_memories
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::ResourceLimiter;
+
+    use super::Limiter;
+    use crate::limits::{Limit, Limits};
+
+    #[test]
+    fn growth_past_a_cap_is_refused_and_remembered() {
+        let limits = Limits {
+            max_memory: 1 << 20,
+            max_table_elements: 100,
+            ..Limits::default()
+        };
+        let mut l = Limiter::new(&limits);
+        assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(l.table_growing(0, 100, None).unwrap());
+        assert_eq!(l.hit, None);
+        assert!(!l.table_growing(100, 101, None).unwrap());
+        assert_eq!(l.hit, Some(Limit::TableElements));
+        assert!(!l.memory_growing(1 << 20, (1 << 20) + 65536, None).unwrap());
+        assert_eq!(l.hit, Some(Limit::Memory));
+        assert_eq!((l.instances(), l.tables(), l.memories()), (32, 32, 2));
+    }
+}
