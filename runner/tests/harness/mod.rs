@@ -280,19 +280,31 @@ pub async fn try_get(addr: SocketAddr, path: &str) -> Option<Reply> {
         .await
         .ok()?;
     tokio::spawn(conn);
-    let req = Request::builder()
+    let res = sender.send_request(get_request(addr, path)).await.ok()?;
+    Some(read_reply(res).await)
+}
+
+fn get_request(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
         .uri(path)
         .header("host", addr.to_string())
         .body(Full::new(Bytes::new()))
-        .ok()?;
-    let res = sender.send_request(req).await.ok()?;
+        .expect("a valid request")
+}
+
+/// Reads a whole response; a body cut off midway reads as empty.
+async fn read_reply(res: hyper::Response<hyper::body::Incoming>) -> Reply {
     let (parts, body) = res.into_parts();
-    let body = body.collect().await.ok()?.to_bytes();
-    Some(Reply {
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Reply {
         status: parts.status,
         headers: parts.headers,
         body,
-    })
+    }
 }
 
 /// One request on a fresh connection.
@@ -320,17 +332,7 @@ where
         .expect("HTTP handshake");
     tokio::spawn(conn);
     let res = sender.send_request(req).await.expect("sending the request");
-    let (parts, body) = res.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    read_reply(res).await
 }
 
 /// A keep-alive connection for many requests in a row.
@@ -352,28 +354,13 @@ impl Client {
     }
 
     pub async fn get(&mut self, path: &str) -> Reply {
-        let req = Request::builder()
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .body(Full::new(Bytes::new()))
-            .expect("a valid request");
         self.sender.ready().await.expect("connection ready");
         let res = self
             .sender
-            .send_request(req)
+            .send_request(get_request(self.addr, path))
             .await
             .expect("sending the request");
-        let (parts, body) = res.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        read_reply(res).await
     }
 }
 
