@@ -464,7 +464,8 @@ async fn tenant_concurrency_cap_gives_429_and_global_cap_gives_503() {
     let sleepers: Vec<_> = (0..2)
         .map(|_| tokio::spawn(async move { get(addr, "/t/evil/sleep?ms=700").await }))
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    r.wait_for_metric("runner_requests_in_flight", "", 2.0)
+        .await;
     let res = get(addr, "/t/evil/hello").await;
     assert_eq!(res.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(res.header("x-runner-limit"), Some("tenant_concurrency"));
@@ -491,7 +492,8 @@ async fn global_cap_gives_503_with_retry_after() {
         .into_iter()
         .map(|t| tokio::spawn(async move { get(addr, &format!("/t/{t}/sleep?ms=600")).await }))
         .collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    r.wait_for_metric("runner_requests_in_flight", "", 2.0)
+        .await;
     let res = get(addr, "/t/a/hello").await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.header("x-runner-limit"), Some("global_concurrency"));
@@ -520,7 +522,8 @@ async fn spinning_tenants_on_every_worker_do_not_starve_others() {
     let spinners: Vec<_> = (0..4)
         .map(|i| tokio::spawn(async move { get(addr, &format!("/t/spin{i}/loop")).await }))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.wait_for_metric("runner_requests_in_flight", "", 4.0)
+        .await;
     for i in 0..30 {
         let res = request(
             addr,
@@ -598,7 +601,8 @@ async fn a_full_instance_pool_answers_503_at_once_and_slots_come_back() {
     let sleepers: Vec<_> = (0..2)
         .map(|_| tokio::spawn(async move { get(addr, "/t/evil/sleep?ms=800").await }))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    r.wait_for_metric("runner_requests_in_flight", "", 2.0)
+        .await;
     let res = get(addr, "/t/evil/hello").await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.header("x-runner-limit"), Some("instance_pool"));
@@ -699,7 +703,8 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let mut r = Runner::start_with(&t, &[]);
     let addr = r.addr;
     let slow = tokio::spawn(async move { get(addr, "/t/evil/sleep?ms=500").await });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    r.wait_for_metric("runner_requests_in_flight", "", 1.0)
+        .await;
     let status = tokio::task::spawn_blocking(move || {
         let status = r.terminate();
         (status, r)

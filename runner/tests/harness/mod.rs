@@ -132,6 +132,24 @@ impl Runner {
             .sum()
     }
 
+    /// Waits until a metric (summed as in [`Runner::metric`]) reaches
+    /// `value`: a test's way to know that requests it started are really in
+    /// flight, however slow the machine.
+    pub async fn wait_for_metric(&self, name: &str, labels: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.metric(name, labels).await;
+            if now >= value {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{{{labels}}} stayed at {now}, short of {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The process's resident set size, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
