@@ -514,7 +514,7 @@ async fn spinning_tenants_on_every_worker_do_not_starve_others() {
     for i in 0..4 {
         t = t.hostile(
             &format!("spin{i}"),
-            "fuel = 1000000000000\ntimeout = \"4s\"",
+            "fuel = 1000000000000\ntimeout = \"6s\"",
         );
     }
     let r = Runner::start_with(&t, &["--workers", "2"]);
