@@ -2,7 +2,6 @@
 //! guest components built from guest/.
 
 mod harness;
-mod observability;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -880,9 +879,4 @@ async fn tenants_whose_limits_cannot_fit_their_component_fail_at_start_up() {
         );
         assert!(out.stderr.contains(needle), "{limit}: {}", out.stderr);
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboards_and_alerts_work_against_a_real_prometheus() {
-    observability::dashboards_and_alerts_work_against_a_real_prometheus().await;
 }
