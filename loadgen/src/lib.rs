@@ -10,7 +10,8 @@
 //! - `config`: clap `Args` and the validated `Config` built from them.
 //! - `mix`: the ops (guest routes) and their weighted choice.
 //! - `dist`: uniform and Zipf (inverse-CDF table) index distributions.
-//! - `conn`: one hyper HTTP/1.1 connection driven inside its worker; URLs.
+//! - `conn`: a minimal HTTP/1.1 client connection (httparse over a tokio
+//!   `TcpStream`) driven inside its worker; URLs.
 //! - `worker`: the request loop, closed or open (intended send times).
 //! - `verify`: predictable values and counters, checked under load.
 //! - `report`: per-worker statistics, the merged report, its table.

@@ -11,9 +11,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::Full;
 use serde::Serialize;
 
 use crate::conn::{Conn, Endpoint};
@@ -288,19 +285,17 @@ pub async fn fetch(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<Exp
 
 async fn get(endpoint: &Endpoint) -> anyhow::Result<String> {
     let addr: SocketAddr = endpoint.resolve().await?;
-    let mut conn = Conn::open(addr).await.context("connecting")?;
+    let mut conn = Conn::open(addr, endpoint.authority().as_bytes())
+        .await
+        .context("connecting")?;
     let path = if endpoint.path.is_empty() {
         "/"
     } else {
         &endpoint.path
     };
-    let req = Request::get(path)
-        .header(header::HOST, endpoint.authority())
-        .body(Full::new(Bytes::new()))
-        .context("building the request")?;
     let mut body = Vec::new();
-    let status = conn.send(req, &mut body).await?;
-    ensure!(status.is_success(), "status {status}");
+    let status = conn.send("GET", path.as_bytes(), b"", &mut body).await?;
+    ensure!((200..300).contains(&status), "status {status}");
     String::from_utf8(body).context("metrics are not UTF-8")
 }
 

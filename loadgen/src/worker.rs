@@ -13,10 +13,9 @@
 //! generator's, not the server's, so such a request is timed from its actual
 //! send. Only a worker kept behind by slow answers is timed from due times.
 //!
-//! Per request the worker allocates nothing it can avoid: paths and bodies are
-//! written into `BytesMut` buffers whose split-off parts are given back to the
-//! buffer once hyper drops them, the response body goes into a reused `Vec`.
-//! (hyper's own header map still allocates per request.)
+//! Per request the worker allocates nothing it can avoid: the path is written
+//! into a reused buffer, bodies into a `BytesMut` whose split-off parts are
+//! given back to it once sent, the response body goes into a reused `Vec`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -26,9 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HOST, HeaderValue};
-use http::{Method, Request, Uri};
-use http_body_util::Full;
+use http::Method;
+use http::header::HeaderValue;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
@@ -130,7 +128,6 @@ pub(crate) struct Worker {
     plan: Arc<Plan>,
     rng: SmallRng,
     conn: Option<Conn>,
-    host: HeaderValue,
     path: BytesMut,
     body: BytesMut,
     response: Vec<u8>,
@@ -153,10 +150,6 @@ impl Worker {
             id,
             rng,
             conn: None,
-            // Each worker owns a copy (a clone would share the refcount), so
-            // cloning it per request touches no cache line another thread uses.
-            host: HeaderValue::from_bytes(plan.host.as_bytes())
-                .expect("copied from a valid header value"),
             path: BytesMut::with_capacity(BUFFER_CAPACITY),
             body: BytesMut::with_capacity(BUFFER_CAPACITY),
             response: Vec::with_capacity(BUFFER_CAPACITY),
@@ -296,9 +289,9 @@ impl Worker {
         deadline: Instant,
     ) -> Outcome {
         let tenant = plan.tenants.sample(&mut self.rng) as u32;
-        let request = self.build(plan, op, tenant);
+        let (method, content) = self.build(plan, op, tenant);
         let result = {
-            let exchange = self.exchange(request);
+            let exchange = self.exchange(&method, &content);
             tokio::pin!(exchange);
             loop {
                 tokio::select! {
@@ -331,23 +324,27 @@ impl Worker {
         outcome
     }
 
-    /// Sends `request` on the worker's connection, opening one if needed.
-    async fn exchange(&mut self, request: Request<Full<Bytes>>) -> Result<u16, ErrorKind> {
-        if self.conn.as_ref().is_some_and(|c| !c.is_open()) {
+    /// Sends the request built in `self.path` on the worker's connection,
+    /// opening one if needed.
+    async fn exchange(&mut self, method: &Method, content: &[u8]) -> Result<u16, ErrorKind> {
+        if self.conn.as_mut().is_some_and(|c| !c.is_open()) {
             self.conn = None;
         }
         let conn = match &mut self.conn {
             Some(conn) => conn,
             None => {
-                let conn = Conn::open(self.plan.addr)
+                let conn = Conn::open(self.plan.addr, self.plan.host.as_bytes())
                     .await
                     .map_err(|_| ErrorKind::Connect)?;
                 self.conn.insert(conn)
             }
         };
         self.response.clear();
-        match conn.send(request, &mut self.response).await {
-            Ok(status) => Ok(status.as_u16()),
+        match conn
+            .send(method.as_str(), &self.path, content, &mut self.response)
+            .await
+        {
+            Ok(status) => Ok(status),
             Err(_) => {
                 self.conn = None;
                 Err(ErrorKind::Io)
@@ -366,8 +363,10 @@ impl Worker {
         }
     }
 
-    /// Builds the request for `op` on `tenant` and notes what verify must check.
-    fn build(&mut self, plan: &Plan, op: Op, tenant: u32) -> Request<Full<Bytes>> {
+    /// Builds the request for `op` on `tenant`: its path into `self.path`,
+    /// its method and body returned; notes what verify must check.
+    fn build(&mut self, plan: &Plan, op: Op, tenant: u32) -> (Method, Bytes) {
+        self.path.clear();
         // Writes into a BytesMut cannot fail; `let _` keeps the hot path free
         // of unwraps.
         let _ = write!(self.path, "{}/t/t{tenant}", plan.prefix);
@@ -446,12 +445,7 @@ impl Worker {
             let sep = if query_started { '&' } else { '?' };
             let _ = write!(self.path, "{sep}bucket={bucket}");
         }
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = method;
-        *request.uri_mut() = Uri::from_maybe_shared(self.path.split().freeze())
-            .expect("paths are built from URL-safe characters only");
-        request.headers_mut().insert(HOST, self.host.clone());
-        request
+        (method, body)
     }
 
     /// Draws `--batch-size` distinct key indices (fewer if the key space is
