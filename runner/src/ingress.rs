@@ -171,12 +171,14 @@ impl Ingress {
     ) -> Result<Response<OutBody>, Infallible> {
         let path = req.uri().path();
         let Some((name, rest)) = split_tenant(path) else {
+            self.runtime.metrics().unrouted.increment(1);
             return Ok(text(
                 StatusCode::NOT_FOUND,
                 "not found: tenant requests go to /t/{tenant}/{path}".into(),
             ));
         };
         let Some(tenant) = self.tenants.get(name).cloned() else {
+            self.runtime.metrics().unrouted.increment(1);
             return Ok(text(
                 StatusCode::NOT_FOUND,
                 format!("unknown tenant {name:?}"),

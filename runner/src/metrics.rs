@@ -34,6 +34,7 @@ pub const KV_BYTES: &str = "runner_kv_bytes";
 pub const KV_QUOTA_REJECTIONS: &str = "runner_kv_quota_rejections_total";
 pub const CONNECTIONS_OPEN: &str = "runner_http_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "runner_http_connections_rejected_total";
+pub const UNROUTED: &str = "runner_unrouted_requests_total";
 // The standard process metrics, under the names every Prometheus client
 // library uses, so stock dashboards work.
 pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
@@ -41,6 +42,7 @@ pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
 pub const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
 pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
 pub const PROCESS_THREADS: &str = "process_threads";
+pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
 
 /// Request latency: from the bare path (tens of µs) to the default timeout.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -78,6 +80,10 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?;
     describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    metrics::gauge!(PROCESS_START_TIME).set(started);
     Ok(handle)
 }
 
@@ -149,6 +155,15 @@ fn describe() {
     describe_gauge!(PROCESS_VIRTUAL, Unit::Bytes, "Virtual memory size.");
     describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors.");
     describe_gauge!(PROCESS_THREADS, "OS threads.");
+    describe_gauge!(
+        PROCESS_START_TIME,
+        Unit::Seconds,
+        "When the runner started, in seconds since the Unix epoch."
+    );
+    describe_counter!(
+        UNROUTED,
+        "Requests on the tenant listener that named no tenant or an unknown one (answered 404)."
+    );
 }
 
 /// Reads the process figures from /proc (Linux only; elsewhere they are
@@ -435,6 +450,7 @@ pub struct RunnerMetrics {
     pub epoch_yields: Counter,
     pub connections_open: Gauge,
     pub connections_rejected: Counter,
+    pub unrouted: Counter,
 }
 
 impl RunnerMetrics {
@@ -444,6 +460,7 @@ impl RunnerMetrics {
             epoch_yields: metrics::counter!(EPOCH_YIELDS),
             connections_open: metrics::gauge!(CONNECTIONS_OPEN),
             connections_rejected: metrics::counter!(CONNECTIONS_REJECTED),
+            unrouted: metrics::counter!(UNROUTED),
         }
     }
 }

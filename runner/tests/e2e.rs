@@ -755,6 +755,10 @@ async fn metrics_count_outcomes_per_tenant_and_bound_the_label_set() {
     assert_eq!(r.metric("runner_pool_instances_capacity", "").await, 1000.0);
     assert!(r.metric("process_resident_memory_bytes", "").await > 1e6);
     assert!(r.metric("process_open_fds", "").await >= 3.0);
+    assert!(r.metric("process_start_time_seconds", "").await > 1.7e9);
+    get(r.addr, "/t/nobody/hello").await;
+    get(r.addr, "/elsewhere").await;
+    assert_eq!(r.metric("runner_unrouted_requests_total", "").await, 2.0);
     assert_eq!(
         r.metric(
             "runner_kv_operations_total",
