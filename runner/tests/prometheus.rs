@@ -19,22 +19,18 @@
 //!    could fire (see [`with_bool`]), and holds now for exactly the series the
 //!    load should cause.
 
+mod harness;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use harness::{Client, Runner, get, try_get};
+use http::{Method, StatusCode};
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 /// The key quota of every tenant in this run: low enough that t3's writes
 /// run into it, which is what makes the error-rate and quota alerts hold.
@@ -74,7 +70,7 @@ async fn dashboards_and_alerts_against_a_real_prometheus() {
     let dashboard = Dashboard::load(&repo.join("dashboards/grafana/runner.json"));
 
     let runner = Runner::start(&["--tenants", "4", "--max-keys", &MAX_KEYS.to_string()]);
-    let ready = fetch(runner.admin, Method::GET, "/readyz", Bytes::new()).await;
+    let ready = get(runner.admin, "/readyz").await;
     assert_eq!(
         (ready.status, ready.text().trim_end()),
         (StatusCode::OK, "ready")
@@ -106,7 +102,7 @@ async fn dashboards_and_alerts_against_a_real_prometheus() {
         .wait_for("a first scrape", r#"up{job="runner"}"#, |up| up == 1.0)
         .await;
     let expected = drive_load(runner.addr).await;
-    let scrape = fetch(runner.admin, Method::GET, "/metrics", Bytes::new()).await;
+    let scrape = get(runner.admin, "/metrics").await;
     assert_eq!(scrape.status, StatusCode::OK);
     tools.promtool(&["check", "metrics"], None, Some(&scrape.body));
 
@@ -165,20 +161,25 @@ async fn drive_load(addr: SocketAddr) -> BTreeMap<Labels, u64> {
     let t0 = async {
         let mut c = Client::connect(addr).await;
         for _ in 0..hellos {
-            c.expect(Method::GET, "/t/t0/hello", "", 200, Some("hello"))
-                .await;
+            expect(&mut c, Method::GET, "/t/t0/hello", "", 200, Some("hello")).await;
         }
     };
     let t1 = async {
         let mut c = Client::connect(addr).await;
         for i in 0..rounds {
             let (path, value) = (format!("/t/t1/kv/k{}", i % T1_KEYS), format!("v{i}"));
-            c.expect(Method::PUT, &path, &value, 204, Some("")).await;
-            c.expect(Method::GET, &path, "", 200, Some(value.as_str()))
-                .await;
+            expect(&mut c, Method::PUT, &path, &value, 204, Some("")).await;
+            expect(&mut c, Method::GET, &path, "", 200, Some(value.as_str())).await;
             let count = (i + 1).to_string();
-            c.expect(Method::POST, "/t/t1/incr/n", "", 200, Some(count.as_str()))
-                .await;
+            expect(
+                &mut c,
+                Method::POST,
+                "/t/t1/incr/n",
+                "",
+                200,
+                Some(count.as_str()),
+            )
+            .await;
         }
     };
     // Guest 4xx: the tenant's own answer, which no alert counts as a failure.
@@ -186,10 +187,8 @@ async fn drive_load(addr: SocketAddr) -> BTreeMap<Labels, u64> {
         let mut c = Client::connect(addr).await;
         for i in 0..pairs {
             let path = format!("/t/t2/kv/missing-{i}");
-            c.expect(Method::GET, &path, "", 404, Some("key not found"))
-                .await;
-            c.expect(Method::GET, "/t/t2/hello", "", 200, Some("hello"))
-                .await;
+            expect(&mut c, Method::GET, &path, "", 404, Some("key not found")).await;
+            expect(&mut c, Method::GET, "/t/t2/hello", "", 200, Some("hello")).await;
         }
     };
     // Past its key quota the default guest answers 507: guest 5xx.
@@ -197,8 +196,15 @@ async fn drive_load(addr: SocketAddr) -> BTreeMap<Labels, u64> {
         let mut c = Client::connect(addr).await;
         for i in 0..T3_WRITES {
             let status = if i < MAX_KEYS { 204 } else { 507 };
-            c.expect(Method::PUT, &format!("/t/t3/kv/k{i}"), "v", status, None)
-                .await;
+            expect(
+                &mut c,
+                Method::PUT,
+                &format!("/t/t3/kv/k{i}"),
+                "v",
+                status,
+                None,
+            )
+            .await;
         }
     };
     tokio::join!(t0, t1, t2, t3);
@@ -729,108 +735,6 @@ impl Tools {
     }
 }
 
-/// The runner binary on port 0. Killed on drop, when it also prints what
-/// the runner wrote if the test is failing.
-struct Runner {
-    child: Child,
-    /// Tenant traffic.
-    addr: SocketAddr,
-    /// /metrics, /healthz, /readyz.
-    admin: SocketAddr,
-    output: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-}
-
-impl Runner {
-    /// Starts the runner and reads the addresses it prints once it serves.
-    fn start(args: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_runner"));
-        // The runner reads RUNNER_* settings; this run is given only its
-        // flags.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("RUNNER_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting the runner binary");
-        let output = Arc::new(Mutex::new(String::new()));
-        let (lines, stdout_lines) = mpsc::channel();
-        let readers = vec![
-            collect(child.stdout.take(), output.clone(), Some(lines)),
-            collect(child.stderr.take(), output.clone(), None),
-        ];
-        // Built before the wait, so that a runner that never gets ready is
-        // killed and its output shown.
-        let unset = SocketAddr::from(([0, 0, 0, 0], 0));
-        let mut runner = Runner {
-            child,
-            addr: unset,
-            admin: unset,
-            output,
-            readers,
-        };
-        let deadline = Instant::now() + PATIENCE;
-        let (mut addr, mut admin) = (None, None);
-        while addr.is_none() || admin.is_none() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            // Ends at once if the runner exits: its stdout closes.
-            let line = stdout_lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("the runner exited or printed no `listening on`/`metrics on` line")
-            });
-            let parse = |a: &str| a.trim().parse::<SocketAddr>().expect("an address");
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                addr = Some(parse(a));
-            } else if let Some(a) = line.strip_prefix("metrics on http://") {
-                admin = Some(parse(a));
-            }
-        }
-        (runner.addr, runner.admin) = (addr.expect("read"), admin.expect("read"));
-        runner
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // The pipes close with the process, so the readers finish.
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-        if std::thread::panicking() {
-            let output = self.output.lock().map(|o| o.clone()).unwrap_or_default();
-            eprintln!("--- runner output ---\n{output}--- end of runner output ---");
-        }
-    }
-}
-
-/// Copies a child's pipe, line by line, into `output` (and to `lines`).
-fn collect(
-    pipe: Option<impl Read + Send + 'static>,
-    output: Arc<Mutex<String>>,
-    lines: Option<mpsc::Sender<String>>,
-) -> JoinHandle<()> {
-    let pipe = pipe.expect("piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if let Ok(mut out) = output.lock() {
-                out.push_str(&line);
-                out.push('\n');
-            }
-            if let Some(tx) = &lines {
-                let _ = tx.send(line);
-            }
-        }
-    })
-}
-
 /// A Prometheus server on a free port, with its data and log in a temp dir.
 /// Killed on drop, when it also prints its log if the test is failing.
 struct Prometheus {
@@ -882,7 +786,7 @@ impl Prometheus {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited ({status}):\n{}", read(&self.log)));
             }
-            if let Ok(reply) = try_fetch(self.addr, Method::GET, "/-/ready", Bytes::new()).await
+            if let Some(reply) = try_get(self.addr, "/-/ready").await
                 && reply.status == StatusCode::OK
             {
                 return Ok(());
@@ -896,7 +800,7 @@ impl Prometheus {
 
     /// GETs an API path; the reply must be a success.
     async fn api(&self, path: &str) -> Value {
-        let reply = fetch(self.addr, Method::GET, path, Bytes::new()).await;
+        let reply = get(self.addr, path).await;
         let body: Value = serde_json::from_slice(&reply.body)
             .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {}", reply.text()));
         assert_eq!(
@@ -910,7 +814,7 @@ impl Prometheus {
     /// An instant query's series, or Prometheus's error.
     async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
         let path = format!("/api/v1/query?query={}", encode(expr));
-        let reply = fetch(self.addr, Method::GET, &path, Bytes::new()).await;
+        let reply = get(self.addr, &path).await;
         let body: Value = serde_json::from_slice(&reply.body)
             .map_err(|e| format!("not JSON ({e}): {}", reply.text()))?;
         if reply.status != StatusCode::OK || body["status"] != "success" {
@@ -1054,128 +958,29 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// A response, read whole.
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    body: Bytes,
-}
-
-impl Reply {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// How long one HTTP exchange may take before the test gives up on it.
-const EXCHANGE: Duration = Duration::from_secs(10);
-
-/// One request on a fresh connection; the exchange must succeed.
-async fn fetch(addr: SocketAddr, method: Method, path: &str, body: Bytes) -> Reply {
-    try_fetch(addr, method.clone(), path, body)
-        .await
-        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
-}
-
-/// One request on a fresh connection, for probing a server that may not be
-/// up yet.
-async fn try_fetch(
-    addr: SocketAddr,
+/// Sends a request on `client`, checks the status (and the body, if
+/// given), then waits [`PACE`].
+async fn expect(
+    client: &mut Client,
     method: Method,
     path: &str,
-    body: Bytes,
-) -> Result<Reply, String> {
-    let exchange = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        send(&mut sender, addr, method, path, body).await
-    };
-    tokio::time::timeout(EXCHANGE, exchange)
-        .await
-        .map_err(|_| format!("no reply in {EXCHANGE:?}"))?
-}
-
-async fn send(
-    sender: &mut SendRequest<Full<Bytes>>,
-    addr: SocketAddr,
-    method: Method,
-    path: &str,
-    body: Bytes,
-) -> Result<Reply, String> {
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok(Reply { status, body })
-}
-
-/// A keep-alive connection to the tenant listener.
-struct Client {
-    addr: SocketAddr,
-    sender: SendRequest<Full<Bytes>>,
-}
-
-impl Client {
-    async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr)
-            .await
-            .expect("connecting to the runner");
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("HTTP handshake with the runner");
-        tokio::spawn(conn);
-        Client { addr, sender }
+    body: &str,
+    status: u16,
+    want: Option<&str>,
+) {
+    let reply = client
+        .send(method.clone(), path, body.as_bytes().to_vec())
+        .await;
+    assert_eq!(
+        reply.status.as_u16(),
+        status,
+        "{method} {path}: {}",
+        reply.text()
+    );
+    if let Some(want) = want {
+        assert_eq!(reply.text(), want, "{method} {path}");
     }
-
-    /// Sends a request, checks the status (and the body, if given), then
-    /// waits [`PACE`].
-    async fn expect(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: &str,
-        status: u16,
-        want: Option<&str>,
-    ) {
-        let exchange = send(
-            &mut self.sender,
-            self.addr,
-            method.clone(),
-            path,
-            Bytes::copy_from_slice(body.as_bytes()),
-        );
-        let reply = tokio::time::timeout(EXCHANGE, exchange)
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no reply in {EXCHANGE:?}"))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        assert_eq!(
-            reply.status.as_u16(),
-            status,
-            "{method} {path}: {}",
-            reply.text()
-        );
-        if let Some(want) = want {
-            assert_eq!(reply.text(), want, "{method} {path}");
-        }
-        tokio::time::sleep(PACE).await;
-    }
+    tokio::time::sleep(PACE).await;
 }
 
 #[test]

@@ -46,11 +46,18 @@ impl Runner {
     }
 
     fn spawn(args: &[&str], config: Option<Tenants>) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runner"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_runner"));
+        // A test's runner gets only the flags it is given: no RUNNER_*
+        // setting from the environment.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("RUNNER_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUNNER_LOG", "info")
-            .env_remove("RUNNER_TENANTS")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -298,15 +305,24 @@ pub async fn try_get(addr: SocketAddr, path: &str) -> Option<Reply> {
         .await
         .ok()?;
     tokio::spawn(conn);
-    let res = sender.send_request(get_request(addr, path)).await.ok()?;
+    let res = sender
+        .send_request(build_request(addr, Method::GET, path, Vec::new()))
+        .await
+        .ok()?;
     Some(read_reply(res).await)
 }
 
-fn get_request(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+fn build_request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Request<Full<Bytes>> {
     Request::builder()
+        .method(method)
         .uri(path)
         .header("host", addr.to_string())
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(Bytes::from(body)))
         .expect("a valid request")
 }
 
@@ -327,13 +343,7 @@ async fn read_reply(res: hyper::Response<hyper::body::Incoming>) -> Reply {
 
 /// One request on a fresh connection.
 pub async fn request(addr: SocketAddr, method: Method, path: &str, body: Vec<u8>) -> Reply {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string())
-        .body(Full::new(Bytes::from(body)))
-        .expect("a valid request");
-    send(addr, req).await
+    send(addr, build_request(addr, method, path, body)).await
 }
 
 async fn send<B>(addr: SocketAddr, req: Request<B>) -> Reply
@@ -372,10 +382,15 @@ impl Client {
     }
 
     pub async fn get(&mut self, path: &str) -> Reply {
+        self.send(Method::GET, path, Vec::new()).await
+    }
+
+    /// Any request on this connection, read whole.
+    pub async fn send(&mut self, method: Method, path: &str, body: Vec<u8>) -> Reply {
         self.sender.ready().await.expect("connection ready");
         let res = self
             .sender
-            .send_request(get_request(self.addr, path))
+            .send_request(build_request(self.addr, method, path, body))
             .await
             .expect("sending the request");
         read_reply(res).await
