@@ -294,22 +294,20 @@ async fn fuel_and_deadline_each_have_their_own_error() {
     let r = Runner::start_with(&t, &[]);
 
     let res = get(r.addr, "/t/cpu/loop").await;
-    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(res.header("x-runner-limit"), Some("fuel"));
-    assert_eq!(
-        res.text(),
-        "fuel exhausted: the request burned its whole budget of 5000000 fuel units"
+    res.assert_limit(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "fuel",
+        "fuel exhausted: the request burned its whole budget of 5000000 fuel units",
     );
     assert_eq!(res.header("retry-after"), None);
     // A budgeted amount of work still fits.
     assert_eq!(get(r.addr, "/t/cpu/burn?iters=1000").await.text(), "1000");
 
     let res = get(r.addr, "/t/slow/loop").await;
-    assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(res.header("x-runner-limit"), Some("deadline"));
-    assert_eq!(
-        res.text(),
-        "deadline exceeded: the request ran past its 300ms timeout"
+    res.assert_limit(
+        StatusCode::GATEWAY_TIMEOUT,
+        "deadline",
+        "deadline exceeded: the request ran past its 300ms timeout",
     );
 
     // Blocked in a host call, where epochs cannot interrupt: the wall-clock
@@ -331,19 +329,17 @@ async fn memory_and_stack_limits_trap_cleanly() {
     assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "64"));
 
     let res = get(r.addr, "/t/evil/grow").await;
-    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(res.header("x-runner-limit"), Some("memory"));
-    assert_eq!(
-        res.text(),
-        "memory limit exceeded: a linear memory may grow to at most 4194304 bytes"
+    res.assert_limit(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "memory",
+        "memory limit exceeded: a linear memory may grow to at most 4194304 bytes",
     );
 
     let res = get(r.addr, "/t/evil/recurse").await;
-    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(res.header("x-runner-limit"), Some("stack"));
-    assert_eq!(
-        res.text(),
-        "stack overflow: the guest exhausted its wasm stack"
+    res.assert_limit(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "stack",
+        "stack overflow: the guest exhausted its wasm stack",
     );
 
     assert_eq!(get(r.addr, "/t/evil/hello").await.text(), "hello");
@@ -417,11 +413,10 @@ max-store-bytes = 100",
 async fn oversized_bodies_get_413_declared_or_streamed() {
     let r = Runner::start(&["--max-request-body", "1000"]);
     let res = request(r.addr, Method::PUT, "/t/t0/kv/k", vec![b'x'; 1001]).await;
-    assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(res.header("x-runner-limit"), Some("request_body"));
-    assert_eq!(
-        res.text(),
-        "request body too large: the limit is 1000 bytes"
+    res.assert_limit(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request_body",
+        "request body too large: the limit is 1000 bytes",
     );
     let res = harness::chunked_put(r.addr, "/t/t0/kv/k", &[&[b'y'; 600], &[b'y'; 600]]).await;
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);

@@ -291,6 +291,20 @@ impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Checks a limit's answer: its status, the `x-runner-limit` token and
+    /// the message that names the limit.
+    #[track_caller]
+    pub fn assert_limit(&self, status: StatusCode, limit: &str, message: &str) {
+        assert_eq!(
+            (
+                self.status,
+                self.header("x-runner-limit"),
+                self.text().as_str()
+            ),
+            (status, Some(limit), message)
+        );
+    }
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
