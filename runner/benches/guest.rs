@@ -7,7 +7,7 @@
 //! The tenant is built the way `Runner::build` builds one: the production
 //! engine (`Runtime::new` with `EngineConfig::default()`: pooling allocator,
 //! fuel, 1 ms epochs, 2 MiB kept resident), the embedded default guest, the
-//! default limits and the Prometheus recorder installed. Requests go through
+//! default limits and a real Prometheus registry. Requests go through
 //! `Runtime::call`, the same call the ingress makes after admission, on a
 //! single-threaded tokio runtime; the response body is read to its end.
 //!
@@ -41,11 +41,13 @@ use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use runner::engine::{EngineConfig, Runtime};
 use runner::host::Host;
+use runner::http::{Admission, GlobalCap};
 use runner::limits::Limits;
-use runner::metrics::TenantMetrics;
-use runner::store::{Quotas, Store};
+use runner::metrics::{Recorder, TenantMetrics};
+use runner::outcome::Outcome;
+use runner::store::memory::Store;
+use runner::store::{Namespace, Quotas};
 use runner::tenant::Tenant;
-use tokio::sync::Semaphore;
 
 /// The key the `kv_*` requests read and write.
 const KEY: &str = "bench-key";
@@ -57,7 +59,7 @@ struct Bench {
     runtime: Runtime,
     tenant: Arc<Tenant>,
     /// Stands in for the ingress's global in-flight cap.
-    global: Arc<Semaphore>,
+    global: GlobalCap,
     rt: tokio::runtime::Runtime,
 }
 
@@ -69,8 +71,10 @@ impl Bench {
             .expect("building a tokio runtime");
         // As in `Runner::build`: a real recorder, so metric updates on the
         // request path cost what they cost in the server.
-        let _prometheus = runner::metrics::install().expect("installing the metrics recorder");
-        let runtime = Runtime::new(EngineConfig::default()).expect("building the engine");
+        let recorder = Recorder::new().expect("building the metrics registry");
+        let runtime = recorder
+            .scope(|| Runtime::new(EngineConfig::default()))
+            .expect("building the engine");
         let pre = runtime
             .load(runner::DEFAULT_GUEST)
             .expect("the default guest loads");
@@ -79,15 +83,15 @@ impl Bench {
             "t0",
             Limits::default(),
             pre,
-            store.namespace(Quotas::default()),
-            TenantMetrics::new("t0".into()),
+            Namespace::new(&store, "t0", Quotas::default()).expect("a fresh namespace"),
+            recorder.scope(|| TenantMetrics::new("t0".into())),
         ));
         rt.block_on(runtime.preflight(&tenant))
             .expect("the default guest instantiates under the default limits");
         let bench = Self {
             runtime,
             tenant,
-            global: Arc::new(Semaphore::new(1000)),
+            global: GlobalCap::new(1000),
             rt,
         };
         bench.check();
@@ -101,16 +105,12 @@ impl Bench {
             .uri(format!("http://localhost{path}"))
             .body(Full::new(body).map_err(|never: Infallible| match never {}))
             .expect("a valid request");
-        let permits = [
-            self.global.clone().acquire_owned().await,
-            self.tenant.permits().clone().acquire_owned().await,
-        ]
-        .map(|p| p.expect("the semaphores are never closed"));
-        let response = self
-            .runtime
-            .call(&self.tenant, request, permits)
-            .await
-            .expect("the default guest answers");
+        let admission = Admission::try_admit(&self.global, &self.tenant)
+            .expect("one request at a time fits every cap");
+        let Outcome::Served(response) = self.runtime.call(&self.tenant, request, admission).await
+        else {
+            panic!("the default guest answers");
+        };
         let status = response.status();
         let body = response
             .into_body()

@@ -2,6 +2,10 @@
 //! file are parsed, merged and validated into one [`Config`] before any
 //! socket is bound.
 //!
+//! Every setting is declared once, with its flag, config key, default, range
+//! and help: the runner-wide ones in [`ServerSettings`] below, the per-tenant
+//! ones in [`crate::limits::Limits`].
+//!
 //! Precedence, lowest first: built-in defaults, the file's `[server]` and
 //! `[defaults]` tables, flags (and their `RUNNER_*` environment variables),
 //! then each `[tenants.NAME]` table for that tenant's own limits.
@@ -18,9 +22,12 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use crate::engine::EngineConfig;
-use crate::limits::Limits;
+use crate::http::HttpLimits;
+use crate::http::server::ConnectionLimits;
+use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
-use crate::store::{Quotas, Store};
+use crate::settings::{Auto, Range, settings};
+use crate::store::memory::Store;
 use crate::tenant;
 
 /// An async multi-tenant WebAssembly component runner.
@@ -67,213 +74,57 @@ pub struct Cli {
     pub log: String,
 
     #[command(flatten)]
-    pub server: ServerArgs,
+    pub server: ServerSettings,
 
     #[command(flatten)]
-    pub limits: LimitArgs,
+    pub limits: Limits,
 }
 
-/// Runner-wide settings; config file table `[server]`, same names.
-#[derive(Debug, Clone, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ServerArgs {
-    /// Instance slots in the pooling allocator: the most guest instances
-    /// alive at once. Each reserves address space, not memory.
-    #[arg(
-        long,
-        env = "RUNNER_POOL_SIZE",
-        default_value_t = 1000,
-        help_heading = "Server"
-    )]
-    pub pool_size: u32,
+const HOUR: Duration = Duration::from_secs(3600);
 
-    /// Requests in flight across all tenants; more get 503 with Retry-After.
-    /// Defaults to --pool-size.
-    #[arg(long, env = "RUNNER_MAX_IN_FLIGHT", help_heading = "Server")]
-    pub max_in_flight: Option<usize>,
-
-    /// Open connections on the tenant listener; more are closed at once.
-    #[arg(
-        long,
-        env = "RUNNER_MAX_CONNECTIONS",
-        default_value_t = 10_000,
-        help_heading = "Server"
-    )]
-    pub max_connections: usize,
-
-    /// Largest request body; larger gets 413, checked while streaming.
-    #[arg(long, default_value = "4MiB", help_heading = "Server")]
-    pub max_request_body: ByteSize,
-
-    /// Largest request head (request line plus headers); larger gets 431.
-    #[arg(long, default_value = "16KiB", help_heading = "Server")]
-    pub max_header_bytes: ByteSize,
-
-    /// Most request headers; more gets 431.
-    #[arg(long, default_value_t = 100, help_heading = "Server")]
-    pub max_headers: usize,
-
-    /// Time a client has to send a request head, against slow clients.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Server")]
-    #[serde(with = "serde_duration")]
-    pub header_read_timeout: Duration,
-
-    /// Time an idle keep-alive connection stays open.
-    #[arg(long, default_value = "60s", value_parser = parse_duration, help_heading = "Server")]
-    #[serde(with = "serde_duration")]
-    pub idle_timeout: Duration,
-
-    /// On SIGINT or SIGTERM, time in-flight requests get to finish.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, help_heading = "Server")]
-    #[serde(with = "serde_duration")]
-    pub shutdown_timeout: Duration,
-
-    /// Shards per key-value bucket (a power of two). Defaults to four per
-    /// core, rounded up.
-    #[arg(long, env = "RUNNER_SHARDS", help_heading = "Server")]
-    pub shards: Option<usize>,
-
-    /// Native stack wasm may use before it traps with a stack overflow.
-    #[arg(long, default_value = "512KiB", help_heading = "Server")]
-    pub max_wasm_stack: ByteSize,
-
-    /// How often running guests yield to other requests and their deadlines
-    /// are checked.
-    #[arg(long, default_value = "1ms", value_parser = parse_duration, help_heading = "Server")]
-    #[serde(with = "serde_duration")]
-    pub epoch_tick: Duration,
-
-    /// Bytes of each instance's linear memory kept resident between
-    /// requests: faster reuse, at the cost of up to pool-size times this
-    /// much resident memory.
-    #[arg(long, default_value = "2MiB", help_heading = "Server")]
-    pub pool_keep_resident: ByteSize,
-
-    /// How tenants appear in metric labels.
-    #[arg(
-        long,
-        value_enum,
-        default_value = "per-tenant",
-        help_heading = "Server"
-    )]
-    pub metrics_tenant_label: TenantLabelMode,
-
-    /// With per-tenant labels, tenants past this many share tenant="_other",
-    /// so the series count stays bounded.
-    #[arg(long, default_value_t = 1000, help_heading = "Server")]
-    pub metrics_max_tenants: usize,
-}
-
-/// Per-tenant limits. Flags set the default for every tenant; config file
-/// tables `[defaults]` and `[tenants.NAME]` take the same names.
-#[derive(Debug, Clone, clap::Args)]
-pub struct LimitArgs {
-    /// Fuel one request may burn (about one unit per wasm instruction);
-    /// past it the request fails with 503 and x-runner-limit: fuel.
-    #[arg(
-        long,
-        env = "RUNNER_FUEL",
-        default_value_t = 100_000_000,
-        help_heading = "Tenant limits"
-    )]
-    pub fuel: u64,
-
-    /// Wall-clock time one request may take; past it, 504 and
-    /// x-runner-limit: deadline.
-    #[arg(long, env = "RUNNER_TIMEOUT", default_value = "1s", value_parser = parse_duration, help_heading = "Tenant limits")]
-    pub timeout: Duration,
-
-    /// Size one linear memory may grow to; growth past it fails, and a
-    /// guest that aborts on it gets 500 with x-runner-limit: memory.
-    #[arg(
-        long,
-        env = "RUNNER_MAX_MEMORY",
-        default_value = "64MiB",
-        help_heading = "Tenant limits"
-    )]
-    pub max_memory: ByteSize,
-
-    /// Elements one table may grow to.
-    #[arg(long, default_value_t = 20_000, help_heading = "Tenant limits")]
-    pub max_table_elements: usize,
-
-    /// Core instances one request's store may create.
-    #[arg(long, default_value_t = 32, help_heading = "Tenant limits")]
-    pub max_instances: usize,
-
-    /// Tables one request's store may create.
-    #[arg(long, default_value_t = 32, help_heading = "Tenant limits")]
-    pub max_tables: usize,
-
-    /// Linear memories one request's store may create.
-    #[arg(long, default_value_t = 2, help_heading = "Tenant limits")]
-    pub max_memories: usize,
-
-    /// Requests of one tenant in flight at once; more get 429.
-    #[arg(
-        long,
-        env = "RUNNER_TENANT_MAX_IN_FLIGHT",
-        default_value_t = 256,
-        help_heading = "Tenant limits"
-    )]
-    pub max_tenant_in_flight: usize,
-
-    /// Log output (wasi:logging, stdout, stderr) one request may write; the
-    /// rest is dropped.
-    #[arg(long, default_value = "64KiB", help_heading = "Tenant limits")]
-    pub max_log_bytes: ByteSize,
-
-    /// Longest key-value key.
-    #[arg(long, default_value = "1KiB", help_heading = "Tenant limits")]
-    pub max_key_bytes: ByteSize,
-
-    /// Largest key-value value.
-    #[arg(long, default_value = "1MiB", help_heading = "Tenant limits")]
-    pub max_value_bytes: ByteSize,
-
-    /// Most keys a tenant may hold across its buckets.
-    #[arg(long, default_value_t = 100_000, help_heading = "Tenant limits")]
-    pub max_keys: u64,
-
-    /// Most bytes (keys plus values) a tenant may hold.
-    #[arg(long, default_value = "64MiB", help_heading = "Tenant limits")]
-    pub max_store_bytes: ByteSize,
-
-    /// Most named buckets a tenant may open besides the default one.
-    #[arg(long, default_value_t = 100, help_heading = "Tenant limits")]
-    pub max_buckets: usize,
-
-    /// Most keys in one list-keys page.
-    #[arg(long, default_value_t = 1000, help_heading = "Tenant limits")]
-    pub max_page_keys: usize,
-
-    /// Most bytes one key-value call may copy into the guest: a list-keys
-    /// page is cut short, a larger get-many is refused.
-    #[arg(long, default_value = "8MiB", help_heading = "Tenant limits")]
-    pub max_call_bytes: ByteSize,
-}
-
-/// Limit overrides, as `[defaults]` and `[tenants.NAME]` tables spell them.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct LimitOverrides {
-    pub fuel: Option<u64>,
-    #[serde(default, with = "serde_duration::option")]
-    pub timeout: Option<Duration>,
-    pub max_memory: Option<ByteSize>,
-    pub max_table_elements: Option<usize>,
-    pub max_instances: Option<usize>,
-    pub max_tables: Option<usize>,
-    pub max_memories: Option<usize>,
-    pub max_tenant_in_flight: Option<usize>,
-    pub max_log_bytes: Option<ByteSize>,
-    pub max_key_bytes: Option<ByteSize>,
-    pub max_value_bytes: Option<ByteSize>,
-    pub max_keys: Option<u64>,
-    pub max_store_bytes: Option<ByteSize>,
-    pub max_buckets: Option<usize>,
-    pub max_page_keys: Option<usize>,
-    pub max_call_bytes: Option<ByteSize>,
+settings! {
+    /// Runner-wide settings; config file table `[server]`, same names.
+    pub struct ServerSettings, file ServerFile, heading "Server" {
+        /// Instance slots in the pooling allocator: the most guest instances
+        /// alive at once. Each reserves address space, not memory.
+        pool_size: u32 = "1000", Range::Positive(100_000u32), env "RUNNER_POOL_SIZE";
+        /// Requests in flight across all tenants; more get 503 with
+        /// Retry-After. `auto` is --pool-size.
+        max_in_flight: Auto<usize> = "auto", Range::Positive(1_000_000usize), env "RUNNER_MAX_IN_FLIGHT";
+        /// Open connections on each listener; more are closed at once.
+        max_connections: usize = "10000", Range::Positive(1_000_000usize), env "RUNNER_MAX_CONNECTIONS";
+        /// Largest request body; larger gets 413, checked while streaming.
+        max_request_body: ByteSize = "4MiB", Range::Between(ByteSize(0), ByteSize::gib(4));
+        /// Largest request head (request line plus headers); larger gets 431.
+        /// At least 8KiB, hyper's smallest read buffer.
+        max_header_bytes: ByteSize = "16KiB", Range::Between(ByteSize::kib(8), ByteSize::mib(1));
+        /// Most request headers; more gets 431.
+        max_headers: usize = "100", Range::Positive(10_000usize);
+        /// Time a client has to send a request head, against slow clients.
+        header_read_timeout: Duration = "10s", Range::Between(Duration::from_millis(1), HOUR);
+        /// Time an idle keep-alive connection stays open.
+        idle_timeout: Duration = "60s", Range::Between(Duration::from_millis(1), 24 * HOUR);
+        /// On SIGINT or SIGTERM, time in-flight requests get to finish.
+        shutdown_timeout: Duration = "10s", Range::Between(Duration::ZERO, HOUR);
+        /// Shards per key-value bucket (a power of two). `auto` is four per
+        /// core, rounded up.
+        shards: Auto<usize> = "auto", Range::Positive(65_536usize), env "RUNNER_SHARDS";
+        /// Native stack wasm may use before it traps with a stack overflow.
+        max_wasm_stack: ByteSize = "512KiB", Range::Between(ByteSize::kib(64), ByteSize::mib(64));
+        /// How often running guests yield to other requests and their
+        /// deadlines are checked.
+        epoch_tick: Duration = "1ms", Range::Between(Duration::from_micros(100), Duration::from_secs(1));
+        /// Bytes of each instance's linear memory kept resident between
+        /// requests: faster reuse, at the cost of up to pool-size times this
+        /// much resident memory.
+        pool_keep_resident: ByteSize = "2MiB", Range::Between(ByteSize(0), ByteSize::gib(1));
+        /// How tenants appear in metric labels: per-tenant, or aggregate
+        /// (every tenant shares tenant="_all").
+        metrics_tenant_label: TenantLabelMode = "per-tenant", Range::Any;
+        /// With per-tenant labels, tenants past this many share
+        /// tenant="_other", so the series count stays bounded.
+        metrics_max_tenants: usize = "1000", Range::Between(0usize, 1_000_000);
+    }
 }
 
 /// The tenants file.
@@ -282,9 +133,9 @@ pub struct LimitOverrides {
 struct File {
     /// Runner-wide settings; any key not given keeps the flag's value.
     #[serde(default)]
-    server: Option<toml::Table>,
+    server: ServerFile,
     #[serde(default)]
-    defaults: LimitOverrides,
+    defaults: LimitsFile,
     #[serde(default)]
     tenants: BTreeMap<String, TenantEntry>,
 }
@@ -295,7 +146,7 @@ struct TenantEntry {
     /// The tenant's component; relative paths are relative to the file.
     component: Option<PathBuf>,
     #[serde(flatten)]
-    limits: LimitOverrides,
+    limits: LimitsFile,
 }
 
 /// Where a tenant's component comes from.
@@ -316,16 +167,10 @@ pub struct TenantConfig {
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub server: ServerSettings,
     pub engine: EngineConfig,
+    pub http: HttpLimits,
     pub shards: usize,
-    pub max_in_flight: usize,
-    pub max_connections: usize,
-    pub max_request_body: u64,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub header_read_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub shutdown_timeout: Duration,
     pub tenant_labels: TenantLabels,
     pub tenants: Vec<TenantConfig>,
 }
@@ -363,11 +208,13 @@ impl Config {
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             )
         };
-        if let Some(server) = &file.server {
-            merge_server(&mut cli.server, server, &explicit)?;
-        }
-        let defaults = apply(&cli.limits, &file.defaults, &explicit);
-        let config = build(&cli, file, &base_dir, &defaults)?;
+        cli.server
+            .overlay(&file.server, "[server] ", &explicit)
+            .context("in the tenants file")?;
+        cli.limits
+            .overlay(&file.defaults, "[defaults] ", &explicit)
+            .context("in the tenants file")?;
+        let config = build(&cli, file, &base_dir)?;
         Ok((cli, config))
     }
 }
@@ -378,159 +225,33 @@ fn read_file(path: &Path) -> anyhow::Result<File> {
     toml::from_str(&text).with_context(|| format!("parsing tenants file {}", path.display()))
 }
 
-/// Takes each `[server]` key the command line did not set explicitly.
-fn merge_server(
-    server: &mut ServerArgs,
-    table: &toml::Table,
-    explicit: &dyn Fn(&str) -> bool,
-) -> anyhow::Result<()> {
-    // Re-serialize the flag values, lay the file's keys over them, and
-    // deserialize: unknown keys are rejected by `deny_unknown_fields`.
-    let mut merged = toml::Table::try_from(&*server).context("encoding server settings")?;
-    for (key, value) in table {
-        if !explicit(&key.replace('-', "_")) {
-            merged.insert(key.clone(), value.clone());
-        }
-    }
-    *server = merged
-        .try_into()
-        .context("in the tenants file's [server] table")?;
-    Ok(())
-}
-
-impl serde::Serialize for ServerArgs {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(None)?;
-        m.serialize_entry("pool-size", &self.pool_size)?;
-        if let Some(v) = self.max_in_flight {
-            m.serialize_entry("max-in-flight", &v)?;
-        }
-        m.serialize_entry("max-connections", &self.max_connections)?;
-        m.serialize_entry("max-request-body", &self.max_request_body.as_u64())?;
-        m.serialize_entry("max-header-bytes", &self.max_header_bytes.as_u64())?;
-        m.serialize_entry("max-headers", &self.max_headers)?;
-        let d = |d: &Duration| humantime::format_duration(*d).to_string();
-        m.serialize_entry("header-read-timeout", &d(&self.header_read_timeout))?;
-        m.serialize_entry("idle-timeout", &d(&self.idle_timeout))?;
-        m.serialize_entry("shutdown-timeout", &d(&self.shutdown_timeout))?;
-        if let Some(v) = self.shards {
-            m.serialize_entry("shards", &v)?;
-        }
-        m.serialize_entry("max-wasm-stack", &self.max_wasm_stack.as_u64())?;
-        m.serialize_entry("epoch-tick", &d(&self.epoch_tick))?;
-        m.serialize_entry("pool-keep-resident", &self.pool_keep_resident.as_u64())?;
-        let mode = match self.metrics_tenant_label {
-            TenantLabelMode::PerTenant => "per-tenant",
-            TenantLabelMode::Aggregate => "aggregate",
-        };
-        m.serialize_entry("metrics-tenant-label", mode)?;
-        m.serialize_entry("metrics-max-tenants", &self.metrics_max_tenants)?;
-        m.end()
-    }
-}
-
-/// Lays `over` on top of `base`; with `explicit`, a flag the user set wins
-/// over the file's `[defaults]`.
-fn apply(base: &LimitArgs, over: &LimitOverrides, explicit: &dyn Fn(&str) -> bool) -> LimitArgs {
-    macro_rules! pick {
-        ($($field:ident),*) => {
-            LimitArgs {
-                $($field: match &over.$field {
-                    Some(v) if !explicit(stringify!($field)) => v.clone(),
-                    _ => base.$field.clone(),
-                },)*
-            }
-        };
-    }
-    pick!(
-        fuel,
-        timeout,
-        max_memory,
-        max_table_elements,
-        max_instances,
-        max_tables,
-        max_memories,
-        max_tenant_in_flight,
-        max_log_bytes,
-        max_key_bytes,
-        max_value_bytes,
-        max_keys,
-        max_store_bytes,
-        max_buckets,
-        max_page_keys,
-        max_call_bytes
-    )
-}
-
-fn to_usize(size: ByteSize, what: &str) -> anyhow::Result<usize> {
-    usize::try_from(size.as_u64()).with_context(|| format!("{what} {size} is too large"))
-}
-
-fn limits(args: &LimitArgs, who: &str) -> anyhow::Result<Limits> {
-    let ctx = |field: &str| format!("{who}: {field}");
-    let limits = Limits {
-        fuel: args.fuel,
-        timeout: args.timeout,
-        max_memory: to_usize(args.max_memory, &ctx("max-memory"))?,
-        max_table_elements: args.max_table_elements,
-        max_instances: args.max_instances,
-        max_tables: args.max_tables,
-        max_memories: args.max_memories,
-        max_in_flight: args.max_tenant_in_flight,
-        max_log_bytes: to_usize(args.max_log_bytes, &ctx("max-log-bytes"))?,
-        quotas: Quotas {
-            max_key_bytes: to_usize(args.max_key_bytes, &ctx("max-key-bytes"))?,
-            max_value_bytes: to_usize(args.max_value_bytes, &ctx("max-value-bytes"))?,
-            max_keys: args.max_keys,
-            max_bytes: args.max_store_bytes.as_u64(),
-            max_buckets: args.max_buckets,
-            max_page_keys: args.max_page_keys,
-            max_call_bytes: to_usize(args.max_call_bytes, &ctx("max-call-bytes"))?,
-        },
-    };
-    let positive = [
-        ("fuel", limits.fuel == 0),
-        ("timeout", limits.timeout.is_zero()),
-        ("max-tenant-in-flight", limits.max_in_flight == 0),
-        ("max-page-keys", limits.quotas.max_page_keys == 0),
-        ("max-instances", limits.max_instances == 0),
-        ("max-memories", limits.max_memories == 0),
-    ];
-    for (field, zero) in positive {
-        if zero {
-            bail!("{who}: {field} must be greater than zero");
-        }
-    }
-    if limits.max_memory < 64 << 10 {
-        bail!("{who}: max-memory must be at least one 64 KiB page");
-    }
-    Ok(limits)
-}
-
-fn build(cli: &Cli, file: File, base_dir: &Path, defaults: &LimitArgs) -> anyhow::Result<Config> {
+fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
     let server = &cli.server;
+    server.validate("")?;
+    let defaults = &cli.limits;
     let mut tenants = Vec::new();
     let default_component = match &cli.component {
         Some(path) => ComponentSource::File(path.clone()),
         None => ComponentSource::Embedded,
     };
     for (name, entry) in file.tenants {
-        let who = format!("tenant {name:?}");
+        let who = format!("tenant {name:?}: ");
         tenant::validate_name(&name).map_err(anyhow::Error::msg)?;
-        let args = apply(defaults, &entry.limits, &|_| false);
+        let mut limits = defaults.clone();
+        limits.overlay(&entry.limits, &who, &|_| false)?;
+        limits.validate(&who)?;
         let component = match entry.component {
             Some(path) => {
                 let path = base_dir.join(path);
                 if !path.is_file() {
-                    bail!("{who}: component {} does not exist", path.display());
+                    bail!("{who}component {} does not exist", path.display());
                 }
                 ComponentSource::File(path)
             }
             None => default_component.clone(),
         };
         tenants.push(TenantConfig {
-            limits: limits(&args, &who)?,
+            limits,
             name,
             component,
         });
@@ -545,7 +266,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path, defaults: &LimitArgs) -> anyhow
     {
         bail!("--component {} does not exist", path.display());
     }
-    let generated_limits = limits(defaults, "default limits")?;
+    defaults.validate("default limits: ")?;
     for i in 0..generated {
         let name = format!("t{i}");
         if tenants.iter().any(|t| t.name == name) {
@@ -554,80 +275,49 @@ fn build(cli: &Cli, file: File, base_dir: &Path, defaults: &LimitArgs) -> anyhow
         tenants.push(TenantConfig {
             name,
             component: default_component.clone(),
-            limits: generated_limits.clone(),
+            limits: defaults.clone(),
         });
     }
     if tenants.is_empty() {
         bail!("no tenants: pass --tenants N or list tenants in --config");
     }
 
-    let shards = server.shards.unwrap_or_else(Store::default_shards);
-    if !shards.is_power_of_two() || shards > 1 << 16 {
+    let shards = server.shards.or_else(Store::default_shards);
+    if !shards.is_power_of_two() {
         bail!("shards must be a power of two up to 65536, not {shards}");
-    }
-    if server.pool_size == 0 {
-        bail!("pool-size must be greater than zero");
     }
     let max_memory = tenants
         .iter()
         .map(|t| t.limits.max_memory)
         .max()
-        .unwrap_or(generated_limits.max_memory);
-    let max_header_bytes = to_usize(server.max_header_bytes, "max-header-bytes")?;
-    if max_header_bytes < 8192 {
-        bail!("max-header-bytes must be at least 8KiB (hyper's smallest read buffer)");
-    }
-    let max_wasm_stack = to_usize(server.max_wasm_stack, "max-wasm-stack")?;
-    if server.epoch_tick.is_zero() {
-        bail!("epoch-tick must be greater than zero");
-    }
+        .unwrap_or(defaults.max_memory);
     Ok(Config {
         engine: EngineConfig {
             pool_size: server.pool_size,
-            max_memory,
-            max_wasm_stack,
+            max_memory: limits::bytes(max_memory),
+            max_wasm_stack: limits::bytes(server.max_wasm_stack),
             epoch_tick: server.epoch_tick,
-            keep_resident: to_usize(server.pool_keep_resident, "pool-keep-resident")?,
+            keep_resident: limits::bytes(server.pool_keep_resident),
+        },
+        http: HttpLimits {
+            max_in_flight: server.max_in_flight.or_else(|| server.pool_size as usize),
+            max_request_body: server.max_request_body.as_u64(),
+            connections: ConnectionLimits {
+                max_connections: server.max_connections,
+                max_header_bytes: limits::bytes(server.max_header_bytes),
+                max_headers: server.max_headers,
+                header_read_timeout: server.header_read_timeout,
+                idle_timeout: server.idle_timeout,
+            },
         },
         shards,
-        max_in_flight: server.max_in_flight.unwrap_or(server.pool_size as usize),
-        max_connections: server.max_connections,
-        max_request_body: server.max_request_body.as_u64(),
-        max_header_bytes,
-        max_headers: server.max_headers,
-        header_read_timeout: server.header_read_timeout,
-        idle_timeout: server.idle_timeout,
-        shutdown_timeout: server.shutdown_timeout,
         tenant_labels: TenantLabels {
             mode: server.metrics_tenant_label,
             max_tenants: server.metrics_max_tenants,
         },
+        server: server.clone(),
         tenants,
     })
-}
-
-fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(s)
-}
-
-/// Durations in the file are strings such as "500ms" or "2s".
-mod serde_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-
-    pub mod option {
-        use super::*;
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -679,7 +369,7 @@ mod tests {
         assert_eq!(c.tenants[0].name, "t0");
         assert_eq!(c.tenants[0].component, ComponentSource::Embedded);
         assert_eq!(c.tenants[0].limits, Limits::default());
-        assert_eq!(c.max_in_flight, 1000);
+        assert_eq!(c.http.max_in_flight, 1000);
     }
 
     #[test]
@@ -698,7 +388,7 @@ mod tests {
         assert_eq!(c.tenants.len(), 3);
         let l = &c.tenants[2].limits;
         assert_eq!(
-            (l.fuel, l.timeout, l.max_memory),
+            (l.fuel, l.timeout, l.max_memory.as_u64()),
             (5000, Duration::from_millis(250), 2 << 20)
         );
     }
@@ -724,8 +414,8 @@ mod tests {
         assert_eq!(c.engine.pool_size, 50);
         let alpha = c.tenants.iter().find(|t| t.name == "alpha").unwrap();
         assert_eq!(alpha.limits.fuel, 7);
-        assert_eq!(alpha.limits.quotas.max_keys, 42);
-        assert_eq!(alpha.limits.quotas.max_value_bytes, 10 << 10);
+        assert_eq!(alpha.limits.max_keys, 42);
+        assert_eq!(alpha.limits.max_value_bytes.as_u64(), 10 << 10);
         assert_eq!(alpha.limits.timeout, Duration::from_secs(2));
         let beta = c.tenants.iter().find(|t| t.name == "beta").unwrap();
         assert_eq!(beta.limits.fuel, 11);
@@ -775,6 +465,85 @@ mod tests {
         assert_eq!(
             format!("{err:#}"),
             "shards must be a power of two up to 65536, not 3"
+        );
+    }
+
+    #[test]
+    fn every_numeric_setting_is_range_checked_and_named() {
+        for (args, message) in [
+            (
+                vec!["--max-in-flight", "18446744073709551615"],
+                "max-in-flight must be at most 1000000, not 18446744073709551615",
+            ),
+            (
+                vec!["--max-tenant-in-flight", "18446744073709551615"],
+                "default limits: max-tenant-in-flight must be at most 1000000, not 18446744073709551615",
+            ),
+            (
+                vec!["--max-connections", "18446744073709551615"],
+                "max-connections must be at most 1000000, not 18446744073709551615",
+            ),
+            (
+                vec!["--timeout", "18446744073709551615s"],
+                "default limits: timeout must be between 1ms and 1day, not 584542046090years 7months 15days 17h 5m 3s",
+            ),
+            (
+                vec!["--epoch-tick", "100years"],
+                "epoch-tick must be between 100us and 1s, not 100years",
+            ),
+            (
+                vec!["--max-header-bytes", "1000EiB"],
+                "max-header-bytes must be between 8192 bytes and 1048576 bytes, not 18446744073709551615 bytes",
+            ),
+            (
+                vec!["--max-memory", "1000TiB"],
+                "default limits: max-memory must be between 65536 bytes and 4294967296 bytes, not 1099511627776000 bytes",
+            ),
+            (
+                vec!["--pool-size", "0"],
+                "pool-size must be greater than zero",
+            ),
+        ] {
+            let err = parse(&args).unwrap_err();
+            assert_eq!(format!("{err:#}"), message, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn file_values_are_range_checked_and_named_too() {
+        let f = file("[server]\nmax-connections = 0\n");
+        let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "max-connections must be greater than zero"
+        );
+        let f = file("[tenants.a]\nmax-memory = \"1000TiB\"\n");
+        let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "tenant \"a\": max-memory must be between 65536 bytes and 4294967296 bytes, not 1099511627776000 bytes"
+        );
+        let f = file("[defaults]\nfuel = \"lots\"\n");
+        let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "in the tenants file: [defaults] fuel: expected a whole number, found string"
+        );
+    }
+
+    #[test]
+    fn declared_defaults_match_the_runtime_defaults() {
+        assert_eq!(Limits::default().quotas(), crate::store::Quotas::default());
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.server, ServerSettings::default());
+        assert_eq!(c.engine.pool_size, EngineConfig::default().pool_size);
+        assert_eq!(
+            c.engine.keep_resident,
+            EngineConfig::default().keep_resident
+        );
+        assert_eq!(
+            c.engine.max_wasm_stack,
+            EngineConfig::default().max_wasm_stack
         );
     }
 }

@@ -14,18 +14,19 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::oneshot;
 use wasmtime::component::{Component, Linker};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime::{PoolConcurrencyLimitError, UpdateDeadline};
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::host::{self, GuestPre, Host};
+use crate::http::Admission;
 use crate::limits::{Limit, Limits};
 use crate::metrics::{RunnerMetrics, TrapKind};
+use crate::outcome::{self, Outcome};
 use crate::tenant::Tenant;
 
 /// Engine-wide settings; per-tenant limits must fit inside them.
@@ -48,7 +49,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             pool_size: 1000,
-            max_memory: Limits::default().max_memory,
+            max_memory: crate::limits::bytes(Limits::default().max_memory),
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(1),
             keep_resident: 2 << 20,
@@ -190,31 +191,34 @@ impl Runtime {
     /// Runs one request in a fresh instance of the tenant's component.
     ///
     /// Returns once the guest has sent its response head; the guest may
-    /// still be streaming the body. `permits` are held until the guest's
-    /// store is dropped, so they bound live instances, not just heads.
+    /// still be streaming the body. `admission` is held until the guest's
+    /// store is dropped, so it bounds live instances, not just heads.
     pub async fn call<B>(
         &self,
         tenant: &Arc<Tenant>,
         request: http::Request<B>,
-        permits: [OwnedSemaphorePermit; 2],
-    ) -> Result<http::Response<HyperOutgoingBody>, Failure>
+        admission: Admission,
+    ) -> Outcome
     where
         B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
     {
         let limits = tenant.limits();
         let deadline = Instant::now() + limits.timeout;
-        let mut store = self
-            .store(tenant, deadline)
-            .map_err(|e| Failure::internal(e, "setting up the store"))?;
+        let mut store = match self.store(tenant, deadline) {
+            Ok(store) => store,
+            Err(e) => return host_fault(e, "setting up the store"),
+        };
 
         let (sender, mut head) = oneshot::channel();
         let mut http = store.data_mut().http();
-        let request = http
-            .new_incoming_request(Scheme::Http, request)
-            .map_err(|e| Failure::internal(e, "passing the request to the guest"))?;
-        let outparam = http
-            .new_response_outparam(sender)
-            .map_err(|e| Failure::internal(e, "creating the response slot"))?;
+        let request = match http.new_incoming_request(Scheme::Http, request) {
+            Ok(request) => request,
+            Err(e) => return host_fault(e, "passing the request to the guest"),
+        };
+        let outparam = match http.new_response_outparam(sender) {
+            Ok(outparam) => outparam,
+            Err(e) => return host_fault(e, "creating the response slot"),
+        };
 
         let pre = tenant.pre().clone();
         let instantiation = self.metrics.instantiation.clone();
@@ -243,8 +247,8 @@ impl Runtime {
                 .metrics()
                 .fuel_consumed(tenant.limits().fuel.saturating_sub(fuel));
             drop(store);
-            drop(permits);
-            failure
+            drop(admission);
+            (tenant, failure)
         });
 
         // The guest runs in this task: most guests finish within one poll,
@@ -253,50 +257,39 @@ impl Runtime {
         // body, say) continues in a task of its own.
         tokio::select! {
             biased;
-            failure = &mut guest => match head.try_recv() {
-                Ok(Ok(response)) => Ok(response),
-                Ok(Err(code)) => Err(Failure::guest_error(code)),
-                Err(_) => Err(failure.unwrap_or_else(Failure::no_response)),
+            (_, failure) = &mut guest => match head.try_recv() {
+                Ok(Ok(response)) => Outcome::Served(response),
+                Ok(Err(code)) => guest_error(code),
+                Err(_) => failure.unwrap_or_else(no_response),
             },
             sent = &mut head => {
-                tokio::spawn(guest);
+                tokio::spawn(async move {
+                    if let (tenant, Some(failure)) = guest.await {
+                        outcome::after_response(&tenant, &failure);
+                    }
+                });
                 match sent {
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(code)) => Err(Failure::guest_error(code)),
+                    Ok(Ok(response)) => Outcome::Served(response),
+                    Ok(Err(code)) => guest_error(code),
                     // Unreachable while the guest's store, which holds the
                     // sender, is alive; handled all the same.
-                    Err(_) => Err(Failure::no_response()),
+                    Err(_) => no_response(),
                 }
             }
         }
     }
 }
 
-/// Why a request produced no response of the guest's own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The guest ran into a limit; the message names it and its value.
-    Limit(Limit, String),
-    /// The guest trapped for a reason of its own (a panic, say).
-    Trap(String),
-    /// The guest ended without a usable response.
-    Guest(String),
-    /// The host failed; the message is for the operator's log too.
-    Internal(String),
+fn host_fault(error: wasmtime::Error, doing: &str) -> Outcome {
+    Outcome::HostFault(format!("{doing}: {error:#}"))
 }
 
-impl Failure {
-    fn internal(error: wasmtime::Error, doing: &str) -> Self {
-        Failure::Internal(format!("{doing}: {error:#}"))
-    }
+fn guest_error(code: wasmtime_wasi_http::p2::bindings::http::types::ErrorCode) -> Outcome {
+    Outcome::GuestError(format!("the guest failed the request: {code:?}"))
+}
 
-    fn guest_error(code: wasmtime_wasi_http::p2::bindings::http::types::ErrorCode) -> Self {
-        Failure::Guest(format!("the guest failed the request: {code:?}"))
-    }
-
-    fn no_response() -> Self {
-        Failure::Guest("the guest ended without sending a response".into())
-    }
+fn no_response() -> Outcome {
+    Outcome::GuestError("the guest ended without sending a response".into())
 }
 
 /// The error the epoch callback and the wall-clock backstop raise.
@@ -311,19 +304,13 @@ impl std::fmt::Display for DeadlineExceeded {
 
 impl std::error::Error for DeadlineExceeded {}
 
-/// Names the limit or trap behind a failed call, and counts it.
-fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant) -> Failure {
+/// Names the limit or trap behind a failed call. Counting is left to the
+/// request's end, so each outcome is counted once.
+fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant) -> Outcome {
     let limits = tenant.limits();
-    let metrics = tenant.metrics();
-    let limit = |limit: Limit, kind: TrapKind, message: String| {
-        metrics.trap(kind);
-        metrics.limit_hit(limit);
-        Failure::Limit(limit, message)
-    };
     if error.is::<DeadlineExceeded>() {
-        return limit(
+        return Outcome::LimitHit(
             Limit::Deadline,
-            TrapKind::Deadline,
             format!(
                 "deadline exceeded: the request ran past its {} timeout",
                 humantime::format_duration(limits.timeout)
@@ -331,60 +318,54 @@ fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant
         );
     }
     if let Some(pool) = error.downcast_ref::<PoolConcurrencyLimitError>() {
-        metrics.limit_hit(Limit::InstancePool);
-        return Failure::Limit(
+        return Outcome::Refused(
             Limit::InstancePool,
             format!("instance pool exhausted ({pool}); retry later"),
         );
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => limit(
+        Some(Trap::OutOfFuel) => Outcome::LimitHit(
             Limit::Fuel,
-            TrapKind::Fuel,
             format!(
                 "fuel exhausted: the request burned its whole budget of {} fuel units",
                 limits.fuel
             ),
         ),
-        Some(Trap::StackOverflow) => limit(
+        Some(Trap::StackOverflow) => Outcome::LimitHit(
             Limit::StackOverflow,
-            TrapKind::Stack,
             "stack overflow: the guest exhausted its wasm stack".into(),
         ),
         Some(trap) => match limiter_hit {
             // Most guests abort when memory.grow fails; the trap that
             // follows is the limit's doing.
-            Some(Limit::Memory) => limit(
+            Some(Limit::Memory) => Outcome::LimitHit(
                 Limit::Memory,
-                TrapKind::Memory,
                 format!(
                     "memory limit exceeded: a linear memory may grow to at most {} bytes",
-                    limits.max_memory
+                    limits.max_memory.as_u64()
                 ),
             ),
-            Some(Limit::TableElements) => limit(
+            Some(Limit::TableElements) => Outcome::LimitHit(
                 Limit::TableElements,
-                TrapKind::Other,
                 format!(
                     "table limit exceeded: a table may grow to at most {} elements",
                     limits.max_table_elements
                 ),
             ),
             _ => {
-                metrics.trap(if *trap == Trap::UnreachableCodeReached {
+                let kind = if *trap == Trap::UnreachableCodeReached {
                     TrapKind::Unreachable
                 } else {
                     TrapKind::Other
-                });
+                };
                 let what = trap.to_string();
                 let what = what.strip_prefix("wasm trap: ").unwrap_or(&what);
-                Failure::Trap(format!("guest trapped: {what}"))
+                Outcome::Trap(kind, format!("guest trapped: {what}"))
             }
         },
-        None => {
-            metrics.trap(TrapKind::Other);
-            Failure::Internal(format!("{error:#}"))
-        }
+        // Not a trap and not a limit: a host call failed, which is the
+        // runner's fault, not the tenant's.
+        None => Outcome::HostFault(format!("{error:#}")),
     }
 }
 

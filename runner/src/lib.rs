@@ -9,8 +9,11 @@
 //! - [`store`]: the sharded in-memory key-value store and its quotas.
 //! - [`tenant`]: a tenant's component, limits, namespace and metrics.
 //! - [`limits`]: every per-tenant limit and the error each one produces.
-//! - [`ingress`]: the HTTP listeners, admission control and routing.
-//! - [`metrics`]: every Prometheus metric name, label and bucket.
+//! - [`http`]: the HTTP listeners, admission control and routing.
+//! - [`outcome`]: how a request ended, decided once; the response, the log
+//!   line and the metrics come from it.
+//! - [`metrics`]: every Prometheus metric name, label and bucket, and the
+//!   runner's own registry.
 //!
 //! Lifetimes are kept apart: the process owns the engine, linker, store and
 //! metrics; a tenant owns its pre-instantiated component and namespace; a
@@ -19,24 +22,25 @@
 pub mod config;
 pub mod engine;
 pub mod host;
-pub mod ingress;
+pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod outcome;
+pub mod settings;
 pub mod store;
 pub mod tenant;
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::config::{ComponentSource, Config};
 use crate::engine::Runtime;
-use crate::ingress::{Admin, HttpLimits, Ingress};
-use crate::metrics::TenantMetrics;
+use crate::http::Ingress;
+use crate::http::admin::Admin;
+use crate::metrics::{Recorder, TenantMetrics};
 use crate::tenant::Tenant;
 
 /// The default guest component, built from `guest/default` by `build.rs`.
@@ -47,7 +51,7 @@ pub struct Runner {
     config: Config,
     runtime: Arc<Runtime>,
     ingress: Arc<Ingress>,
-    prometheus: PrometheusHandle,
+    recorder: Recorder,
 }
 
 impl std::fmt::Debug for Runner {
@@ -58,23 +62,13 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-/// The metrics recorder is process-global; tests may build several runners.
-fn prometheus() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = metrics::install()?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
-}
-
 impl Runner {
     /// Compiles and checks every tenant's component. Fails, naming the
     /// tenant, if one cannot load; binds nothing.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let prometheus = prometheus()?;
-        let runtime = Arc::new(Runtime::new(config.engine.clone())?);
-        let store = store::Store::new(config.shards);
+        let recorder = Recorder::new()?;
+        let runtime = Arc::new(recorder.scope(|| Runtime::new(config.engine.clone()))?);
+        let backend = store::memory::Store::new(config.shards);
         let mut tenants = Vec::with_capacity(config.tenants.len());
         for (index, t) in config.tenants.iter().enumerate() {
             let loaded = match &t.component {
@@ -92,8 +86,10 @@ impl Runner {
                 &t.name,
                 t.limits.clone(),
                 pre,
-                store.namespace(t.limits.quotas.clone()),
-                TenantMetrics::new(label),
+                store::Namespace::new(&backend, &t.name, t.limits.quotas()).with_context(|| {
+                    format!("tenant {:?}: opening its key-value namespace", t.name)
+                })?,
+                recorder.scope(|| TenantMetrics::new(label)),
             ));
             runtime
                 .preflight(&tenant)
@@ -102,22 +98,13 @@ impl Runner {
                 .with_context(|| format!("tenant {:?}", t.name))?;
             tenants.push(tenant);
         }
-        ::metrics::gauge!(metrics::TENANTS).set(tenants.len() as f64);
-        let limits = HttpLimits {
-            max_in_flight: config.max_in_flight,
-            max_connections: config.max_connections,
-            max_request_body: config.max_request_body,
-            max_header_bytes: config.max_header_bytes,
-            max_headers: config.max_headers,
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
-        };
-        let ingress = Arc::new(Ingress::new(runtime.clone(), tenants, limits));
+        recorder.scope(|| ::metrics::gauge!(metrics::TENANTS).set(tenants.len() as f64));
+        let ingress = Arc::new(Ingress::new(runtime.clone(), tenants, config.http.clone()));
         Ok(Self {
             config,
             runtime,
             ingress,
-            prometheus,
+            recorder,
         })
     }
 
@@ -133,21 +120,26 @@ impl Runner {
         let ready = Arc::new(AtomicBool::new(true));
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = Arc::new(Admin {
-            prometheus: self.prometheus,
+            recorder: self.recorder,
             ingress: self.ingress.clone(),
             runtime: self.runtime.clone(),
             ready: ready.clone(),
         });
-        let admin_task = tokio::spawn(admin.serve(admin_listener, async {
-            let _ = admin_stopped.await;
-        }));
+        let connections = self.ingress.limits().connections.clone();
+        let admin_task = tokio::spawn(async move {
+            admin
+                .serve(admin_listener, &connections, async {
+                    let _ = admin_stopped.await;
+                })
+                .await;
+        });
         let stopping = async {
             shutdown.await;
             ready.store(false, Ordering::Relaxed);
             tracing::info!("shutting down: no new connections; finishing in-flight requests");
         };
         self.ingress
-            .serve(listener, stopping, self.config.shutdown_timeout)
+            .serve(listener, stopping, self.config.server.shutdown_timeout)
             .await;
         let _ = stop_admin.send(());
         let _ = admin_task.await;

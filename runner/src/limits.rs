@@ -7,47 +7,77 @@
 
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use http::StatusCode;
 
+use crate::settings::{Range, settings};
 use crate::store::Quotas;
 
-/// The limits one tenant runs under, after defaults and overrides.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Fuel (roughly, wasm instructions) one request may burn.
-    pub fuel: u64,
-    /// Wall-clock time one request may take, host calls included.
-    pub timeout: Duration,
-    /// Bytes one linear memory may grow to.
-    pub max_memory: usize,
-    /// Elements one table may grow to.
-    pub max_table_elements: usize,
-    /// Core instances, tables and memories one request's store may create.
-    pub max_instances: usize,
-    pub max_tables: usize,
-    pub max_memories: usize,
-    /// Requests of this tenant running at once.
-    pub max_in_flight: usize,
-    /// Bytes of log output (wasi:logging, stdout, stderr) one request may
-    /// write; the rest is dropped.
-    pub max_log_bytes: usize,
-    /// Key-value quotas.
-    pub quotas: Quotas,
+/// Most fuel a request may be given: wasmtime keeps fuel in an i64.
+const MAX_FUEL: u64 = 1 << 62;
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+settings! {
+    /// The limits one tenant runs under. Flags set the default for every
+    /// tenant; config file tables `[defaults]` and `[tenants.NAME]` take the
+    /// same names.
+    pub struct Limits, file LimitsFile, heading "Tenant limits" {
+        /// Fuel one request may burn (about one unit per wasm instruction);
+        /// past it the request fails with 503 and x-runner-limit: fuel.
+        fuel: u64 = "100000000", Range::Positive(MAX_FUEL), env "RUNNER_FUEL";
+        /// Wall-clock time one request may take, host calls included; past
+        /// it, 504 and x-runner-limit: deadline.
+        timeout: Duration = "1s", Range::Between(Duration::from_millis(1), DAY), env "RUNNER_TIMEOUT";
+        /// Size one linear memory may grow to; growth past it fails, and a
+        /// guest that aborts on it gets 500 with x-runner-limit: memory.
+        max_memory: ByteSize = "64MiB", Range::Between(ByteSize::kib(64), ByteSize::gib(4)), env "RUNNER_MAX_MEMORY";
+        /// Elements one table may grow to.
+        max_table_elements: usize = "20000", Range::Positive(10_000_000usize);
+        /// Core instances one request's store may create.
+        max_instances: usize = "32", Range::Positive(10_000usize);
+        /// Tables one request's store may create.
+        max_tables: usize = "32", Range::Between(0usize, 10_000);
+        /// Linear memories one request's store may create.
+        max_memories: usize = "2", Range::Positive(10_000usize);
+        /// Requests of one tenant in flight at once; more get 429.
+        max_tenant_in_flight: usize = "256", Range::Positive(1_000_000usize), env "RUNNER_TENANT_MAX_IN_FLIGHT";
+        /// Log output (wasi:logging, stdout, stderr) one request may write;
+        /// the rest is dropped.
+        max_log_bytes: ByteSize = "64KiB", Range::Between(ByteSize(0), ByteSize::gib(1));
+        /// Longest key-value key.
+        max_key_bytes: ByteSize = "1KiB", Range::Positive(ByteSize::mib(1));
+        /// Largest key-value value.
+        max_value_bytes: ByteSize = "1MiB", Range::Between(ByteSize(0), ByteSize::gib(1));
+        /// Most keys a tenant may hold across its buckets.
+        max_keys: u64 = "100000", Range::Between(0u64, 1 << 40);
+        /// Most bytes (keys plus values) a tenant may hold.
+        max_store_bytes: ByteSize = "64MiB", Range::Between(ByteSize(0), ByteSize::tib(1));
+        /// Most named buckets a tenant may open besides the default one.
+        max_buckets: usize = "100", Range::Between(0usize, 1_000_000);
+        /// Most keys in one list-keys page.
+        max_page_keys: usize = "1000", Range::Positive(1_000_000usize);
+        /// Most bytes one key-value call may copy into the guest: a list-keys
+        /// page is cut short, a larger get-many is refused.
+        max_call_bytes: ByteSize = "8MiB", Range::Positive(ByteSize::gib(1));
+    }
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            fuel: 100_000_000,
-            timeout: Duration::from_secs(1),
-            max_memory: 64 << 20,
-            max_table_elements: 20_000,
-            max_instances: 32,
-            max_tables: 32,
-            max_memories: 2,
-            max_in_flight: 256,
-            max_log_bytes: 64 << 10,
-            quotas: Quotas::default(),
+/// A size within a declared range, as the `usize` the runtime counts in.
+pub fn bytes(size: ByteSize) -> usize {
+    usize::try_from(size.as_u64()).unwrap_or(usize::MAX)
+}
+
+impl Limits {
+    /// The key-value quotas among these limits.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            max_key_bytes: bytes(self.max_key_bytes),
+            max_value_bytes: bytes(self.max_value_bytes),
+            max_keys: self.max_keys,
+            max_bytes: self.max_store_bytes.as_u64(),
+            max_buckets: self.max_buckets,
+            max_page_keys: self.max_page_keys,
+            max_call_bytes: bytes(self.max_call_bytes),
         }
     }
 }

@@ -8,10 +8,15 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use metrics::{Counter, Gauge, Histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::limits::Limit;
+use crate::outcome::Kind;
 use crate::store::{self, Quota};
 
 pub const BUILD_INFO: &str = "runner_build_info";
@@ -35,14 +40,11 @@ pub const KV_QUOTA_REJECTIONS: &str = "runner_kv_quota_rejections_total";
 pub const CONNECTIONS_OPEN: &str = "runner_http_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "runner_http_connections_rejected_total";
 pub const UNROUTED: &str = "runner_unrouted_requests_total";
-// The standard process metrics, under the names every Prometheus client
-// library uses, so stock dashboards work.
-pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
-pub const PROCESS_RESIDENT: &str = "process_resident_memory_bytes";
-pub const PROCESS_VIRTUAL: &str = "process_virtual_memory_bytes";
-pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
-pub const PROCESS_THREADS: &str = "process_threads";
-pub const PROCESS_START_TIME: &str = "process_start_time_seconds";
+// The standard process metrics (process_cpu_seconds_total,
+// process_resident_memory_bytes, process_open_fds, ...) come from
+// metrics-process, under the names every Prometheus client library uses, so
+// stock dashboards work.
+const PROCESS_CPU: &str = "process_cpu_seconds_total";
 
 /// Request latency: from the bare path (tens of µs) to the default timeout.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -68,23 +70,74 @@ const KV_BUCKETS: &[f64] = &[
     0.01,
 ];
 
-/// Installs the global recorder and describes every metric.
-pub fn install() -> anyhow::Result<PrometheusHandle> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), REQUEST_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Full(INSTANTIATION_DURATION.into()),
-            INSTANTIATION_BUCKETS,
-        )?
-        .set_buckets_for_metric(Matcher::Full(KV_OPERATION_DURATION.into()), KV_BUCKETS)?
-        .install_recorder()?;
-    describe();
-    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    metrics::gauge!(PROCESS_START_TIME).set(started);
-    Ok(handle)
+/// The runner's own metrics registry: each [`crate::Runner`] has one, so
+/// several runners in one process (tests) do not share counters.
+///
+/// Handles are registered inside [`Recorder::scope`] and keep pointing at
+/// this registry afterwards, so the hot path never consults a global.
+#[derive(Clone)]
+pub struct Recorder {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// A fresh registry with every metric described and the build info set.
+    pub fn new() -> anyhow::Result<Self> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), REQUEST_BUCKETS)?
+            .set_buckets_for_metric(
+                Matcher::Full(INSTANTIATION_DURATION.into()),
+                INSTANTIATION_BUCKETS,
+            )?
+            .set_buckets_for_metric(Matcher::Full(KV_OPERATION_DURATION.into()), KV_BUCKETS)?
+            .build_recorder();
+        let this = Self {
+            handle: recorder.handle(),
+            recorder: Arc::new(recorder),
+            process: metrics_process::Collector::default(),
+        };
+        this.scope(|| {
+            describe();
+            this.process.describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        });
+        Ok(this)
+    }
+
+    /// Runs `f` with this registry as the recorder for metric macros.
+    pub fn scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(&*self.recorder, f)
+    }
+
+    /// Samples the gauges read from state (pool use, each tenant label's
+    /// key-value usage, the process figures) and renders the exposition.
+    pub fn render(
+        &self,
+        engine: &wasmtime::Engine,
+        pool_capacity: usize,
+        usage: impl Iterator<Item = (String, store::Usage)>,
+    ) -> String {
+        self.scope(|| {
+            self.process.collect();
+            sample(engine, pool_capacity, usage);
+        });
+        // The metrics facade has integer counters only, so CPU time is kept
+        // in a gauge for its fractions; it is a counter all the same, and
+        // says so, as every Prometheus client library does.
+        self.handle.render().replacen(
+            &format!("# TYPE {PROCESS_CPU} gauge"),
+            &format!("# TYPE {PROCESS_CPU} counter"),
+            1,
+        )
+    }
 }
 
 fn describe() {
@@ -147,68 +200,45 @@ fn describe() {
         "Connections closed at once because the connection limit was reached."
     );
     describe_counter!(
-        PROCESS_CPU,
-        Unit::Seconds,
-        "User and system CPU time spent, in whole seconds."
-    );
-    describe_gauge!(PROCESS_RESIDENT, Unit::Bytes, "Resident memory size.");
-    describe_gauge!(PROCESS_VIRTUAL, Unit::Bytes, "Virtual memory size.");
-    describe_gauge!(PROCESS_OPEN_FDS, "Open file descriptors.");
-    describe_gauge!(PROCESS_THREADS, "OS threads.");
-    describe_gauge!(
-        PROCESS_START_TIME,
-        Unit::Seconds,
-        "When the runner started, in seconds since the Unix epoch."
-    );
-    describe_counter!(
         UNROUTED,
         "Requests on the tenant listener that named no tenant or an unknown one (answered 404)."
     );
 }
 
-/// Reads the process figures from /proc (Linux only; elsewhere they are
-/// simply absent).
-fn sample_process() {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // Fields after the command name, which is in parentheses and may hold
-    // spaces: state (field 3) is index 0 here, utime (field 14) index 11.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    // Linux reports CPU time in USER_HZ ticks, 1/100 s on mainstream
-    // architectures; page sizes are 4 KiB there too.
-    const TICKS_PER_SECOND: f64 = 100.0;
-    const PAGE: f64 = 4096.0;
-    if let (Some(utime), Some(stime)) = (field(11), field(12)) {
-        metrics::counter!(PROCESS_CPU).absolute(((utime + stime) / TICKS_PER_SECOND) as u64);
-    }
-    if let Some(threads) = field(17) {
-        metrics::gauge!(PROCESS_THREADS).set(threads);
-    }
-    if let Some(vsize) = field(20) {
-        metrics::gauge!(PROCESS_VIRTUAL).set(vsize);
-    }
-    if let Some(rss_pages) = field(21) {
-        metrics::gauge!(PROCESS_RESIDENT).set(rss_pages * PAGE);
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        metrics::gauge!(PROCESS_OPEN_FDS).set(fds.count() as f64);
-    }
-}
-
 /// How tenants appear in the `tenant` label.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, clap::ValueEnum)]
 pub enum TenantLabelMode {
     /// One series per tenant, for the first `--metrics-max-tenants` tenants;
     /// the rest share `tenant="_other"`.
     PerTenant,
     /// Every tenant shares `tenant="_all"`.
     Aggregate,
+}
+
+impl crate::settings::Setting for TenantLabelMode {
+    fn parse_flag(text: &str) -> Result<Self, String> {
+        <Self as clap::ValueEnum>::from_str(text, false)
+            .map_err(|_| format!("{text:?} is not one of per-tenant, aggregate"))
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(s) => Self::parse_flag(s),
+            other => Err(format!("expected a string, found {}", other.type_str())),
+        }
+    }
+
+    fn show(&self) -> String {
+        match self {
+            TenantLabelMode::PerTenant => "per-tenant",
+            TenantLabelMode::Aggregate => "aggregate",
+        }
+        .into()
+    }
+
+    fn is_zero(&self) -> bool {
+        false
+    }
 }
 
 /// Picks the label value for each tenant, bounding the series count.
@@ -224,42 +254,6 @@ impl TenantLabels {
             TenantLabelMode::Aggregate => "_all".into(),
             TenantLabelMode::PerTenant if index < self.max_tenants => name.into(),
             TenantLabelMode::PerTenant => "_other".into(),
-        }
-    }
-}
-
-/// How a tenant request ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    Guest4xx,
-    Guest5xx,
-    Trap,
-    FuelExhausted,
-    DeadlineExceeded,
-    Rejected,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 7] = [
-        Outcome::Ok,
-        Outcome::Guest4xx,
-        Outcome::Guest5xx,
-        Outcome::Trap,
-        Outcome::FuelExhausted,
-        Outcome::DeadlineExceeded,
-        Outcome::Rejected,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Guest4xx => "guest_4xx",
-            Outcome::Guest5xx => "guest_5xx",
-            Outcome::Trap => "trap",
-            Outcome::FuelExhausted => "fuel_exhausted",
-            Outcome::DeadlineExceeded => "deadline_exceeded",
-            Outcome::Rejected => "rejected",
         }
     }
 }
@@ -363,7 +357,7 @@ impl TenantMetrics {
         let t = label.clone();
         let labelled = |name: &'static str, key: &'static str, value: &'static str| metrics::counter!(name, "tenant" => t.clone(), key => value);
         Self {
-            requests: Outcome::ALL
+            requests: Kind::ALL
                 .iter()
                 .map(|o| labelled(REQUESTS, "outcome", o.as_str()))
                 .collect(),
@@ -406,24 +400,29 @@ impl TenantMetrics {
         self.in_flight.increment(1.0);
     }
 
-    pub fn request_finished(&self, outcome: Outcome, elapsed: Duration) {
+    /// Records a request's end; only [`crate::outcome`] calls this, once
+    /// per request.
+    pub fn request_finished(
+        &self,
+        outcome: Kind,
+        limit: Option<Limit>,
+        trap: Option<TrapKind>,
+        elapsed: Duration,
+    ) {
         self.in_flight.decrement(1.0);
         self.requests[outcome as usize].increment(1);
         self.duration.record(elapsed.as_secs_f64());
+        self.failed(limit, trap);
     }
 
-    /// A request refused before it reached the guest.
-    pub fn rejected(&self, limit: Limit) {
-        self.requests[Outcome::Rejected as usize].increment(1);
-        self.limit_hit(limit);
-    }
-
-    pub fn limit_hit(&self, limit: Limit) {
-        self.limits[limit as usize].increment(1);
-    }
-
-    pub fn trap(&self, kind: TrapKind) {
-        self.traps[kind as usize].increment(1);
+    /// Counts the limit and the trap behind a failure.
+    pub fn failed(&self, limit: Option<Limit>, trap: Option<TrapKind>) {
+        if let Some(limit) = limit {
+            self.limits[limit as usize].increment(1);
+        }
+        if let Some(kind) = trap {
+            self.traps[kind as usize].increment(1);
+        }
     }
 
     pub fn fuel_consumed(&self, fuel: u64) {
@@ -433,7 +432,7 @@ impl TenantMetrics {
     pub fn kv_op(&self, op: KvOp, elapsed: Duration, error: Option<&store::Error>) {
         let result = match error {
             None => 0,
-            Some(store::Error::Invalid(_)) => 1,
+            Some(store::Error::Invalid(_) | store::Error::Unavailable(_)) => 1,
             Some(store::Error::Quota { quota, .. }) => {
                 self.kv_quota[*quota as usize].increment(1);
                 2
@@ -472,13 +471,12 @@ impl Default for RunnerMetrics {
 }
 
 /// Sets the gauges that are read from state rather than counted: pool use
-/// and each tenant label's key-value usage. Called before every scrape.
-pub fn sample(
+/// and each tenant label's key-value usage.
+fn sample(
     engine: &wasmtime::Engine,
     pool_capacity: usize,
     usage: impl Iterator<Item = (String, store::Usage)>,
 ) {
-    sample_process();
     if let Some(pool) = engine.pooling_allocator_metrics() {
         metrics::gauge!(POOL_INSTANCES_IN_USE).set(pool.component_instances() as f64);
         metrics::gauge!(POOL_MEMORIES_IN_USE).set(pool.memories() as f64);

@@ -15,7 +15,7 @@ pub struct Tenant {
     name: Arc<str>,
     limits: Limits,
     pre: GuestPre<Host>,
-    namespace: Arc<Namespace>,
+    namespace: Namespace,
     /// Bounds this tenant's share of the runner: one tenant's flood cannot
     /// take every instance slot.
     permits: Arc<Semaphore>,
@@ -36,12 +36,12 @@ impl Tenant {
         name: &str,
         limits: Limits,
         pre: GuestPre<Host>,
-        namespace: Arc<Namespace>,
+        namespace: Namespace,
         metrics: TenantMetrics,
     ) -> Self {
         Self {
             name: name.into(),
-            permits: Arc::new(Semaphore::new(limits.max_in_flight)),
+            permits: Arc::new(Semaphore::new(limits.max_tenant_in_flight)),
             limits,
             pre,
             namespace,

@@ -25,24 +25,37 @@ impl fmt::Display for StoreError<'_> {
 
 /// The HTTP status for a store error.
 ///
-/// `other` errors are told apart by the start of their message, which is how
-/// the runner's store reports them:
+/// The runner's `other` errors start with a stable token and a colon (the
+/// README lists them); the status follows the token, whatever the rest of
+/// the message says:
 ///
-/// | error                               | status |
-/// |-------------------------------------|--------|
-/// | `no-such-store`                     | 404    |
-/// | `access-denied`                     | 403    |
-/// | `other("quota exceeded...")`        | 507    |
-/// | `other("invalid argument...")`      | 400    |
-/// | any other `other(...)`              | 500    |
+/// | error                                   | status |
+/// |-----------------------------------------|--------|
+/// | `no-such-store`                         | 404    |
+/// | `access-denied`                         | 403    |
+/// | `other("quota-exceeded: ...")`          | 507    |
+/// | `other("invalid-argument: ...")`        | 400    |
+/// | `other("store-unavailable: ...")`       | 503    |
+/// | any other `other(...)`                  | 500    |
 pub fn error_status(error: &Error) -> u16 {
     match error {
         Error::NoSuchStore => 404,
         Error::AccessDenied => 403,
-        Error::Other(message) if message.starts_with("quota exceeded") => 507,
-        Error::Other(message) if message.starts_with("invalid argument") => 400,
-        Error::Other(_) => 500,
+        Error::Other(message) => match token(message) {
+            Some("quota-exceeded") => 507,
+            Some("invalid-argument") => 400,
+            Some("store-unavailable") => 503,
+            _ => 500,
+        },
     }
+}
+
+/// The token an `other` message starts with: the text before its first
+/// `": "`, if that is a lowercase, hyphenated word.
+pub fn token(message: &str) -> Option<&str> {
+    let (token, _) = message.split_once(": ")?;
+    let word = !token.is_empty() && token.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+    word.then_some(token)
 }
 
 /// `store error: <error>` with the mapped status.
@@ -108,16 +121,18 @@ mod tests {
     fn maps_store_errors() {
         assert_eq!(error_status(&Error::NoSuchStore), 404);
         assert_eq!(error_status(&Error::AccessDenied), 403);
-        assert_eq!(error_status(&other("quota exceeded: too many keys")), 507);
-        assert_eq!(error_status(&other("invalid argument: key too long")), 400);
+        assert_eq!(error_status(&other("quota-exceeded: too many keys")), 507);
+        assert_eq!(error_status(&other("invalid-argument: key too long")), 400);
+        assert_eq!(error_status(&other("store-unavailable: refused")), 503);
+        assert_eq!(error_status(&other("quota exceeded: old wording")), 500);
         assert_eq!(error_status(&other("disk on fire")), 500);
         let response = Response::from(other(
-            "quota exceeded: value of 1048577 bytes is over the 1048576-byte limit",
+            "quota-exceeded: value of 1048577 bytes is over the 1048576-byte limit",
         ));
         assert_eq!(response.status(), 507);
         assert!(matches!(
             response.body(),
-            crate::http::Body::Bytes(b) if b == b"store error: quota exceeded: value of 1048577 bytes is over the 1048576-byte limit"
+            crate::http::Body::Bytes(b) if b == b"store error: quota-exceeded: value of 1048577 bytes is over the 1048576-byte limit"
         ));
         assert_eq!(StoreError(&Error::NoSuchStore).to_string(), "no-such-store");
     }

@@ -1,10 +1,10 @@
 //! `wasi:keyvalue@0.2.0-draft` (store, atomics, batch) over the tenant's
-//! namespace in the sharded [`crate::store`].
+//! namespace of the [`crate::store`].
 //!
-//! Every call is synchronous: the store never waits, so nothing here yields
-//! to the executor or holds a lock across a call into the guest.
+//! The calls are async, so a backend may wait on a disk or a network; the
+//! in-memory backend is ready at the first poll, and no lock is held
+//! across an await or a call into the guest.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use crate::metrics::KvOp;
 use crate::store::{Bucket, Error};
 
 /// What a guest's `bucket` resource points at.
-pub struct BucketHandle(Arc<Bucket>);
+pub struct BucketHandle(Bucket);
 
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
 
@@ -26,7 +26,8 @@ impl Host {
     }
 
     /// Records the call in the tenant's metrics and turns a store error into
-    /// the WIT error the guest sees.
+    /// the WIT error the guest sees: `other`, with the error's text, which
+    /// starts with its stable token.
     fn finish<T>(&self, op: KvOp, started: Instant, result: Result<T, Error>) -> KvResult<T> {
         self.tenant
             .metrics()
@@ -36,9 +37,9 @@ impl Host {
 }
 
 impl store::Host for Host {
-    fn open(&mut self, identifier: String) -> KvResult<Resource<BucketHandle>> {
+    async fn open(&mut self, identifier: String) -> KvResult<Resource<BucketHandle>> {
         let started = Instant::now();
-        match self.tenant.namespace().open(&identifier) {
+        match self.tenant.namespace().open(&identifier).await {
             Ok(bucket) => {
                 let handle = self.table.push(BucketHandle(bucket))?;
                 self.finish(KvOp::Open, started, Ok(handle))
@@ -49,67 +50,77 @@ impl store::Host for Host {
 }
 
 impl store::HostBucket for Host {
-    fn get(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<Option<Vec<u8>>> {
+    async fn get(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<Option<Vec<u8>>> {
         let started = Instant::now();
-        let value = self.bucket(&b)?.get(&key);
-        // The copy into a Vec happens outside the shard lock.
-        self.finish(KvOp::Get, started, Ok(value.map(|v| v.to_vec())))
+        let value = self.bucket(&b)?.get(&key).await;
+        // The copy into a Vec happens outside any backend lock.
+        self.finish(KvOp::Get, started, value.map(|v| v.map(|v| v.to_vec())))
     }
 
-    fn set(&mut self, b: Resource<BucketHandle>, key: String, value: Vec<u8>) -> KvResult<()> {
+    async fn set(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> KvResult<()> {
         let started = Instant::now();
-        let result = self.bucket(&b)?.set(key, Bytes::from(value));
+        let result = self.bucket(&b)?.set(key, Bytes::from(value)).await;
         self.finish(KvOp::Set, started, result)
     }
 
-    fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<()> {
+    async fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<()> {
         let started = Instant::now();
-        self.bucket(&b)?.delete(&key);
-        self.finish(KvOp::Delete, started, Ok(()))
+        let result = self.bucket(&b)?.delete(&key).await;
+        self.finish(KvOp::Delete, started, result)
     }
 
-    fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<bool> {
+    async fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<bool> {
         let started = Instant::now();
-        let found = self.bucket(&b)?.exists(&key);
-        self.finish(KvOp::Exists, started, Ok(found))
+        let found = self.bucket(&b)?.exists(&key).await;
+        self.finish(KvOp::Exists, started, found)
     }
 
-    fn list_keys(
+    async fn list_keys(
         &mut self,
         b: Resource<BucketHandle>,
         cursor: Option<u64>,
     ) -> KvResult<store::KeyResponse> {
         let started = Instant::now();
-        let page = self.bucket(&b)?.list_keys(cursor);
-        let response = store::KeyResponse {
+        let page = self.bucket(&b)?.list_keys(cursor).await;
+        let response = page.map(|page| store::KeyResponse {
             keys: page.keys,
             cursor: page.cursor,
-        };
-        self.finish(KvOp::ListKeys, started, Ok(response))
+        });
+        self.finish(KvOp::ListKeys, started, response)
     }
 
-    fn drop(&mut self, b: Resource<BucketHandle>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, b: Resource<BucketHandle>) -> wasmtime::Result<()> {
         self.table.delete(b)?;
         Ok(())
     }
 }
 
 impl atomics::Host for Host {
-    fn increment(&mut self, b: Resource<BucketHandle>, key: String, delta: u64) -> KvResult<u64> {
+    async fn increment(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+        delta: u64,
+    ) -> KvResult<u64> {
         let started = Instant::now();
-        let result = self.bucket(&b)?.increment(key, delta);
+        let result = self.bucket(&b)?.increment(key, delta).await;
         self.finish(KvOp::Increment, started, result)
     }
 }
 
 impl batch::Host for Host {
-    fn get_many(
+    async fn get_many(
         &mut self,
         b: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
         let started = Instant::now();
-        let result = self.bucket(&b)?.get_many(keys).map(|values| {
+        let result = self.bucket(&b)?.get_many(keys).await.map(|values| {
             values
                 .into_iter()
                 .map(|pair| pair.map(|(k, v)| (k, v.to_vec())))
@@ -118,7 +129,7 @@ impl batch::Host for Host {
         self.finish(KvOp::GetMany, started, result)
     }
 
-    fn set_many(
+    async fn set_many(
         &mut self,
         b: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
@@ -128,13 +139,13 @@ impl batch::Host for Host {
             .into_iter()
             .map(|(k, v)| (k, Bytes::from(v)))
             .collect();
-        let result = self.bucket(&b)?.set_many(pairs);
+        let result = self.bucket(&b)?.set_many(pairs).await;
         self.finish(KvOp::SetMany, started, result)
     }
 
-    fn delete_many(&mut self, b: Resource<BucketHandle>, keys: Vec<String>) -> KvResult<()> {
+    async fn delete_many(&mut self, b: Resource<BucketHandle>, keys: Vec<String>) -> KvResult<()> {
         let started = Instant::now();
-        self.bucket(&b)?.delete_many(&keys);
-        self.finish(KvOp::DeleteMany, started, Ok(()))
+        let result = self.bucket(&b)?.delete_many(&keys).await;
+        self.finish(KvOp::DeleteMany, started, result)
     }
 }

@@ -2,7 +2,7 @@
 //! instance limits and remembers which one a guest ran into, so the request's
 //! error can name it.
 
-use crate::limits::{Limit, Limits};
+use crate::limits::{self, Limit, Limits};
 
 #[derive(Debug)]
 pub struct Limiter {
@@ -18,7 +18,7 @@ pub struct Limiter {
 impl Limiter {
     pub fn new(limits: &Limits) -> Self {
         Self {
-            max_memory: limits.max_memory,
+            max_memory: limits::bytes(limits.max_memory),
             max_table_elements: limits.max_table_elements,
             max_instances: limits.max_instances,
             max_tables: limits.max_tables,
@@ -80,7 +80,7 @@ mod tests {
     #[test]
     fn growth_past_a_cap_is_refused_and_remembered() {
         let limits = Limits {
-            max_memory: 1 << 20,
+            max_memory: bytesize::ByteSize::mib(1),
             max_table_elements: 100,
             ..Limits::default()
         };

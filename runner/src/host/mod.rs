@@ -28,7 +28,14 @@ mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "runner:tenant/guest",
-        imports: { default: trappable },
+        // Key-value calls are async so that a backend may wait on a disk
+        // or a network; everything else the host does never waits.
+        imports: {
+            "wasi:keyvalue/store": async | trappable,
+            "wasi:keyvalue/atomics": async | trappable,
+            "wasi:keyvalue/batch": async | trappable,
+            default: trappable,
+        },
         exports: { default: async },
         require_store_data_send: true,
         with: {
@@ -58,7 +65,7 @@ pub struct Host {
 impl Host {
     pub fn new(tenant: Arc<Tenant>) -> Self {
         let limits = tenant.limits();
-        let log_budget = LogBudget::new(limits.max_log_bytes);
+        let log_budget = LogBudget::new(crate::limits::bytes(limits.max_log_bytes));
         let name = tenant.shared_name();
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutput::new(name.clone(), "stdout", log_budget.clone()))

@@ -1,0 +1,69 @@
+//! The admin listener: `/metrics`, `/healthz` and `/readyz`. Tenant
+//! traffic never reaches it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+
+use super::Ingress;
+use super::body::{OutBody, full, text};
+use super::server::{self, ConnectionLimits};
+use crate::engine::Runtime;
+use crate::metrics::Recorder;
+
+pub struct Admin {
+    pub recorder: Recorder,
+    pub ingress: Arc<Ingress>,
+    pub runtime: Arc<Runtime>,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl Admin {
+    /// Serves the admin endpoints until `shutdown` resolves, under the same
+    /// connection bound as the tenant listener.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        limits: &ConnectionLimits,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let handler = move |req: Request<Incoming>| {
+            let this = self.clone();
+            async move { this.route(&req) }
+        };
+        server::serve(listener, limits, None, handler, shutdown, Duration::ZERO).await;
+    }
+
+    fn route(&self, req: &Request<Incoming>) -> Response<OutBody> {
+        match req.uri().path() {
+            "/metrics" => {
+                let usage = self
+                    .ingress
+                    .tenants()
+                    .map(|t| (t.metrics().label().to_string(), t.namespace().usage()));
+                let body = self.recorder.render(
+                    self.runtime.engine(),
+                    self.runtime.config().pool_size as usize,
+                    usage,
+                );
+                let mut response = Response::new(full(body));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            "/healthz" => text(StatusCode::OK, "ok".into()),
+            "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready".into()),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready".into()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics, /healthz or /readyz".into(),
+            ),
+        }
+    }
+}

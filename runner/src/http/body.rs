@@ -1,0 +1,99 @@
+//! Response bodies the host builds, and the request body as the guest reads
+//! it: cut off, and flagged, past the request body limit.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+/// The response body type wasmtime-wasi-http produces; host answers use it too.
+pub type OutBody = HyperOutgoingBody;
+
+pub fn full(body: impl Into<Bytes>) -> OutBody {
+    Full::new(body.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// A plain-text answer of the host's own, ending in a newline.
+pub fn text(status: StatusCode, mut message: String) -> Response<OutBody> {
+    message.push('\n');
+    let mut response = Response::new(full(message));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+pub fn body_too_large(max: u64) -> String {
+    format!("request body too large: the limit is {max} bytes")
+}
+
+/// The request body as the guest reads it, cut off (and flagged) past the
+/// limit, so an oversized streamed body is refused without buffering it.
+pub struct LimitedBody {
+    inner: Incoming,
+    left: u64,
+    limit: u64,
+    tripped: Arc<AtomicBool>,
+}
+
+impl LimitedBody {
+    /// The body, and a flag that is set once it passes `limit` bytes.
+    pub fn new(inner: Incoming, limit: u64) -> (Self, Arc<AtomicBool>) {
+        let tripped = Arc::new(AtomicBool::new(false));
+        let body = Self {
+            inner,
+            left: limit,
+            limit,
+            tripped: tripped.clone(),
+        };
+        (body, tripped)
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > this.left {
+                        this.tripped.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(
+                            wasmtime_wasi_http::Error::HttpRequestBodySize(Some(this.limit)),
+                        )));
+                    }
+                    this.left -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            other => other.map(|_| None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,195 @@
+//! HTTP: the tenant listener (`/t/{tenant}/...`) and the admin listener
+//! (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! - [`server`]: the accept loop both listeners share (connection bound,
+//!   accept back-off, header limits, idle timeout, graceful drain).
+//! - [`admission`]: the global and per-tenant in-flight caps.
+//! - [`body`]: host-made responses and the size-limited request body.
+//! - [`idle`]: the socket wrapper behind the idle timeout.
+//! - [`admin`]: the admin listener's routes.
+//!
+//! Routing and admission happen here, before a guest is touched; the
+//! request's end is recorded once, through [`crate::outcome`].
+
+pub mod admin;
+pub mod admission;
+pub mod body;
+mod idle;
+pub mod server;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode, Uri, header};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+
+pub use self::admission::{Admission, GlobalCap};
+use self::body::{LimitedBody, OutBody, body_too_large, text};
+use self::server::{ConnectionLimits, ConnectionMetrics};
+use crate::engine::Runtime;
+use crate::limits::Limit;
+use crate::outcome::{self, Outcome};
+use crate::tenant::Tenant;
+
+/// The settings the tenant listener enforces.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_in_flight: usize,
+    pub max_request_body: u64,
+    pub connections: ConnectionLimits,
+}
+
+/// State shared by every connection of the tenant listener.
+pub struct Ingress {
+    runtime: Arc<Runtime>,
+    tenants: HashMap<Box<str>, Arc<Tenant>>,
+    global: GlobalCap,
+    limits: HttpLimits,
+}
+
+impl Ingress {
+    pub fn new(runtime: Arc<Runtime>, tenants: Vec<Arc<Tenant>>, limits: HttpLimits) -> Self {
+        Self {
+            runtime,
+            tenants: tenants
+                .into_iter()
+                .map(|t| (Box::from(t.name()), t))
+                .collect(),
+            global: GlobalCap::new(limits.max_in_flight),
+            limits,
+        }
+    }
+
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.tenants.values()
+    }
+
+    pub fn limits(&self) -> &HttpLimits {
+        &self.limits
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then lets connections
+    /// finish their in-flight requests for up to `grace`.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) {
+        let metrics = self.runtime.metrics();
+        let metrics = ConnectionMetrics {
+            open: metrics.connections_open.clone(),
+            rejected: metrics.connections_rejected.clone(),
+        };
+        let limits = self.limits.connections.clone();
+        let handler = move |req| self.clone().handle(req);
+        server::serve(listener, &limits, Some(metrics), handler, shutdown, grace).await;
+    }
+
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<OutBody> {
+        let path = req.uri().path();
+        let Some((name, rest)) = split_tenant(path) else {
+            self.runtime.metrics().unrouted.increment(1);
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found: tenant requests go to /t/{tenant}/{path}".into(),
+            );
+        };
+        let Some(tenant) = self.tenants.get(name).cloned() else {
+            self.runtime.metrics().unrouted.increment(1);
+            return text(StatusCode::NOT_FOUND, format!("unknown tenant {name:?}"));
+        };
+        let rest_len = rest.len();
+        let request = outcome::Request::start(&tenant);
+        let outcome = self.admit_and_call(&tenant, req, rest_len).await;
+        request.end(outcome)
+    }
+
+    async fn admit_and_call(
+        &self,
+        tenant: &Arc<Tenant>,
+        req: Request<Incoming>,
+        rest_len: usize,
+    ) -> Outcome {
+        let admission = match Admission::try_admit(&self.global, tenant) {
+            Ok(admission) => admission,
+            Err(refused) => return refused.into(),
+        };
+        let max_body = self.limits.max_request_body;
+        if content_length(&req).is_some_and(|len| len > max_body) {
+            return Outcome::Refused(Limit::RequestBody, body_too_large(max_body));
+        }
+        let (mut parts, body) = req.into_parts();
+        parts.uri = guest_uri(&parts, rest_len);
+        let (body, tripped) = LimitedBody::new(body, max_body);
+        let outcome = self
+            .runtime
+            .call(tenant, Request::from_parts(parts, body), admission)
+            .await;
+        if tripped.load(Ordering::Relaxed) {
+            return Outcome::Refused(Limit::RequestBody, body_too_large(max_body));
+        }
+        outcome
+    }
+}
+
+/// Splits `/t/{tenant}/{rest}` into the tenant and the byte length of
+/// `/{rest}` (which keeps its leading slash; `/t/x` alone means `/`).
+fn split_tenant(path: &str) -> Option<(&str, &str)> {
+    let after = path.strip_prefix("/t/")?;
+    match after.find('/') {
+        Some(i) => Some((&after[..i], &after[i..])),
+        None => Some((after, "")),
+    }
+    .filter(|(name, _)| !name.is_empty())
+}
+
+/// The URI the guest sees: the path below its mount point, the query, and
+/// an authority from the Host header (wasi:http needs one).
+fn guest_uri(parts: &http::request::Parts, rest_len: usize) -> Uri {
+    let path = parts.uri.path();
+    let rest = &path[path.len() - rest_len..];
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+        .unwrap_or_else(|_| Uri::from_static("http://localhost/"))
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tenant;
+
+    #[test]
+    fn tenant_paths_split_at_the_mount_point() {
+        assert_eq!(split_tenant("/t/t0/kv/a"), Some(("t0", "/kv/a")));
+        assert_eq!(split_tenant("/t/t0"), Some(("t0", "")));
+        assert_eq!(split_tenant("/t/t0/"), Some(("t0", "/")));
+        assert_eq!(split_tenant("/t//x"), None);
+        assert_eq!(split_tenant("/x/t0/a"), None);
+    }
+}

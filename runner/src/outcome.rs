@@ -1,0 +1,223 @@
+//! How one tenant request ended, decided once.
+//!
+//! Every path that ends a request (admission, the engine, the guest's own
+//! answer, the client hanging up) produces one [`Outcome`]. [`Request::end`]
+//! derives the response, the log line and every metric from it, in one
+//! place, so they cannot disagree.
+
+use std::time::Instant;
+
+use ::http::{HeaderValue, Response, StatusCode, header};
+
+use crate::http::body::{OutBody, text};
+use crate::limits::Limit;
+use crate::metrics::TrapKind;
+use crate::tenant::Tenant;
+
+/// How a request ended.
+pub enum Outcome {
+    /// The guest answered; its response (head sent, body maybe streaming).
+    Served(Response<OutBody>),
+    /// Refused for a named limit before the guest could answer: a
+    /// concurrency cap, a full instance pool, a request body over its limit.
+    Refused(Limit, String),
+    /// The guest ran into one of its limits while running (fuel, deadline,
+    /// memory, table, stack); the message names the limit and its value.
+    LimitHit(Limit, String),
+    /// The guest trapped for a reason of its own (a panic, say).
+    Trap(TrapKind, String),
+    /// The guest ended without a usable response.
+    GuestError(String),
+    /// The runner failed; the message is for the operator's log only.
+    HostFault(String),
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Served(r) => f.debug_tuple("Served").field(&r.status()).finish(),
+            Outcome::Refused(l, m) => f.debug_tuple("Refused").field(l).field(m).finish(),
+            Outcome::LimitHit(l, m) => f.debug_tuple("LimitHit").field(l).field(m).finish(),
+            Outcome::Trap(k, m) => f.debug_tuple("Trap").field(k).field(m).finish(),
+            Outcome::GuestError(m) => f.debug_tuple("GuestError").field(m).finish(),
+            Outcome::HostFault(m) => f.debug_tuple("HostFault").field(m).finish(),
+        }
+    }
+}
+
+/// The `outcome` label of `runner_requests_total`: a bounded set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Ok,
+    Guest4xx,
+    Guest5xx,
+    Trap,
+    FuelExhausted,
+    DeadlineExceeded,
+    Rejected,
+    HostError,
+    ClientGone,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::Ok,
+        Kind::Guest4xx,
+        Kind::Guest5xx,
+        Kind::Trap,
+        Kind::FuelExhausted,
+        Kind::DeadlineExceeded,
+        Kind::Rejected,
+        Kind::HostError,
+        Kind::ClientGone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ok => "ok",
+            Kind::Guest4xx => "guest_4xx",
+            Kind::Guest5xx => "guest_5xx",
+            Kind::Trap => "trap",
+            Kind::FuelExhausted => "fuel_exhausted",
+            Kind::DeadlineExceeded => "deadline_exceeded",
+            Kind::Rejected => "rejected",
+            Kind::HostError => "host_error",
+            Kind::ClientGone => "client_gone",
+        }
+    }
+}
+
+impl Outcome {
+    /// The metric label for this outcome.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Outcome::Served(r) => match r.status().as_u16() {
+                400..=499 => Kind::Guest4xx,
+                500..=599 => Kind::Guest5xx,
+                _ => Kind::Ok,
+            },
+            Outcome::Refused(..) => Kind::Rejected,
+            Outcome::LimitHit(Limit::Fuel, _) => Kind::FuelExhausted,
+            Outcome::LimitHit(Limit::Deadline, _) => Kind::DeadlineExceeded,
+            Outcome::LimitHit(..) | Outcome::Trap(..) => Kind::Trap,
+            Outcome::GuestError(_) => Kind::Guest5xx,
+            Outcome::HostFault(_) => Kind::HostError,
+        }
+    }
+
+    /// The limit this outcome counts under, if any.
+    pub fn limit(&self) -> Option<Limit> {
+        match self {
+            Outcome::Refused(l, _) | Outcome::LimitHit(l, _) => Some(*l),
+            _ => None,
+        }
+    }
+
+    /// The trap this outcome counts under, if the guest trapped.
+    pub fn trap(&self) -> Option<TrapKind> {
+        match self {
+            Outcome::LimitHit(limit, _) => Some(match limit {
+                Limit::Fuel => TrapKind::Fuel,
+                Limit::Deadline => TrapKind::Deadline,
+                Limit::Memory => TrapKind::Memory,
+                Limit::StackOverflow => TrapKind::Stack,
+                _ => TrapKind::Other,
+            }),
+            Outcome::Trap(kind, _) => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// The response the client gets, and the log line that goes with it.
+    fn respond(self, tenant: &Tenant) -> Response<OutBody> {
+        let name = tenant.name();
+        match self {
+            Outcome::Served(response) => response,
+            Outcome::Refused(limit, message) | Outcome::LimitHit(limit, message) => {
+                tracing::debug!(tenant = name, limit = limit.as_str(), "{message}");
+                limit_response(limit, message)
+            }
+            Outcome::Trap(_, message) | Outcome::GuestError(message) => {
+                tracing::debug!(tenant = name, "{message}");
+                text(StatusCode::INTERNAL_SERVER_ERROR, message)
+            }
+            Outcome::HostFault(message) => {
+                tracing::error!(tenant = name, "request failed in the host: {message}");
+                let body = "internal error in the runner; the operator's log has details";
+                text(StatusCode::INTERNAL_SERVER_ERROR, body.into())
+            }
+        }
+    }
+}
+
+/// A limit's response: its status, `x-runner-limit` naming it, and
+/// `Retry-After` when waiting may help.
+fn limit_response(limit: Limit, message: String) -> Response<OutBody> {
+    let mut response = text(limit.status(), message);
+    let headers = response.headers_mut();
+    headers.insert("x-runner-limit", HeaderValue::from_static(limit.as_str()));
+    if limit.retry_later() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// One routed request, from the moment it names its tenant until it ends.
+///
+/// [`Request::end`] records how it ended. A request dropped without an end
+/// (the client hung up, so hyper dropped its future) is recorded as
+/// `client_gone` by `Drop`, so the in-flight gauge never leaks.
+pub struct Request<'t> {
+    tenant: &'t Tenant,
+    started: Instant,
+    ended: bool,
+}
+
+impl<'t> Request<'t> {
+    pub fn start(tenant: &'t Tenant) -> Self {
+        tenant.metrics().request_started();
+        Self {
+            tenant,
+            started: Instant::now(),
+            ended: false,
+        }
+    }
+
+    /// Records `outcome` in the metrics and the log, and returns the
+    /// response the client gets.
+    pub fn end(mut self, outcome: Outcome) -> Response<OutBody> {
+        self.ended = true;
+        self.tenant.metrics().request_finished(
+            outcome.kind(),
+            outcome.limit(),
+            outcome.trap(),
+            self.started.elapsed(),
+        );
+        outcome.respond(self.tenant)
+    }
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            tracing::debug!(
+                tenant = self.tenant.name(),
+                "the client went away before the response"
+            );
+            self.tenant.metrics().request_finished(
+                Kind::ClientGone,
+                None,
+                None,
+                self.started.elapsed(),
+            );
+        }
+    }
+}
+
+/// A guest that failed after its response head was sent (while streaming
+/// its body): the request already ended as served; the limit or trap that
+/// stopped the guest still counts.
+pub fn after_response(tenant: &Tenant, failure: &Outcome) {
+    tenant.metrics().failed(failure.limit(), failure.trap());
+    tracing::debug!(tenant = tenant.name(), outcome = ?failure, "the guest failed after its response head");
+}

@@ -1,0 +1,89 @@
+//! The seam between the store's front and the place data lives.
+//!
+//! A backend knows keys and bytes. It sees only calls the front has
+//! checked: bucket names are never empty (the default bucket arrives as
+//! [`super::DEFAULT_BUCKET`]), keys and values fit their size quotas. What
+//! needs the stored state is the backend's to enforce, exactly and
+//! atomically with the write: the tenant's key, byte and bucket quotas.
+//!
+//! The promises every backend keeps are written once, as the conformance
+//! suite in `store/conformance.rs`, and every backend runs it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Error, Quotas};
+
+/// Where every tenant's data lives; one per process.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// `tenant`'s namespace, created empty on first use. Two calls with the
+    /// same tenant reach the same data.
+    fn namespace(&self, tenant: &str, quotas: &Quotas) -> Result<Arc<dyn NamespaceBackend>, Error>;
+}
+
+/// One tenant's buckets and usage.
+#[async_trait]
+pub trait NamespaceBackend: Send + Sync {
+    /// Opens (creating on first use) the bucket `name`, refusing a new one
+    /// past the tenant's bucket quota.
+    async fn open(&self, name: &str) -> Result<Arc<dyn BucketBackend>, Error>;
+
+    /// Keys and bytes the tenant holds; may lag writes in flight.
+    fn usage(&self) -> Usage;
+}
+
+/// One bucket of one tenant.
+#[async_trait]
+pub trait BucketBackend: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, Error>;
+
+    async fn exists(&self, key: &str) -> Result<bool, Error>;
+
+    /// Inserts or overwrites; refused whole past the key or byte quota.
+    async fn set(&self, key: String, value: Bytes) -> Result<(), Error>;
+
+    /// Removes `key`; a missing key is not an error.
+    async fn delete(&self, key: &str) -> Result<(), Error>;
+
+    /// Atomically adds `delta` to the decimal u64 under `key` (missing: 0).
+    async fn increment(&self, key: String, delta: u64) -> Result<u64, Error>;
+
+    /// The value of each key, in order.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, Error>;
+
+    /// Sets each pair in order; pairs before a failing one stay set.
+    async fn set_many(&self, pairs: Vec<(String, Bytes)>) -> Result<(), Error>;
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), Error>;
+
+    /// The page after `cursor`: every key that exists for a whole walk is
+    /// returned exactly once, and a page stays within `limits` unless a
+    /// single indivisible group of keys is larger.
+    async fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Result<Page, Error>;
+}
+
+/// How much one list-keys page may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageLimits {
+    /// Keys in the page; at least 1.
+    pub max_keys: usize,
+    /// Bytes of key text in the page.
+    pub max_bytes: usize,
+}
+
+/// One page of a list-keys walk.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Page {
+    pub keys: Vec<String>,
+    /// Where the next page starts; `None` once the walk is done.
+    pub cursor: Option<u64>,
+}
+
+/// How much of its quota a tenant uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub keys: u64,
+    pub bytes: u64,
+}

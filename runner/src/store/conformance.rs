@@ -1,0 +1,477 @@
+//! The store's promises, written once; every backend runs them.
+//!
+//! A backend's test module invokes [`conformance_suite!`] with an expression
+//! that makes a fresh, empty backend; the macro expands to one test per
+//! promise. Calls go through the front ([`super::Namespace`]), as the host
+//! makes them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+
+use super::{Backend, Bucket, Error, Namespace, Page, Quota, Quotas, Usage};
+
+/// Makes a fresh, empty backend.
+pub type Make<'a> = &'a dyn Fn() -> Arc<dyn Backend>;
+
+/// Expands to one `#[tokio::test]` per promise, each on a fresh backend.
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::store::conformance::conformance_suite!(@tests $make;
+            set_get_delete_round_trip,
+            empty_and_default_name_one_bucket_and_others_are_apart,
+            namespaces_do_not_share_keys,
+            one_tenant_reaches_the_same_data_twice,
+            bucket_names_are_bounded,
+            size_quotas_refuse_whole_writes,
+            accounting_is_exact_across_overwrites_and_deletes,
+            increment_is_decimal_and_checked,
+            concurrent_increments_add_up,
+            list_walk_returns_every_key_once_in_small_pages,
+            list_walk_is_stable_under_concurrent_writes,
+            list_pages_respect_the_call_size_limit,
+            cursor_at_the_end_of_the_hash_space_is_an_empty_last_page,
+            get_many_is_bounded_and_ordered,
+            set_many_checks_sizes_before_writing,
+            errors_start_with_their_token
+        );
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let make = || -> std::sync::Arc<dyn $crate::store::Backend> { std::sync::Arc::new($make) };
+                $crate::store::conformance::$name(&make).await;
+            }
+        )*
+    };
+}
+pub(crate) use conformance_suite;
+
+fn ns_with(make: Make<'_>, quotas: Quotas) -> Namespace {
+    Namespace::new(&*make(), "t", quotas).expect("a fresh backend opens a namespace")
+}
+
+fn ns(make: Make<'_>) -> Namespace {
+    ns_with(make, Quotas::default())
+}
+
+async fn bucket(ns: &Namespace, name: &str) -> Bucket {
+    ns.open(name).await.expect("opening a bucket")
+}
+
+pub async fn walk(bucket: &Bucket) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = bucket.list_keys(cursor).await.expect("listing keys");
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return keys,
+        }
+    }
+}
+
+fn value(bytes: &'static [u8]) -> Bytes {
+    Bytes::from_static(bytes)
+}
+
+pub async fn set_get_delete_round_trip(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    assert_eq!(b.get("k").await.unwrap(), None);
+    b.set("k".into(), value(b"v1")).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+    assert!(b.exists("k").await.unwrap());
+    b.set("k".into(), value(b"v22")).await.unwrap();
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"v22"[..]));
+    b.delete("k").await.unwrap();
+    assert_eq!(b.get("k").await.unwrap(), None);
+    assert!(!b.exists("k").await.unwrap());
+    b.delete("k").await.unwrap();
+}
+
+pub async fn empty_and_default_name_one_bucket_and_others_are_apart(make: Make<'_>) {
+    let ns = ns(make);
+    bucket(&ns, "")
+        .await
+        .set("k".into(), value(b"v"))
+        .await
+        .unwrap();
+    let default = bucket(&ns, "default").await;
+    assert_eq!(default.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(bucket(&ns, "other").await.get("k").await.unwrap(), None);
+}
+
+pub async fn namespaces_do_not_share_keys(make: Make<'_>) {
+    let backend = make();
+    let a = Namespace::new(&*backend, "a", Quotas::default()).unwrap();
+    let b = Namespace::new(&*backend, "b", Quotas::default()).unwrap();
+    bucket(&a, "x")
+        .await
+        .set("k".into(), value(b"a"))
+        .await
+        .unwrap();
+    let bx = bucket(&b, "x").await;
+    assert_eq!(bx.get("k").await.unwrap(), None);
+    assert!(!bx.exists("k").await.unwrap());
+    assert!(walk(&bx).await.is_empty());
+    assert_eq!(bx.increment("k".into(), 1).await.unwrap(), 1);
+    assert_eq!(b.usage(), Usage { keys: 1, bytes: 2 });
+    assert_eq!(
+        bucket(&a, "x").await.get("k").await.unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+}
+
+pub async fn one_tenant_reaches_the_same_data_twice(make: Make<'_>) {
+    let backend = make();
+    let first = Namespace::new(&*backend, "a", Quotas::default()).unwrap();
+    bucket(&first, "")
+        .await
+        .set("k".into(), value(b"v"))
+        .await
+        .unwrap();
+    let again = Namespace::new(&*backend, "a", Quotas::default()).unwrap();
+    let b = bucket(&again, "default").await;
+    assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(again.usage(), Usage { keys: 1, bytes: 2 });
+}
+
+pub async fn bucket_names_are_bounded(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_buckets: 2,
+            ..Quotas::default()
+        },
+    );
+    let long = "b".repeat(256);
+    assert!(matches!(ns.open(&long).await, Err(Error::Invalid(_))));
+    ns.open(&"b".repeat(255)).await.unwrap();
+    ns.open("two").await.unwrap();
+    ns.open("two").await.unwrap();
+    let err = ns.open("three").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "quota-exceeded: the tenant already has 2 named buckets, the limit"
+    );
+    ns.open("default").await.unwrap();
+    ns.open("").await.unwrap();
+}
+
+pub async fn size_quotas_refuse_whole_writes(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_key_bytes: 4,
+            max_value_bytes: 8,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    b.set("four".into(), Bytes::from(vec![0; 8])).await.unwrap();
+    let err = b.set("fives".into(), Bytes::new()).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "quota-exceeded: key of 5 bytes is over the 4-byte limit"
+    );
+    let err = b
+        .set("k".into(), Bytes::from(vec![0; 9]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "quota-exceeded: value of 9 bytes is over the 8-byte limit"
+    );
+    let err = b.increment("fives".into(), 1).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Quota {
+                quota: Quota::KeySize,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(ns.usage(), Usage { keys: 1, bytes: 12 });
+}
+
+pub async fn accounting_is_exact_across_overwrites_and_deletes(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_keys: 2,
+            max_bytes: 20,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    let other = bucket(&ns, "other").await;
+    b.set("a".into(), Bytes::from(vec![0; 9])).await.unwrap(); // 10 bytes
+    other
+        .set("b".into(), Bytes::from(vec![0; 4]))
+        .await
+        .unwrap(); // 5 bytes
+    assert_eq!(ns.usage(), Usage { keys: 2, bytes: 15 });
+    let err = b.set("c".into(), Bytes::new()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Quota {
+                quota: Quota::Keys,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = b
+        .set("a".into(), Bytes::from(vec![0; 15]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Quota {
+                quota: Quota::Bytes,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        b.get("a").await.unwrap().unwrap().len(),
+        9,
+        "a refused write stores nothing"
+    );
+    b.set("a".into(), Bytes::from(vec![0; 1])).await.unwrap();
+    assert_eq!(ns.usage(), Usage { keys: 2, bytes: 7 });
+    other.delete("b").await.unwrap();
+    b.set("c".into(), Bytes::from(vec![0; 12])).await.unwrap();
+    assert_eq!(ns.usage(), Usage { keys: 2, bytes: 15 });
+    b.delete("a").await.unwrap();
+    b.delete("c").await.unwrap();
+    assert_eq!(ns.usage(), Usage::default());
+}
+
+pub async fn increment_is_decimal_and_checked(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    assert_eq!(b.increment("n".into(), 5).await.unwrap(), 5);
+    assert_eq!(b.increment("n".into(), 7).await.unwrap(), 12);
+    assert_eq!(b.get("n").await.unwrap().as_deref(), Some(&b"12"[..]));
+    b.set("s".into(), value(b"abc")).await.unwrap();
+    assert!(matches!(
+        b.increment("s".into(), 1).await,
+        Err(Error::Invalid(_))
+    ));
+    b.set("m".into(), Bytes::from(u64::MAX.to_string()))
+        .await
+        .unwrap();
+    let err = b.increment("m".into(), 1).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid-argument: incrementing 18446744073709551615 by 1 overflows a u64"
+    );
+    assert_eq!(
+        b.get("m").await.unwrap().unwrap(),
+        Bytes::from(u64::MAX.to_string())
+    );
+}
+
+pub async fn concurrent_increments_add_up(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for _ in 0..1000 {
+                    b.increment("n".into(), 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(b.get("n").await.unwrap().as_deref(), Some(&b"4000"[..]));
+}
+
+pub async fn list_walk_returns_every_key_once_in_small_pages(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_page_keys: 7,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    for i in 0..500 {
+        b.set(format!("k{i}"), Bytes::new()).await.unwrap();
+    }
+    let first = b.list_keys(None).await.unwrap();
+    assert_eq!(first.keys.len(), 7);
+    let keys = walk(&b).await;
+    assert_eq!(keys.len(), 500);
+    let unique: HashSet<_> = keys.iter().collect();
+    assert_eq!(unique.len(), 500);
+}
+
+pub async fn list_walk_is_stable_under_concurrent_writes(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_page_keys: 13,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    for i in 0..2000 {
+        b.set(format!("stable{i}"), Bytes::new()).await.unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = tokio::spawn({
+        let (b, stop) = (b.clone(), stop.clone());
+        async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                b.set(format!("churn{}", i % 300), Bytes::new())
+                    .await
+                    .unwrap();
+                b.delete(&format!("churn{}", (i + 150) % 300))
+                    .await
+                    .unwrap();
+                i += 1;
+                if i.is_multiple_of(64) {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    });
+    let keys = walk(&b).await;
+    stop.store(true, Ordering::Relaxed);
+    churn.await.unwrap();
+    let stable: Vec<_> = keys.iter().filter(|k| k.starts_with("stable")).collect();
+    let unique: HashSet<_> = stable.iter().collect();
+    assert_eq!(stable.len(), 2000);
+    assert_eq!(unique.len(), 2000);
+}
+
+pub async fn list_pages_respect_the_call_size_limit(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_call_bytes: 100,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    for i in 0..50 {
+        b.set(format!("{i:0>10}"), Bytes::new()).await.unwrap();
+    }
+    let page = b.list_keys(None).await.unwrap();
+    assert_eq!(page.keys.len(), 10);
+    assert!(page.cursor.is_some());
+    assert_eq!(walk(&b).await.len(), 50);
+}
+
+pub async fn cursor_at_the_end_of_the_hash_space_is_an_empty_last_page(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    b.set("k".into(), Bytes::new()).await.unwrap();
+    assert_eq!(
+        b.list_keys(Some(u64::MAX)).await.unwrap(),
+        Page {
+            keys: vec![],
+            cursor: None
+        }
+    );
+}
+
+pub async fn get_many_is_bounded_and_ordered(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_call_bytes: 10,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    b.set("a".into(), value(b"1234")).await.unwrap();
+    b.set("b".into(), value(b"1234")).await.unwrap();
+    let got = b
+        .get_many(vec!["b".into(), "x".into(), "a".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Some(("b".into(), value(b"1234"))),
+            None,
+            Some(("a".into(), value(b"1234")))
+        ]
+    );
+    let err = b
+        .get_many(vec!["a".into(), "b".into(), "a".into()])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Quota {
+            quota: Quota::CallSize,
+            ..
+        }
+    ));
+}
+
+pub async fn set_many_checks_sizes_before_writing(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_value_bytes: 2,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    let err = b
+        .set_many(vec![("a".into(), value(b"1")), ("b".into(), value(b"123"))])
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Quota {
+            quota: Quota::ValueSize,
+            ..
+        }
+    ));
+    assert_eq!(b.get("a").await.unwrap(), None);
+    b.set_many(vec![("a".into(), value(b"1"))]).await.unwrap();
+    b.delete_many(&["a".into(), "zz".into()]).await.unwrap();
+    assert_eq!(ns.usage(), Usage::default());
+}
+
+pub async fn errors_start_with_their_token(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_keys: 1,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    b.set("a".into(), Bytes::new()).await.unwrap();
+    let quota = b.set("b".into(), Bytes::new()).await.unwrap_err();
+    b.set("s".into(), Bytes::new()).await.unwrap_err();
+    b.set("a".into(), value(b"x")).await.unwrap();
+    let invalid = b.increment("a".into(), 1).await.unwrap_err();
+    for (err, token) in [(quota, "quota-exceeded"), (invalid, "invalid-argument")] {
+        assert_eq!(err.token(), token);
+        assert!(err.to_string().starts_with(&format!("{token}: ")), "{err}");
+    }
+    let unavailable = Error::Unavailable("connection refused".into());
+    assert_eq!(
+        unavailable.to_string(),
+        "store-unavailable: connection refused"
+    );
+}

@@ -1,0 +1,540 @@
+//! The sharded in-memory backend, the default.
+//!
+//! Layout: a process-wide [`Store`] hands each tenant one namespace. A
+//! namespace holds the tenant's buckets and its quota account; a bucket is
+//! split into shards, each a `parking_lot::RwLock` over a `BTreeMap`.
+//!
+//! Why a `BTreeMap` keyed by the key's 64-bit hash: `wasi:keyvalue@0.2.0-draft`
+//! gives list-keys a `u64` cursor. Ordering every bucket by a randomly seeded
+//! hash makes "the last hash returned" a stateless cursor, and the top bits of
+//! the same hash pick the shard, so walking the shards in order walks the hash
+//! space in order. A key that exists for a whole walk is returned exactly once,
+//! and a page costs a seek plus its own keys, whatever the rest of the store
+//! holds. Keys whose hashes collide share one slot and travel in one page.
+//!
+//! Each namespace has its own hash seed, so what a tenant learns about the
+//! hash order from its own cursors says nothing about another tenant's.
+//!
+//! Every call completes without waiting: the async trait methods are ready
+//! at their first poll, and no lock is held across an await.
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use foldhash::quality::RandomState;
+use parking_lot::{Mutex, RwLock};
+
+use super::backend::{self, Page, PageLimits, Usage};
+use super::quota::{Account, Quotas};
+use super::{DEFAULT_BUCKET, Error};
+
+/// The in-memory backend: it fixes the shard count and holds every tenant's
+/// namespace.
+pub struct Store {
+    shard_bits: u32,
+    /// All ones, except in tests that force hash collisions.
+    hash_mask: u64,
+    namespaces: Mutex<HashMap<Box<str>, Arc<Namespace>>>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("shards", &self.shards())
+            .field("tenants", &self.namespaces.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A store whose buckets have `shards` shards; `shards` must be a power of
+    /// two (the config validates it).
+    pub fn new(shards: usize) -> Self {
+        assert!(
+            shards.is_power_of_two(),
+            "shard count {shards} is not a power of two"
+        );
+        Self {
+            shard_bits: shards.trailing_zeros(),
+            hash_mask: u64::MAX,
+            namespaces: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The default shard count for this machine: a few per core, so writers on
+    /// different cores rarely meet on one lock.
+    pub fn default_shards() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores * 4).next_power_of_two()
+    }
+
+    pub fn shards(&self) -> usize {
+        1 << self.shard_bits
+    }
+}
+
+impl backend::Backend for Store {
+    fn namespace(
+        &self,
+        tenant: &str,
+        quotas: &Quotas,
+    ) -> Result<Arc<dyn backend::NamespaceBackend>, Error> {
+        let mut namespaces = self.namespaces.lock();
+        let namespace = namespaces.entry(tenant.into()).or_insert_with(|| {
+            let hasher = RandomState::default();
+            let account = Arc::new(Account::new(quotas));
+            Arc::new(Namespace {
+                default: Arc::new(Bucket::new(
+                    &hasher,
+                    self.shard_bits,
+                    self.hash_mask,
+                    &account,
+                )),
+                named: RwLock::new(HashMap::new()),
+                shard_bits: self.shard_bits,
+                hash_mask: self.hash_mask,
+                max_buckets: quotas.max_buckets,
+                quotas: quotas.clone(),
+                hasher,
+                account,
+            })
+        });
+        Ok(namespace.clone())
+    }
+}
+
+/// One tenant's buckets and quota account.
+struct Namespace {
+    hasher: RandomState,
+    shard_bits: u32,
+    hash_mask: u64,
+    max_buckets: usize,
+    quotas: Quotas,
+    account: Arc<Account>,
+    default: Arc<Bucket>,
+    named: RwLock<HashMap<Box<str>, Arc<Bucket>>>,
+}
+
+impl Namespace {
+    fn open(&self, name: &str) -> Result<Arc<Bucket>, Error> {
+        if name == DEFAULT_BUCKET {
+            return Ok(self.default.clone());
+        }
+        if let Some(bucket) = self.named.read().get(name) {
+            return Ok(bucket.clone());
+        }
+        let mut named = self.named.write();
+        if let Some(bucket) = named.get(name) {
+            return Ok(bucket.clone());
+        }
+        if named.len() >= self.max_buckets {
+            return Err(self.quotas.buckets_exceeded());
+        }
+        let bucket = Arc::new(Bucket::new(
+            &self.hasher,
+            self.shard_bits,
+            self.hash_mask,
+            &self.account,
+        ));
+        named.insert(name.into(), bucket.clone());
+        Ok(bucket)
+    }
+}
+
+#[async_trait]
+impl backend::NamespaceBackend for Namespace {
+    async fn open(&self, name: &str) -> Result<Arc<dyn backend::BucketBackend>, Error> {
+        Ok(Namespace::open(self, name)?)
+    }
+
+    fn usage(&self) -> Usage {
+        self.account.usage()
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: Box<str>,
+    value: Bytes,
+}
+
+impl Entry {
+    fn size(&self) -> u64 {
+        (self.key.len() + self.value.len()) as u64
+    }
+}
+
+/// The entries whose keys share one 64-bit hash: almost always exactly one,
+/// and `rest` then allocates nothing.
+#[derive(Debug)]
+struct Slot {
+    first: Entry,
+    rest: Vec<Entry>,
+}
+
+impl Slot {
+    fn entries(&self) -> impl Iterator<Item = &Entry> {
+        std::iter::once(&self.first).chain(&self.rest)
+    }
+
+    fn find(&self, key: &str) -> Option<&Entry> {
+        self.entries().find(|e| &*e.key == key)
+    }
+
+    fn find_mut(&mut self, key: &str) -> Option<&mut Entry> {
+        if &*self.first.key == key {
+            return Some(&mut self.first);
+        }
+        self.rest.iter_mut().find(|e| &*e.key == key)
+    }
+
+    fn len(&self) -> usize {
+        1 + self.rest.len()
+    }
+}
+
+type Shard = BTreeMap<u64, Slot>;
+
+/// One bucket: its keys spread over shards by the top bits of their hash.
+struct Bucket {
+    hasher: RandomState,
+    shard_bits: u32,
+    hash_mask: u64,
+    shards: Box<[RwLock<Shard>]>,
+    account: Arc<Account>,
+}
+
+impl fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bucket")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bucket {
+    fn new(hasher: &RandomState, shard_bits: u32, hash_mask: u64, account: &Arc<Account>) -> Self {
+        Self {
+            hasher: hasher.clone(),
+            shard_bits,
+            hash_mask,
+            shards: (0..1usize << shard_bits)
+                .map(|_| RwLock::new(Shard::new()))
+                .collect(),
+            account: account.clone(),
+        }
+    }
+
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key) & self.hash_mask
+    }
+
+    fn shard_index(&self, hash: u64) -> usize {
+        // The top bits, so shard order is hash order; `checked_shr` covers a
+        // single shard, where the shift would be 64.
+        hash.checked_shr(64 - self.shard_bits).unwrap_or(0) as usize
+    }
+
+    fn shard_start(&self, index: usize) -> u64 {
+        (index as u64)
+            .checked_shl(64 - self.shard_bits)
+            .unwrap_or(0)
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.shards[self.shard_index(hash)]
+    }
+
+    fn get(&self, key: &str) -> Option<Bytes> {
+        let hash = self.hash(key);
+        let shard = self.shard(hash).read();
+        shard
+            .get(&hash)
+            .and_then(|slot| slot.find(key))
+            .map(|e| e.value.clone())
+    }
+
+    fn exists(&self, key: &str) -> bool {
+        let hash = self.hash(key);
+        let shard = self.shard(hash).read();
+        shard
+            .get(&hash)
+            .is_some_and(|slot| slot.find(key).is_some())
+    }
+
+    fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
+        let hash = self.hash(&key);
+        let mut shard = self.shard(hash).write();
+        Self::put(&self.account, &mut shard, hash, key, value)
+    }
+
+    /// Inserts or overwrites under the caller's shard lock, with exact
+    /// quota accounting.
+    fn put(
+        account: &Account,
+        shard: &mut Shard,
+        hash: u64,
+        key: String,
+        value: Bytes,
+    ) -> Result<(), Error> {
+        let new_size = (key.len() + value.len()) as u64;
+        match shard.get_mut(&hash) {
+            Some(slot) => match slot.find_mut(&key) {
+                Some(entry) => {
+                    let old_size = entry.size();
+                    account.reserve(0, new_size.saturating_sub(old_size))?;
+                    account.release(0, old_size.saturating_sub(new_size));
+                    entry.value = value;
+                }
+                None => {
+                    account.reserve(1, new_size)?;
+                    slot.rest.push(Entry {
+                        key: key.into_boxed_str(),
+                        value,
+                    });
+                }
+            },
+            None => {
+                account.reserve(1, new_size)?;
+                let first = Entry {
+                    key: key.into_boxed_str(),
+                    value,
+                };
+                shard.insert(
+                    hash,
+                    Slot {
+                        first,
+                        rest: Vec::new(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) {
+        let hash = self.hash(key);
+        let mut shard = self.shard(hash).write();
+        let Some(slot) = shard.get_mut(&hash) else {
+            return;
+        };
+        let removed = if &*slot.first.key == key {
+            match slot.rest.pop() {
+                Some(next) => Some(std::mem::replace(&mut slot.first, next)),
+                None => shard.remove(&hash).map(|slot| slot.first),
+            }
+        } else {
+            let at = slot.rest.iter().position(|e| &*e.key == key);
+            at.map(|i| slot.rest.swap_remove(i))
+        };
+        if let Some(entry) = removed {
+            self.account.release(1, entry.size());
+        }
+    }
+
+    /// Reads, adds and writes under one shard lock, so it is atomic with
+    /// every other write of the key.
+    fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
+        let hash = self.hash(&key);
+        let mut shard = self.shard(hash).write();
+        let current = match shard.get(&hash).and_then(|slot| slot.find(&key)) {
+            None => 0,
+            Some(entry) => std::str::from_utf8(&entry.value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "the value under {key:?} is not a decimal u64, so it cannot be incremented"
+                    ))
+                })?,
+        };
+        let sum = current.checked_add(delta).ok_or_else(|| {
+            Error::Invalid(format!("incrementing {current} by {delta} overflows a u64"))
+        })?;
+        let value = Bytes::from(sum.to_string());
+        Self::put(&self.account, &mut shard, hash, key, value)?;
+        Ok(sum)
+    }
+
+    /// The page of keys after `cursor` (from the start when `None`). A
+    /// slot of colliding keys travels whole, so it may pass the limits.
+    fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Page {
+        let mut page = Page {
+            keys: Vec::new(),
+            cursor: None,
+        };
+        let mut from = match cursor {
+            None => 0,
+            Some(last) => match last.checked_add(1) {
+                Some(next) => next,
+                None => return page,
+            },
+        };
+        let PageLimits {
+            max_keys,
+            max_bytes,
+        } = limits;
+        let mut bytes = 0usize;
+        for index in self.shard_index(from)..self.shards.len() {
+            from = from.max(self.shard_start(index));
+            let shard = self.shards[index].read();
+            for (&hash, slot) in shard.range(from..) {
+                let slot_bytes: usize = slot.entries().map(|e| e.key.len()).sum();
+                let full =
+                    page.keys.len() + slot.len() > max_keys || bytes + slot_bytes > max_bytes;
+                if full && !page.keys.is_empty() {
+                    return page;
+                }
+                page.keys.extend(slot.entries().map(|e| e.key.to_string()));
+                bytes += slot_bytes;
+                page.cursor = Some(hash);
+            }
+        }
+        page.cursor = None;
+        page
+    }
+}
+
+#[async_trait]
+impl backend::BucketBackend for Bucket {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+        Ok(Bucket::get(self, key))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, Error> {
+        Ok(Bucket::exists(self, key))
+    }
+
+    async fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
+        Bucket::set(self, key, value)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        Bucket::delete(self, key);
+        Ok(())
+    }
+
+    async fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
+        Bucket::increment(self, key, delta)
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, Error> {
+        Ok(keys.iter().map(|k| Bucket::get(self, k)).collect())
+    }
+
+    async fn set_many(&self, pairs: Vec<(String, Bytes)>) -> Result<(), Error> {
+        for (key, value) in pairs {
+            Bucket::set(self, key, value)?;
+        }
+        Ok(())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+        for key in keys {
+            Bucket::delete(self, key);
+        }
+        Ok(())
+    }
+
+    async fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Result<Page, Error> {
+        Ok(Bucket::list_keys(self, cursor, limits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use bytes::Bytes;
+
+    use super::Store;
+    use crate::store::conformance::{conformance_suite, walk};
+    use crate::store::{Namespace, Quotas};
+
+    conformance_suite!(Store::new(8));
+
+    mod one_shard {
+        use super::*;
+        conformance_suite!(Store::new(1));
+    }
+
+    #[tokio::test]
+    async fn colliding_hashes_share_a_slot_and_stay_correct() {
+        // Keep two high bits (four shards' worth) and one low bit: 500 keys
+        // land on 8 hash values.
+        let mut store = Store::new(4);
+        store.hash_mask = 0xC000_0000_0000_0001;
+        let ns = Namespace::new(
+            &store,
+            "t",
+            Quotas {
+                max_page_keys: 7,
+                ..Quotas::default()
+            },
+        )
+        .unwrap();
+        let b = ns.open("").await.unwrap();
+        for i in 0..500 {
+            b.set(format!("k{i}"), Bytes::from(i.to_string()))
+                .await
+                .unwrap();
+        }
+        for i in 0..500 {
+            assert_eq!(
+                b.get(&format!("k{i}")).await.unwrap(),
+                Some(Bytes::from(i.to_string()))
+            );
+        }
+        // A slot travels whole, so pages may pass the page size.
+        let keys = walk(&b).await;
+        assert_eq!(keys.len(), 500);
+        assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 500);
+        for i in (0..500).step_by(2) {
+            b.delete(&format!("k{i}")).await.unwrap();
+        }
+        assert_eq!(b.get("k0").await.unwrap(), None);
+        assert_eq!(b.get("k1").await.unwrap(), Some(Bytes::from("1")));
+        assert_eq!(walk(&b).await.len(), 250);
+        assert_eq!(b.increment("k3".into(), 1).await.unwrap(), 4);
+        assert_eq!(ns.usage().keys, 250);
+    }
+
+    #[tokio::test]
+    async fn single_shard_store_works() {
+        let store = Store::new(1);
+        let b = Namespace::new(&store, "t", Quotas::default())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        for i in 0..100 {
+            b.set(format!("k{i}"), Bytes::new()).await.unwrap();
+        }
+        assert_eq!(walk(&b).await.len(), 100);
+        assert!(b.exists("k42").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn each_tenant_walks_in_its_own_hash_order() {
+        let store = Store::new(8);
+        let mut orders = Vec::new();
+        for tenant in ["a", "b"] {
+            let b = Namespace::new(&store, tenant, Quotas::default())
+                .unwrap()
+                .open("")
+                .await
+                .unwrap();
+            for i in 0..64 {
+                b.set(format!("k{i}"), Bytes::new()).await.unwrap();
+            }
+            orders.push(walk(&b).await);
+        }
+        // Same 64 keys; with independent seeds the chance of one order is 1/64!.
+        assert_ne!(orders[0], orders[1]);
+    }
+}

@@ -1,0 +1,217 @@
+//! The key-value store behind `wasi:keyvalue`: one seam, several backends.
+//!
+//! Layout:
+//! - [`backend`]: the traits a backend implements: the process-wide
+//!   [`Backend`], a tenant's [`NamespaceBackend`], a [`BucketBackend`]. They
+//!   are async, so a backend may wait on a disk or a network; the in-memory
+//!   one never does.
+//! - [`memory`]: the sharded in-memory backend, the default.
+//! - [`quota`]: the quotas, and the exact account of keys and bytes that a
+//!   backend keeping its own counts shares.
+//! - this file: [`Error`], whose text starts with a stable token, and the
+//!   tenant-facing front ([`Namespace`], [`Bucket`]). The front checks what
+//!   needs no stored state (bucket-name, key and value sizes, the page size,
+//!   bytes copied into the guest per call) before a backend sees the call,
+//!   so every backend enforces those the same way; quotas on what is stored
+//!   (keys, bytes, buckets) need the stored state and are the backend's.
+//!
+//! Isolation is structural: a guest only reaches the [`Namespace`] the
+//! runner bound into its host state, and bucket names are looked up inside
+//! it.
+
+pub mod backend;
+pub mod memory;
+pub mod quota;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+pub use self::backend::{Backend, BucketBackend, NamespaceBackend, Page, PageLimits, Usage};
+pub use self::quota::{Quota, Quotas};
+
+/// Longest bucket name a guest may open, in bytes.
+pub const MAX_BUCKET_NAME_BYTES: usize = 255;
+
+/// The name a backend sees for the default bucket, whichever of `""` and
+/// `"default"` the guest used (wasmtime's and Spin's conventions).
+pub const DEFAULT_BUCKET: &str = "default";
+
+/// A store operation's failure, as the guest sees it through
+/// `wasi:keyvalue/store.error.other`: the text starts with the variant's
+/// stable token ([`Error::token`]) and a colon, so a guest can branch on the
+/// token whatever the rest says. The README lists the tokens.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A write (or a call's transfer) would pass a quota; nothing was stored.
+    #[error("quota-exceeded: {detail}")]
+    Quota { quota: Quota, detail: String },
+    /// The guest passed something the store can never accept.
+    #[error("invalid-argument: {0}")]
+    Invalid(String),
+    /// The backend could not be reached or failed; the call may succeed
+    /// later.
+    #[error("store-unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    pub fn quota(quota: Quota, detail: impl Into<String>) -> Self {
+        Error::Quota {
+            quota,
+            detail: detail.into(),
+        }
+    }
+
+    /// The token at the start of the error's text.
+    pub fn token(&self) -> &'static str {
+        match self {
+            Error::Quota { .. } => "quota-exceeded",
+            Error::Invalid(_) => "invalid-argument",
+            Error::Unavailable(_) => "store-unavailable",
+        }
+    }
+}
+
+/// One tenant's key-value namespace: its backend's namespace behind the
+/// checks every backend shares.
+pub struct Namespace {
+    inner: Arc<dyn NamespaceBackend>,
+    quotas: Arc<Quotas>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("usage", &self.usage())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Namespace {
+    /// `tenant`'s namespace in `backend`, under `quotas`.
+    pub fn new(backend: &dyn Backend, tenant: &str, quotas: Quotas) -> Result<Self, Error> {
+        Ok(Self {
+            inner: backend.namespace(tenant, &quotas)?,
+            quotas: Arc::new(quotas),
+        })
+    }
+
+    /// Opens a bucket by name, creating it on first use.
+    pub async fn open(&self, name: &str) -> Result<Bucket, Error> {
+        let name = if name.is_empty() {
+            DEFAULT_BUCKET
+        } else {
+            name
+        };
+        if name.len() > MAX_BUCKET_NAME_BYTES {
+            return Err(Error::Invalid(format!(
+                "bucket name of {} bytes is over the {MAX_BUCKET_NAME_BYTES}-byte limit",
+                name.len()
+            )));
+        }
+        Ok(Bucket {
+            inner: self.inner.open(name).await?,
+            quotas: self.quotas.clone(),
+        })
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.inner.usage()
+    }
+
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+}
+
+/// An open bucket of one tenant.
+#[derive(Clone)]
+pub struct Bucket {
+    inner: Arc<dyn BucketBackend>,
+    quotas: Arc<Quotas>,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket").finish_non_exhaustive()
+    }
+}
+
+impl Bucket {
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+        self.inner.get(key).await
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, Error> {
+        self.inner.exists(key).await
+    }
+
+    /// Stores `value` under `key`, refusing it whole if it passes a quota.
+    pub async fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
+        self.quotas.check_key(&key)?;
+        self.quotas.check_value(&value)?;
+        self.inner.set(key, value).await
+    }
+
+    /// Removes `key`; removing a missing key is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.inner.delete(key).await
+    }
+
+    /// Adds `delta` to the decimal number stored under `key` (a missing key
+    /// counts as 0) and returns the sum; atomic with every other write.
+    pub async fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
+        self.quotas.check_key(&key)?;
+        self.inner.increment(key, delta).await
+    }
+
+    /// Values for `keys`, in order; refused if the answer would copy more
+    /// than the call-size limit into the guest.
+    pub async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<(String, Bytes)>>, Error> {
+        let values = self.inner.get_many(&keys).await?;
+        let max = self.quotas.max_call_bytes;
+        let mut total = 0usize;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, value) in keys.into_iter().zip(values) {
+            if let Some(v) = &value {
+                total += key.len() + v.len();
+                if total > max {
+                    return Err(Error::quota(
+                        Quota::CallSize,
+                        format!("get-many would copy over {max} bytes into the guest"),
+                    ));
+                }
+            }
+            out.push(value.map(|v| (key, v)));
+        }
+        Ok(out)
+    }
+
+    /// Sets each pair; like the WIT says, not atomic: pairs before a failing
+    /// one stay set. Sizes are checked for every pair before any is written.
+    pub async fn set_many(&self, pairs: Vec<(String, Bytes)>) -> Result<(), Error> {
+        for (key, value) in &pairs {
+            self.quotas.check_key(key)?;
+            self.quotas.check_value(value)?;
+        }
+        self.inner.set_many(pairs).await
+    }
+
+    pub async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+        self.inner.delete_many(keys).await
+    }
+
+    /// The page of keys after `cursor` (from the start when `None`), cut at
+    /// the page and call-size limits.
+    pub async fn list_keys(&self, cursor: Option<u64>) -> Result<Page, Error> {
+        let limits = PageLimits {
+            max_keys: self.quotas.max_page_keys.max(1),
+            max_bytes: self.quotas.max_call_bytes,
+        };
+        self.inner.list_keys(cursor, limits).await
+    }
+}

@@ -1,0 +1,263 @@
+//! Helpers for the system tests: the real binaries and services, each
+//! started by one helper on free loopback ports, its output kept and printed
+//! if the test fails, and killed on drop.
+//!
+//! - [`Runner`]: the `runner` binary.
+//! - [`loadgen`]: the `loadgen` binary, run to its end.
+//! - [`prometheus`]: a real Prometheus server and promtool.
+//! - [`http`]: a plain HTTP/1.1 client; [`tenants`]: tenants files;
+//!   [`probe`]: waiting on a runner's metrics and log. The runner's
+//!   in-process tests use these as well.
+//!
+//! The binaries are found beside the test executable, in the target
+//! directory that `cargo test --release --workspace` builds them into.
+
+pub mod http;
+pub mod loadgen;
+pub mod probe;
+pub mod prometheus;
+pub mod tenants;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+
+pub use crate::tenants::Tenants;
+
+/// The target directory the running test executable was built into
+/// (`target/`, or `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test>-<hash>
+    exe.ancestors()
+        .nth(3)
+        .expect("test executables live in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// A workspace binary of the same profile as this test, e.g. `runner`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .ancestors()
+        .nth(2)
+        .expect("test executables live in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run the README's test command (cargo test --release --workspace), \
+         which builds every binary first",
+        path.display()
+    );
+    path
+}
+
+/// The repository's root, for the files tests check (dashboards, README).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository root")
+}
+
+/// A running runner process; killed on drop.
+pub struct Runner {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    output: Arc<Mutex<String>>,
+    _config: Option<Tenants>,
+}
+
+impl Runner {
+    /// Starts `runner` with `args` (plus port-0 listeners).
+    pub fn start(args: &[&str]) -> Self {
+        Self::spawn(args, None)
+    }
+
+    /// Starts `runner` with a tenants file.
+    pub fn start_with(tenants: &Tenants, args: &[&str]) -> Self {
+        let path = tenants.write();
+        let mut all = vec!["--config", path.to_str().expect("temp paths are UTF-8")];
+        all.extend_from_slice(args);
+        Self::spawn(&all, Some(tenants.clone()))
+    }
+
+    fn spawn(args: &[&str], config: Option<Tenants>) -> Self {
+        let mut command = Command::new(binary("runner"));
+        // A test's runner gets only the flags it is given: no RUNNER_*
+        // setting from the environment.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("RUNNER_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUNNER_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the runner binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("piped");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut out = sink.lock();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                for (prefix, kind) in [("listening on http://", 0), ("metrics on http://", 1)] {
+                    if let Some(addr) = line.strip_prefix(prefix) {
+                        let _ = tx.send((kind, addr.parse::<SocketAddr>().expect("an address")));
+                    }
+                }
+                let mut out = sink.lock();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+        let mut addrs = [None, None];
+        while addrs.iter().any(Option::is_none) {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok((kind, addr)) => addrs[kind] = Some(addr),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!("runner did not start:\n{}", output.lock());
+                }
+            }
+        }
+        Self {
+            child,
+            addr: addrs[0].expect("checked"),
+            admin: addrs[1].expect("checked"),
+            output,
+            _config: config,
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.output.lock().clone()
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        probe::wait_for_log(&self.output, needle)
+    }
+
+    /// The sum of a metric's samples whose label text contains `labels`.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        probe::metric(self.admin, name, labels).await
+    }
+
+    /// Waits until a metric (summed as in [`Runner::metric`]) reaches `value`.
+    pub async fn wait_for_metric(&self, name: &str, labels: &str, value: f64) {
+        probe::wait_for_metric(self.admin, name, labels, value).await;
+    }
+
+    /// The process's resident set size, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes(&format!("/proc/{}/status", self.child.id()))
+    }
+
+    /// Runs `runner` with a tenants file that is expected to be refused, and
+    /// returns how it exited.
+    pub fn run_to_exit(tenants: &Tenants) -> Exit {
+        let path = tenants.write();
+        let out = Command::new(binary("runner"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--config",
+            ])
+            .arg(&path)
+            .output()
+            .expect("running the runner binary");
+        Exit {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.child.wait().expect("waiting for the runner")
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- runner output ---\n{}", self.output());
+        }
+    }
+}
+
+/// How a runner that was expected to stop exited.
+pub struct Exit {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A process's resident set size, from its /proc status file.
+pub fn rss_bytes(status_file: &str) -> u64 {
+    let status = std::fs::read_to_string(status_file).expect("reading /proc");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let path =
+            std::env::temp_dir().join(format!("runner-prometheus-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("creating a temp dir");
+        TempDir { path }
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

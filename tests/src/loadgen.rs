@@ -1,0 +1,38 @@
+//! The `loadgen` binary, run to its end against a target.
+
+use std::process::Command;
+
+use crate::{TempDir, binary};
+
+/// How a load run ended: its exit code, its printed report, and the JSON
+/// report it wrote with `--json`.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub report: serde_json::Value,
+}
+
+/// Runs `loadgen ARGS --json FILE` and waits for it to exit.
+pub fn run(args: &[&str]) -> Run {
+    let dir = TempDir::new();
+    let json = dir.path.join("report.json");
+    let out = Command::new(binary("loadgen"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("running the loadgen binary");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = std::fs::read(&json)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| panic!("loadgen wrote no JSON report:\n{stdout}\n{stderr}"));
+    Run {
+        code: out.status.code(),
+        stdout,
+        stderr,
+        report,
+    }
+}

@@ -1,0 +1,126 @@
+//! The runner as a process: what only a whole process shows (its exit
+//! status and stderr at start-up, SIGTERM, its resident memory).
+
+use http::StatusCode;
+use system_tests::http::{Client, get};
+use system_tests::{Runner, Tenants};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_traps_leave_pool_and_memory_at_baseline() {
+    let t = Tenants::new().hostile("evil", "").default("good", "");
+    let r = Runner::start_with(&t, &[]);
+    let addr = r.addr;
+    // Warm up, then take the baseline.
+    for _ in 0..200 {
+        assert_eq!(
+            get(addr, "/t/evil/panic").await.status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    let rss_before = r.rss_bytes();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                for _ in 0..625 {
+                    let res = client.get("/t/evil/panic").await;
+                    assert_eq!(res.status, StatusCode::INTERNAL_SERVER_ERROR);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(get(addr, "/t/good/hello").await.text(), "hello");
+    assert_eq!(r.metric("runner_pool_instances_in_use", "").await, 0.0);
+    assert_eq!(
+        r.metric("runner_traps_total", "kind=\"unreachable\"").await,
+        10_200.0
+    );
+    let rss_after = r.rss_bytes();
+    let growth = rss_after.saturating_sub(rss_before);
+    assert!(
+        growth < 32 << 20,
+        "resident memory grew by {growth} bytes over 10,000 traps ({rss_before} -> {rss_after})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_with_imports_the_runner_lacks_fail_at_load_naming_them() {
+    let dir = std::env::temp_dir().join(format!("runner-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("sockets.wasm");
+    let bytes = wat::parse_str(
+        r#"(component
+            (import "wasi:sockets/tcp@0.2.0" (instance (export "connect" (func))))
+        )"#,
+    )
+    .unwrap();
+    std::fs::write(&wasm, bytes).unwrap();
+    let toml = dir.join("tenants.toml");
+    std::fs::write(
+        &toml,
+        format!("[tenants.bad]\ncomponent = {:?}\n", wasm.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(system_tests::binary("runner"))
+        .args([
+            "--config",
+            toml.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tenant \"bad\""), "{stderr}");
+    assert!(stderr.contains("wasi:sockets/tcp@0.2.0"), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "nothing was bound"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let t = Tenants::new().hostile("evil", "timeout = \"5s\"");
+    let mut r = Runner::start_with(&t, &[]);
+    let addr = r.addr;
+    let slow = tokio::spawn(async move { get(addr, "/t/evil/sleep?ms=500").await });
+    r.wait_for_metric("runner_requests_in_flight", "", 1.0)
+        .await;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = r.terminate();
+        (status, r)
+    });
+    let res = slow.await.unwrap();
+    assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "slept"));
+    let (status, r) = status.await.unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(r.output().contains("shutting down"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_whose_limits_cannot_fit_their_component_fail_at_start_up() {
+    for (limit, needle) in [
+        ("max-memory = \"64KiB\"", "memory"),
+        ("max-instances = 1", "instance"),
+    ] {
+        let t = Tenants::new().default("ok", "").default("cramped", limit);
+        let out = Runner::run_to_exit(&t);
+        assert_eq!(out.status.code(), Some(1), "{limit}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(
+                "error: tenant \"cramped\": instantiating it under the tenant's limits"
+            ),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(needle), "{limit}: {}", out.stderr);
+    }
+}
