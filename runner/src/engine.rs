@@ -405,3 +405,33 @@ impl Drop for EpochTicker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{DeadlineExceeded, classify};
+    use crate::limits::Limit;
+    use crate::metrics::Recorder;
+    use crate::outcome::Outcome;
+
+    #[test]
+    fn errors_that_are_not_traps_are_host_faults() {
+        let recorder = Recorder::new().unwrap();
+        let (_runtime, tenant) = crate::tenant::for_tests(&recorder);
+        let fault = wasmtime::Error::msg("resource table broke");
+        assert!(matches!(
+            classify(&fault, None, &tenant),
+            Outcome::HostFault(m) if m == "resource table broke"
+        ));
+        let trap = wasmtime::Error::from(wasmtime::Trap::UnreachableCodeReached);
+        assert!(matches!(classify(&trap, None, &tenant), Outcome::Trap(..)));
+        assert!(matches!(
+            classify(&trap, Some(Limit::Memory), &tenant),
+            Outcome::LimitHit(Limit::Memory, _)
+        ));
+        let late = wasmtime::Error::from(DeadlineExceeded);
+        assert!(matches!(
+            classify(&late, None, &tenant),
+            Outcome::LimitHit(Limit::Deadline, _)
+        ));
+    }
+}

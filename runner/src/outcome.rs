@@ -221,3 +221,122 @@ pub fn after_response(tenant: &Tenant, failure: &Outcome) {
     tenant.metrics().failed(failure.limit(), failure.trap());
     tracing::debug!(tenant = tenant.name(), outcome = ?failure, "the guest failed after its response head");
 }
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+
+    use super::{Outcome, Request};
+    use crate::http::body::text;
+    use crate::limits::Limit;
+    use crate::metrics::{Recorder, TrapKind};
+
+    /// The value of one series in `exposition`, 0 when absent.
+    fn series(exposition: &str, name: &str, labels: &str) -> f64 {
+        let head = format!("{name}{{{labels}}} ");
+        exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(&head))
+            .map_or(0.0, |v| v.parse().expect("a number"))
+    }
+
+    async fn body(response: http::Response<super::OutBody>) -> String {
+        let bytes = response.into_body().collect().await.expect("a body");
+        String::from_utf8_lossy(&bytes.to_bytes()).into_owned()
+    }
+
+    #[tokio::test]
+    async fn each_outcome_gives_its_response_and_counts_once() {
+        let recorder = Recorder::new().unwrap();
+        let (runtime, tenant) = crate::tenant::for_tests(&recorder);
+        let cases = [
+            (
+                Outcome::Served(text(StatusCode::OK, "hi".into())),
+                200,
+                "hi\n",
+            ),
+            (
+                Outcome::Served(text(StatusCode::NOT_FOUND, "no".into())),
+                404,
+                "no\n",
+            ),
+            (
+                Outcome::Refused(Limit::TenantConcurrency, "too many".into()),
+                429,
+                "too many\n",
+            ),
+            (
+                Outcome::LimitHit(Limit::Memory, "memory limit".into()),
+                500,
+                "memory limit\n",
+            ),
+            (
+                Outcome::Trap(TrapKind::Unreachable, "guest trapped".into()),
+                500,
+                "guest trapped\n",
+            ),
+            (
+                Outcome::GuestError("no response".into()),
+                500,
+                "no response\n",
+            ),
+            (
+                Outcome::HostFault("the table is on fire".into()),
+                500,
+                "internal error in the runner; the operator's log has details\n",
+            ),
+        ];
+        for (outcome, status, text) in cases {
+            let response = Request::start(&tenant).end(outcome);
+            assert_eq!(response.status().as_u16(), status);
+            assert_eq!(body(response).await, text);
+        }
+        drop(Request::start(&tenant));
+        let shown = recorder.render(runtime.engine(), 4, std::iter::empty());
+        let requests = |outcome: &str| {
+            series(
+                &shown,
+                "runner_requests_total",
+                &format!("tenant=\"t0\",outcome=\"{outcome}\""),
+            )
+        };
+        for (outcome, count) in [
+            ("ok", 1.0),
+            ("guest_4xx", 1.0),
+            ("rejected", 1.0),
+            ("trap", 2.0),
+            ("guest_5xx", 1.0),
+            ("host_error", 1.0),
+            ("client_gone", 1.0),
+            ("fuel_exhausted", 0.0),
+            ("deadline_exceeded", 0.0),
+        ] {
+            assert_eq!(requests(outcome), count, "{outcome}");
+        }
+        let traps = |kind: &str| {
+            series(
+                &shown,
+                "runner_traps_total",
+                &format!("tenant=\"t0\",kind=\"{kind}\""),
+            )
+        };
+        // The host fault is the runner's, so it is no trap of the tenant's.
+        assert_eq!(
+            (traps("memory"), traps("unreachable"), traps("other")),
+            (1.0, 1.0, 0.0)
+        );
+        let limits = |limit: &str| {
+            series(
+                &shown,
+                "runner_limit_hits_total",
+                &format!("tenant=\"t0\",limit=\"{limit}\""),
+            )
+        };
+        assert_eq!((limits("tenant_concurrency"), limits("memory")), (1.0, 1.0));
+        assert_eq!(
+            series(&shown, "runner_requests_in_flight", "tenant=\"t0\""),
+            0.0
+        );
+    }
+}

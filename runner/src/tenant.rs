@@ -109,3 +109,29 @@ mod tests {
         assert!(validate_name(&"x".repeat(65)).is_err());
     }
 }
+
+/// A tenant on the embedded default guest with the default limits, its
+/// metrics in `recorder`, for unit tests that need a real one.
+#[cfg(test)]
+pub(crate) fn for_tests(
+    recorder: &crate::metrics::Recorder,
+) -> (crate::engine::Runtime, Arc<Tenant>) {
+    use crate::engine::{EngineConfig, Runtime};
+    use crate::store::{Namespace, Quotas, memory};
+
+    let config = EngineConfig {
+        pool_size: 4,
+        ..EngineConfig::default()
+    };
+    let runtime = recorder
+        .scope(|| Runtime::new(config))
+        .expect("the test engine builds");
+    let pre = runtime
+        .load(crate::DEFAULT_GUEST)
+        .expect("the default guest loads");
+    let namespace =
+        Namespace::new(&memory::Store::new(1), "t0", Quotas::default()).expect("a fresh namespace");
+    let metrics = recorder.scope(|| TenantMetrics::new("t0".into()));
+    let tenant = Tenant::new("t0", Limits::default(), pre, namespace, metrics);
+    (runtime, Arc::new(tenant))
+}
