@@ -95,21 +95,6 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::validate_name;
-
-    #[test]
-    fn names_are_url_and_label_safe() {
-        assert!(validate_name("t0").is_ok());
-        assert!(validate_name("team-a_1").is_ok());
-        assert!(validate_name("").is_err());
-        assert!(validate_name("a/b").is_err());
-        assert!(validate_name("ä").is_err());
-        assert!(validate_name(&"x".repeat(65)).is_err());
-    }
-}
-
 /// A tenant on the embedded default guest with the default limits, its
 /// metrics in `recorder`, for unit tests that need a real one.
 #[cfg(test)]
@@ -134,4 +119,19 @@ pub(crate) fn for_tests(
     let metrics = recorder.scope(|| TenantMetrics::new("t0".into()));
     let tenant = Tenant::new("t0", Limits::default(), pre, namespace, metrics);
     (runtime, Arc::new(tenant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_name;
+
+    #[test]
+    fn names_are_url_and_label_safe() {
+        assert!(validate_name("t0").is_ok());
+        assert!(validate_name("team-a_1").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a/b").is_err());
+        assert!(validate_name("ä").is_err());
+        assert!(validate_name(&"x".repeat(65)).is_err());
+    }
 }
