@@ -120,7 +120,7 @@ settings! {
         pool_keep_resident: ByteSize = "2MiB", Range::Between(ByteSize(0), ByteSize::gib(1));
         /// How tenants appear in metric labels: per-tenant, or aggregate
         /// (every tenant shares tenant="_all").
-        metrics_tenant_label: TenantLabelMode = "per-tenant", Range::Any;
+        metrics_tenant_label: TenantLabelMode = "per-tenant", Range::<TenantLabelMode>::Any;
         /// With per-tenant labels, tenants past this many share
         /// tenant="_other", so the series count stays bounded.
         metrics_max_tenants: usize = "1000", Range::Between(0usize, 1_000_000);
@@ -168,6 +168,9 @@ pub struct TenantConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerSettings,
+    /// Whether `max-connections` was given (flag, variable or file), not
+    /// left at its default; see [`Config::fit_descriptors`].
+    pub max_connections_given: bool,
     pub engine: EngineConfig,
     pub http: HttpLimits,
     pub shards: usize,
@@ -178,7 +181,7 @@ pub struct Config {
 impl Config {
     /// Parses the process's own arguments.
     pub fn from_args() -> anyhow::Result<(Cli, Self)> {
-        Self::from_arg_matches(Cli::command().get_matches())
+        Self::from_arg_matches(command().get_matches())
     }
 
     /// Parses an argument list (the first item is the program name).
@@ -187,7 +190,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Self::from_arg_matches(Cli::command().try_get_matches_from(args)?)
+        Self::from_arg_matches(command().try_get_matches_from(args)?)
     }
 
     fn from_arg_matches(matches: ArgMatches) -> anyhow::Result<(Cli, Self)> {
@@ -208,15 +211,30 @@ impl Config {
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             )
         };
+        let max_connections_given =
+            explicit("max_connections") || file.server.max_connections.is_some();
         cli.server
             .overlay(&file.server, "[server] ", &explicit)
             .context("in the tenants file")?;
         cli.limits
             .overlay(&file.defaults, "[defaults] ", &explicit)
             .context("in the tenants file")?;
-        let config = build(&cli, file, &base_dir)?;
+        let mut config = build(&cli, file, &base_dir)?;
+        config.max_connections_given = max_connections_given;
         Ok((cli, config))
     }
+}
+
+/// The command line, with each setting's range added to its help.
+pub fn command() -> clap::Command {
+    let mut command = Cli::command();
+    for (id, range) in ServerSettings::ranges().into_iter().chain(Limits::ranges()) {
+        command = command.mut_arg(id, |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [range: {range}]"))
+        });
+    }
+    command
 }
 
 fn read_file(path: &Path) -> anyhow::Result<File> {
@@ -316,8 +334,41 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             max_tenants: server.metrics_max_tenants,
         },
         server: server.clone(),
+        max_connections_given: false,
         tenants,
     })
+}
+
+/// File descriptors kept for everything but client connections: the
+/// listeners, the epoch thread, log output, components read at start-up.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+impl Config {
+    /// Checks the connection caps of both listeners against `limit`, the
+    /// process's file-descriptor limit: a cap that was given and cannot fit
+    /// is an error naming it; the default is lowered to fit, and the
+    /// returned message says so.
+    pub fn fit_descriptors(&mut self, limit: u64) -> anyhow::Result<Option<String>> {
+        let per_listener = limit.saturating_sub(RESERVED_DESCRIPTORS) / 2;
+        let caps = &mut self.http.connections.max_connections;
+        if *caps as u64 <= per_listener {
+            return Ok(None);
+        }
+        if self.max_connections_given || per_listener == 0 {
+            bail!(
+                "max-connections {caps} needs {} file descriptors (two listeners plus \
+                 {RESERVED_DESCRIPTORS} kept), but the limit is {limit}: raise `ulimit -n` \
+                 or lower max-connections to at most {per_listener}",
+                2 * *caps as u64 + RESERVED_DESCRIPTORS
+            );
+        }
+        let lowered = format!(
+            "max-connections lowered from its default {caps} to {per_listener} per listener \
+             to fit the file-descriptor limit of {limit}"
+        );
+        *caps = per_listener as usize;
+        Ok(Some(lowered))
+    }
 }
 
 #[cfg(test)]
@@ -544,6 +595,28 @@ mod tests {
         assert_eq!(
             c.engine.max_wasm_stack,
             EngineConfig::default().max_wasm_stack
+        );
+    }
+
+    #[test]
+    fn connection_caps_fit_the_descriptor_limit() {
+        let mut c = parse(&[]).unwrap();
+        assert_eq!(c.fit_descriptors(1 << 20).unwrap(), None);
+        assert_eq!(c.http.connections.max_connections, 10_000);
+        assert_eq!(
+            c.fit_descriptors(1024).unwrap().as_deref(),
+            Some(
+                "max-connections lowered from its default 10000 to 384 per listener \
+                 to fit the file-descriptor limit of 1024"
+            )
+        );
+        assert_eq!(c.http.connections.max_connections, 384);
+        let mut c = parse(&["--max-connections", "5000"]).unwrap();
+        let err = c.fit_descriptors(1024).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "max-connections 5000 needs 10256 file descriptors (two listeners plus 256 kept), \
+             but the limit is 1024: raise `ulimit -n` or lower max-connections to at most 384"
         );
     }
 }

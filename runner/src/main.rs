@@ -9,15 +9,28 @@ use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     disable_library_backtraces();
-    let (cli, config) = match Config::from_args() {
+    let (cli, mut config) = match Config::from_args() {
         Ok(parsed) => parsed,
         Err(e) => return fail(&e),
     };
+    // As servers do: take the hard limit on descriptors as the soft one, then
+    // make both listeners' connection caps fit it.
+    let descriptors = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(1024);
+    let lowered = match config.fit_descriptors(descriptors) {
+        Ok(lowered) => lowered,
+        Err(e) => return fail(&e),
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            return fail(&anyhow::anyhow!(
+                "--log {:?} is not a log filter: {e}",
+                cli.log
+            ));
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -29,15 +42,23 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
     };
-    match runtime.block_on(serve(cli, config)) {
+    match runtime.block_on(serve(cli, config, lowered)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
 
-async fn serve(cli: runner::config::Cli, config: Config) -> anyhow::Result<()> {
+async fn serve(
+    cli: runner::config::Cli,
+    config: Config,
+    lowered: Option<String>,
+) -> anyhow::Result<()> {
     let tenants = config.tenants.len();
     let runner = Runner::build(config).await?;
+    // Said once the tenants loaded, so a start-up error stays the first line.
+    if let Some(lowered) = lowered {
+        tracing::warn!("{lowered}");
+    }
     let listener = TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("binding --listen {}", cli.listen))?;

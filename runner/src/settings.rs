@@ -165,6 +165,15 @@ pub enum Range<T> {
 }
 
 impl<T: Setting> Range<T> {
+    /// The range in words, for `--help`; `None` when any value goes.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Range::Any => None,
+            Range::Positive(max) => Some(format!("greater than zero, at most {}", max.show())),
+            Range::Between(min, max) => Some(format!("{} to {}", min.show(), max.show())),
+        }
+    }
+
     /// Checks `value`; `Auto::Auto` always passes.
     pub fn check<V: Checked<T>>(&self, prefix: &str, key: &str, value: &V) -> anyhow::Result<()> {
         let Some(value) = value.checked() else {
@@ -289,6 +298,17 @@ macro_rules! settings {
                     }
                 )*
                 Ok(())
+            }
+
+            /// Each key's range in words, for `--help`.
+            pub fn ranges() -> Vec<(&'static str, String)> {
+                let mut ranges = Vec::new();
+                $(
+                    if let Some(range) = $crate::settings::Range::describe(&$range) {
+                        ranges.push((stringify!($field), range));
+                    }
+                )*
+                ranges
             }
 
             /// Checks every value against its declared range.

@@ -6,7 +6,7 @@ mod harness;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use harness::{Runner, Tenants, get, request};
+use harness::{Observed as _, Runner, Tenants, get, request};
 use http::{Method, StatusCode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,25 +150,6 @@ impl Runner {
         }
     }
 
-    pub fn output(&self) -> String {
-        self.output.lock().clone()
-    }
-
-    /// Waits for a log line containing `needle` and returns it.
-    pub fn wait_for_log(&self, needle: &str) -> String {
-        probe::wait_for_log(&self.output, needle)
-    }
-
-    /// The sum of a metric's samples whose label text contains `labels`.
-    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
-        probe::metric(self.admin, name, labels).await
-    }
-
-    /// Waits until a metric (summed as in [`Runner::metric`]) reaches `value`.
-    pub async fn wait_for_metric(&self, name: &str, labels: &str, value: f64) {
-        probe::wait_for_metric(self.admin, name, labels, value).await;
-    }
-
     /// The process's resident set size, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         rss_bytes(&format!("/proc/{}/status", self.child.id()))
@@ -204,12 +185,22 @@ impl Runner {
     }
 }
 
+impl probe::Observed for Runner {
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    fn log(&self) -> &Mutex<String> {
+        &self.output
+    }
+}
+
 impl Drop for Runner {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- runner output ---\n{}", self.output());
+            eprintln!("--- runner output ---\n{}", self.output.lock());
         }
     }
 }

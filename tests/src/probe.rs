@@ -51,3 +51,31 @@ pub fn wait_for_log(output: &Mutex<String>, needle: &str) -> String {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// What a test can watch of a running runner, in-process or a process: its
+/// admin listener and its log. The methods come with it.
+pub trait Observed {
+    fn admin_addr(&self) -> SocketAddr;
+    fn log(&self) -> &Mutex<String>;
+
+    /// The log so far.
+    fn output(&self) -> String {
+        self.log().lock().clone()
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for_log(&self, needle: &str) -> String {
+        wait_for_log(self.log(), needle)
+    }
+
+    /// The sum of a metric's samples whose label text contains `labels`.
+    fn metric(&self, name: &str, labels: &str) -> impl Future<Output = f64> {
+        metric(self.admin_addr(), name, labels)
+    }
+
+    /// Waits until a metric (summed as in [`Observed::metric`]) reaches
+    /// `value`.
+    fn wait_for_metric(&self, name: &str, labels: &str, value: f64) -> impl Future<Output = ()> {
+        wait_for_metric(self.admin_addr(), name, labels, value)
+    }
+}

@@ -21,6 +21,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `tenant`'s namespace, created empty on first use. Two calls with the
     /// same tenant reach the same data.
     fn namespace(&self, tenant: &str, quotas: &Quotas) -> Result<Arc<dyn NamespaceBackend>, Error>;
+
+    /// `tenant`'s namespace behind the store's front. A backend need not
+    /// override this; the in-memory one does, to be called without a boxed
+    /// future per call.
+    fn front(&self, tenant: &str, quotas: Quotas) -> Result<super::Namespace, Error> {
+        Ok(super::Namespace::through(
+            self.namespace(tenant, &quotas)?,
+            quotas,
+        ))
+    }
 }
 
 /// One tenant's buckets and usage.

@@ -78,12 +78,9 @@ impl Store {
     }
 }
 
-impl backend::Backend for Store {
-    fn namespace(
-        &self,
-        tenant: &str,
-        quotas: &Quotas,
-    ) -> Result<Arc<dyn backend::NamespaceBackend>, Error> {
+impl Store {
+    /// `tenant`'s namespace, created empty on first use.
+    pub(super) fn open_namespace(&self, tenant: &str, quotas: &Quotas) -> Arc<Namespace> {
         let mut namespaces = self.namespaces.lock();
         let namespace = namespaces.entry(tenant.into()).or_insert_with(|| {
             let hasher = RandomState::default();
@@ -104,12 +101,31 @@ impl backend::Backend for Store {
                 account,
             })
         });
-        Ok(namespace.clone())
+        namespace.clone()
+    }
+}
+
+impl backend::Backend for Store {
+    fn namespace(
+        &self,
+        tenant: &str,
+        quotas: &Quotas,
+    ) -> Result<Arc<dyn backend::NamespaceBackend>, Error> {
+        Ok(self.open_namespace(tenant, quotas))
+    }
+
+    /// Calls reach this backend without a boxed future each: it never
+    /// waits, so the front calls it directly.
+    fn front(&self, tenant: &str, quotas: Quotas) -> Result<super::Namespace, Error> {
+        Ok(super::Namespace::in_memory(
+            self.open_namespace(tenant, &quotas),
+            quotas,
+        ))
     }
 }
 
 /// One tenant's buckets and quota account.
-struct Namespace {
+pub(super) struct Namespace {
     hasher: RandomState,
     shard_bits: u32,
     hash_mask: u64,
@@ -121,7 +137,7 @@ struct Namespace {
 }
 
 impl Namespace {
-    fn open(&self, name: &str) -> Result<Arc<Bucket>, Error> {
+    pub(super) fn open(&self, name: &str) -> Result<Arc<Bucket>, Error> {
         if name == DEFAULT_BUCKET {
             return Ok(self.default.clone());
         }
@@ -153,6 +169,12 @@ impl backend::NamespaceBackend for Namespace {
     }
 
     fn usage(&self) -> Usage {
+        Namespace::usage(self)
+    }
+}
+
+impl Namespace {
+    pub(super) fn usage(&self) -> Usage {
         self.account.usage()
     }
 }
@@ -201,7 +223,7 @@ impl Slot {
 type Shard = BTreeMap<u64, Slot>;
 
 /// One bucket: its keys spread over shards by the top bits of their hash.
-struct Bucket {
+pub(super) struct Bucket {
     hasher: RandomState,
     shard_bits: u32,
     hash_mask: u64,
@@ -250,7 +272,7 @@ impl Bucket {
         &self.shards[self.shard_index(hash)]
     }
 
-    fn get(&self, key: &str) -> Option<Bytes> {
+    pub(super) fn get(&self, key: &str) -> Option<Bytes> {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
         shard
@@ -259,7 +281,7 @@ impl Bucket {
             .map(|e| e.value.clone())
     }
 
-    fn exists(&self, key: &str) -> bool {
+    pub(super) fn exists(&self, key: &str) -> bool {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
         shard
@@ -267,7 +289,7 @@ impl Bucket {
             .is_some_and(|slot| slot.find(key).is_some())
     }
 
-    fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
+    pub(super) fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
         Self::put(&self.account, &mut shard, hash, key, value)
@@ -317,7 +339,7 @@ impl Bucket {
         Ok(())
     }
 
-    fn delete(&self, key: &str) {
+    pub(super) fn delete(&self, key: &str) {
         let hash = self.hash(key);
         let mut shard = self.shard(hash).write();
         let Some(slot) = shard.get_mut(&hash) else {
@@ -339,7 +361,7 @@ impl Bucket {
 
     /// Reads, adds and writes under one shard lock, so it is atomic with
     /// every other write of the key.
-    fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
+    pub(super) fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
         let current = match shard.get(&hash).and_then(|slot| slot.find(&key)) {
@@ -363,7 +385,7 @@ impl Bucket {
 
     /// The page of keys after `cursor` (from the start when `None`). A
     /// slot of colliding keys travels whole, so it may pass the limits.
-    fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Page {
+    pub(super) fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Page {
         let mut page = Page {
             keys: Vec::new(),
             cursor: None,
@@ -461,6 +483,31 @@ mod tests {
     mod one_shard {
         use super::*;
         conformance_suite!(Store::new(1));
+    }
+
+    /// The same backend reached through the trait objects alone, as any
+    /// other backend is, so the seam's default path keeps its promises too.
+    mod through_the_trait {
+        use std::sync::Arc;
+
+        use super::*;
+        use crate::store::backend::{Backend, NamespaceBackend};
+        use crate::store::{Error, Quotas};
+
+        #[derive(Debug)]
+        struct Opaque(Store);
+
+        impl Backend for Opaque {
+            fn namespace(
+                &self,
+                tenant: &str,
+                quotas: &Quotas,
+            ) -> Result<Arc<dyn NamespaceBackend>, Error> {
+                self.0.namespace(tenant, quotas)
+            }
+        }
+
+        conformance_suite!(Opaque(Store::new(8)));
     }
 
     #[tokio::test]

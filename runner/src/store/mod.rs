@@ -79,8 +79,22 @@ impl Error {
 /// One tenant's key-value namespace: its backend's namespace behind the
 /// checks every backend shares.
 pub struct Namespace {
-    inner: Arc<dyn NamespaceBackend>,
+    inner: NamespaceRef,
     quotas: Arc<Quotas>,
+}
+
+/// How the front reaches a backend: the in-memory one directly (it never
+/// waits, and a boxed future per call would cost it a third of a `get`),
+/// any other through the trait.
+enum NamespaceRef {
+    Memory(Arc<memory::Namespace>),
+    Backend(Arc<dyn NamespaceBackend>),
+}
+
+#[derive(Clone)]
+enum BucketRef {
+    Memory(Arc<memory::Bucket>),
+    Backend(Arc<dyn BucketBackend>),
 }
 
 impl std::fmt::Debug for Namespace {
@@ -94,10 +108,22 @@ impl std::fmt::Debug for Namespace {
 impl Namespace {
     /// `tenant`'s namespace in `backend`, under `quotas`.
     pub fn new(backend: &dyn Backend, tenant: &str, quotas: Quotas) -> Result<Self, Error> {
-        Ok(Self {
-            inner: backend.namespace(tenant, &quotas)?,
+        backend.front(tenant, quotas)
+    }
+
+    /// The front over a backend's namespace, reached through the trait.
+    pub fn through(inner: Arc<dyn NamespaceBackend>, quotas: Quotas) -> Self {
+        Self {
+            inner: NamespaceRef::Backend(inner),
             quotas: Arc::new(quotas),
-        })
+        }
+    }
+
+    fn in_memory(inner: Arc<memory::Namespace>, quotas: Quotas) -> Self {
+        Self {
+            inner: NamespaceRef::Memory(inner),
+            quotas: Arc::new(quotas),
+        }
     }
 
     /// Opens a bucket by name, creating it on first use.
@@ -113,14 +139,21 @@ impl Namespace {
                 name.len()
             )));
         }
+        let inner = match &self.inner {
+            NamespaceRef::Memory(ns) => BucketRef::Memory(ns.open(name)?),
+            NamespaceRef::Backend(ns) => BucketRef::Backend(ns.open(name).await?),
+        };
         Ok(Bucket {
-            inner: self.inner.open(name).await?,
+            inner,
             quotas: self.quotas.clone(),
         })
     }
 
     pub fn usage(&self) -> Usage {
-        self.inner.usage()
+        match &self.inner {
+            NamespaceRef::Memory(ns) => ns.usage(),
+            NamespaceRef::Backend(ns) => ns.usage(),
+        }
     }
 
     pub fn quotas(&self) -> &Quotas {
@@ -131,7 +164,7 @@ impl Namespace {
 /// An open bucket of one tenant.
 #[derive(Clone)]
 pub struct Bucket {
-    inner: Arc<dyn BucketBackend>,
+    inner: BucketRef,
     quotas: Arc<Quotas>,
 }
 
@@ -141,38 +174,49 @@ impl std::fmt::Debug for Bucket {
     }
 }
 
+/// Runs the call on the in-memory bucket directly, or awaits the
+/// backend's.
+macro_rules! call {
+    ($self:ident, $bucket:ident => $memory:expr, $backend:expr) => {
+        match &$self.inner {
+            BucketRef::Memory($bucket) => $memory,
+            BucketRef::Backend($bucket) => $backend.await,
+        }
+    };
+}
+
 impl Bucket {
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
-        self.inner.get(key).await
+        call!(self, b => Ok(b.get(key)), b.get(key))
     }
 
     pub async fn exists(&self, key: &str) -> Result<bool, Error> {
-        self.inner.exists(key).await
+        call!(self, b => Ok(b.exists(key)), b.exists(key))
     }
 
     /// Stores `value` under `key`, refusing it whole if it passes a quota.
     pub async fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
         self.quotas.check_key(&key)?;
         self.quotas.check_value(&value)?;
-        self.inner.set(key, value).await
+        call!(self, b => b.set(key, value), b.set(key, value))
     }
 
     /// Removes `key`; removing a missing key is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
-        self.inner.delete(key).await
+        call!(self, b => Ok(b.delete(key)), b.delete(key))
     }
 
     /// Adds `delta` to the decimal number stored under `key` (a missing key
     /// counts as 0) and returns the sum; atomic with every other write.
     pub async fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
         self.quotas.check_key(&key)?;
-        self.inner.increment(key, delta).await
+        call!(self, b => b.increment(key, delta), b.increment(key, delta))
     }
 
     /// Values for `keys`, in order; refused if the answer would copy more
     /// than the call-size limit into the guest.
     pub async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<(String, Bytes)>>, Error> {
-        let values = self.inner.get_many(&keys).await?;
+        let values = call!(self, b => Ok(keys.iter().map(|k| b.get(k)).collect::<Vec<_>>()), b.get_many(&keys))?;
         let max = self.quotas.max_call_bytes;
         let mut total = 0usize;
         let mut out = Vec::with_capacity(keys.len());
@@ -198,11 +242,17 @@ impl Bucket {
             self.quotas.check_key(key)?;
             self.quotas.check_value(value)?;
         }
-        self.inner.set_many(pairs).await
+        match &self.inner {
+            BucketRef::Memory(b) => pairs.into_iter().try_for_each(|(k, v)| b.set(k, v)),
+            BucketRef::Backend(b) => b.set_many(pairs).await,
+        }
     }
 
     pub async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
-        self.inner.delete_many(keys).await
+        call!(self, b => {
+            keys.iter().for_each(|k| b.delete(k));
+            Ok(())
+        }, b.delete_many(keys))
     }
 
     /// The page of keys after `cursor` (from the start when `None`), cut at
@@ -212,6 +262,6 @@ impl Bucket {
             max_keys: self.quotas.max_page_keys.max(1),
             max_bytes: self.quotas.max_call_bytes,
         };
-        self.inner.list_keys(cursor, limits).await
+        call!(self, b => Ok(b.list_keys(cursor, limits)), b.list_keys(cursor, limits))
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 pub use system_tests::Tenants;
 pub use system_tests::http::{Client, chunked_put, get, raw, request};
 use system_tests::probe;
+pub use system_tests::probe::Observed;
 
 /// A runner serving in this process; stopped on drop.
 pub struct Runner {
@@ -105,26 +106,15 @@ impl Runner {
             _config: config,
         }
     }
+}
 
-    pub fn output(&self) -> String {
-        self.output.lock().clone()
+impl probe::Observed for Runner {
+    fn admin_addr(&self) -> SocketAddr {
+        self.admin
     }
 
-    /// Waits for a log line containing `needle` and returns it.
-    pub fn wait_for_log(&self, needle: &str) -> String {
-        probe::wait_for_log(&self.output, needle)
-    }
-
-    /// The sum of a metric's samples whose label text contains `labels`.
-    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
-        probe::metric(self.admin, name, labels).await
-    }
-
-    /// Waits until a metric (summed as in [`Runner::metric`]) reaches
-    /// `value`: a test's way to know that requests it started are really in
-    /// flight, however slow the machine.
-    pub async fn wait_for_metric(&self, name: &str, labels: &str, value: f64) {
-        probe::wait_for_metric(self.admin, name, labels, value).await;
+    fn log(&self) -> &Mutex<String> {
+        &self.output
     }
 }
 
@@ -138,7 +128,7 @@ impl Drop for Runner {
             rt.shutdown_background();
         }
         if std::thread::panicking() {
-            eprintln!("--- runner output ---\n{}", self.output());
+            eprintln!("--- runner output ---\n{}", self.output.lock());
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (`--verify`) pass, and the runner counted exactly the requests loadgen
 //! says it sent.
 
+use system_tests::probe::Observed as _;
 use system_tests::{Runner, loadgen};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

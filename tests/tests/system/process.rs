@@ -3,6 +3,7 @@
 
 use http::StatusCode;
 use system_tests::http::{Client, get};
+use system_tests::probe::Observed as _;
 use system_tests::{Runner, Tenants};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
