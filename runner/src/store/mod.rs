@@ -203,7 +203,10 @@ impl Bucket {
 
     /// Removes `key`; removing a missing key is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
-        call!(self, b => Ok(b.delete(key)), b.delete(key))
+        call!(self, b => {
+            b.delete(key);
+            Ok(())
+        }, b.delete(key))
     }
 
     /// Adds `delta` to the decimal number stored under `key` (a missing key
