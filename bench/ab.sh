@@ -28,10 +28,11 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 run_round() { # BIN LABEL ROUND
     "$1" --tenants 100 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
         >"$WORK/out" 2>"$WORK/err" &
-    local pid=$! addr= i
-    for ((i = 0; i < 600 && -z $addr; i++)); do
+    local pid=$! addr= i=0
+    while [[ -z $addr && $i -lt 600 ]]; do
         addr=$(sed -n 's|^listening on http://||p' "$WORK/out" | head -1)
         [[ -n $addr ]] || sleep 0.1
+        i=$((i + 1))
     done
     [[ -n $addr ]] || { cat "$WORK/err" >&2; exit 1; }
     local common=(--target "http://$addr" --tenants 100 --keys 100 --value-size 100

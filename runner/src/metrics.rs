@@ -201,7 +201,7 @@ fn describe() {
     );
     describe_counter!(
         UNROUTED,
-        "Requests on the tenant listener that named no tenant or an unknown one (answered 404)."
+        "Requests on the tenant listener that named no tenant or an unknown one (answered 404), or were malformed (400)."
     );
 }
 

@@ -267,7 +267,7 @@ async fn demo_logs_the_seed_line_with_the_tenant() {
     let line = r.wait_for_log("res from guest: world");
     assert!(line.contains("INFO"), "{line}");
     assert!(line.contains("tenant=t3"), "{line}");
-    assert!(line.contains("context=I/O"), "{line}");
+    assert!(line.contains("context=\"I/O\""), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -886,4 +886,45 @@ async fn every_outcome_is_counted_exactly_once() {
         r.metric("runner_request_duration_seconds_count", "").await,
         9.0
     );
+}
+
+/// Guest text cannot pose as a runner field or forge a line: it is a quoted
+/// field after the real tenant, with line separators and bidi controls
+/// escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_log_text_cannot_forge_fields_or_lines() {
+    let t = Tenants::new().hostile("t0", "");
+    let r = Runner::start_with(&t, &[]);
+    let forged = "/t/t0/print?text=refund%20ok%20tenant%3Dt1%E2%80%A8INFO%20fake%E2%80%AEtxt";
+    assert_eq!(get(r.addr, forged).await.text(), "ok");
+    let line = r.wait_for_log("refund ok");
+    assert!(
+        line.ends_with(
+            r#"guest: tenant=t0 stream="stdout" text="refund ok tenant=t1\\u{2028}INFO fake\\u{202e}txt""#
+        ),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http11_requests_need_exactly_one_host_header() {
+    let r = Runner::start(&[]);
+    let bad = "HTTP/1.1 400 Bad Request";
+    let none = harness::raw(r.addr, b"GET /t/t0/hello HTTP/1.1\r\n\r\n").await;
+    assert!(none.starts_with(bad), "{none}");
+    assert!(
+        none.ends_with("an HTTP/1.1 request needs exactly one Host header\n"),
+        "{none}"
+    );
+    let two = harness::raw(
+        r.addr,
+        b"GET /t/t0/hello HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n",
+    )
+    .await;
+    assert!(two.starts_with(bad), "{two}");
+    let old = harness::raw(r.addr, b"GET /t/t0/hello HTTP/1.0\r\n\r\n").await;
+    assert!(old.starts_with("HTTP/1.0 200 OK"), "{old}");
+    assert!(old.ends_with("hello"), "{old}");
+    assert_eq!(r.metric("runner_requests_total", "").await, 1.0);
+    assert_eq!(r.metric("runner_unrouted_requests_total", "").await, 2.0);
 }

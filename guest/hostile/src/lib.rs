@@ -49,6 +49,7 @@ fn route(req: &Request) -> Result {
         "/fill-keys" => fill_keys,
         "/huge-body" => huge_body,
         "/stdout" => stdout,
+        "/print" => print,
         "/sleep" => sleep,
         _ => return Err(Response::no_route()),
     };
@@ -168,6 +169,14 @@ fn huge_body(req: &Request) -> Result {
 
 /// `GET /stdout?bytes=N`: writes N bytes of `x` to stdout in 4096-byte writes,
 /// ignoring write errors (the host may cap or close stdout), then 200 `ok`.
+/// `GET /print?text=...`: writes `text` (percent-decoded) to stdout, as a
+/// guest that tries to forge log fields or lines would.
+fn print(req: &Request) -> Result {
+    let text: String = req.required_param("text")?;
+    println!("{text}");
+    Ok(Response::text(200, "ok"))
+}
+
 fn stdout(req: &Request) -> Result {
     let mut left: u64 = req.required_param("bytes")?;
     let chunk = [b'x'; 4096];

@@ -9,23 +9,25 @@ impl logging::Host for Host {
         if !self.take_log_budget(context.len() + message.len()) {
             return Ok(());
         }
+        // The guest's text goes in quoted fields after the tenant, never in
+        // the message, so it cannot pose as a field of the runner's.
         let tenant = self.tenant.name();
         let context = super::printable(&context);
-        let message = super::printable(&message);
+        let text = super::printable(&message);
         match level {
             Level::Trace => {
-                tracing::trace!(target: "guest", tenant = %tenant, %context, "{message}")
+                tracing::trace!(target: "guest", tenant = %tenant, ?context, ?text)
             }
             Level::Debug => {
-                tracing::debug!(target: "guest", tenant = %tenant, %context, "{message}")
+                tracing::debug!(target: "guest", tenant = %tenant, ?context, ?text)
             }
-            Level::Info => tracing::info!(target: "guest", tenant = %tenant, %context, "{message}"),
-            Level::Warn => tracing::warn!(target: "guest", tenant = %tenant, %context, "{message}"),
+            Level::Info => tracing::info!(target: "guest", tenant = %tenant, ?context, ?text),
+            Level::Warn => tracing::warn!(target: "guest", tenant = %tenant, ?context, ?text),
             Level::Error => {
-                tracing::error!(target: "guest", tenant = %tenant, %context, "{message}")
+                tracing::error!(target: "guest", tenant = %tenant, ?context, ?text)
             }
             Level::Critical => {
-                tracing::error!(target: "guest", tenant = %tenant, %context, critical = true, "{message}")
+                tracing::error!(target: "guest", tenant = %tenant, ?context, ?text, critical = true)
             }
         }
         Ok(())

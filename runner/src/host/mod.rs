@@ -135,16 +135,28 @@ impl WasiHttpHooks for DenyOutgoing {
 }
 
 /// Guest text made safe for a log line: control characters (newlines,
-/// terminal escapes) are escaped so a guest cannot forge or hide lines;
-/// everything else is kept as written.
+/// terminal escapes), the Unicode line and paragraph separators and the
+/// bidirectional controls are escaped, so a guest cannot forge or hide
+/// lines, or reorder what a terminal shows; everything else is kept as
+/// written. Log lines carry the text as a quoted field after the tenant, so
+/// it cannot pose as a field either.
 fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200E}' | '\u{200F}'
+            )
+            || ('\u{202A}'..='\u{202E}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    }
+    if !text.chars().any(unsafe_char) {
         return text.into();
     }
     text.chars()
         .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
+            if unsafe_char(c) {
+                c.escape_unicode().to_string()
             } else {
                 c.to_string()
             }
@@ -203,4 +215,17 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     bindings::wasi::keyvalue::batch::add_to_linker::<Host, HostData>(l, |h| h)?;
     bindings::wasi::logging::logging::add_to_linker::<Host, HostData>(l, |h| h)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn guest_text_cannot_break_or_reorder_a_line() {
+        assert_eq!(printable("plain tenant=t1"), "plain tenant=t1");
+        assert_eq!(printable("a\nb\r\x1b[2J"), "a\\u{a}b\\u{d}\\u{1b}[2J");
+        assert_eq!(printable("x\u{2028}y\u{202E}z"), "x\\u{2028}y\\u{202e}z");
+        assert_eq!(printable("\u{2066}\u{200F}"), "\\u{2066}\\u{200f}");
+    }
 }

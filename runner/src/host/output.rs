@@ -96,8 +96,8 @@ impl OutputStream for Writer {
         if self.budget.take(bytes.len(), &self.tenant) {
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let line = super::printable(line);
-                tracing::info!(target: "guest", tenant = %self.tenant, stream = self.stream, "{line}");
+                let text = super::printable(line);
+                tracing::info!(target: "guest", tenant = %self.tenant, stream = self.stream, ?text);
             }
         }
         Ok(())

@@ -90,6 +90,17 @@ impl Ingress {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<OutBody> {
+        // RFC 9112 3.2: an HTTP/1.1 request without exactly one Host header
+        // is answered 400, before it can reach any tenant.
+        if req.version() == http::Version::HTTP_11
+            && req.headers().get_all(header::HOST).iter().count() != 1
+        {
+            self.runtime.metrics().unrouted.increment(1);
+            return text(
+                StatusCode::BAD_REQUEST,
+                "bad request: an HTTP/1.1 request needs exactly one Host header".into(),
+            );
+        }
         let path = req.uri().path();
         let Some((name, rest)) = split_tenant(path) else {
             self.runtime.metrics().unrouted.increment(1);
