@@ -2,14 +2,20 @@
 //!
 //! Map of the crate:
 //! - [`config`]: the command line and tenants file, merged and validated.
+//! - [`settings`]: one declaration per setting (flag, config key, default,
+//!   range, help), from which [`config`] and [`limits`] build theirs.
 //! - [`engine`]: the wasmtime engine, pooling allocator, epoch ticker, and
 //!   the per-request call path (fresh `Store`, fuel, deadline).
 //! - [`host`]: the per-request host state and the imports guests use
 //!   (`wasi:keyvalue`, `wasi:logging`, and WASI from wasmtime-wasi).
-//! - [`store`]: the sharded in-memory key-value store and its quotas.
+//! - [`store`]: the key-value store: the backend seam (async traits), the
+//!   sharded in-memory backend, quotas, and the conformance suite every
+//!   backend runs.
 //! - [`tenant`]: a tenant's component, limits, namespace and metrics.
-//! - [`limits`]: every per-tenant limit and the error each one produces.
-//! - [`http`]: the HTTP listeners, admission control and routing.
+//! - [`limits`]: every per-tenant limit, declared, and the token and status
+//!   of each limit a request can run into.
+//! - [`http`]: the HTTP listeners (one accept loop for both), admission,
+//!   bodies and routing; the admin routes.
 //! - [`outcome`]: how a request ended, decided once; the response, the log
 //!   line and the metrics come from it.
 //! - [`metrics`]: every Prometheus metric name, label and bucket, and the
