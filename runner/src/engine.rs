@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, ResourceTableError};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime::{PoolConcurrencyLimitError, UpdateDeadline};
@@ -24,6 +24,7 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 
 use crate::host::{self, GuestPre, Host};
 use crate::http::Admission;
+use crate::http::body::{Failed, Guarded};
 use crate::limits::{Limit, Limits};
 use crate::metrics::{RunnerMetrics, TrapKind};
 use crate::outcome::{self, Outcome};
@@ -257,19 +258,28 @@ impl Runtime {
         // body, say) continues in a task of its own.
         tokio::select! {
             biased;
-            (_, failure) = &mut guest => match head.try_recv() {
-                Ok(Ok(response)) => Outcome::Served(response),
-                Ok(Err(code)) => guest_error(code),
-                Err(_) => failure.unwrap_or_else(no_response),
+            (_, failure) = &mut guest => match (head.try_recv(), failure) {
+                (Ok(Ok(response)), None) => Outcome::Served(guarded(response, Failed::Known(false))),
+                // It answered, then failed before its body was done.
+                (Ok(Ok(response)), Some(failure)) => Outcome::CutShort(
+                    guarded(response, Failed::Known(true)),
+                    Box::new(failure),
+                ),
+                (Ok(Err(code)), _) => guest_error(code),
+                (Err(_), failure) => failure.unwrap_or_else(no_response),
             },
             sent = &mut head => {
+                let (failed, failed_later) = oneshot::channel();
                 tokio::spawn(async move {
-                    if let (tenant, Some(failure)) = guest.await {
-                        outcome::after_response(&tenant, &failure);
+                    let (tenant, failure) = guest.await;
+                    // Counted before the client can see the body break off.
+                    if let Some(failure) = &failure {
+                        outcome::after_response(&tenant, failure);
                     }
+                    let _ = failed.send(failure.is_some());
                 });
                 match sent {
-                    Ok(Ok(response)) => Outcome::Served(response),
+                    Ok(Ok(response)) => Outcome::Served(guarded(response, Failed::Later(failed_later))),
                     Ok(Err(code)) => guest_error(code),
                     // Unreachable while the guest's store, which holds the
                     // sender, is alive; handled all the same.
@@ -278,6 +288,15 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The guest's response with its body guarded against looking whole when
+/// the guest failed mid-body.
+fn guarded(
+    response: http::Response<crate::http::body::OutBody>,
+    failed: Failed,
+) -> http::Response<crate::http::body::OutBody> {
+    response.map(|body| Guarded::wrap(body, failed))
 }
 
 fn host_fault(error: wasmtime::Error, doing: &str) -> Outcome {
@@ -314,6 +333,22 @@ fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant
             format!(
                 "deadline exceeded: the request ran past its {} timeout",
                 humantime::format_duration(limits.timeout)
+            ),
+        );
+    }
+    let table_full = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    });
+    if table_full {
+        return Outcome::LimitHit(
+            Limit::HostResources,
+            format!(
+                "host resource limit exceeded: a request may hold at most {} host resources \
+                 (headers, bodies, streams) at once",
+                limits.max_host_resources
             ),
         );
     }

@@ -41,6 +41,15 @@ settings! {
         max_memories: usize = "2", Range::Positive(10_000usize);
         /// Requests of one tenant in flight at once; more get 429.
         max_tenant_in_flight: usize = "256", Range::Positive(1_000_000usize), env "RUNNER_TENANT_MAX_IN_FLIGHT";
+        /// Host resources (headers, bodies, streams, buckets: entries of the
+        /// request's resource table) a request may hold at once; past it the
+        /// request fails with 500 and x-runner-limit: host_resources.
+        max_host_resources: usize = "1000", Range::Between(16usize, 1_000_000);
+        /// In-memory size of one set of header fields a guest builds; larger
+        /// is refused to the guest (wasi:http header-error size-exceeded).
+        /// With max-host-resources it bounds the host memory one request can
+        /// make the runner hold.
+        max_header_field_bytes: ByteSize = "32KiB", Range::Between(ByteSize::kib(1), ByteSize::mib(16));
         /// Log output (wasi:logging, stdout, stderr) one request may write;
         /// the rest is dropped.
         max_log_bytes: ByteSize = "64KiB", Range::Between(ByteSize(0), ByteSize::gib(1));
@@ -59,6 +68,10 @@ settings! {
         /// Most bytes one key-value call may copy into the guest: a list-keys
         /// page is cut short, a larger get-many is refused.
         max_call_bytes: ByteSize = "8MiB", Range::Positive(ByteSize::gib(1));
+        /// Most keys one batch call (get-many, set-many, delete-many) may
+        /// name; more is refused before any work, so one host call's cost is
+        /// bounded.
+        max_batch_keys: usize = "1000", Range::Positive(100_000usize);
     }
 }
 
@@ -78,6 +91,7 @@ impl Limits {
             max_buckets: self.max_buckets,
             max_page_keys: self.max_page_keys,
             max_call_bytes: bytes(self.max_call_bytes),
+            max_batch_keys: self.max_batch_keys,
         }
     }
 }
@@ -94,10 +108,11 @@ pub enum Limit {
     GlobalConcurrency,
     InstancePool,
     RequestBody,
+    HostResources,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::Fuel,
         Limit::Deadline,
         Limit::Memory,
@@ -107,6 +122,7 @@ impl Limit {
         Limit::GlobalConcurrency,
         Limit::InstancePool,
         Limit::RequestBody,
+        Limit::HostResources,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +136,7 @@ impl Limit {
             Limit::GlobalConcurrency => "global_concurrency",
             Limit::InstancePool => "instance_pool",
             Limit::RequestBody => "request_body",
+            Limit::HostResources => "host_resources",
         }
     }
 
@@ -131,7 +148,7 @@ impl Limit {
         match self {
             Limit::Fuel => StatusCode::SERVICE_UNAVAILABLE,
             Limit::Deadline => StatusCode::GATEWAY_TIMEOUT,
-            Limit::Memory | Limit::TableElements | Limit::StackOverflow => {
+            Limit::Memory | Limit::TableElements | Limit::StackOverflow | Limit::HostResources => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             Limit::TenantConcurrency => StatusCode::TOO_MANY_REQUESTS,

@@ -18,6 +18,10 @@ use crate::tenant::Tenant;
 pub enum Outcome {
     /// The guest answered; its response (head sent, body maybe streaming).
     Served(Response<OutBody>),
+    /// The guest answered, then failed (the second value) before its body
+    /// was done: the client gets the head, the body as far as it got, and a
+    /// broken connection instead of the body's end.
+    CutShort(Response<OutBody>, Box<Outcome>),
     /// Refused for a named limit before the guest could answer: a
     /// concurrency cap, a full instance pool, a request body over its limit.
     Refused(Limit, String),
@@ -36,6 +40,11 @@ impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Served(r) => f.debug_tuple("Served").field(&r.status()).finish(),
+            Outcome::CutShort(r, why) => f
+                .debug_tuple("CutShort")
+                .field(&r.status())
+                .field(why)
+                .finish(),
             Outcome::Refused(l, m) => f.debug_tuple("Refused").field(l).field(m).finish(),
             Outcome::LimitHit(l, m) => f.debug_tuple("LimitHit").field(l).field(m).finish(),
             Outcome::Trap(k, m) => f.debug_tuple("Trap").field(k).field(m).finish(),
@@ -96,6 +105,7 @@ impl Outcome {
                 500..=599 => Kind::Guest5xx,
                 _ => Kind::Ok,
             },
+            Outcome::CutShort(_, why) => why.kind(),
             Outcome::Refused(..) => Kind::Rejected,
             Outcome::LimitHit(Limit::Fuel, _) => Kind::FuelExhausted,
             Outcome::LimitHit(Limit::Deadline, _) => Kind::DeadlineExceeded,
@@ -109,6 +119,7 @@ impl Outcome {
     pub fn limit(&self) -> Option<Limit> {
         match self {
             Outcome::Refused(l, _) | Outcome::LimitHit(l, _) => Some(*l),
+            Outcome::CutShort(_, why) => why.limit(),
             _ => None,
         }
     }
@@ -124,6 +135,7 @@ impl Outcome {
                 _ => TrapKind::Other,
             }),
             Outcome::Trap(kind, _) => Some(*kind),
+            Outcome::CutShort(_, why) => why.trap(),
             _ => None,
         }
     }
@@ -133,6 +145,10 @@ impl Outcome {
         let name = tenant.name();
         match self {
             Outcome::Served(response) => response,
+            Outcome::CutShort(response, why) => {
+                tracing::debug!(tenant = name, outcome = ?why, "the guest failed mid-body; its response is cut short");
+                response
+            }
             Outcome::Refused(limit, message) | Outcome::LimitHit(limit, message) => {
                 tracing::debug!(tenant = name, limit = limit.as_str(), "{message}");
                 limit_response(limit, message)

@@ -714,7 +714,7 @@ async fn a_well_behaved_tenant_is_served_during_every_attack() {
     let t = Tenants::new()
         .hostile(
             "evil",
-            "max-keys = 1000\nmax-memory = \"16MiB\"\nfuel = 2000000000\ntimeout = \"2s\"",
+            "max-keys = 1000\nmax-memory = \"16MiB\"\nfuel = 400000000\ntimeout = \"2s\"",
         )
         .default("good", "");
     let r = Runner::start_with(&t, &["--workers", "2"]);
@@ -927,4 +927,99 @@ async fn http11_requests_need_exactly_one_host_header() {
     assert!(old.ends_with("hello"), "{old}");
     assert_eq!(r.metric("runner_requests_total", "").await, 1.0);
     assert_eq!(r.metric("runner_unrouted_requests_total", "").await, 2.0);
+}
+
+/// What one host call may cost is bounded: a batch past its key limit is
+/// refused whole, with its own quota token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_calls_past_their_key_limit_are_refused() {
+    let r = Runner::start(&["--max-batch-keys", "100"]);
+    let keys = |n: usize| -> Vec<u8> {
+        let list: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+        serde_json::to_vec(&list).unwrap()
+    };
+    let res = request(r.addr, Method::POST, "/t/t0/batch/delete", keys(101)).await;
+    assert_eq!(
+        (res.status.as_u16(), res.text().as_str()),
+        (
+            507,
+            "store error: quota-exceeded: a batch of 101 keys is over the 100-key limit"
+        )
+    );
+    let res = request(r.addr, Method::POST, "/t/t0/batch/get", keys(100)).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(
+        r.metric(
+            "runner_kv_quota_rejections_total",
+            "tenant=\"t0\",quota=\"batch_size\""
+        )
+        .await,
+        1.0
+    );
+}
+
+/// Host memory a guest causes is bounded per request: a guest that holds
+/// more host resources than its limit fails with its own limit, not as a
+/// fault of the runner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_resources_are_bounded_per_request() {
+    let t = Tenants::new().hostile("evil", "max-host-resources = 100");
+    let r = Runner::start_with(&t, &[]);
+    assert_eq!(
+        get(r.addr, "/t/evil/fields?count=50").await.text(),
+        "held 50"
+    );
+    get(r.addr, "/t/evil/fields?count=200").await.assert_limit(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "host_resources",
+        "host resource limit exceeded: a request may hold at most 100 host resources \
+         (headers, bodies, streams) at once",
+    );
+    assert_eq!(
+        r.metric(
+            "runner_requests_total",
+            "tenant=\"evil\",outcome=\"host_error\""
+        )
+        .await,
+        0.0
+    );
+    assert_eq!(
+        r.metric(
+            "runner_limit_hits_total",
+            "tenant=\"evil\",limit=\"host_resources\""
+        )
+        .await,
+        1.0
+    );
+    assert!(!r.output().contains("ERROR"), "{}", r.output());
+}
+
+/// A guest stopped mid-body by a limit does not hand the client a response
+/// that looks whole: the connection ends without the body's final chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_by_a_limit_does_not_look_complete() {
+    let t = Tenants::new().hostile("evil", "fuel = 100000000000\ntimeout = \"500ms\"");
+    let r = Runner::start_with(&t, &[]);
+    let stream = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/t/evil/huge-body?bytes=2000000000")
+        .header("host", "x")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(res.into_body()).await;
+    assert!(body.is_err(), "the client must see the body break off");
+    assert_eq!(
+        r.metric(
+            "runner_limit_hits_total",
+            "tenant=\"evil\",limit=\"deadline\""
+        )
+        .await,
+        1.0
+    );
 }

@@ -12,7 +12,7 @@ use guest_common::exports::wasi::http::incoming_handler::Guest;
 use guest_common::http::{Body, Request, Response, Result};
 use guest_common::kv::{self, StoreError};
 use guest_common::wasi::clocks::monotonic_clock;
-use guest_common::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
+use guest_common::wasi::http::types::{Fields, IncomingRequest, Method, ResponseOutparam};
 
 struct Component;
 
@@ -50,6 +50,7 @@ fn route(req: &Request) -> Result {
         "/huge-body" => huge_body,
         "/stdout" => stdout,
         "/print" => print,
+        "/fields" => fields,
         "/sleep" => sleep,
         _ => return Err(Response::no_route()),
     };
@@ -169,6 +170,14 @@ fn huge_body(req: &Request) -> Result {
 
 /// `GET /stdout?bytes=N`: writes N bytes of `x` to stdout in 4096-byte writes,
 /// ignoring write errors (the host may cap or close stdout), then 200 `ok`.
+/// `GET /fields?count=N`: holds N header-field resources at once, as a guest
+/// that tries to make the host allocate without bound would.
+fn fields(req: &Request) -> Result {
+    let count: usize = req.required_param("count")?;
+    let held: Vec<Fields> = (0..count).map(|_| Fields::new()).collect();
+    Ok(Response::text(200, format!("held {}", held.len())))
+}
+
 /// `GET /print?text=...`: writes `text` (percent-decoded) to stdout, as a
 /// guest that tries to forge log fields or lines would.
 fn print(req: &Request) -> Result {

@@ -70,11 +70,17 @@ impl Host {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutput::new(name.clone(), "stdout", log_budget.clone()))
             .stderr(GuestOutput::new(name, "stderr", log_budget.clone()));
+        // Host memory a guest can make the runner hold is bounded per
+        // request: so many resources, headers of so many bytes each.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_host_resources);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(crate::limits::bytes(limits.max_header_field_bytes));
         Self {
             limiter: Limiter::new(limits),
             wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
+            http,
+            table,
             hooks: DenyOutgoing,
             log_budget,
             tenant,

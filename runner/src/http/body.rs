@@ -1,6 +1,7 @@
 //! Response bodies the host builds, and the request body as the guest reads
 //! it: cut off, and flagged, past the request body limit.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +92,65 @@ impl Body for LimitedBody {
 
     fn is_end_stream(&self) -> bool {
         self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Whether the guest behind a streamed response failed (a trap or a limit
+/// that stopped it mid-body): known already, or sent once it ends.
+pub enum Failed {
+    Known(bool),
+    Later(tokio::sync::oneshot::Receiver<bool>),
+}
+
+/// A guest's response body that cannot be cut short and still look whole:
+/// when the guest failed, the body ends in an error instead of its end, so
+/// hyper drops the connection without the final chunk (or short of the
+/// `Content-Length`) and the client sees a broken response.
+pub struct Guarded {
+    inner: OutBody,
+    failed: Failed,
+}
+
+impl Guarded {
+    pub fn wrap(inner: OutBody, failed: Failed) -> OutBody {
+        Guarded { inner, failed }.boxed_unsync()
+    }
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(None) => {}
+            other => return other,
+        }
+        // The guest's body ended: cleanly only if the guest did not fail.
+        let failed = match &mut this.failed {
+            Failed::Known(failed) => *failed,
+            Failed::Later(receiver) => match Pin::new(receiver).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(result) => result.unwrap_or(false),
+            },
+        };
+        this.failed = Failed::Known(failed);
+        if failed {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)));
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.failed, Failed::Known(false)) && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -35,7 +35,8 @@ macro_rules! conformance_suite {
             cursor_at_the_end_of_the_hash_space_is_an_empty_last_page,
             get_many_is_bounded_and_ordered,
             set_many_checks_sizes_before_writing,
-            errors_start_with_their_token
+            errors_start_with_their_token,
+            batches_past_their_key_limit_are_refused_whole
         );
     };
     (@tests $make:expr; $($name:ident),*) => {
@@ -474,4 +475,40 @@ pub async fn errors_start_with_their_token(make: Make<'_>) {
         unavailable.to_string(),
         "store-unavailable: connection refused"
     );
+}
+
+pub async fn batches_past_their_key_limit_are_refused_whole(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_batch_keys: 100,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    let pairs = |n: usize| -> Vec<(String, Bytes)> {
+        (0..n).map(|i| (format!("k{i}"), value(b"v"))).collect()
+    };
+    let err = b.set_many(pairs(101)).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "quota-exceeded: a batch of 101 keys is over the 100-key limit"
+    );
+    assert!(matches!(
+        err,
+        Error::Quota {
+            quota: Quota::BatchSize,
+            ..
+        }
+    ));
+    assert_eq!(ns.usage(), Usage::default(), "nothing was written");
+    b.set_many(pairs(100)).await.unwrap();
+    let keys: Vec<String> = (0..101).map(|i| format!("k{i}")).collect();
+    assert!(b.get_many(keys.clone()).await.is_err());
+    assert!(b.delete_many(&keys).await.is_err());
+    assert_eq!(ns.usage().keys, 100, "nothing was deleted");
+    let got = b.get_many(keys[..100].to_vec()).await.unwrap();
+    assert!(got.iter().all(Option::is_some));
+    b.delete_many(&keys[..100]).await.unwrap();
+    assert_eq!(ns.usage(), Usage::default());
 }

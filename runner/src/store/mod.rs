@@ -174,6 +174,11 @@ impl std::fmt::Debug for Bucket {
     }
 }
 
+/// Keys a batch call handles on the in-memory backend between two yields to
+/// the executor, so a long batch lets other requests run (and its deadline
+/// end it) instead of holding a worker thread for its whole length.
+const BATCH_CHUNK: usize = 64;
+
 /// Runs the call on the in-memory bucket directly, or awaits the
 /// backend's.
 macro_rules! call {
@@ -219,7 +224,18 @@ impl Bucket {
     /// Values for `keys`, in order; refused if the answer would copy more
     /// than the call-size limit into the guest.
     pub async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<(String, Bytes)>>, Error> {
-        let values = call!(self, b => Ok(keys.iter().map(|k| b.get(k)).collect::<Vec<_>>()), b.get_many(&keys))?;
+        self.quotas.check_batch(keys.len())?;
+        let values = match &self.inner {
+            BucketRef::Memory(b) => {
+                let mut values = Vec::with_capacity(keys.len());
+                for chunk in keys.chunks(BATCH_CHUNK) {
+                    values.extend(chunk.iter().map(|k| b.get(k)));
+                    yield_if_long(keys.len()).await;
+                }
+                values
+            }
+            BucketRef::Backend(b) => b.get_many(&keys).await?,
+        };
         let max = self.quotas.max_call_bytes;
         let mut total = 0usize;
         let mut out = Vec::with_capacity(keys.len());
@@ -241,21 +257,39 @@ impl Bucket {
     /// Sets each pair; like the WIT says, not atomic: pairs before a failing
     /// one stay set. Sizes are checked for every pair before any is written.
     pub async fn set_many(&self, pairs: Vec<(String, Bytes)>) -> Result<(), Error> {
+        self.quotas.check_batch(pairs.len())?;
         for (key, value) in &pairs {
             self.quotas.check_key(key)?;
             self.quotas.check_value(value)?;
         }
         match &self.inner {
-            BucketRef::Memory(b) => pairs.into_iter().try_for_each(|(k, v)| b.set(k, v)),
+            BucketRef::Memory(b) => {
+                let total = pairs.len();
+                let mut pairs = pairs.into_iter().peekable();
+                while pairs.peek().is_some() {
+                    for (k, v) in pairs.by_ref().take(BATCH_CHUNK) {
+                        b.set(k, v)?;
+                    }
+                    yield_if_long(total).await;
+                }
+                Ok(())
+            }
             BucketRef::Backend(b) => b.set_many(pairs).await,
         }
     }
 
     pub async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
-        call!(self, b => {
-            keys.iter().for_each(|k| b.delete(k));
-            Ok(())
-        }, b.delete_many(keys))
+        self.quotas.check_batch(keys.len())?;
+        match &self.inner {
+            BucketRef::Memory(b) => {
+                for chunk in keys.chunks(BATCH_CHUNK) {
+                    chunk.iter().for_each(|k| b.delete(k));
+                    yield_if_long(keys.len()).await;
+                }
+                Ok(())
+            }
+            BucketRef::Backend(b) => b.delete_many(keys).await,
+        }
     }
 
     /// The page of keys after `cursor` (from the start when `None`), cut at
@@ -266,5 +300,13 @@ impl Bucket {
             max_bytes: self.quotas.max_call_bytes,
         };
         call!(self, b => Ok(b.list_keys(cursor, limits)), b.list_keys(cursor, limits))
+    }
+}
+
+/// Yields to the executor after one chunk of a batch longer than a chunk;
+/// a short batch runs through without a yield.
+async fn yield_if_long(total: usize) {
+    if total > BATCH_CHUNK {
+        tokio::task::yield_now().await;
     }
 }

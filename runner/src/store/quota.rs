@@ -27,6 +27,8 @@ pub struct Quotas {
     /// Most bytes one call may copy into the guest (a list-keys page is cut
     /// short, a get-many over it is refused).
     pub max_call_bytes: usize,
+    /// Most keys one batch call (get-many, set-many, delete-many) may name.
+    pub max_batch_keys: usize,
 }
 
 impl Default for Quotas {
@@ -39,6 +41,7 @@ impl Default for Quotas {
             max_buckets: 100,
             max_page_keys: 1000,
             max_call_bytes: 8 << 20,
+            max_batch_keys: 1000,
         }
     }
 }
@@ -69,6 +72,19 @@ impl Quotas {
         Ok(())
     }
 
+    /// Refuses a batch call naming more keys than `max_batch_keys`, before
+    /// any work is done: what one host call may cost is bounded.
+    pub fn check_batch(&self, keys: usize) -> Result<(), Error> {
+        let max = self.max_batch_keys;
+        if keys > max {
+            return Err(Error::quota(
+                Quota::BatchSize,
+                format!("a batch of {keys} keys is over the {max}-key limit"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The refusal for one named bucket past `max_buckets`.
     pub fn buckets_exceeded(&self) -> Error {
         Error::quota(
@@ -90,16 +106,18 @@ pub enum Quota {
     Bytes,
     Buckets,
     CallSize,
+    BatchSize,
 }
 
 impl Quota {
-    pub const ALL: [Quota; 6] = [
+    pub const ALL: [Quota; 7] = [
         Quota::KeySize,
         Quota::ValueSize,
         Quota::Keys,
         Quota::Bytes,
         Quota::Buckets,
         Quota::CallSize,
+        Quota::BatchSize,
     ];
 
     /// The label value used in metrics and the config key's stem.
@@ -111,6 +129,7 @@ impl Quota {
             Quota::Bytes => "bytes",
             Quota::Buckets => "buckets",
             Quota::CallSize => "call_size",
+            Quota::BatchSize => "batch_size",
         }
     }
 }
