@@ -95,6 +95,13 @@ settings! {
         max_connections: usize = "10000", Range::Positive(1_000_000usize), env "RUNNER_MAX_CONNECTIONS";
         /// Largest request body; larger gets 413, checked while streaming.
         max_request_body: ByteSize = "4MiB", Range::Between(ByteSize(0), ByteSize::gib(4));
+        /// Request bodies declared (Content-Length) this small or smaller are
+        /// read whole before the request takes a slot of its tenant's, so a
+        /// client that never sends its body cannot hold one.
+        max_buffered_body: ByteSize = "64KiB", Range::Between(ByteSize(0), ByteSize::mib(16));
+        /// Time a client has to send such a body; past it, 408 and
+        /// x-runner-limit: body_read_timeout.
+        body_read_timeout: Duration = "10s", Range::Between(Duration::from_millis(1), HOUR);
         /// Largest request head (request line plus headers); larger gets 431.
         /// At least 8KiB, hyper's smallest read buffer.
         max_header_bytes: ByteSize = "16KiB", Range::Between(ByteSize::kib(8), ByteSize::mib(1));
@@ -320,6 +327,8 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         http: HttpLimits {
             max_in_flight: server.max_in_flight.or_else(|| server.pool_size as usize),
             max_request_body: server.max_request_body.as_u64(),
+            max_buffered_body: server.max_buffered_body.as_u64(),
+            body_read_timeout: server.body_read_timeout,
             connections: ConnectionLimits {
                 max_connections: server.max_connections,
                 max_header_bytes: limits::bytes(server.max_header_bytes),

@@ -108,11 +108,12 @@ pub enum Limit {
     GlobalConcurrency,
     InstancePool,
     RequestBody,
+    BodyReadTimeout,
     HostResources,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::Fuel,
         Limit::Deadline,
         Limit::Memory,
@@ -122,6 +123,7 @@ impl Limit {
         Limit::GlobalConcurrency,
         Limit::InstancePool,
         Limit::RequestBody,
+        Limit::BodyReadTimeout,
         Limit::HostResources,
     ];
 
@@ -136,6 +138,7 @@ impl Limit {
             Limit::GlobalConcurrency => "global_concurrency",
             Limit::InstancePool => "instance_pool",
             Limit::RequestBody => "request_body",
+            Limit::BodyReadTimeout => "body_read_timeout",
             Limit::HostResources => "host_resources",
         }
     }
@@ -154,6 +157,7 @@ impl Limit {
             Limit::TenantConcurrency => StatusCode::TOO_MANY_REQUESTS,
             Limit::GlobalConcurrency | Limit::InstancePool => StatusCode::SERVICE_UNAVAILABLE,
             Limit::RequestBody => StatusCode::PAYLOAD_TOO_LARGE,
+            Limit::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

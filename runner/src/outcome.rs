@@ -34,6 +34,9 @@ pub enum Outcome {
     GuestError(String),
     /// The runner failed; the message is for the operator's log only.
     HostFault(String),
+    /// The client broke off or garbled its request (its body could not be
+    /// read): 400, counted as `client_gone`.
+    ClientError(String),
 }
 
 impl std::fmt::Debug for Outcome {
@@ -50,6 +53,7 @@ impl std::fmt::Debug for Outcome {
             Outcome::Trap(k, m) => f.debug_tuple("Trap").field(k).field(m).finish(),
             Outcome::GuestError(m) => f.debug_tuple("GuestError").field(m).finish(),
             Outcome::HostFault(m) => f.debug_tuple("HostFault").field(m).finish(),
+            Outcome::ClientError(m) => f.debug_tuple("ClientError").field(m).finish(),
         }
     }
 }
@@ -112,6 +116,7 @@ impl Outcome {
             Outcome::LimitHit(..) | Outcome::Trap(..) => Kind::Trap,
             Outcome::GuestError(_) => Kind::Guest5xx,
             Outcome::HostFault(_) => Kind::HostError,
+            Outcome::ClientError(_) => Kind::ClientGone,
         }
     }
 
@@ -156,6 +161,10 @@ impl Outcome {
             Outcome::Trap(_, message) | Outcome::GuestError(message) => {
                 tracing::debug!(tenant = name, "{message}");
                 text(StatusCode::INTERNAL_SERVER_ERROR, message)
+            }
+            Outcome::ClientError(message) => {
+                tracing::debug!(tenant = name, "{message}");
+                text(StatusCode::BAD_REQUEST, message)
             }
             Outcome::HostFault(message) => {
                 tracing::error!(tenant = name, "request failed in the host: {message}");

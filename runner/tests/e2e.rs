@@ -1023,3 +1023,46 @@ async fn a_body_cut_short_by_a_limit_does_not_look_complete() {
         1.0
     );
 }
+
+/// A client that declares a small body and never sends it holds none of
+/// its tenant's request slots, and is answered 408 when its time is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_send_their_body_hold_no_slot() {
+    let t = Tenants::new().default("t0", "max-tenant-in-flight = 2");
+    let r = Runner::start_with(&t, &["--body-read-timeout", "1s"]);
+    let addr = r.addr;
+    let stalled: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(harness::raw_for(
+                addr,
+                b"PUT /t/t0/kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n",
+                Duration::from_secs(5),
+            ))
+        })
+        .collect();
+    r.wait_for_metric("runner_requests_in_flight", "tenant=\"t0\"", 4.0)
+        .await;
+    let res = request(addr, Method::PUT, "/t/t0/kv/k", b"served".to_vec()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
+    assert_eq!(get(addr, "/t/t0/kv/k").await.text(), "served");
+    for s in stalled {
+        let reply = s.await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 408 Request Timeout"), "{reply}");
+        assert!(
+            reply.contains("x-runner-limit: body_read_timeout"),
+            "{reply}"
+        );
+        assert!(
+            reply.ends_with("request body timeout: 10 declared bytes did not arrive within 1s\n"),
+            "{reply}"
+        );
+    }
+    assert_eq!(
+        r.metric(
+            "runner_limit_hits_total",
+            "tenant=\"t0\",limit=\"body_read_timeout\""
+        )
+        .await,
+        4.0
+    );
+}

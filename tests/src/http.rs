@@ -173,9 +173,15 @@ pub async fn chunked_put(addr: SocketAddr, path: &str, chunks: &[&[u8]]) -> Repl
 /// Writes raw bytes and returns whatever the server answers before closing
 /// (or within two seconds).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    raw_for(addr, bytes, Duration::from_secs(2)).await
+}
+
+/// Writes raw bytes and returns whatever the server answers before closing
+/// or within `patience`, whichever comes first.
+pub async fn raw_for(addr: SocketAddr, bytes: &[u8], patience: Duration) -> String {
     let mut stream = TcpStream::connect(addr).await.expect("connecting");
     stream.write_all(bytes).await.expect("writing");
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut out)).await;
+    let _ = tokio::time::timeout(patience, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }

@@ -157,3 +157,42 @@ impl Body for Guarded {
         self.inner.size_hint()
     }
 }
+
+/// The request body the guest reads: read whole before admission when it
+/// is small (so a client that never sends it holds no request slot), or
+/// streamed under the size limit.
+pub enum GuestBody {
+    Buffered(Option<Bytes>),
+    Streaming(LimitedBody),
+}
+
+impl Body for GuestBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            GuestBody::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            GuestBody::Streaming(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            GuestBody::Buffered(bytes) => bytes.is_none(),
+            GuestBody::Streaming(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            GuestBody::Buffered(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            GuestBody::Streaming(body) => body.size_hint(),
+        }
+    }
+}

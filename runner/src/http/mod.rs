@@ -23,11 +23,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 pub use self::admission::{Admission, GlobalCap};
-use self::body::{LimitedBody, OutBody, body_too_large, text};
+use self::body::{GuestBody, LimitedBody, OutBody, body_too_large, text};
 use self::server::{ConnectionLimits, ConnectionMetrics};
 use crate::engine::Runtime;
 use crate::limits::Limit;
@@ -39,6 +40,11 @@ use crate::tenant::Tenant;
 pub struct HttpLimits {
     pub max_in_flight: usize,
     pub max_request_body: u64,
+    /// Bodies declared this small or smaller are read whole before the
+    /// request takes a slot.
+    pub max_buffered_body: u64,
+    /// The time a client has to send such a body.
+    pub body_read_timeout: Duration,
     pub connections: ConnectionLimits,
 }
 
@@ -125,17 +131,44 @@ impl Ingress {
         req: Request<Incoming>,
         rest_len: usize,
     ) -> Outcome {
-        let admission = match Admission::try_admit(&self.global, tenant) {
-            Ok(admission) => admission,
-            Err(refused) => return refused.into(),
-        };
         let max_body = self.limits.max_request_body;
-        if content_length(&req).is_some_and(|len| len > max_body) {
+        let declared = content_length(&req);
+        if declared.is_some_and(|len| len > max_body) {
             return Outcome::Refused(Limit::RequestBody, body_too_large(max_body));
         }
         let (mut parts, body) = req.into_parts();
         parts.uri = guest_uri(&parts, rest_len);
         let (body, tripped) = LimitedBody::new(body, max_body);
+        // A small body is read before admission: a client that declares
+        // one and never sends it waits here, holding no slot of the
+        // tenant's, and is cut off by the body-read timeout.
+        let body = match declared {
+            Some(len) if len <= self.limits.max_buffered_body => {
+                let timeout = self.limits.body_read_timeout;
+                match tokio::time::timeout(timeout, body.collect()).await {
+                    Ok(Ok(collected)) => GuestBody::Buffered(Some(collected.to_bytes())),
+                    Ok(Err(e)) => {
+                        return Outcome::ClientError(format!(
+                            "the request body could not be read: {e}"
+                        ));
+                    }
+                    Err(_) => {
+                        return Outcome::Refused(
+                            Limit::BodyReadTimeout,
+                            format!(
+                                "request body timeout: {len} declared bytes did not arrive within {}",
+                                humantime::format_duration(timeout)
+                            ),
+                        );
+                    }
+                }
+            }
+            _ => GuestBody::Streaming(body),
+        };
+        let admission = match Admission::try_admit(&self.global, tenant) {
+            Ok(admission) => admission,
+            Err(refused) => return refused.into(),
+        };
         let outcome = self
             .runtime
             .call(tenant, Request::from_parts(parts, body), admission)
