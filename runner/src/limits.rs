@@ -53,6 +53,10 @@ settings! {
         /// Log output (wasi:logging, stdout, stderr) one request may write;
         /// the rest is dropped.
         max_log_bytes: ByteSize = "64KiB", Range::Between(ByteSize(0), ByteSize::gib(1));
+        /// Log output all of a tenant's requests together may write per
+        /// second (a burst of up to one second's worth); the rest is
+        /// dropped, with one warning per request.
+        max_log_bytes_per_second: ByteSize = "1MiB", Range::Between(ByteSize(0), ByteSize::gib(1));
         /// Longest key-value key.
         max_key_bytes: ByteSize = "1KiB", Range::Positive(ByteSize::mib(1));
         /// Largest key-value value.

@@ -29,9 +29,16 @@ fn main() -> ExitCode {
             ));
         }
     };
+    // Log lines are written by a thread of their own: a flood, or a stderr
+    // read slowly, never blocks a worker running guests. When the writer
+    // falls behind, lines are dropped rather than queued without bound.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(64 << 10)
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::host::{GuestPre, Host};
+use crate::host::{GuestPre, Host, LogRate};
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
 use crate::store::Namespace;
@@ -19,6 +19,8 @@ pub struct Tenant {
     /// Bounds this tenant's share of the runner: one tenant's flood cannot
     /// take every instance slot.
     permits: Arc<Semaphore>,
+    /// The log rate all its requests share.
+    log_rate: Arc<LogRate>,
     metrics: TenantMetrics,
 }
 
@@ -42,6 +44,9 @@ impl Tenant {
         Self {
             name: name.into(),
             permits: Arc::new(Semaphore::new(limits.max_tenant_in_flight)),
+            log_rate: Arc::new(LogRate::new(crate::limits::bytes(
+                limits.max_log_bytes_per_second,
+            ))),
             limits,
             pre,
             namespace,
@@ -71,6 +76,10 @@ impl Tenant {
 
     pub fn metrics(&self) -> &TenantMetrics {
         &self.metrics
+    }
+
+    pub fn log_rate(&self) -> &Arc<LogRate> {
+        &self.log_rate
     }
 
     pub fn permits(&self) -> &Arc<Semaphore> {

@@ -1066,3 +1066,54 @@ async fn clients_that_never_send_their_body_hold_no_slot() {
         4.0
     );
 }
+
+/// The log budget counts what is written, not what the guest wrote: a flood
+/// of one-byte lines cannot write many times its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_budgets_count_what_is_written() {
+    let t = Tenants::new().hostile("evil", "max-log-bytes = \"8KiB\"");
+    let r = Runner::start_with(&t, &[]);
+    assert_eq!(get(r.addr, "/t/evil/lines?count=32768").await.text(), "ok");
+    r.wait_for_log("log budget of this request spent");
+    let logged: usize = r
+        .output()
+        .lines()
+        .filter(|l| l.contains("stream=\"stdout\""))
+        .map(|l| l.len() + 1)
+        .sum();
+    assert!(
+        (4 << 10..=8 << 10).contains(&logged),
+        "{logged} bytes of log for an 8KiB budget"
+    );
+}
+
+/// A tenant's requests together are held to its log rate, whatever each
+/// request's own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_log_rate_bounds_all_its_requests_together() {
+    let t = Tenants::new().hostile(
+        "evil",
+        "max-log-bytes = \"1MiB\"\nmax-log-bytes-per-second = \"16KiB\"",
+    );
+    let r = Runner::start_with(&t, &[]);
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        let res = get(r.addr, "/t/evil/stdout?bytes=65536").await;
+        assert_eq!(res.text(), "ok");
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    r.wait_for_log("log rate of this tenant exceeded");
+    let logged: usize = r
+        .output()
+        .lines()
+        .filter(|l| l.contains("stream=\"stdout\""))
+        .map(|l| l.len() + 1)
+        .sum();
+    // One second's burst plus what the rate refills while the requests run.
+    let allowed = (16 << 10) as f64 * (1.0 + elapsed);
+    assert!(
+        (logged as f64) <= allowed,
+        "{logged} bytes logged in {elapsed:.2}s at 16KiB/s"
+    );
+    assert!(logged >= 8 << 10, "the first burst is logged: {logged}");
+}

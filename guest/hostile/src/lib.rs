@@ -50,6 +50,7 @@ fn route(req: &Request) -> Result {
         "/huge-body" => huge_body,
         "/stdout" => stdout,
         "/print" => print,
+        "/lines" => lines,
         "/fields" => fields,
         "/sleep" => sleep,
         _ => return Err(Response::no_route()),
@@ -176,6 +177,18 @@ fn fields(req: &Request) -> Result {
     let count: usize = req.required_param("count")?;
     let held: Vec<Fields> = (0..count).map(|_| Fields::new()).collect();
     Ok(Response::text(200, format!("held {}", held.len())))
+}
+
+/// `GET /lines?count=N`: N one-byte lines on stdout, as a guest that tries
+/// to make the log far larger than its output would.
+fn lines(req: &Request) -> Result {
+    let count: usize = req.required_param("count")?;
+    let mut out = std::io::stdout().lock();
+    for _ in 0..count {
+        let _ = out.write_all(b"a\n");
+    }
+    let _ = out.flush();
+    Ok(Response::text(200, "ok"))
 }
 
 /// `GET /print?text=...`: writes `text` (percent-decoded) to stdout, as a

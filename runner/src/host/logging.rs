@@ -6,14 +6,14 @@ use super::bindings::wasi::logging::logging::{self, Level};
 
 impl logging::Host for Host {
     fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
-        if !self.take_log_budget(context.len() + message.len()) {
-            return Ok(());
-        }
         // The guest's text goes in quoted fields after the tenant, never in
         // the message, so it cannot pose as a field of the runner's.
         let tenant = self.tenant.name();
         let context = super::printable(&context);
         let text = super::printable(&message);
+        if !self.take_log_budget(context.len() + text.len()) {
+            return Ok(());
+        }
         match level {
             Level::Trace => {
                 tracing::trace!(target: "guest", tenant = %tenant, ?context, ?text)

@@ -17,6 +17,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 pub use self::keyvalue::BucketHandle;
 pub use self::limiter::Limiter;
+pub use self::output::LogRate;
 use self::output::{GuestOutput, LogBudget};
 
 use crate::tenant::Tenant;
@@ -65,7 +66,10 @@ pub struct Host {
 impl Host {
     pub fn new(tenant: Arc<Tenant>) -> Self {
         let limits = tenant.limits();
-        let log_budget = LogBudget::new(crate::limits::bytes(limits.max_log_bytes));
+        let log_budget = LogBudget::new(
+            crate::limits::bytes(limits.max_log_bytes),
+            tenant.log_rate().clone(),
+        );
         let name = tenant.shared_name();
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutput::new(name.clone(), "stdout", log_budget.clone()))
@@ -88,7 +92,7 @@ impl Host {
     }
 
     fn take_log_budget(&self, bytes: usize) -> bool {
-        self.log_budget.take(bytes, self.tenant.name())
+        self.log_budget.take_line(bytes, self.tenant.name())
     }
 
     pub fn tenant(&self) -> &Arc<Tenant> {

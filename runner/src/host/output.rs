@@ -1,15 +1,23 @@
-//! Guest stdout and stderr: each write becomes a log line with the tenant,
-//! up to the request's log budget; past it, output is dropped without
-//! blocking or failing the guest, so a flood costs only the guest's own fuel.
+//! Guest stdout and stderr: each line becomes a log line with the tenant, up
+//! to the request's log budget and the tenant's log rate, both counted in
+//! what is written; past them, output is dropped without blocking or failing
+//! the guest, so a flood costs only the guest's own fuel.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-/// Bytes a request may still log, shared by `wasi:logging` and stdio.
+/// What one log line costs beyond the guest's text: the timestamp, level,
+/// target and field names the runner writes around it. Budgets count what
+/// is written, so a flood of tiny lines cannot write many times its budget.
+pub const LINE_OVERHEAD: usize = 96;
+
+/// Bytes a request may still log, shared by `wasi:logging` and stdio, and
+/// the tenant's log rate above it.
 #[derive(Clone, Debug)]
 pub struct LogBudget(Arc<Budget>);
 
@@ -17,30 +25,71 @@ pub struct LogBudget(Arc<Budget>);
 struct Budget {
     left: AtomicUsize,
     warned: AtomicBool,
+    rate: Arc<LogRate>,
 }
 
 impl LogBudget {
-    pub fn new(bytes: usize) -> Self {
+    pub fn new(bytes: usize, rate: Arc<LogRate>) -> Self {
         Self(Arc::new(Budget {
             left: AtomicUsize::new(bytes),
             warned: AtomicBool::new(false),
+            rate,
         }))
     }
 
-    /// Takes `n` bytes of budget; false (and nothing taken) when too little
-    /// is left. The first refusal is logged once, so an operator sees why
-    /// output stopped.
-    pub fn take(&self, n: usize, tenant: &str) -> bool {
+    /// Takes what a line of `text` bytes costs (see [`LINE_OVERHEAD`]) from
+    /// the request's budget and the tenant's rate; false, and nothing
+    /// written, when either is spent. The first refusal is logged once per
+    /// request, so an operator sees why output stopped.
+    pub fn take_line(&self, text: usize, tenant: &str) -> bool {
+        let n = LINE_OVERHEAD + tenant.len() + text;
         let taken = self
             .0
             .left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
                 left.checked_sub(n)
             });
-        if taken.is_err() && !self.0.warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(target: "guest", %tenant, "log budget of this request spent; dropping the rest of its output");
+        let why = match taken {
+            Err(_) => "log budget of this request spent",
+            Ok(_) if !self.0.rate.take(n) => "log rate of this tenant exceeded",
+            Ok(_) => return true,
+        };
+        if !self.0.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: "guest", %tenant, "{why}; dropping the rest of its output");
         }
-        taken.is_ok()
+        false
+    }
+}
+
+/// A tenant's log rate: a token bucket of bytes per second shared by all
+/// its requests, holding at most one second's worth.
+#[derive(Debug)]
+pub struct LogRate {
+    per_second: f64,
+    state: parking_lot::Mutex<(f64, Instant)>,
+}
+
+impl LogRate {
+    pub fn new(bytes_per_second: usize) -> Self {
+        let per_second = bytes_per_second as f64;
+        Self {
+            per_second,
+            state: parking_lot::Mutex::new((per_second, Instant::now())),
+        }
+    }
+
+    fn take(&self, n: usize) -> bool {
+        let mut state = self.state.lock();
+        let (tokens, last) = &mut *state;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
+            .min(self.per_second);
+        *last = now;
+        if *tokens < n as f64 {
+            return false;
+        }
+        *tokens -= n as f64;
+        true
     }
 }
 
@@ -93,12 +142,13 @@ const WRITE_CHUNK: usize = 64 * 1024;
 
 impl OutputStream for Writer {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
-        if self.budget.take(bytes.len(), &self.tenant) {
-            let text = String::from_utf8_lossy(&bytes);
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let text = super::printable(line);
-                tracing::info!(target: "guest", tenant = %self.tenant, stream = self.stream, ?text);
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let text = super::printable(line);
+            if !self.budget.take_line(text.len(), &self.tenant) {
+                break;
             }
+            tracing::info!(target: "guest", tenant = %self.tenant, stream = self.stream, ?text);
         }
         Ok(())
     }
