@@ -244,6 +244,26 @@ pub fn command() -> clap::Command {
     command
 }
 
+/// A component must be a regular file: a directory, a FIFO or a device
+/// (`/dev/zero`, which would be read without end) is refused, saying which.
+fn check_component_file(path: &Path) -> anyhow::Result<()> {
+    let shown = path.display();
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("component {shown} does not exist")
+        }
+        Err(e) => bail!("component {shown} cannot be read: {e}"),
+    };
+    if meta.is_dir() {
+        bail!("component {shown} is a directory, not a .wasm file");
+    }
+    if !meta.is_file() {
+        bail!("component {shown} is not a regular file (a FIFO or a device?)");
+    }
+    Ok(())
+}
+
 fn read_file(path: &Path) -> anyhow::Result<File> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading tenants file {}", path.display()))?;
@@ -268,9 +288,8 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         let component = match entry.component {
             Some(path) => {
                 let path = base_dir.join(path);
-                if !path.is_file() {
-                    bail!("{who}component {} does not exist", path.display());
-                }
+                check_component_file(&path)
+                    .with_context(|| who.trim_end_matches(": ").to_string())?;
                 ComponentSource::File(path)
             }
             None => default_component.clone(),
@@ -286,10 +305,8 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         (None, true) => 0,
         (None, false) => 1,
     };
-    if let ComponentSource::File(path) = &default_component
-        && !path.is_file()
-    {
-        bail!("--component {} does not exist", path.display());
+    if let ComponentSource::File(path) = &default_component {
+        check_component_file(path).context("--component")?;
     }
     defaults.validate("default limits: ")?;
     for i in 0..generated {
@@ -346,6 +363,25 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         max_connections_given: false,
         tenants,
     })
+}
+
+impl Config {
+    /// Settings that are valid but probably not what the operator wants,
+    /// to be logged at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let global = self.http.max_in_flight.min(self.engine.pool_size as usize);
+        self.tenants
+            .iter()
+            .filter(|t| t.limits.max_tenant_in_flight >= global)
+            .map(|t| {
+                format!(
+                    "tenant {:?}: max-tenant-in-flight {} reaches the runner's {global} request \
+                     slots (max-in-flight, pool-size): this tenant alone can take all of them",
+                    t.name, t.limits.max_tenant_in_flight
+                )
+            })
+            .collect()
+    }
 }
 
 /// File descriptors kept for everything but client connections: the
@@ -626,6 +662,43 @@ mod tests {
             err.to_string(),
             "max-connections 5000 needs 10256 file descriptors (two listeners plus 256 kept), \
              but the limit is 1024: raise `ulimit -n` or lower max-connections to at most 384"
+        );
+    }
+
+    #[test]
+    fn components_must_be_regular_files() {
+        let dir = std::env::temp_dir();
+        let err = parse(&["--component", dir.to_str().unwrap()]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "--component: component {} is a directory, not a .wasm file",
+                dir.display()
+            )
+        );
+        let err = parse(&["--component", "/dev/zero"]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "--component: component /dev/zero is not a regular file (a FIFO or a device?)"
+        );
+        let err = parse(&["--component", "/nonexistent/app.wasm"]).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "--component: component /nonexistent/app.wasm does not exist"
+        );
+    }
+
+    #[test]
+    fn a_tenant_cap_that_reaches_the_pool_is_warned_about() {
+        assert!(parse(&["--tenants", "2"]).unwrap().warnings().is_empty());
+        let c = parse(&["--pool-size", "8"]).unwrap();
+        assert_eq!(
+            c.warnings(),
+            vec![
+                "tenant \"t0\": max-tenant-in-flight 100 reaches the runner's 8 request slots \
+                 (max-in-flight, pool-size): this tenant alone can take all of them"
+                    .to_string()
+            ]
         );
     }
 }

@@ -19,8 +19,8 @@ use wasmtime::component::{Component, Linker, ResourceTableError};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime::{PoolConcurrencyLimitError, UpdateDeadline};
-use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::{FieldMapError, WasiHttpView};
 
 use crate::host::{self, GuestPre, Host};
 use crate::http::Admission;
@@ -349,6 +349,21 @@ fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant
                 "host resource limit exceeded: a request may hold at most {} host resources \
                  (headers, bodies, streams) at once",
                 limits.max_host_resources
+            ),
+        );
+    }
+    let fields_full = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<FieldMapError>(),
+            Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields)
+        )
+    });
+    if fields_full {
+        return Outcome::LimitHit(
+            Limit::HeaderFields,
+            format!(
+                "header limit exceeded: one set of header fields may hold at most {} bytes",
+                limits.max_header_field_bytes.as_u64()
             ),
         );
     }

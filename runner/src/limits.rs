@@ -39,14 +39,16 @@ settings! {
         max_tables: usize = "32", Range::Between(0usize, 10_000);
         /// Linear memories one request's store may create.
         max_memories: usize = "2", Range::Positive(10_000usize);
-        /// Requests of one tenant in flight at once; more get 429.
-        max_tenant_in_flight: usize = "256", Range::Positive(1_000_000usize), env "RUNNER_TENANT_MAX_IN_FLIGHT";
+        /// Requests of one tenant in flight at once; more get 429. The default
+        /// is a tenth of the default pool, so a few busy tenants cannot take
+        /// every slot.
+        max_tenant_in_flight: usize = "100", Range::Positive(1_000_000usize), env "RUNNER_TENANT_MAX_IN_FLIGHT";
         /// Host resources (headers, bodies, streams, buckets: entries of the
         /// request's resource table) a request may hold at once; past it the
         /// request fails with 500 and x-runner-limit: host_resources.
         max_host_resources: usize = "1000", Range::Between(16usize, 1_000_000);
-        /// In-memory size of one set of header fields a guest builds; larger
-        /// is refused to the guest (wasi:http header-error size-exceeded).
+        /// In-memory size of one set of header fields a guest builds; past it
+        /// the request fails with 500 and x-runner-limit: header_fields.
         /// With max-host-resources it bounds the host memory one request can
         /// make the runner hold.
         max_header_field_bytes: ByteSize = "32KiB", Range::Between(ByteSize::kib(1), ByteSize::mib(16));
@@ -114,10 +116,11 @@ pub enum Limit {
     RequestBody,
     BodyReadTimeout,
     HostResources,
+    HeaderFields,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 12] = [
         Limit::Fuel,
         Limit::Deadline,
         Limit::Memory,
@@ -129,6 +132,7 @@ impl Limit {
         Limit::RequestBody,
         Limit::BodyReadTimeout,
         Limit::HostResources,
+        Limit::HeaderFields,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +148,7 @@ impl Limit {
             Limit::RequestBody => "request_body",
             Limit::BodyReadTimeout => "body_read_timeout",
             Limit::HostResources => "host_resources",
+            Limit::HeaderFields => "header_fields",
         }
     }
 
@@ -155,9 +160,11 @@ impl Limit {
         match self {
             Limit::Fuel => StatusCode::SERVICE_UNAVAILABLE,
             Limit::Deadline => StatusCode::GATEWAY_TIMEOUT,
-            Limit::Memory | Limit::TableElements | Limit::StackOverflow | Limit::HostResources => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Limit::Memory
+            | Limit::TableElements
+            | Limit::StackOverflow
+            | Limit::HostResources
+            | Limit::HeaderFields => StatusCode::INTERNAL_SERVER_ERROR,
             Limit::TenantConcurrency => StatusCode::TOO_MANY_REQUESTS,
             Limit::GlobalConcurrency | Limit::InstancePool => StatusCode::SERVICE_UNAVAILABLE,
             Limit::RequestBody => StatusCode::PAYLOAD_TOO_LARGE,

@@ -61,10 +61,11 @@ async fn serve(
     lowered: Option<String>,
 ) -> anyhow::Result<()> {
     let tenants = config.tenants.len();
+    let warnings = config.warnings();
     let runner = Runner::build(config).await?;
     // Said once the tenants loaded, so a start-up error stays the first line.
-    if let Some(lowered) = lowered {
-        tracing::warn!("{lowered}");
+    for warning in lowered.into_iter().chain(warnings) {
+        tracing::warn!("{warning}");
     }
     let listener = TcpListener::bind(cli.listen)
         .await

@@ -171,11 +171,21 @@ fn huge_body(req: &Request) -> Result {
 
 /// `GET /stdout?bytes=N`: writes N bytes of `x` to stdout in 4096-byte writes,
 /// ignoring write errors (the host may cap or close stdout), then 200 `ok`.
-/// `GET /fields?count=N`: holds N header-field resources at once, as a guest
-/// that tries to make the host allocate without bound would.
+/// `GET /fields?count=N[&bytes=M]`: holds N header-field resources at once,
+/// each with one header of M bytes if given, as a guest that tries to make
+/// the host allocate without bound would.
 fn fields(req: &Request) -> Result {
     let count: usize = req.required_param("count")?;
-    let held: Vec<Fields> = (0..count).map(|_| Fields::new()).collect();
+    let bytes: usize = req.parse_param("bytes")?.unwrap_or(0);
+    let value = vec![b'a'; bytes];
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        if bytes == 0 {
+            held.push(Fields::new());
+        } else if let Ok(fields) = Fields::from_list(&[("x-fill", &value[..])]) {
+            held.push(fields);
+        }
+    }
     Ok(Response::text(200, format!("held {}", held.len())))
 }
 

@@ -125,3 +125,40 @@ async fn tenants_whose_limits_cannot_fit_their_component_fail_at_start_up() {
         assert!(out.stderr.contains(needle), "{limit}: {}", out.stderr);
     }
 }
+
+/// Host memory a guest causes is bounded per request: eight requests that
+/// each try to make the runner hold 2,500 header sets of 120 KB (300 MB
+/// apiece, 2.4 GB together, without the bounds), then eight that stay just
+/// under the size of one set and stop at the resource count, leave its
+/// resident memory far below that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_requests_cannot_flood_host_memory() {
+    let t = Tenants::new().hostile("evil", "timeout = \"10s\"\nfuel = 100000000000");
+    let r = Runner::start_with(&t, &[]);
+    let addr = r.addr;
+    let mut peak = r.rss_bytes();
+    for (bytes, limit) in [(120_000, "header_fields"), (30_000, "host_resources")] {
+        let path = format!("/t/evil/fields?count=2500&bytes={bytes}");
+        let floods: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { get(addr, &path).await })
+            })
+            .collect();
+        while !floods.iter().all(|f| f.is_finished()) {
+            peak = peak.max(r.rss_bytes());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        for f in floods {
+            let res = f.await.unwrap();
+            assert_eq!(
+                (res.status, res.header("x-runner-limit")),
+                (StatusCode::INTERNAL_SERVER_ERROR, Some(limit)),
+                "{}",
+                res.text()
+            );
+        }
+    }
+    assert!(peak < 512 << 20, "resident memory peaked at {peak} bytes");
+    assert_eq!(get(addr, "/t/evil/hello").await.text(), "hello");
+}
