@@ -1162,6 +1162,9 @@ async fn the_longest_host_calls_allowed_do_not_stall_a_neighbour() {
     }
     latencies.sort();
     let p99 = latencies[latencies.len() * 99 / 100];
-    eprintln!("neighbour p99 {p99:?}, max {:?}", latencies[latencies.len() - 1]);
+    eprintln!(
+        "neighbour p99 {p99:?}, max {:?}",
+        latencies[latencies.len() - 1]
+    );
     assert!(p99 < Duration::from_millis(50), "neighbour p99 {p99:?}");
 }
