@@ -259,7 +259,8 @@ impl Runtime {
         tokio::select! {
             biased;
             (_, failure) = &mut guest => match (head.try_recv(), failure) {
-                (Ok(Ok(response)), None) => Outcome::Served(guarded(response, Failed::Known(false))),
+                // Done and whole: nothing to guard, and no box per request.
+                (Ok(Ok(response)), None) => Outcome::Served(response),
                 // It answered, then failed before its body was done.
                 (Ok(Ok(response)), Some(failure)) => Outcome::CutShort(
                     guarded(response, Failed::Known(true)),
