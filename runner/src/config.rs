@@ -27,6 +27,7 @@ use crate::http::server::ConnectionLimits;
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
 use crate::settings::{Auto, Range, settings};
+use crate::store::durable::{DataDir, Fsync};
 use crate::store::memory::Store;
 use crate::tenant;
 
@@ -113,6 +114,17 @@ settings! {
         idle_timeout: Duration = "60s", Range::Between(Duration::from_millis(1), 24 * HOUR);
         /// On SIGINT or SIGTERM, time in-flight requests get to finish.
         shutdown_timeout: Duration = "10s", Range::Between(Duration::ZERO, HOUR);
+        /// Keep key-value data in this directory (created if missing), so it
+        /// survives restarts and crashes; `none` keeps it in memory only,
+        /// lost when the runner stops. Reads are served from memory either
+        /// way. A relative path in the tenants file is relative to the file.
+        data_dir: DataDir = "none", Range::<DataDir>::Any, env "RUNNER_DATA_DIR";
+        /// With --data-dir, when a write is acknowledged: `always`, once it
+        /// is fsynced (concurrent writes share fsyncs); `every=<duration>`,
+        /// once the OS has it, with an fsync every <duration>: a crash of the
+        /// runner loses nothing, a crash of the machine or a power loss loses
+        /// up to <duration> of acknowledged writes.
+        fsync: Fsync = "always", Range::<Fsync>::Any, env "RUNNER_FSYNC";
         /// Shards per key-value bucket (a power of two). `auto` is four per
         /// core, rounded up.
         shards: Auto<usize> = "auto", Range::Positive(65_536usize), env "RUNNER_SHARDS";
@@ -220,9 +232,13 @@ impl Config {
         };
         let max_connections_given =
             explicit("max_connections") || file.server.max_connections.is_some();
+        let data_dir_from_file = file.server.data_dir.is_some() && !explicit("data_dir");
         cli.server
             .overlay(&file.server, "[server] ", &explicit)
             .context("in the tenants file")?;
+        if data_dir_from_file && let Some(dir) = &mut cli.server.data_dir.0 {
+            *dir = base_dir.join(&*dir);
+        }
         cli.limits
             .overlay(&file.defaults, "[defaults] ", &explicit)
             .context("in the tenants file")?;
@@ -370,8 +386,13 @@ impl Config {
     /// to be logged at start-up.
     pub fn warnings(&self) -> Vec<String> {
         let global = self.http.max_in_flight.min(self.engine.pool_size as usize);
-        self.tenants
-            .iter()
+        let fsync_alone = (self.server.data_dir.0.is_none() && self.server.fsync != Fsync::Always)
+            .then(|| {
+                "fsync has no effect without data-dir: key-value data is in memory only".to_string()
+            });
+        fsync_alone
+            .into_iter()
+            .chain(self.tenants.iter()
             .filter(|t| t.limits.max_tenant_in_flight >= global)
             .map(|t| {
                 format!(
@@ -379,7 +400,7 @@ impl Config {
                      slots (max-in-flight, pool-size): this tenant alone can take all of them",
                     t.name, t.limits.max_tenant_in_flight
                 )
-            })
+            }))
             .collect()
     }
 }

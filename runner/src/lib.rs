@@ -74,7 +74,11 @@ impl Runner {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let recorder = Recorder::new()?;
         let runtime = Arc::new(recorder.scope(|| Runtime::new(config.engine.clone()))?);
-        let backend = store::memory::Store::new(config.shards);
+        let backend = match &config.server.data_dir.0 {
+            Some(dir) => recorder
+                .scope(|| store::memory::Store::durable(config.shards, dir, config.server.fsync))?,
+            None => store::memory::Store::new(config.shards),
+        };
         let mut tenants = Vec::with_capacity(config.tenants.len());
         for (index, t) in config.tenants.iter().enumerate() {
             let loaded = match &t.component {

@@ -37,6 +37,10 @@ pub const KV_OPERATION_DURATION: &str = "runner_kv_operation_duration_seconds";
 pub const KV_KEYS: &str = "runner_kv_keys";
 pub const KV_BYTES: &str = "runner_kv_bytes";
 pub const KV_QUOTA_REJECTIONS: &str = "runner_kv_quota_rejections_total";
+pub const STORE_COMMITS: &str = "runner_store_commits_total";
+pub const STORE_WRITES: &str = "runner_store_writes_total";
+pub const STORE_FSYNCS: &str = "runner_store_fsyncs_total";
+pub const STORE_FSYNC_DURATION: &str = "runner_store_fsync_duration_seconds";
 pub const CONNECTIONS_OPEN: &str = "runner_http_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "runner_http_connections_rejected_total";
 pub const UNROUTED: &str = "runner_unrouted_requests_total";
@@ -46,6 +50,11 @@ pub const UNROUTED: &str = "runner_unrouted_requests_total";
 // stock dashboards work.
 const PROCESS_CPU: &str = "process_cpu_seconds_total";
 
+/// An fsync takes from tens of microseconds (cache) to seconds (a busy
+/// disk).
+const FSYNC_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 /// Request latency: from the bare path (tens of µs) to the default timeout.
 const REQUEST_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -98,6 +107,7 @@ impl Recorder {
                 INSTANTIATION_BUCKETS,
             )?
             .set_buckets_for_metric(Matcher::Full(KV_OPERATION_DURATION.into()), KV_BUCKETS)?
+            .set_buckets_for_metric(Matcher::Full(STORE_FSYNC_DURATION.into()), FSYNC_BUCKETS)?
             .build_recorder();
         let this = Self {
             handle: recorder.handle(),
@@ -191,6 +201,23 @@ fn describe() {
         "Bytes (keys plus values) a tenant holds."
     );
     describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
+    describe_counter!(
+        STORE_COMMITS,
+        "Batches the durable store wrote to its data directory (group commits)."
+    );
+    describe_counter!(
+        STORE_WRITES,
+        "Key-value writes the durable store wrote to its data directory."
+    );
+    describe_counter!(
+        STORE_FSYNCS,
+        "fsyncs of the durable store's data directory."
+    );
+    describe_histogram!(
+        STORE_FSYNC_DURATION,
+        Unit::Seconds,
+        "Time one fsync of the data directory took."
+    );
     describe_gauge!(
         CONNECTIONS_OPEN,
         "HTTP connections open on the tenant listener."

@@ -17,6 +17,12 @@
 //!
 //! Every call completes without waiting: the async trait methods are ready
 //! at their first poll, and no lock is held across an await.
+//!
+//! With a [`Journal`] (`--data-dir`) this is the durable backend: each
+//! write is queued to the journal under its shard lock and returns a
+//! [`Pending`] that the caller awaits before acknowledging it, and each
+//! namespace starts from what the journal saved, hash seed included; see
+//! [`super::durable`].
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -26,10 +32,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use foldhash::quality::RandomState;
+use foldhash::SharedSeed;
+use foldhash::quality::SeedableRandomState;
 use parking_lot::{Mutex, RwLock};
 
 use super::backend::{self, Page, PageLimits, Usage};
+use super::durable::{Fsync, Journal, Pending, random_seed};
 use super::quota::{Account, Quotas};
 use super::{DEFAULT_BUCKET, Error};
 
@@ -40,6 +48,7 @@ pub struct Store {
     /// All ones, except in tests that force hash collisions.
     hash_mask: u64,
     namespaces: Mutex<HashMap<Box<str>, Arc<Namespace>>>,
+    journal: Option<Arc<Journal>>,
 }
 
 impl fmt::Debug for Store {
@@ -47,6 +56,7 @@ impl fmt::Debug for Store {
         f.debug_struct("Store")
             .field("shards", &self.shards())
             .field("tenants", &self.namespaces.lock().len())
+            .field("journal", &self.journal)
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +73,27 @@ impl Store {
             shard_bits: shards.trailing_zeros(),
             hash_mask: u64::MAX,
             namespaces: Mutex::new(HashMap::new()),
+            journal: None,
         }
+    }
+
+    /// The durable backend: a store like [`Store::new`]'s whose writes are
+    /// kept in the data directory `dir`, durable as `fsync` says, and whose
+    /// namespaces start from what `dir` holds.
+    pub fn durable(shards: usize, dir: &std::path::Path, fsync: Fsync) -> anyhow::Result<Self> {
+        Ok(Self::on(shards, Journal::open(dir, fsync)?))
+    }
+
+    /// A store whose writes go to `journal`.
+    pub fn on(shards: usize, journal: Journal) -> Self {
+        Self {
+            journal: Some(Arc::new(journal)),
+            ..Self::new(shards)
+        }
+    }
+
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_deref()
     }
 
     /// The default shard count for this machine: a few per core, so writers on
@@ -79,30 +109,58 @@ impl Store {
 }
 
 impl Store {
-    /// `tenant`'s namespace, created empty on first use.
-    pub(super) fn open_namespace(&self, tenant: &str, quotas: &Quotas) -> Arc<Namespace> {
+    /// `tenant`'s namespace: on first use, empty, or with a journal, as the
+    /// journal saved it.
+    pub(super) fn open_namespace(
+        &self,
+        tenant: &str,
+        quotas: &Quotas,
+    ) -> Result<Arc<Namespace>, Error> {
         let mut namespaces = self.namespaces.lock();
-        let namespace = namespaces.entry(tenant.into()).or_insert_with(|| {
-            let hasher = RandomState::default();
-            let account = Arc::new(Account::new(quotas));
-            Arc::new(Namespace {
-                default: Arc::new(Bucket::new(
-                    &hasher,
-                    self.shard_bits,
-                    self.hash_mask,
-                    &account,
-                )),
-                named: RwLock::new(HashMap::new()),
-                shard_bits: self.shard_bits,
-                hash_mask: self.hash_mask,
-                max_buckets: quotas.max_buckets,
-                quotas: quotas.clone(),
-                hasher,
-                account,
-            })
+        if let Some(namespace) = namespaces.get(tenant) {
+            return Ok(namespace.clone());
+        }
+        let image = match &self.journal {
+            Some(journal) => Some(journal.load(tenant)?),
+            None => None,
+        };
+        let seed = image.as_ref().map_or_else(random_seed, |i| i.seed);
+        let hasher = SeedableRandomState::with_seed(seed, SharedSeed::global_fixed());
+        let account = Arc::new(Account::new(quotas));
+        let journal = self.journal.clone().map(|j| (j, tenant.into()));
+        let namespace = Arc::new(Namespace {
+            default: Arc::new(Bucket::new(
+                &hasher,
+                self.shard_bits,
+                self.hash_mask,
+                &account,
+                bucket_journal(&journal, DEFAULT_BUCKET),
+            )),
+            named: RwLock::new(HashMap::new()),
+            shard_bits: self.shard_bits,
+            hash_mask: self.hash_mask,
+            max_buckets: quotas.max_buckets,
+            quotas: quotas.clone(),
+            hasher,
+            account,
+            journal,
         });
-        namespace.clone()
+        if let Some(image) = image {
+            namespace.restore(image);
+        }
+        namespaces.insert(tenant.into(), namespace.clone());
+        Ok(namespace)
     }
+}
+
+/// A bucket's way into the journal: the journal and the bucket's prefix.
+fn bucket_journal(
+    namespace: &Option<(Arc<Journal>, Box<str>)>,
+    bucket: &str,
+) -> Option<(Arc<Journal>, Box<[u8]>)> {
+    namespace
+        .as_ref()
+        .map(|(j, tenant)| (j.clone(), Journal::bucket_prefix(tenant, bucket)))
 }
 
 impl backend::Backend for Store {
@@ -111,14 +169,14 @@ impl backend::Backend for Store {
         tenant: &str,
         quotas: &Quotas,
     ) -> Result<Arc<dyn backend::NamespaceBackend>, Error> {
-        Ok(self.open_namespace(tenant, quotas))
+        Ok(self.open_namespace(tenant, quotas)?)
     }
 
     /// Calls reach this backend without a boxed future each: it never
     /// waits, so the front calls it directly.
     fn front(&self, tenant: &str, quotas: Quotas) -> Result<super::Namespace, Error> {
         Ok(super::Namespace::in_memory(
-            self.open_namespace(tenant, &quotas),
+            self.open_namespace(tenant, &quotas)?,
             quotas,
         ))
     }
@@ -126,7 +184,7 @@ impl backend::Backend for Store {
 
 /// One tenant's buckets and quota account.
 pub(super) struct Namespace {
-    hasher: RandomState,
+    hasher: SeedableRandomState,
     shard_bits: u32,
     hash_mask: u64,
     max_buckets: usize,
@@ -134,38 +192,76 @@ pub(super) struct Namespace {
     account: Arc<Account>,
     default: Arc<Bucket>,
     named: RwLock<HashMap<Box<str>, Arc<Bucket>>>,
+    /// The journal and this tenant's name in it.
+    journal: Option<(Arc<Journal>, Box<str>)>,
 }
 
 impl Namespace {
-    pub(super) fn open(&self, name: &str) -> Result<Arc<Bucket>, Error> {
+    /// The bucket `name`, created on first use; a creation is journaled,
+    /// and the caller awaits the [`Pending`] before using the bucket.
+    pub(super) fn open(&self, name: &str) -> Result<(Arc<Bucket>, Pending), Error> {
         if name == DEFAULT_BUCKET {
-            return Ok(self.default.clone());
+            return Ok((self.default.clone(), Pending::NONE));
         }
         if let Some(bucket) = self.named.read().get(name) {
-            return Ok(bucket.clone());
+            return Ok((bucket.clone(), Pending::NONE));
         }
         let mut named = self.named.write();
         if let Some(bucket) = named.get(name) {
-            return Ok(bucket.clone());
+            return Ok((bucket.clone(), Pending::NONE));
         }
         if named.len() >= self.max_buckets {
             return Err(self.quotas.buckets_exceeded());
         }
+        let pending = match &self.journal {
+            Some((journal, tenant)) => journal.record_bucket(tenant, name)?,
+            None => Pending::NONE,
+        };
+        Ok((self.insert_bucket(&mut named, name), pending))
+    }
+
+    fn insert_bucket(&self, named: &mut HashMap<Box<str>, Arc<Bucket>>, name: &str) -> Arc<Bucket> {
         let bucket = Arc::new(Bucket::new(
             &self.hasher,
             self.shard_bits,
             self.hash_mask,
             &self.account,
+            bucket_journal(&self.journal, name),
         ));
         named.insert(name.into(), bucket.clone());
-        Ok(bucket)
+        bucket
+    }
+
+    /// Lays the journal's saved state into this fresh namespace. Saved data
+    /// is kept whole even past quotas lowered since it was written; the
+    /// account then shows the overage and refuses growth.
+    fn restore(&self, image: super::durable::Image) {
+        let mut named = self.named.write();
+        for name in &image.buckets {
+            if !named.contains_key(name.as_str()) {
+                self.insert_bucket(&mut named, name);
+            }
+        }
+        for (bucket, key, value) in image.entries {
+            let bucket = if bucket == DEFAULT_BUCKET {
+                self.default.clone()
+            } else {
+                match named.get(bucket.as_str()) {
+                    Some(b) => b.clone(),
+                    None => self.insert_bucket(&mut named, &bucket),
+                }
+            };
+            bucket.restore(key, value);
+        }
     }
 }
 
 #[async_trait]
 impl backend::NamespaceBackend for Namespace {
     async fn open(&self, name: &str) -> Result<Arc<dyn backend::BucketBackend>, Error> {
-        Ok(Namespace::open(self, name)?)
+        let (bucket, pending) = Namespace::open(self, name)?;
+        pending.wait().await?;
+        Ok(bucket)
     }
 
     fn usage(&self) -> Usage {
@@ -224,11 +320,13 @@ type Shard = BTreeMap<u64, Slot>;
 
 /// One bucket: its keys spread over shards by the top bits of their hash.
 pub(super) struct Bucket {
-    hasher: RandomState,
+    hasher: SeedableRandomState,
     shard_bits: u32,
     hash_mask: u64,
     shards: Box<[RwLock<Shard>]>,
     account: Arc<Account>,
+    /// The journal and this bucket's prefix in it.
+    journal: Option<(Arc<Journal>, Box<[u8]>)>,
 }
 
 impl fmt::Debug for Bucket {
@@ -240,7 +338,13 @@ impl fmt::Debug for Bucket {
 }
 
 impl Bucket {
-    fn new(hasher: &RandomState, shard_bits: u32, hash_mask: u64, account: &Arc<Account>) -> Self {
+    fn new(
+        hasher: &SeedableRandomState,
+        shard_bits: u32,
+        hash_mask: u64,
+        account: &Arc<Account>,
+        journal: Option<(Arc<Journal>, Box<[u8]>)>,
+    ) -> Self {
         Self {
             hasher: hasher.clone(),
             shard_bits,
@@ -249,6 +353,7 @@ impl Bucket {
                 .map(|_| RwLock::new(Shard::new()))
                 .collect(),
             account: account.clone(),
+            journal,
         }
     }
 
@@ -272,6 +377,14 @@ impl Bucket {
         &self.shards[self.shard_index(hash)]
     }
 
+    /// Queues a write to the journal, if there is one.
+    fn record(&self, key: &str, value: Option<&Bytes>) -> Result<Pending, Error> {
+        match &self.journal {
+            Some((journal, prefix)) => journal.record(prefix, key, value),
+            None => Ok(Pending::NONE),
+        }
+    }
+
     pub(super) fn get(&self, key: &str) -> Option<Bytes> {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
@@ -289,40 +402,48 @@ impl Bucket {
             .is_some_and(|slot| slot.find(key).is_some())
     }
 
-    pub(super) fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
+    pub(super) fn set(&self, key: String, value: Bytes) -> Result<Pending, Error> {
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
-        Self::put(&self.account, &mut shard, hash, key, value)
+        self.put(&mut shard, hash, key, value)
     }
 
     /// Inserts or overwrites under the caller's shard lock, with exact
-    /// quota accounting.
+    /// quota accounting: room is reserved, the write journaled, and only
+    /// then applied, so a refusal at either step changes nothing.
     fn put(
-        account: &Account,
+        &self,
         shard: &mut Shard,
         hash: u64,
         key: String,
         value: Bytes,
-    ) -> Result<(), Error> {
+    ) -> Result<Pending, Error> {
+        let account = &self.account;
         let new_size = (key.len() + value.len()) as u64;
-        match shard.get_mut(&hash) {
-            Some(slot) => match slot.find_mut(&key) {
-                Some(entry) => {
-                    let old_size = entry.size();
-                    account.reserve(0, new_size.saturating_sub(old_size))?;
-                    account.release(0, old_size.saturating_sub(new_size));
+        let old_size = shard
+            .get(&hash)
+            .and_then(|slot| slot.find(&key))
+            .map(Entry::size);
+        let (new_keys, grow) = match old_size {
+            Some(old) => (0, new_size.saturating_sub(old)),
+            None => (1, new_size),
+        };
+        account.reserve(new_keys, grow)?;
+        let pending = self.record(&key, Some(&value)).inspect_err(|_| {
+            account.release(new_keys, grow);
+        })?;
+        match (old_size, shard.get_mut(&hash)) {
+            (Some(old), Some(slot)) => {
+                account.release(0, old.saturating_sub(new_size));
+                if let Some(entry) = slot.find_mut(&key) {
                     entry.value = value;
                 }
-                None => {
-                    account.reserve(1, new_size)?;
-                    slot.rest.push(Entry {
-                        key: key.into_boxed_str(),
-                        value,
-                    });
-                }
-            },
-            None => {
-                account.reserve(1, new_size)?;
+            }
+            (_, Some(slot)) => slot.rest.push(Entry {
+                key: key.into_boxed_str(),
+                value,
+            }),
+            (_, None) => {
                 let first = Entry {
                     key: key.into_boxed_str(),
                     value,
@@ -336,15 +457,43 @@ impl Bucket {
                 );
             }
         }
-        Ok(())
+        Ok(pending)
     }
 
-    pub(super) fn delete(&self, key: &str) {
+    /// Puts a saved entry back at start-up: no quota check, no journal.
+    fn restore(&self, key: String, value: Bytes) {
+        let hash = self.hash(&key);
+        let mut shard = self.shard(hash).write();
+        let entry = Entry {
+            key: key.into_boxed_str(),
+            value,
+        };
+        self.account.restore(1, entry.size());
+        match shard.get_mut(&hash) {
+            Some(slot) => slot.rest.push(entry),
+            None => {
+                shard.insert(
+                    hash,
+                    Slot {
+                        first: entry,
+                        rest: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Removes `key`; a missing key is no write, so nothing is journaled.
+    pub(super) fn delete(&self, key: &str) -> Result<Pending, Error> {
         let hash = self.hash(key);
         let mut shard = self.shard(hash).write();
         let Some(slot) = shard.get_mut(&hash) else {
-            return;
+            return Ok(Pending::NONE);
         };
+        if slot.find(key).is_none() {
+            return Ok(Pending::NONE);
+        }
+        let pending = self.record(key, None)?;
         let removed = if &*slot.first.key == key {
             match slot.rest.pop() {
                 Some(next) => Some(std::mem::replace(&mut slot.first, next)),
@@ -357,11 +506,12 @@ impl Bucket {
         if let Some(entry) = removed {
             self.account.release(1, entry.size());
         }
+        Ok(pending)
     }
 
     /// Reads, adds and writes under one shard lock, so it is atomic with
     /// every other write of the key.
-    pub(super) fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
+    pub(super) fn increment(&self, key: String, delta: u64) -> Result<(u64, Pending), Error> {
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
         let current = match shard.get(&hash).and_then(|slot| slot.find(&key)) {
@@ -379,8 +529,8 @@ impl Bucket {
             Error::Invalid(format!("incrementing {current} by {delta} overflows a u64"))
         })?;
         let value = Bytes::from(sum.to_string());
-        Self::put(&self.account, &mut shard, hash, key, value)?;
-        Ok(sum)
+        let pending = self.put(&mut shard, hash, key, value)?;
+        Ok((sum, pending))
     }
 
     /// The page of keys after `cursor` (from the start when `None`). A
@@ -433,16 +583,17 @@ impl backend::BucketBackend for Bucket {
     }
 
     async fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
-        Bucket::set(self, key, value)
+        Bucket::set(self, key, value)?.wait().await
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {
-        Bucket::delete(self, key);
-        Ok(())
+        Bucket::delete(self, key)?.wait().await
     }
 
     async fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
-        Bucket::increment(self, key, delta)
+        let (sum, pending) = Bucket::increment(self, key, delta)?;
+        pending.wait().await?;
+        Ok(sum)
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, Error> {
@@ -450,17 +601,27 @@ impl backend::BucketBackend for Bucket {
     }
 
     async fn set_many(&self, pairs: Vec<(String, Bytes)>) -> Result<(), Error> {
+        let mut last = Pending::NONE;
+        let mut result = Ok(());
         for (key, value) in pairs {
-            Bucket::set(self, key, value)?;
+            match Bucket::set(self, key, value) {
+                Ok(pending) => last = last.then(pending),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        Ok(())
+        last.wait().await?;
+        result
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+        let mut last = Pending::NONE;
         for key in keys {
-            Bucket::delete(self, key);
+            last = last.then(Bucket::delete(self, key)?);
         }
-        Ok(())
+        last.wait().await
     }
 
     async fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Result<Page, Error> {

@@ -5,7 +5,8 @@
 //!   [`Backend`], a tenant's [`NamespaceBackend`], a [`BucketBackend`]. They
 //!   are async, so a backend may wait on a disk or a network; the in-memory
 //!   one never does.
-//! - [`memory`]: the sharded in-memory backend, the default.
+//! - [`memory`]: the sharded in-memory backend, the default; with a
+//!   journal from [`durable`] (`--data-dir`), the durable backend.
 //! - [`quota`]: the quotas, and the exact account of keys and bytes that a
 //!   backend keeping its own counts shares.
 //! - this file: [`Error`], whose text starts with a stable token, and the
@@ -20,6 +21,7 @@
 //! it.
 
 pub mod backend;
+pub mod durable;
 pub mod memory;
 pub mod quota;
 
@@ -31,6 +33,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use self::backend::{Backend, BucketBackend, NamespaceBackend, Page, PageLimits, Usage};
+use self::durable::Pending;
 pub use self::quota::{Quota, Quotas};
 
 /// Longest bucket name a guest may open, in bytes.
@@ -140,7 +143,11 @@ impl Namespace {
             )));
         }
         let inner = match &self.inner {
-            NamespaceRef::Memory(ns) => BucketRef::Memory(ns.open(name)?),
+            NamespaceRef::Memory(ns) => {
+                let (bucket, pending) = ns.open(name)?;
+                pending.wait().await?;
+                BucketRef::Memory(bucket)
+            }
             NamespaceRef::Backend(ns) => BucketRef::Backend(ns.open(name).await?),
         };
         Ok(Bucket {
@@ -203,22 +210,23 @@ impl Bucket {
     pub async fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
         self.quotas.check_key(&key)?;
         self.quotas.check_value(&value)?;
-        call!(self, b => b.set(key, value), b.set(key, value))
+        call!(self, b => b.set(key, value)?.wait().await, b.set(key, value))
     }
 
     /// Removes `key`; removing a missing key is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
-        call!(self, b => {
-            b.delete(key);
-            Ok(())
-        }, b.delete(key))
+        call!(self, b => b.delete(key)?.wait().await, b.delete(key))
     }
 
     /// Adds `delta` to the decimal number stored under `key` (a missing key
     /// counts as 0) and returns the sum; atomic with every other write.
     pub async fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
         self.quotas.check_key(&key)?;
-        call!(self, b => b.increment(key, delta), b.increment(key, delta))
+        call!(self, b => {
+            let (sum, pending) = b.increment(key, delta)?;
+            pending.wait().await?;
+            Ok(sum)
+        }, b.increment(key, delta))
     }
 
     /// Values for `keys`, in order; refused if the answer would copy more
@@ -264,15 +272,23 @@ impl Bucket {
         }
         match &self.inner {
             BucketRef::Memory(b) => {
+                // With a journal, one wait for the last write covers all.
                 let total = pairs.len();
                 let mut pairs = pairs.into_iter().peekable();
+                let mut last = Pending::NONE;
                 while pairs.peek().is_some() {
                     for (k, v) in pairs.by_ref().take(BATCH_CHUNK) {
-                        b.set(k, v)?;
+                        match b.set(k, v) {
+                            Ok(pending) => last = last.then(pending),
+                            Err(e) => {
+                                last.wait().await?;
+                                return Err(e);
+                            }
+                        }
                     }
                     yield_if_long(total).await;
                 }
-                Ok(())
+                last.wait().await
             }
             BucketRef::Backend(b) => b.set_many(pairs).await,
         }
@@ -282,11 +298,14 @@ impl Bucket {
         self.quotas.check_batch(keys.len())?;
         match &self.inner {
             BucketRef::Memory(b) => {
+                let mut last = Pending::NONE;
                 for chunk in keys.chunks(BATCH_CHUNK) {
-                    chunk.iter().for_each(|k| b.delete(k));
+                    for key in chunk {
+                        last = last.then(b.delete(key)?);
+                    }
                     yield_if_long(keys.len()).await;
                 }
-                Ok(())
+                last.wait().await
             }
             BucketRef::Backend(b) => b.delete_many(keys).await,
         }

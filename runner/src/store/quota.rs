@@ -196,6 +196,13 @@ impl Account {
         self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 
+    /// Counts data loaded at start-up, whatever the quota: it was accepted
+    /// when written, and dropping it would lose it.
+    pub fn restore(&self, keys: u64, bytes: u64) {
+        self.keys.fetch_add(keys, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             keys: self.keys.load(Ordering::Relaxed),
