@@ -98,6 +98,17 @@ async fn read_reply(res: hyper::Response<hyper::body::Incoming>) -> Reply {
     }
 }
 
+/// The reply, or `None` if its body did not arrive whole.
+async fn try_read_reply(res: hyper::Response<hyper::body::Incoming>) -> Option<Reply> {
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.ok()?.to_bytes();
+    Some(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// One request on a fresh connection.
 pub async fn request(addr: SocketAddr, method: Method, path: &str, body: Vec<u8>) -> Reply {
     send(addr, build_request(addr, method, path, body)).await
@@ -140,6 +151,18 @@ impl Client {
 
     pub async fn get(&mut self, path: &str) -> Reply {
         self.send(Method::GET, path, Vec::new()).await
+    }
+
+    /// Any request on this connection, read whole; `None` if the connection
+    /// failed before a whole reply came.
+    pub async fn try_send(&mut self, method: Method, path: &str, body: Vec<u8>) -> Option<Reply> {
+        self.sender.ready().await.ok()?;
+        let res = self
+            .sender
+            .send_request(build_request(self.addr, method, path, body))
+            .await
+            .ok()?;
+        try_read_reply(res).await
     }
 
     /// Any request on this connection, read whole.

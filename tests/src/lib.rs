@@ -150,6 +150,10 @@ impl Runner {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The process's resident set size, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         rss_bytes(&format!("/proc/{}/status", self.child.id()))
@@ -175,6 +179,27 @@ impl Runner {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Runs `runner` with `args` (plus port-0 listeners), expecting it to
+    /// stop at start-up, and returns how it exited.
+    pub fn run_args_to_exit(args: &[&str]) -> Exit {
+        let out = Command::new(binary("runner"))
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .expect("running the runner binary");
+        Exit {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -234,8 +259,11 @@ impl TempDir {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
+        // The counter keeps two directories made in one nanosecond apart.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
-            std::env::temp_dir().join(format!("runner-prometheus-{}-{nanos}", std::process::id()));
+            std::env::temp_dir().join(format!("runner-test-{}-{nanos}-{n}", std::process::id()));
         std::fs::create_dir_all(&path).expect("creating a temp dir");
         TempDir { path }
     }

@@ -3,9 +3,12 @@
 //! `system_tests` on free loopback ports and stopped when the test ends.
 //!
 //! - `process`: the runner binary's start-up errors, SIGTERM, memory.
+//! - `durable`: the data directory under SIGKILL, a full disk, a second
+//!   runner.
 //! - `loadgen`: the load generator against the runner, checked both ways.
 //! - `prometheus`: dashboards and alerts against a real Prometheus.
 
+mod durable;
 mod loadgen;
 mod process;
 mod prometheus;
