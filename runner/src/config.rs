@@ -542,6 +542,63 @@ mod tests {
     }
 
     #[test]
+    fn the_data_dir_comes_from_a_flag_or_the_file_relative_to_it() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(
+            (&c.server.data_dir, c.server.fsync),
+            (&DataDir(None), Fsync::Always)
+        );
+        let c = parse(&["--data-dir", "rel/data", "--fsync", "every=250ms"]).unwrap();
+        assert_eq!(c.server.data_dir, DataDir(Some("rel/data".into())));
+        assert_eq!(c.server.fsync, Fsync::Every(Duration::from_millis(250)));
+        let f = file("[server]\ndata-dir = \"kv\"\nfsync = \"every=1s\"\n");
+        let path = f.path.to_str().unwrap();
+        let c = parse(&["--config", path]).unwrap();
+        let beside = f.path.parent().unwrap().join("kv");
+        assert_eq!(c.server.data_dir, DataDir(Some(beside)));
+        assert_eq!(c.server.fsync, Fsync::Every(Duration::from_secs(1)));
+        // A flag wins, as given.
+        let c = parse(&["--config", path, "--data-dir", "mine"]).unwrap();
+        assert_eq!(c.server.data_dir, DataDir(Some("mine".into())));
+        let err = parse(&["--fsync", "sometimes"]).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                r#""sometimes" is neither "always" nor "every=<duration>" (say every=100ms)"#
+            ),
+            "{err}"
+        );
+        let f = file("[server]\nfsync = 5\n");
+        let err = format!(
+            "{:#}",
+            parse(&["--config", f.path.to_str().unwrap()]).unwrap_err()
+        );
+        assert!(
+            err.contains(
+                r#"[server] fsync: expected "always" or "every=<duration>", found integer"#
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fsync_without_a_data_dir_is_a_warning() {
+        let c = parse(&["--fsync", "every=1s"]).unwrap();
+        assert_eq!(
+            c.warnings(),
+            vec![
+                "fsync has no effect without data-dir: key-value data is in memory only"
+                    .to_string()
+            ]
+        );
+        assert!(
+            parse(&["--data-dir", "d", "--fsync", "every=1s"])
+                .unwrap()
+                .warnings()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn unknown_fields_and_bad_values_are_named() {
         let f = file("[tenants.a]\nfule = 3\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
