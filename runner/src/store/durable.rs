@@ -43,7 +43,7 @@
 use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,6 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use fjall::{KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::watch;
 
 use super::Error;
 use crate::metrics;
@@ -153,32 +152,51 @@ impl crate::settings::Setting for Fsync {
 /// A write that memory applied and the journal has queued: awaiting it
 /// returns once the write is as durable as the fsync mode promises.
 #[must_use = "a write is acknowledged only once its Pending is awaited"]
-pub(super) struct Pending(Option<(Arc<Shared>, u64)>);
+pub(super) struct Pending(Option<(Arc<Shared>, Arc<Batch>)>);
 
 impl Pending {
     /// Nothing to wait for: no journal, or nothing was written.
     pub(super) const NONE: Pending = Pending(None);
 
     /// The later of two: waiting for it covers both, since the committer
-    /// takes the queue in order.
+    /// finishes batches in order and stops at the first that fails.
     pub(super) fn then(self, later: Pending) -> Pending {
         if later.0.is_some() { later } else { self }
     }
 
     pub(super) async fn wait(self) -> Result<(), Error> {
-        let Some((shared, seq)) = self.0 else {
+        let Some((shared, batch)) = self.0 else {
             return Ok(());
         };
-        let mut progress = shared.progress.subscribe();
-        let reached = progress
-            .wait_for(|p| p.done >= seq || p.failed.is_some())
-            .await
-            .map_err(|_| Error::Unavailable("the store's journal has stopped".into()))?;
-        if reached.done >= seq {
-            Ok(())
-        } else {
-            Err(shared.unavailable(reached.failed.as_deref().unwrap_or_default()))
+        loop {
+            // Registered before the check, so a finish in between still
+            // wakes this waiter.
+            let notified = batch.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(outcome) = batch.outcome.get() {
+                return outcome
+                    .as_ref()
+                    .map_err(|why| shared.unavailable(why))
+                    .copied();
+            }
+            notified.await;
         }
+    }
+}
+
+/// The writes one commit takes. Each waiter is woken once, when its own
+/// batch is finished, rather than on every commit.
+#[derive(Default)]
+struct Batch {
+    outcome: OnceLock<Result<(), Arc<str>>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Batch {
+    fn finish(&self, outcome: Result<(), Arc<str>>) {
+        let _ = self.outcome.set(outcome);
+        self.notify.notify_waiters();
     }
 }
 
@@ -196,16 +214,11 @@ enum Op {
 
 #[derive(Default)]
 struct Queue {
-    /// Sequence number of the last op queued.
-    last: u64,
     ops: Vec<Op>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Progress {
-    /// Every op up to this sequence number is as durable as the mode says.
-    done: u64,
-    /// Why the journal stopped taking writes.
+    /// What the ops queued now will be finished with.
+    batch: Arc<Batch>,
+    /// Why the journal stopped taking writes; set under this lock, so no
+    /// write is queued after the committer has given up.
     failed: Option<Arc<str>>,
 }
 
@@ -219,7 +232,6 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     stop: std::sync::atomic::AtomicBool,
-    progress: watch::Sender<Progress>,
     commits: ::metrics::Counter,
     writes: ::metrics::Counter,
     fsyncs: ::metrics::Counter,
@@ -234,14 +246,16 @@ impl Shared {
         ))
     }
 
-    fn failed(&self) -> Option<Arc<str>> {
-        self.progress.borrow().failed.clone()
-    }
-
-    fn fail(&self, what: &str, error: &fjall::Error) {
+    /// Stops taking writes: `batch` (the one being committed) and the one
+    /// queued behind it fail with `error`.
+    fn fail(&self, what: &str, error: &fjall::Error, batch: &Batch) {
         let why: Arc<str> = format!("{what}: {error}").into();
         tracing::error!(dir = %self.dir.display(), error = %why, "the data directory failed; key-value writes are refused until restart");
-        self.progress.send_modify(|p| p.failed = Some(why));
+        batch.finish(Err(why.clone()));
+        let mut queue = self.queue.lock();
+        queue.failed = Some(why.clone());
+        queue.ops.clear();
+        queue.batch.finish(Err(why));
     }
 
     fn persist(&self) -> Result<(), fjall::Error> {
@@ -252,17 +266,13 @@ impl Shared {
         Ok(())
     }
 
-    fn publish(&self, done: u64) {
-        self.progress.send_modify(|p| p.done = done);
-    }
-
     /// The committer thread: takes the whole queue as one batch, commits it,
-    /// and publishes progress; see the module docs for each mode.
+    /// and finishes its batch; see the module docs for each mode.
     fn run(&self) {
         let mut synced_at = Instant::now();
         let mut unsynced = false;
         loop {
-            let (ops, last, stopping) = {
+            let (ops, batch, stopping) = {
                 let mut queue = self.queue.lock();
                 loop {
                     let stopping = self.stop.load(std::sync::atomic::Ordering::Acquire);
@@ -282,30 +292,30 @@ impl Shared {
                 }
                 (
                     std::mem::take(&mut queue.ops),
-                    queue.last,
+                    std::mem::take(&mut queue.batch),
                     self.stop.load(std::sync::atomic::Ordering::Acquire),
                 )
             };
             if !ops.is_empty() {
                 if let Err(e) = self.commit(ops) {
-                    return self.fail("writing", &e);
+                    return self.fail("writing", &e, &batch);
                 }
                 match self.fsync {
                     Fsync::Always => {
                         if let Err(e) = self.persist() {
-                            return self.fail("fsync", &e);
+                            return self.fail("fsync", &e, &batch);
                         }
                     }
                     Fsync::Every(_) => unsynced = true,
                 }
-                self.publish(last);
+                batch.finish(Ok(()));
             }
             if let Fsync::Every(period) = self.fsync
                 && unsynced
                 && (stopping || synced_at.elapsed() >= period)
             {
                 if let Err(e) = self.persist() {
-                    return self.fail("fsync", &e);
+                    return self.fail("fsync", &e, &batch);
                 }
                 synced_at = Instant::now();
                 unsynced = false;
@@ -406,7 +416,6 @@ impl Journal {
             ),
         };
         check_format(dir, existed, &db, &data, &meta)?;
-        let (progress, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             db,
@@ -416,7 +425,6 @@ impl Journal {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             stop: Default::default(),
-            progress,
             commits: ::metrics::counter!(metrics::STORE_COMMITS),
             writes: ::metrics::counter!(metrics::STORE_WRITES),
             fsyncs: ::metrics::counter!(metrics::STORE_FSYNCS),
@@ -563,17 +571,16 @@ impl Journal {
     }
 
     fn push(&self, op: Op) -> Result<Pending, Error> {
-        let seq = {
+        let batch = {
             let mut queue = self.shared.queue.lock();
-            if let Some(why) = self.shared.failed() {
-                return Err(self.shared.unavailable(&why));
+            if let Some(why) = &queue.failed {
+                return Err(self.shared.unavailable(why));
             }
-            queue.last += 1;
             queue.ops.push(op);
-            queue.last
+            queue.batch.clone()
         };
         self.shared.wake.notify_one();
-        Ok(Pending(Some((self.shared.clone(), seq))))
+        Ok(Pending(Some((self.shared.clone(), batch))))
     }
 }
 
