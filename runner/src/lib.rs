@@ -118,6 +118,12 @@ impl Runner {
         })
     }
 
+    /// Counts the log lines the process's log writer drops (it drops rather
+    /// than block when stderr falls behind) on `/metrics`.
+    pub fn count_log_drops(&self, dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+        self.recorder.count_log_drops(dropped);
+    }
+
     /// Serves tenant traffic on `listener` and the admin endpoints on
     /// `admin` until `shutdown` resolves; then stops accepting and lets
     /// in-flight requests finish, up to the shutdown timeout.

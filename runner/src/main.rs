@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         .lossy(true)
         .buffered_lines_limit(64 << 10)
         .finish(std::io::stderr());
+    let log_drops = writer.error_counter();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -49,7 +50,8 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
     };
-    match runtime.block_on(serve(cli, config, lowered)) {
+    let log_drops = move || log_drops.dropped_lines() as u64;
+    match runtime.block_on(serve(cli, config, lowered, log_drops)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
@@ -59,10 +61,20 @@ async fn serve(
     cli: runner::config::Cli,
     config: Config,
     lowered: Option<String>,
+    log_drops: impl Fn() -> u64 + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let tenants = config.tenants.len();
     let warnings = config.warnings();
+    let store = match &config.server.data_dir.0 {
+        Some(dir) => format!(
+            "{} (fsync {})",
+            dir.display(),
+            runner::settings::Setting::show(&config.server.fsync)
+        ),
+        None => "memory".to_string(),
+    };
     let runner = Runner::build(config).await?;
+    runner.count_log_drops(log_drops);
     // Said once the tenants loaded, so a start-up error stays the first line.
     for warning in lowered.into_iter().chain(warnings) {
         tracing::warn!("{warning}");
@@ -76,7 +88,7 @@ async fn serve(
     // Parseable lines for scripts and tests, on stdout.
     println!("listening on http://{}", listener.local_addr()?);
     println!("metrics on http://{}", admin.local_addr()?);
-    tracing::info!(tenants, "runner ready");
+    tracing::info!(tenants, %store, "runner ready");
     runner.serve(listener, admin, shutdown_signal()).await
 }
 

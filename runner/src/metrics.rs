@@ -37,6 +37,7 @@ pub const KV_OPERATION_DURATION: &str = "runner_kv_operation_duration_seconds";
 pub const KV_KEYS: &str = "runner_kv_keys";
 pub const KV_BYTES: &str = "runner_kv_bytes";
 pub const KV_QUOTA_REJECTIONS: &str = "runner_kv_quota_rejections_total";
+pub const LOG_LINES_DROPPED: &str = "runner_log_lines_dropped_total";
 pub const STORE_COMMITS: &str = "runner_store_commits_total";
 pub const STORE_WRITES: &str = "runner_store_writes_total";
 pub const STORE_FSYNCS: &str = "runner_store_fsyncs_total";
@@ -89,7 +90,11 @@ pub struct Recorder {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
+    log_drops: Arc<std::sync::OnceLock<LogDrops>>,
 }
+
+/// Reads how many log lines the process's log writer has dropped.
+type LogDrops = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,6 +118,7 @@ impl Recorder {
             handle: recorder.handle(),
             recorder: Arc::new(recorder),
             process: metrics_process::Collector::default(),
+            log_drops: Default::default(),
         };
         this.scope(|| {
             describe();
@@ -127,6 +133,13 @@ impl Recorder {
         metrics::with_local_recorder(&*self.recorder, f)
     }
 
+    /// Reports `dropped()`, the log writer's count of lines it dropped, as
+    /// `runner_log_lines_dropped_total` from now on. The writer belongs to
+    /// the process, not to a runner, so the binary passes it in.
+    pub fn count_log_drops(&self, dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.log_drops.set(Box::new(dropped));
+    }
+
     /// Samples the gauges read from state (pool use, each tenant label's
     /// key-value usage, the process figures) and renders the exposition.
     pub fn render(
@@ -138,6 +151,9 @@ impl Recorder {
         self.scope(|| {
             self.process.collect();
             sample(engine, pool_capacity, usage);
+            if let Some(dropped) = self.log_drops.get() {
+                metrics::counter!(LOG_LINES_DROPPED).absolute(dropped());
+            }
         });
         // The metrics facade has integer counters only, so CPU time is kept
         // in a gauge for its fractions; it is a counter all the same, and
@@ -201,6 +217,10 @@ fn describe() {
         "Bytes (keys plus values) a tenant holds."
     );
     describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
+    describe_counter!(
+        LOG_LINES_DROPPED,
+        "Log lines dropped because the log writer could not keep up (a slow or full stderr)."
+    );
     describe_counter!(
         STORE_COMMITS,
         "Batches the durable store wrote to its data directory (group commits)."

@@ -71,24 +71,53 @@ pub struct Runner {
     pub admin: SocketAddr,
     output: Arc<Mutex<String>>,
     _config: Option<Tenants>,
+    /// Held open and never read, for [`Launch::stderr_unread`].
+    _stderr: Option<std::process::ChildStderr>,
+}
+
+/// How a test's runner process is started, beyond its arguments.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Launch {
+    /// Leave stderr unread, as a stalled log pipeline would: once the pipe
+    /// is full, every write to it blocks.
+    pub stderr_unread: bool,
+    /// Start under `ulimit -n` of this many descriptors, soft and hard.
+    pub max_descriptors: Option<u64>,
 }
 
 impl Runner {
     /// Starts `runner` with `args` (plus port-0 listeners).
     pub fn start(args: &[&str]) -> Self {
-        Self::spawn(args, None)
+        Self::spawn(args, None, Launch::default())
     }
 
     /// Starts `runner` with a tenants file.
     pub fn start_with(tenants: &Tenants, args: &[&str]) -> Self {
+        Self::launch(Some(tenants), args, Launch::default())
+    }
+
+    /// Starts `runner` with an optional tenants file, as `how` says.
+    pub fn launch(tenants: Option<&Tenants>, args: &[&str], how: Launch) -> Self {
+        let Some(tenants) = tenants else {
+            return Self::spawn(args, None, how);
+        };
         let path = tenants.write();
         let mut all = vec!["--config", path.to_str().expect("temp paths are UTF-8")];
         all.extend_from_slice(args);
-        Self::spawn(&all, Some(tenants.clone()))
+        Self::spawn(&all, Some(tenants.clone()), how)
     }
 
-    fn spawn(args: &[&str], config: Option<Tenants>) -> Self {
-        let mut command = Command::new(binary("runner"));
+    fn spawn(args: &[&str], config: Option<Tenants>, how: Launch) -> Self {
+        let mut command = match how.max_descriptors {
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", r#"ulimit -n "$1" && shift && exec "$@""#, "sh"])
+                    .arg(n.to_string())
+                    .arg(binary("runner"));
+                sh
+            }
+            None => Command::new(binary("runner")),
+        };
         // A test's runner gets only the flags it is given: no RUNNER_*
         // setting from the environment.
         for (key, _) in std::env::vars_os() {
@@ -107,13 +136,18 @@ impl Runner {
         let output = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("piped");
         let sink = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut out = sink.lock();
-                out.push_str(&line);
-                out.push('\n');
-            }
-        });
+        let unread = if how.stderr_unread {
+            Some(stderr)
+        } else {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut out = sink.lock();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+            None
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().expect("piped");
         let sink = output.clone();
@@ -147,6 +181,7 @@ impl Runner {
             admin: addrs[1].expect("checked"),
             output,
             _config: config,
+            _stderr: unread,
         }
     }
 

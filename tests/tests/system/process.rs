@@ -4,7 +4,7 @@
 use http::StatusCode;
 use system_tests::http::{Client, get};
 use system_tests::probe::Observed as _;
-use system_tests::{Runner, Tenants};
+use system_tests::{Launch, Runner, Tenants};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_traps_leave_pool_and_memory_at_baseline() {
@@ -161,4 +161,122 @@ async fn eight_requests_cannot_flood_host_memory() {
     }
     assert!(peak < 512 << 20, "resident memory peaked at {peak} bytes");
     assert_eq!(get(addr, "/t/evil/hello").await.text(), "hello");
+}
+
+/// CPU time (user plus system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc stat");
+    // Fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// A log pipeline that stalls (stderr never read) costs log lines, counted,
+/// not latency: a neighbour stays fast while a tenant, allowed a high log
+/// rate, floods the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_stderr_drops_log_lines_counts_them_and_blocks_no_one() {
+    let t = Tenants::new()
+        .hostile("noisy", "max-log-bytes-per-second = \"1GiB\"")
+        .default("quiet", "");
+    let how = Launch {
+        stderr_unread: true,
+        ..Launch::default()
+    };
+    let r = Runner::launch(Some(&t), &[], how);
+    let addr = r.addr;
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = Client::connect(addr).await;
+                for _ in 0..50 {
+                    let res = client.get("/t/noisy/lines?count=20000").await;
+                    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+                }
+            })
+        })
+        .collect();
+    let mut client = Client::connect(addr).await;
+    let mut latencies = Vec::new();
+    while !floods.iter().all(|f| f.is_finished()) {
+        let start = std::time::Instant::now();
+        assert_eq!(client.get("/t/quiet/hello").await.text(), "hello");
+        latencies.push(start.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    for f in floods {
+        f.await.unwrap();
+    }
+    latencies.sort();
+    let (p50, p99) = (
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() * 99 / 100],
+    );
+    eprintln!(
+        "neighbour: {} requests, p50 {p50:?}, p99 {p99:?}",
+        latencies.len()
+    );
+    // Generous bounds (figures in BENCHMARKS.md); when the writer blocked
+    // on the pipe, the neighbour's p50 passed a second.
+    assert!(
+        latencies.len() >= 20,
+        "only {} neighbour requests",
+        latencies.len()
+    );
+    assert!(
+        p50 < std::time::Duration::from_millis(100),
+        "neighbour p50 {p50:?}"
+    );
+    assert!(
+        p99 < std::time::Duration::from_millis(500),
+        "neighbour p99 {p99:?}"
+    );
+    // 200 floods of about 670 lines each (the default 64KiB per-request log
+    // budget), past what a full pipe and the writer's 65,536-line buffer
+    // hold: the rest were dropped, and counted.
+    // Of about 135,000 lines, the pipe and the buffer hold some 66,000.
+    let dropped = r.metric("runner_log_lines_dropped_total", "").await;
+    assert!(
+        (40_000.0..=140_000.0).contains(&dropped),
+        "{dropped} lines dropped"
+    );
+}
+
+/// Under `ulimit -n 1024`, 1,100 idle connections to the metrics port take
+/// that listener to its cap (lowered to fit the limit), not the process to
+/// the end of its descriptors: tenants are still served, and the accept
+/// loops do not spin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_under_a_descriptor_limit_starve_no_one() {
+    rlimit::increase_nofile_limit(4096).expect("raising the test's own descriptor limit");
+    let how = Launch {
+        max_descriptors: Some(1024),
+        ..Launch::default()
+    };
+    let r = Runner::launch(None, &[], how);
+    r.wait_for_log("max-connections lowered");
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(r.admin).await {
+            idle.push(stream);
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = cpu_seconds(r.pid());
+    let mut client = Client::connect(r.addr).await;
+    for _ in 0..50 {
+        assert_eq!(client.get("/t/t0/hello").await.text(), "hello");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let used = cpu_seconds(r.pid()) - before;
+    assert!(
+        used < 0.5,
+        "the runner used {used} s of CPU in about 1 s while idle"
+    );
+    drop(idle);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(get(r.admin, "/healthz").await.status, StatusCode::OK);
 }
