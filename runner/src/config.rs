@@ -44,15 +44,6 @@ use crate::tenant;
 #[derive(Debug, Clone, Parser)]
 #[command(version, max_term_width = 100)]
 pub struct Cli {
-    /// Address for tenant traffic.
-    #[arg(long, env = "RUNNER_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// Address for /metrics, /healthz and /readyz; tenant traffic never
-    /// reaches it.
-    #[arg(long, env = "RUNNER_METRICS_LISTEN", default_value = "127.0.0.1:9095")]
-    pub metrics_listen: SocketAddr,
-
     /// Provision tenants t0..t{N-1} (on top of any in --config).
     #[arg(long, env = "RUNNER_TENANTS")]
     pub tenants: Option<usize>,
@@ -86,6 +77,11 @@ const HOUR: Duration = Duration::from_secs(3600);
 settings! {
     /// Runner-wide settings; config file table `[server]`, same names.
     pub struct ServerSettings, file ServerFile, heading "Server" {
+        /// Address for tenant traffic.
+        listen: SocketAddr = "127.0.0.1:8080", Range::<SocketAddr>::Any, env "RUNNER_LISTEN";
+        /// Address for /metrics, /healthz and /readyz; tenant traffic never
+        /// reaches it.
+        metrics_listen: SocketAddr = "127.0.0.1:9095", Range::<SocketAddr>::Any, env "RUNNER_METRICS_LISTEN";
         /// Instance slots in the pooling allocator: the most guest instances
         /// alive at once. Each reserves address space, not memory.
         pool_size: u32 = "1000", Range::Positive(100_000u32), env "RUNNER_POOL_SIZE";
@@ -553,12 +549,12 @@ mod tests {
         assert_eq!(c.server.fsync, Fsync::Every(Duration::from_millis(250)));
         let f = file("[server]\ndata-dir = \"kv\"\nfsync = \"every=1s\"\n");
         let path = f.path.to_str().unwrap();
-        let c = parse(&["--config", path]).unwrap();
+        let c = parse(&["--config", path, "--tenants", "1"]).unwrap();
         let beside = f.path.parent().unwrap().join("kv");
         assert_eq!(c.server.data_dir, DataDir(Some(beside)));
         assert_eq!(c.server.fsync, Fsync::Every(Duration::from_secs(1)));
         // A flag wins, as given.
-        let c = parse(&["--config", path, "--data-dir", "mine"]).unwrap();
+        let c = parse(&["--config", path, "--tenants", "1", "--data-dir", "mine"]).unwrap();
         assert_eq!(c.server.data_dir, DataDir(Some("mine".into())));
         let err = parse(&["--fsync", "sometimes"]).unwrap_err().to_string();
         assert!(
@@ -576,6 +572,34 @@ mod tests {
             err.contains(
                 r#"[server] fsync: expected "always" or "every=<duration>", found integer"#
             ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_come_from_flags_or_the_file() {
+        let f = file("[server]\nlisten = \"127.0.0.1:9999\"\nmetrics-listen = \"[::1]:9998\"\n");
+        let path = f.path.to_str().unwrap();
+        let c = parse(&["--config", path, "--tenants", "1"]).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(c.server.metrics_listen, "[::1]:9998".parse().unwrap());
+        let c = parse(&[
+            "--config",
+            path,
+            "--tenants",
+            "1",
+            "--listen",
+            "127.0.0.1:7000",
+        ])
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:7000".parse().unwrap());
+        let f = file("[server]\nlisten = \"localhost\"\n");
+        let err = format!(
+            "{:#}",
+            parse(&["--config", f.path.to_str().unwrap()]).unwrap_err()
+        );
+        assert!(
+            err.contains(r#"[server] listen: "localhost" is not an address such as 127.0.0.1:8080 or [::1]:8080"#),
             "{err}"
         );
     }

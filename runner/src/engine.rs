@@ -270,17 +270,13 @@ impl Runtime {
                 (Err(_), failure) => failure.unwrap_or_else(no_response),
             },
             sent = &mut head => {
-                let (failed, failed_later) = oneshot::channel();
+                let (ended, ended_later) = oneshot::channel();
                 tokio::spawn(async move {
-                    let (tenant, failure) = guest.await;
-                    // Counted before the client can see the body break off.
-                    if let Some(failure) = &failure {
-                        outcome::after_response(&tenant, failure);
-                    }
-                    let _ = failed.send(failure.is_some());
+                    let (_, failure) = guest.await;
+                    let _ = ended.send(failure.as_ref().map(outcome::Ended::of));
                 });
                 match sent {
-                    Ok(Ok(response)) => Outcome::Served(guarded(response, Failed::Later(failed_later))),
+                    Ok(Ok(response)) => Outcome::Streaming(response, ended_later),
                     Ok(Err(code)) => guest_error(code),
                     // Unreachable while the guest's store, which holds the
                     // sender, is alive; handled all the same.

@@ -79,12 +79,12 @@ async fn serve(
     for warning in lowered.into_iter().chain(warnings) {
         tracing::warn!("{warning}");
     }
-    let listener = TcpListener::bind(cli.listen)
+    let listener = TcpListener::bind(cli.server.listen)
         .await
-        .with_context(|| format!("binding --listen {}", cli.listen))?;
-    let admin = TcpListener::bind(cli.metrics_listen)
+        .with_context(|| format!("binding --listen {}", cli.server.listen))?;
+    let admin = TcpListener::bind(cli.server.metrics_listen)
         .await
-        .with_context(|| format!("binding --metrics-listen {}", cli.metrics_listen))?;
+        .with_context(|| format!("binding --metrics-listen {}", cli.server.metrics_listen))?;
     // Parseable lines for scripts and tests, on stdout.
     println!("listening on http://{}", listener.local_addr()?);
     println!("metrics on http://{}", admin.local_addr()?);

@@ -5,19 +5,25 @@
 //! derives the response, the log line and every metric from it, in one
 //! place, so they cannot disagree.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use ::http::{HeaderValue, Response, StatusCode, header};
+use tokio::sync::oneshot;
 
-use crate::http::body::{OutBody, text};
+use crate::http::body::{Guarded, OutBody, text};
 use crate::limits::Limit;
 use crate::metrics::TrapKind;
 use crate::tenant::Tenant;
 
 /// How a request ended.
 pub enum Outcome {
-    /// The guest answered; its response (head sent, body maybe streaming).
+    /// The guest answered; its response, whole.
     Served(Response<OutBody>),
+    /// The guest answered and is still writing its body; how it ends comes
+    /// on the receiver (`None`: cleanly) when the guest does. The request
+    /// ends, and is counted, when its body does.
+    Streaming(Response<OutBody>, oneshot::Receiver<Option<Ended>>),
     /// The guest answered, then failed (the second value) before its body
     /// was done: the client gets the head, the body as far as it got, and a
     /// broken connection instead of the body's end.
@@ -43,6 +49,7 @@ impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Served(r) => f.debug_tuple("Served").field(&r.status()).finish(),
+            Outcome::Streaming(r, _) => f.debug_tuple("Streaming").field(&r.status()).finish(),
             Outcome::CutShort(r, why) => f
                 .debug_tuple("CutShort")
                 .field(&r.status())
@@ -73,6 +80,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// A request the guest answered whole, by the status it chose.
+    fn answered(status: StatusCode) -> Kind {
+        match status.as_u16() {
+            400..=499 => Kind::Guest4xx,
+            500..=599 => Kind::Guest5xx,
+            _ => Kind::Ok,
+        }
+    }
+
     pub const ALL: [Kind; 9] = [
         Kind::Ok,
         Kind::Guest4xx,
@@ -104,11 +120,7 @@ impl Outcome {
     /// The metric label for this outcome.
     pub fn kind(&self) -> Kind {
         match self {
-            Outcome::Served(r) => match r.status().as_u16() {
-                400..=499 => Kind::Guest4xx,
-                500..=599 => Kind::Guest5xx,
-                _ => Kind::Ok,
-            },
+            Outcome::Served(r) | Outcome::Streaming(r, _) => Kind::answered(r.status()),
             Outcome::CutShort(_, why) => why.kind(),
             Outcome::Refused(..) => Kind::Rejected,
             Outcome::LimitHit(Limit::Fuel, _) => Kind::FuelExhausted,
@@ -150,6 +162,8 @@ impl Outcome {
         let name = tenant.name();
         match self {
             Outcome::Served(response) => response,
+            // Wrapped by `Request::end`, which counts it when its body ends.
+            Outcome::Streaming(response, _) => response,
             Outcome::CutShort(response, why) => {
                 tracing::debug!(tenant = name, outcome = ?why, "the guest failed mid-body; its response is cut short");
                 response
@@ -193,13 +207,37 @@ fn limit_response(limit: Limit, message: String) -> Response<OutBody> {
 /// (the client hung up, so hyper dropped its future) is recorded as
 /// `client_gone` by `Drop`, so the in-flight gauge never leaks.
 pub struct Request<'t> {
-    tenant: &'t Tenant,
+    tenant: &'t Arc<Tenant>,
     started: Instant,
     ended: bool,
 }
 
+/// How a streamed request ended, sent from the guest's task once it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub kind: Kind,
+    pub limit: Option<Limit>,
+    pub trap: Option<TrapKind>,
+}
+
+impl Ended {
+    pub fn of(outcome: &Outcome) -> Self {
+        Self {
+            kind: outcome.kind(),
+            limit: outcome.limit(),
+            trap: outcome.trap(),
+        }
+    }
+
+    pub const CLIENT_GONE: Ended = Ended {
+        kind: Kind::ClientGone,
+        limit: None,
+        trap: None,
+    };
+}
+
 impl<'t> Request<'t> {
-    pub fn start(tenant: &'t Tenant) -> Self {
+    pub fn start(tenant: &'t Arc<Tenant>) -> Self {
         tenant.metrics().request_started();
         Self {
             tenant,
@@ -212,6 +250,31 @@ impl<'t> Request<'t> {
     /// response the client gets.
     pub fn end(mut self, outcome: Outcome) -> Response<OutBody> {
         self.ended = true;
+        if let Outcome::Streaming(response, ended) = outcome {
+            // Counted when the body ends: as the guest ended, or as
+            // `client_gone` if the client leaves first.
+            let tenant = self.tenant.clone();
+            let started = self.started;
+            let whole = Ended {
+                kind: Kind::answered(response.status()),
+                limit: None,
+                trap: None,
+            };
+            let record = move |ended: Option<Ended>| {
+                let Ended { kind, limit, trap } = ended.unwrap_or(whole);
+                if ended.is_some() {
+                    tracing::debug!(
+                        tenant = tenant.name(),
+                        outcome = kind.as_str(),
+                        "the guest's streamed response ended before its body did"
+                    );
+                }
+                tenant
+                    .metrics()
+                    .request_finished(kind, limit, trap, started.elapsed());
+            };
+            return response.map(|body| Guarded::streaming(body, ended, Box::new(record)));
+        }
         self.tenant.metrics().request_finished(
             outcome.kind(),
             outcome.limit(),
@@ -239,14 +302,6 @@ impl Drop for Request<'_> {
     }
 }
 
-/// A guest that failed after its response head was sent (while streaming
-/// its body): the request already ended as served; the limit or trap that
-/// stopped the guest still counts.
-pub fn after_response(tenant: &Tenant, failure: &Outcome) {
-    tenant.metrics().failed(failure.limit(), failure.trap());
-    tracing::debug!(tenant = tenant.name(), outcome = ?failure, "the guest failed after its response head");
-}
-
 #[cfg(test)]
 mod tests {
     use http::StatusCode;
@@ -269,6 +324,59 @@ mod tests {
     async fn body(response: http::Response<super::OutBody>) -> String {
         let bytes = response.into_body().collect().await.expect("a body");
         String::from_utf8_lossy(&bytes.to_bytes()).into_owned()
+    }
+
+    /// A response whose body is still streaming is counted when the body
+    /// ends, under how the guest ended: whole, cut short by a limit, or
+    /// left by the client.
+    #[tokio::test]
+    async fn a_streamed_request_counts_when_its_body_ends() {
+        use super::Ended;
+        let recorder = Recorder::new().unwrap();
+        let (runtime, tenant) = crate::tenant::for_tests(&recorder);
+        let shown = |name: &str, labels: &str| {
+            let text = recorder.render(runtime.engine(), 4, std::iter::empty());
+            series(&text, name, &format!("tenant=\"t0\",{labels}"))
+        };
+        let requests =
+            |outcome: &str| shown("runner_requests_total", &format!("outcome=\"{outcome}\""));
+        let in_flight = || {
+            let text = recorder.render(runtime.engine(), 4, std::iter::empty());
+            series(&text, "runner_requests_in_flight", "tenant=\"t0\"")
+        };
+
+        let (guest, ended) = tokio::sync::oneshot::channel();
+        let response = Request::start(&tenant).end(Outcome::Streaming(
+            text(StatusCode::OK, "whole".into()),
+            ended,
+        ));
+        assert_eq!((requests("ok"), in_flight()), (0.0, 1.0));
+        guest.send(None).unwrap();
+        assert_eq!(body(response).await, "whole\n");
+        assert_eq!((requests("ok"), in_flight()), (1.0, 0.0));
+
+        let (guest, ended) = tokio::sync::oneshot::channel();
+        let response = Request::start(&tenant).end(Outcome::Streaming(
+            text(StatusCode::OK, "cut".into()),
+            ended,
+        ));
+        let deadline = Outcome::LimitHit(Limit::Deadline, "deadline".into());
+        guest.send(Some(Ended::of(&deadline))).unwrap();
+        assert!(response.into_body().collect().await.is_err());
+        assert_eq!(requests("deadline_exceeded"), 1.0);
+        assert_eq!(shown("runner_limit_hits_total", "limit=\"deadline\""), 1.0);
+        assert_eq!(shown("runner_traps_total", "kind=\"deadline\""), 1.0);
+
+        let (_guest, ended) = tokio::sync::oneshot::channel();
+        let response = Request::start(&tenant).end(Outcome::Streaming(
+            text(StatusCode::OK, "left".into()),
+            ended,
+        ));
+        drop(response);
+        assert_eq!(
+            (requests("client_gone"), requests("ok"), in_flight()),
+            (1.0, 1.0, 0.0)
+        );
     }
 
     #[tokio::test]

@@ -109,6 +109,31 @@ impl Setting for ByteSize {
     }
 }
 
+impl Setting for std::net::SocketAddr {
+    fn parse_flag(text: &str) -> Result<Self, String> {
+        text.parse()
+            .map_err(|_| format!("{text:?} is not an address such as 127.0.0.1:8080 or [::1]:8080"))
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(s) => Self::parse_flag(s),
+            other => Err(format!(
+                "expected an address such as \"127.0.0.1:8080\", found {}",
+                other.type_str()
+            )),
+        }
+    }
+
+    fn show(&self) -> String {
+        self.to_string()
+    }
+
+    fn is_zero(&self) -> bool {
+        false
+    }
+}
+
 /// A setting whose default is worked out at start-up (`auto`) unless given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd)]
 pub enum Auto<T> {

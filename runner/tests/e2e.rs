@@ -1022,6 +1022,20 @@ async fn a_body_cut_short_by_a_limit_does_not_look_complete() {
         .await,
         1.0
     );
+    // Counted once its body ended, under the limit that cut it, not as ok.
+    for (outcome, count) in [("deadline_exceeded", 1.0), ("ok", 0.0)] {
+        let labels = format!("tenant=\"evil\",outcome=\"{outcome}\"");
+        assert_eq!(
+            r.metric("runner_requests_total", &labels).await,
+            count,
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        r.metric("runner_requests_in_flight", "tenant=\"evil\"")
+            .await,
+        0.0
+    );
 }
 
 /// A client that declares a small body and never sends it holds none of

@@ -14,6 +14,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
+use crate::outcome::Ended;
+
 /// The response body type wasmtime-wasi-http produces; host answers use it too.
 pub type OutBody = HyperOutgoingBody;
 
@@ -99,12 +101,17 @@ impl Body for LimitedBody {
     }
 }
 
-/// Whether the guest behind a streamed response failed (a trap or a limit
-/// that stopped it mid-body): known already, or sent once it ends.
+/// Whether the guest behind a response failed (a trap or a limit that
+/// stopped it mid-body): known already, or sent once it ends (`None`:
+/// cleanly).
 pub enum Failed {
     Known(bool),
-    Later(tokio::sync::oneshot::Receiver<bool>),
+    Later(tokio::sync::oneshot::Receiver<Option<Ended>>),
 }
+
+/// Told, once, how a streamed request ended: as its guest did, or
+/// [`Ended::CLIENT_GONE`] when the body was dropped before its end.
+pub type OnEnd = Box<dyn FnOnce(Option<Ended>) + Send>;
 
 /// A guest's response body that cannot be cut short and still look whole:
 /// when the guest failed, the body ends in an error instead of its end, so
@@ -113,11 +120,37 @@ pub enum Failed {
 pub struct Guarded {
     inner: OutBody,
     failed: Failed,
+    on_end: Option<OnEnd>,
 }
 
 impl Guarded {
     pub fn wrap(inner: OutBody, failed: Failed) -> OutBody {
-        Guarded { inner, failed }.boxed_unsync()
+        Guarded {
+            inner,
+            failed,
+            on_end: None,
+        }
+        .boxed_unsync()
+    }
+
+    /// A body the guest is still writing; `on_end` learns how it ended.
+    pub fn streaming(
+        inner: OutBody,
+        ended: tokio::sync::oneshot::Receiver<Option<Ended>>,
+        on_end: OnEnd,
+    ) -> OutBody {
+        Guarded {
+            inner,
+            failed: Failed::Later(ended),
+            on_end: Some(on_end),
+        }
+        .boxed_unsync()
+    }
+
+    fn end(&mut self, ended: Option<Ended>) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(ended);
+        }
     }
 }
 
@@ -139,7 +172,11 @@ impl Body for Guarded {
             Failed::Known(failed) => *failed,
             Failed::Later(receiver) => match Pin::new(receiver).poll(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(result) => result.unwrap_or(false),
+                Poll::Ready(ended) => {
+                    let ended = ended.unwrap_or(None);
+                    this.end(ended);
+                    ended.is_some()
+                }
             },
         };
         this.failed = Failed::Known(failed);
@@ -155,6 +192,20 @@ impl Body for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Guarded {
+    /// Dropped before its end: the guest's failure if it is known by now
+    /// (hyper drops a body whose frame was an error), else the client left.
+    fn drop(&mut self) {
+        if self.on_end.is_some() {
+            let ended = match &mut self.failed {
+                Failed::Later(receiver) => receiver.try_recv().ok().flatten(),
+                Failed::Known(_) => None,
+            };
+            self.end(Some(ended.unwrap_or(Ended::CLIENT_GONE)));
+        }
     }
 }
 

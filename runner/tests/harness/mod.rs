@@ -71,8 +71,8 @@ impl Runner {
         rt.spawn(async move {
             let started = async {
                 let runner = runner::Runner::build(config_parsed).await?;
-                let listener = TcpListener::bind(cli.listen).await?;
-                let admin = TcpListener::bind(cli.metrics_listen).await?;
+                let listener = TcpListener::bind(cli.server.listen).await?;
+                let admin = TcpListener::bind(cli.server.metrics_listen).await?;
                 anyhow::Ok((runner, listener, admin))
             };
             match started.await {
