@@ -170,8 +170,9 @@ fn cpu_seconds(pid: u32) -> f64 {
     let fields: Vec<&str> = stat[stat.rfind(')').expect("a stat line") + 2..]
         .split(' ')
         .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
+    // utime and stime, in clock ticks (100 a second on Linux).
+    let ticks = |i: usize| fields[i].parse::<f64>().expect("a tick count");
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// A log pipeline that stalls (stderr never read) costs log lines, counted,
