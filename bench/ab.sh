@@ -24,18 +24,12 @@ LOADGEN=${CARGO_TARGET_DIR:-target}/release/loadgen
 [[ -x $LOADGEN ]] || cargo build --release --quiet -p loadgen
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/runner-ab.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+source bench/lib.sh
 
 run_round() { # BIN LABEL ROUND
-    "$1" --tenants 100 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
-        >"$WORK/out" 2>"$WORK/err" &
-    local pid=$! addr= i=0
-    while [[ -z $addr && $i -lt 600 ]]; do
-        addr=$(sed -n 's|^listening on http://||p' "$WORK/out" | head -1)
-        [[ -n $addr ]] || sleep 0.1
-        i=$((i + 1))
-    done
-    [[ -n $addr ]] || { cat "$WORK/err" >&2; exit 1; }
-    local common=(--target "http://$addr" --tenants 100 --keys 100 --value-size 100
+    start_runner "$1"
+    local pid=$PID
+    local common=(--target "http://$ADDR" --tenants 100 --keys 100 --value-size 100
         --concurrency 32 --threads 1)
     "$LOADGEN" "${common[@]}" --mix set=100 --requests 30000 --warmup 0s >/dev/null
     for workload in hello mix; do

@@ -28,6 +28,7 @@ LOADGEN=${CARGO_TARGET_DIR:-target}/release/loadgen
 [[ -x $LOADGEN ]] || cargo build --release --quiet -p loadgen
 WORK=$(mktemp -d "${DATA:-${TMPDIR:-/tmp}}/runner-durable.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+source bench/lib.sh
 
 run_round() { # MODE ROUND
     local store=()
@@ -35,16 +36,9 @@ run_round() { # MODE ROUND
         always) store=(--data-dir "$WORK/data-$2" --fsync always) ;;
         every) store=(--data-dir "$WORK/data-$2" --fsync every=100ms) ;;
     esac
-    "$RUNNER" --tenants 100 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "${store[@]}" \
-        >"$WORK/out" 2>"$WORK/err" &
-    local pid=$! addr= i=0
-    while [[ -z $addr && $i -lt 600 ]]; do
-        addr=$(sed -n 's|^listening on http://||p' "$WORK/out" | head -1)
-        [[ -n $addr ]] || sleep 0.1
-        i=$((i + 1))
-    done
-    [[ -n $addr ]] || { cat "$WORK/err" >&2; exit 1; }
-    local common=(--target "http://$addr" --tenants 100 --keys 100 --value-size 100 --threads 1)
+    start_runner "$RUNNER" "${store[@]}"
+    local pid=$PID
+    local common=(--target "http://$ADDR" --tenants 100 --keys 100 --value-size 100 --threads 1)
     "$LOADGEN" "${common[@]}" --concurrency 32 --mix set=100 --requests 20000 --warmup 0s >/dev/null
     for workload in mix read write write1; do
         local mix conns=32

@@ -269,10 +269,7 @@ impl crate::settings::Setting for TenantLabelMode {
     }
 
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(s) => Self::parse_flag(s),
-            other => Err(format!("expected a string, found {}", other.type_str())),
-        }
+        crate::settings::from_toml_string(value, "a string")
     }
 
     fn show(&self) -> String {

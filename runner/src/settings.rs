@@ -26,6 +26,15 @@ pub trait Setting: Sized + Clone + PartialOrd + Send + Sync + 'static {
     fn is_zero(&self) -> bool;
 }
 
+/// `from_toml` for a setting a file writes as a string, spelled as on the
+/// command line; `expected` says what else was wanted.
+pub fn from_toml_string<T: Setting>(value: &toml::Value, expected: &str) -> Result<T, String> {
+    match value {
+        toml::Value::String(s) => T::parse_flag(s),
+        other => Err(format!("expected {expected}, found {}", other.type_str())),
+    }
+}
+
 macro_rules! integer_setting {
     ($($t:ty),*) => {$(
         impl Setting for $t {
@@ -62,13 +71,7 @@ impl Setting for Duration {
     }
 
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(s) => Self::parse_flag(s),
-            other => Err(format!(
-                "expected a duration such as \"500ms\" or \"2s\", found {}",
-                other.type_str()
-            )),
-        }
+        from_toml_string(value, r#"a duration such as "500ms" or "2s""#)
     }
 
     fn show(&self) -> String {
@@ -116,13 +119,7 @@ impl Setting for std::net::SocketAddr {
     }
 
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(s) => Self::parse_flag(s),
-            other => Err(format!(
-                "expected an address such as \"127.0.0.1:8080\", found {}",
-                other.type_str()
-            )),
-        }
+        from_toml_string(value, r#"an address such as "127.0.0.1:8080""#)
     }
 
     fn show(&self) -> String {

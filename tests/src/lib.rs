@@ -198,22 +198,7 @@ impl Runner {
     /// returns how it exited.
     pub fn run_to_exit(tenants: &Tenants) -> Exit {
         let path = tenants.write();
-        let out = Command::new(binary("runner"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
-            .arg(&path)
-            .output()
-            .expect("running the runner binary");
-        Exit {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Self::run_args_to_exit(&["--config", path.to_str().expect("temp paths are UTF-8")])
     }
 
     /// Runs `runner` with `args` (plus port-0 listeners), expecting it to

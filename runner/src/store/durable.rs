@@ -77,13 +77,7 @@ impl crate::settings::Setting for DataDir {
     }
 
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(s) => Self::parse_flag(s),
-            other => Err(format!(
-                "expected a directory path, found {}",
-                other.type_str()
-            )),
-        }
+        crate::settings::from_toml_string(value, "a directory path")
     }
 
     fn show(&self) -> String {
@@ -128,13 +122,7 @@ impl crate::settings::Setting for Fsync {
     }
 
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::String(s) => Self::parse_flag(s),
-            other => Err(format!(
-                "expected \"always\" or \"every=<duration>\", found {}",
-                other.type_str()
-            )),
-        }
+        crate::settings::from_toml_string(value, r#""always" or "every=<duration>""#)
     }
 
     fn show(&self) -> String {
