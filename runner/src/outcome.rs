@@ -210,6 +210,8 @@ pub struct Request<'t> {
     tenant: &'t Arc<Tenant>,
     started: Instant,
     ended: bool,
+    /// A HEAD request: its response carries no body.
+    head: bool,
 }
 
 /// How a streamed request ended, sent from the guest's task once it has.
@@ -243,7 +245,14 @@ impl<'t> Request<'t> {
             tenant,
             started: Instant::now(),
             ended: false,
+            head: false,
         }
+    }
+
+    /// Marks a HEAD request, whose response has no body to wait for.
+    pub fn head(mut self, head: bool) -> Self {
+        self.head = head;
+        self
     }
 
     /// Records `outcome` in the metrics and the log, and returns the
@@ -255,10 +264,24 @@ impl<'t> Request<'t> {
             // `client_gone` if the client leaves first.
             let tenant = self.tenant.clone();
             let started = self.started;
+            let status = response.status();
             let whole = Ended {
-                kind: Kind::answered(response.status()),
+                kind: Kind::answered(status),
                 limit: None,
                 trap: None,
+            };
+            // What hyper writes before it drops the body as done.
+            let declared = if self.head
+                || status.is_informational()
+                || status == StatusCode::NO_CONTENT
+                || status == StatusCode::NOT_MODIFIED
+            {
+                Some(0)
+            } else {
+                response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
             };
             let record = move |ended: Option<Ended>| {
                 let Ended { kind, limit, trap } = ended.unwrap_or(whole);
@@ -273,7 +296,8 @@ impl<'t> Request<'t> {
                     .metrics()
                     .request_finished(kind, limit, trap, started.elapsed());
             };
-            return response.map(|body| Guarded::streaming(body, ended, Box::new(record)));
+            return response
+                .map(|body| Guarded::streaming(body, declared, ended, Box::new(record)));
         }
         self.tenant.metrics().request_finished(
             outcome.kind(),

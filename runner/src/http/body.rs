@@ -121,28 +121,40 @@ pub struct Guarded {
     inner: OutBody,
     failed: Failed,
     on_end: Option<OnEnd>,
+    /// The body's declared length, and how much of it has gone out: hyper
+    /// drops a body once its declared length is written (or at once, where
+    /// no body is sent), without asking for its end.
+    declared: Option<u64>,
+    delivered: u64,
 }
 
 impl Guarded {
     pub fn wrap(inner: OutBody, failed: Failed) -> OutBody {
         Guarded {
+            declared: inner.size_hint().exact(),
             inner,
             failed,
             on_end: None,
+            delivered: 0,
         }
         .boxed_unsync()
     }
 
-    /// A body the guest is still writing; `on_end` learns how it ended.
+    /// A body the guest is still writing, of `declared` bytes (by its
+    /// `Content-Length`, or 0 where none is sent); `on_end` learns how it
+    /// ended.
     pub fn streaming(
         inner: OutBody,
+        declared: Option<u64>,
         ended: tokio::sync::oneshot::Receiver<Option<Ended>>,
         on_end: OnEnd,
     ) -> OutBody {
         Guarded {
+            declared,
             inner,
             failed: Failed::Later(ended),
             on_end: Some(on_end),
+            delivered: 0,
         }
         .boxed_unsync()
     }
@@ -165,6 +177,12 @@ impl Body for Guarded {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {}
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.delivered += data.len() as u64;
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
             other => return other,
         }
         // The guest's body ended: cleanly only if the guest did not fail.
@@ -196,15 +214,40 @@ impl Body for Guarded {
 }
 
 impl Drop for Guarded {
-    /// Dropped before its end: the guest's failure if it is known by now
-    /// (hyper drops a body whose frame was an error), else the client left.
+    /// Dropped before its end was asked for: whole if its declared length
+    /// went out (then it ends as its guest does, which may be later),
+    /// else the client left, unless the guest is known to have failed.
     fn drop(&mut self) {
-        if self.on_end.is_some() {
-            let ended = match &mut self.failed {
-                Failed::Later(receiver) => receiver.try_recv().ok().flatten(),
-                Failed::Known(_) => None,
-            };
-            self.end(Some(ended.unwrap_or(Ended::CLIENT_GONE)));
+        let Some(on_end) = self.on_end.take() else {
+            return;
+        };
+        let whole = self.declared == Some(self.delivered);
+        let Failed::Later(mut receiver) = std::mem::replace(&mut self.failed, Failed::Known(false))
+        else {
+            return on_end(if whole {
+                None
+            } else {
+                Some(Ended::CLIENT_GONE)
+            });
+        };
+        match receiver.try_recv() {
+            Ok(Some(failed)) => on_end(Some(failed)),
+            Ok(None) => on_end((!whole).then_some(Ended::CLIENT_GONE)),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) if whole => {
+                // Counted when the guest, still running, ends.
+                match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => {
+                        runtime.spawn(async move { on_end(receiver.await.unwrap_or(None)) });
+                    }
+                    Err(_) => on_end(None),
+                }
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                on_end(Some(Ended::CLIENT_GONE));
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                on_end((!whole).then_some(Ended::CLIENT_GONE));
+            }
         }
     }
 }

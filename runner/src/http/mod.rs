@@ -120,7 +120,7 @@ impl Ingress {
             return text(StatusCode::NOT_FOUND, format!("unknown tenant {name:?}"));
         };
         let rest_len = rest.len();
-        let request = outcome::Request::start(&tenant);
+        let request = outcome::Request::start(&tenant).head(req.method() == http::Method::HEAD);
         let outcome = self.admit_and_call(&tenant, req, rest_len).await;
         request.end(outcome)
     }
