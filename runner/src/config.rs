@@ -61,8 +61,13 @@ pub struct Cli {
     #[arg(long, env = "RUNNER_WORKERS")]
     pub workers: Option<usize>,
 
-    /// Log filter, in RUST_LOG syntax.
-    #[arg(long, env = "RUNNER_LOG", default_value = "info")]
+    /// Log filter, in RUST_LOG syntax. The default keeps the storage
+    /// engine's own notes (fjall, lsm_tree) to warnings.
+    #[arg(
+        long,
+        env = "RUNNER_LOG",
+        default_value = "info,fjall=warn,lsm_tree=warn"
+    )]
     pub log: String,
 
     #[command(flatten)]
