@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::collections::btree_map::Entry as Place;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -420,44 +421,46 @@ impl Bucket {
     ) -> Result<Pending, Error> {
         let account = &self.account;
         let new_size = (key.len() + value.len()) as u64;
-        let old_size = shard
-            .get(&hash)
-            .and_then(|slot| slot.find(&key))
-            .map(Entry::size);
-        let (new_keys, grow) = match old_size {
-            Some(old) => (0, new_size.saturating_sub(old)),
-            None => (1, new_size),
+        // Room, then the journal: a refusal at either changes nothing.
+        let admit = |new_keys, grow| {
+            account.reserve(new_keys, grow)?;
+            self.record(&key, Some(&value))
+                .inspect_err(|_| account.release(new_keys, grow))
         };
-        account.reserve(new_keys, grow)?;
-        let pending = self.record(&key, Some(&value)).inspect_err(|_| {
-            account.release(new_keys, grow);
-        })?;
-        match (old_size, shard.get_mut(&hash)) {
-            (Some(old), Some(slot)) => {
-                account.release(0, old.saturating_sub(new_size));
-                if let Some(entry) = slot.find_mut(&key) {
-                    entry.value = value;
+        match shard.entry(hash) {
+            Place::Occupied(mut occupied) => {
+                let slot = occupied.get_mut();
+                match slot.find_mut(&key) {
+                    Some(entry) => {
+                        let old_size = entry.size();
+                        let pending = admit(0, new_size.saturating_sub(old_size))?;
+                        account.release(0, old_size.saturating_sub(new_size));
+                        entry.value = value;
+                        Ok(pending)
+                    }
+                    None => {
+                        let pending = admit(1, new_size)?;
+                        slot.rest.push(Entry {
+                            key: key.into_boxed_str(),
+                            value,
+                        });
+                        Ok(pending)
+                    }
                 }
             }
-            (_, Some(slot)) => slot.rest.push(Entry {
-                key: key.into_boxed_str(),
-                value,
-            }),
-            (_, None) => {
+            Place::Vacant(vacant) => {
+                let pending = admit(1, new_size)?;
                 let first = Entry {
                     key: key.into_boxed_str(),
                     value,
                 };
-                shard.insert(
-                    hash,
-                    Slot {
-                        first,
-                        rest: Vec::new(),
-                    },
-                );
+                vacant.insert(Slot {
+                    first,
+                    rest: Vec::new(),
+                });
+                Ok(pending)
             }
         }
-        Ok(pending)
     }
 
     /// Puts a saved entry back at start-up: no quota check, no journal.
