@@ -200,6 +200,16 @@ enum Op {
     },
 }
 
+impl Op {
+    /// The keyspace and key the op writes.
+    fn target(&self) -> (bool, &[u8]) {
+        match self {
+            Op::Put { meta, key, .. } => (*meta, key),
+            Op::Remove { key } => (false, key),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     ops: Vec<Op>,
@@ -316,19 +326,29 @@ impl Shared {
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), fjall::Error> {
         let count = ops.len() as u64;
+        // Every item of a fjall batch gets the same sequence number, so two
+        // writes of one key in a batch would be ordered by the engine's
+        // tie-breaking alone; only the last of them goes in.
+        let mut last = std::collections::HashMap::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            last.insert(op.target(), i);
+        }
         let mut batch = self.db.batch();
         if let Fsync::Every(_) = self.fsync {
             // Into the OS's hands, so a crash of the runner alone loses
             // nothing acknowledged.
             batch = batch.durability(Some(PersistMode::Buffer));
         }
-        for op in ops {
+        for (i, op) in ops.iter().enumerate() {
+            if last.get(&op.target()) != Some(&i) {
+                continue;
+            }
             match op {
                 Op::Put { meta, key, value } => {
-                    let keyspace = if meta { &self.meta } else { &self.data };
-                    batch.insert(keyspace, key, value.as_ref());
+                    let keyspace = if *meta { &self.meta } else { &self.data };
+                    batch.insert(keyspace, key.as_slice(), value.as_ref());
                 }
-                Op::Remove { key } => batch.remove(&self.data, key),
+                Op::Remove { key } => batch.remove(&self.data, key.as_slice()),
             }
         }
         batch.commit()?;
@@ -714,7 +734,7 @@ mod tests {
     use super::*;
     use crate::store::conformance::{conformance_suite, walk};
     use crate::store::memory::Store;
-    use crate::store::{Namespace, Quota, Quotas};
+    use crate::store::{DEFAULT_BUCKET, Namespace, Quota, Quotas};
 
     conformance_suite!(Store::on(8, Journal::scratch(Fsync::Always)));
 
@@ -859,6 +879,43 @@ mod tests {
         b.set("k0".into(), Bytes::from_static(b"x")).await.unwrap();
         b.delete("k1").await.unwrap();
         assert_eq!(ns.usage().keys, 4);
+    }
+
+    /// Writes of one key that land in one batch keep their order: the last
+    /// one is what a restart finds.
+    #[tokio::test]
+    async fn the_last_write_of_a_key_in_a_batch_wins() {
+        let dir = Dir::new();
+        let prefix = Journal::bucket_prefix("t", DEFAULT_BUCKET);
+        let key = |k: &str| [&prefix[..], k.as_bytes()].concat();
+        let put = |k: &str, v: &'static [u8]| Op::Put {
+            meta: false,
+            key: key(k),
+            value: Bytes::from_static(v),
+        };
+        {
+            let journal = Journal::open(&dir.0, Fsync::Always).unwrap();
+            journal
+                .shared
+                .commit(vec![
+                    put("gone", b"1"),
+                    Op::Remove { key: key("gone") },
+                    put("kept", b"1"),
+                    Op::Remove { key: key("kept") },
+                    put("kept", b"2"),
+                ])
+                .unwrap();
+        }
+        let journal = Journal::open(&dir.0, Fsync::Always).unwrap();
+        let image = journal.load("t").unwrap();
+        assert_eq!(
+            image.entries,
+            vec![(
+                DEFAULT_BUCKET.to_string(),
+                "kept".to_string(),
+                Bytes::from_static(b"2")
+            )]
+        );
     }
 
     #[test]
