@@ -76,7 +76,7 @@ impl Bench {
             .scope(|| Runtime::new(EngineConfig::default()))
             .expect("building the engine");
         let pre = runtime
-            .load(runner::DEFAULT_GUEST)
+            .load(runner::DEFAULT_GUEST, usize::MAX)
             .expect("the default guest loads");
         let store = Store::new(Store::default_shards());
         let tenant = Arc::new(Tenant::new(

@@ -22,6 +22,7 @@ use wasmtime::{PoolConcurrencyLimitError, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{FieldMapError, WasiHttpView};
 
+use crate::component;
 use crate::host::{self, GuestPre, Host};
 use crate::http::Admission;
 use crate::http::body::{Failed, Guarded};
@@ -63,11 +64,15 @@ pub struct Runtime {
     linker: Linker<Host>,
     config: EngineConfig,
     metrics: RunnerMetrics,
-    /// Components compiled so far, keyed by their bytes, so tenants that run
-    /// the same component share one compilation.
-    compiled: Mutex<HashMap<Arc<[u8]>, GuestPre<Host>>>,
+    /// Components compiled so far, keyed by their bytes, with the initial
+    /// memory each needs, so tenants that run the same component share one
+    /// compilation.
+    compiled: Mutex<HashMap<Arc<[u8]>, Compiled>>,
     _ticker: EpochTicker,
 }
+
+/// A compiled, linked component and the initial memory it needs, in bytes.
+type Compiled = (GuestPre<Host>, u64);
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,22 +144,55 @@ impl Runtime {
         &self.metrics
     }
 
-    /// Compiles a component (once per distinct bytes) and checks that every
-    /// import is satisfied and the incoming handler is exported, so a bad
-    /// component fails at load time, not on its first request.
-    pub fn load(&self, bytes: &[u8]) -> wasmtime::Result<GuestPre<Host>> {
-        if let Some(pre) = self.compiled.lock().get(bytes) {
-            return Ok(pre.clone());
+    /// Compiles a component (once per distinct bytes) and checks that it
+    /// can run: its initial memory fits `max_memory`, every import is
+    /// satisfied and the incoming handler is exported, so a bad component
+    /// fails at load time, not on its first request. A refusal gives every
+    /// reason at once.
+    pub fn load(&self, bytes: &[u8], max_memory: usize) -> wasmtime::Result<GuestPre<Host>> {
+        let cached = self.compiled.lock().get(bytes).cloned();
+        let (pre, needed) = match cached {
+            Some(found) => found,
+            None => {
+                let found = self.compile(bytes)?;
+                self.compiled.lock().insert(bytes.into(), found.clone());
+                found
+            }
+        };
+        if needed > max_memory as u64 {
+            wasmtime::bail!(component::memory_too_small(needed, max_memory as u64));
+        }
+        Ok(pre)
+    }
+
+    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Compiled> {
+        // Checked before compiling: the pool refuses a memory larger than
+        // its slots at compile time, in its own terms.
+        let needed = component::initial_memory(bytes)
+            .map_err(wasmtime::Error::from)
+            .context("reading the component")?;
+        let limit = self.config.max_memory as u64;
+        if needed > limit {
+            wasmtime::bail!(component::memory_too_small(needed, limit));
         }
         let component = Component::new(&self.engine, bytes).context("compiling the component")?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .context("the component imports something the runner does not provide")?;
+        let instance_pre = match self.linker.instantiate_pre(&component) {
+            Ok(pre) => pre,
+            Err(first) => {
+                let missing = component::missing_imports(&self.engine, &component);
+                return Err(match missing {
+                    Ok(missing) if !missing.is_empty() => {
+                        wasmtime::format_err!(component::describe_missing(&missing))
+                    }
+                    _ => {
+                        first.context("the component imports something the runner does not provide")
+                    }
+                });
+            }
+        };
         let pre = GuestPre::new(instance_pre)
             .context("the component does not export wasi:http/incoming-handler")?;
-        self.compiled.lock().insert(bytes.into(), pre.clone());
-        Ok(pre)
+        Ok((pre, needed))
     }
 
     /// A fresh store for one request of `tenant`: its limits, its fuel, and

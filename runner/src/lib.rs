@@ -25,6 +25,7 @@
 //! metrics; a tenant owns its pre-instantiated component and namespace; a
 //! request owns one wasmtime `Store`, dropped when it ends.
 
+pub mod component;
 pub mod config;
 pub mod engine;
 pub mod host;
@@ -81,13 +82,14 @@ impl Runner {
         };
         let mut tenants = Vec::with_capacity(config.tenants.len());
         for (index, t) in config.tenants.iter().enumerate() {
+            let max_memory = limits::bytes(t.limits.max_memory);
             let loaded = match &t.component {
-                ComponentSource::Embedded => {
-                    runtime.load(DEFAULT_GUEST).map_err(anyhow::Error::from)
-                }
+                ComponentSource::Embedded => runtime
+                    .load(DEFAULT_GUEST, max_memory)
+                    .map_err(anyhow::Error::from),
                 ComponentSource::File(path) => std::fs::read(path)
                     .with_context(|| format!("reading {}", path.display()))
-                    .and_then(|bytes| Ok(runtime.load(&bytes)?))
+                    .and_then(|bytes| Ok(runtime.load(&bytes, max_memory)?))
                     .with_context(|| format!("component {}", path.display())),
             };
             let pre = loaded.with_context(|| format!("tenant {:?}", t.name))?;

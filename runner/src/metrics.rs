@@ -348,10 +348,12 @@ pub enum KvOp {
     GetMany,
     SetMany,
     DeleteMany,
+    /// A compare-and-swap's write (draft2 `swap`); its read counts as `get`.
+    Swap,
 }
 
 impl KvOp {
-    const ALL: [KvOp; 10] = [
+    const ALL: [KvOp; 11] = [
         KvOp::Open,
         KvOp::Get,
         KvOp::Set,
@@ -362,6 +364,7 @@ impl KvOp {
         KvOp::GetMany,
         KvOp::SetMany,
         KvOp::DeleteMany,
+        KvOp::Swap,
     ];
 
     fn as_str(self) -> &'static str {
@@ -376,6 +379,7 @@ impl KvOp {
             KvOp::GetMany => "get_many",
             KvOp::SetMany => "set_many",
             KvOp::DeleteMany => "delete_many",
+            KvOp::Swap => "swap",
         }
     }
 }

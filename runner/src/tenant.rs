@@ -121,7 +121,7 @@ pub(crate) fn for_tests(
         .scope(|| Runtime::new(config))
         .expect("the test engine builds");
     let pre = runtime
-        .load(crate::DEFAULT_GUEST)
+        .load(crate::DEFAULT_GUEST, usize::MAX)
         .expect("the default guest loads");
     let namespace =
         Namespace::new(&memory::Store::new(1), "t0", Quotas::default()).expect("a fresh namespace");

@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::http::{Request, Response, Result};
 use crate::query::percent_decode;
-pub use crate::wasi::keyvalue::store::{Bucket, Error};
+pub use crate::wasi::keyvalue0_2_0_draft::store::{Bucket, Error};
 
 /// Shows a store error the way responses spell it: `no-such-store`,
 /// `access-denied`, or the message of `other` as it is.
@@ -72,7 +72,7 @@ impl From<Error> for Response {
 /// the default bucket, when absent).
 pub fn open(request: &Request) -> Result<Bucket> {
     let name = request.bucket()?;
-    Ok(crate::wasi::keyvalue::store::open(&name)?)
+    Ok(crate::wasi::keyvalue0_2_0_draft::store::open(&name)?)
 }
 
 /// Percent-decodes a key taken from a path; 400 if it is empty or not UTF-8.

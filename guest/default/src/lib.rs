@@ -9,7 +9,7 @@ use guest_common::exports::wasi::http::incoming_handler::Guest;
 use guest_common::http::{Request, Response, Result};
 use guest_common::kv;
 use guest_common::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
-use guest_common::wasi::keyvalue::{atomics, batch};
+use guest_common::wasi::keyvalue0_2_0_draft::{atomics, batch};
 use guest_common::wasi::logging::logging::{Level, log};
 
 struct Component;

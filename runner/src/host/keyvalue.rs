@@ -1,5 +1,7 @@
-//! `wasi:keyvalue@0.2.0-draft` (store, atomics, batch) over the tenant's
-//! namespace of the [`crate::store`].
+//! `wasi:keyvalue` (store, atomics, batch) over the tenant's namespace of
+//! the [`crate::store`], in two versions on the same data: `0.2.0-draft`
+//! (wasmtime's) and `0.2.0-draft2` (Spin's: string cursors, a signed
+//! increment, compare-and-swap). A bucket is the same host resource in both.
 //!
 //! The calls are async, so a backend may wait on a disk or a network; the
 //! in-memory backend is ready at the first poll, and no lock is held
@@ -11,14 +13,46 @@ use bytes::Bytes;
 use wasmtime::component::Resource;
 
 use super::Host;
-use super::bindings::wasi::keyvalue::{atomics, batch, store};
+use super::bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
+use super::bindings::wasi::keyvalue0_2_0_draft2::{
+    atomics as atomics2, batch as batch2, store as store2,
+};
 use crate::metrics::KvOp;
-use crate::store::{Bucket, Error};
+use crate::store::{Bucket, Error, Swap};
 
 /// What a guest's `bucket` resource points at.
 pub struct BucketHandle(Bucket);
 
+/// A draft2 compare-and-swap in progress: the key and the value it had
+/// when the handle was made, which `swap` expects to find still there.
+pub struct CasHandle {
+    bucket: Bucket,
+    key: String,
+    seen: Option<Bytes>,
+}
+
 type KvResult<T> = wasmtime::Result<Result<T, store::Error>>;
+type KvResult2<T> = wasmtime::Result<Result<T, store2::Error>>;
+
+/// A draft error as draft2 spells it: the same variants.
+fn draft2(error: store::Error) -> store2::Error {
+    match error {
+        store::Error::NoSuchStore => store2::Error::NoSuchStore,
+        store::Error::AccessDenied => store2::Error::AccessDenied,
+        store::Error::Other(text) => store2::Error::Other(text),
+    }
+}
+
+/// Draft2 list-keys cursors are strings: the draft's u64 cursor in decimal.
+fn parse_cursor(cursor: Option<String>) -> Result<Option<u64>, Error> {
+    cursor
+        .map(|text| {
+            text.parse().map_err(|_| {
+                Error::Invalid(format!("{text:?} is not a cursor this store returned"))
+            })
+        })
+        .transpose()
+}
 
 impl Host {
     fn bucket(&self, handle: &Resource<BucketHandle>) -> wasmtime::Result<&Bucket> {
@@ -147,5 +181,163 @@ impl batch::Host for Host {
         let started = Instant::now();
         let result = self.bucket(&b)?.delete_many(&keys).await;
         self.finish(KvOp::DeleteMany, started, result)
+    }
+}
+
+impl store2::Host for Host {
+    async fn open(&mut self, identifier: String) -> KvResult2<Resource<BucketHandle>> {
+        Ok(store::Host::open(self, identifier).await?.map_err(draft2))
+    }
+}
+
+impl store2::HostBucket for Host {
+    async fn get(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult2<Option<Vec<u8>>> {
+        Ok(store::HostBucket::get(self, b, key).await?.map_err(draft2))
+    }
+
+    async fn set(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+        value: Vec<u8>,
+    ) -> KvResult2<()> {
+        Ok(store::HostBucket::set(self, b, key, value)
+            .await?
+            .map_err(draft2))
+    }
+
+    async fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult2<()> {
+        Ok(store::HostBucket::delete(self, b, key)
+            .await?
+            .map_err(draft2))
+    }
+
+    async fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult2<bool> {
+        Ok(store::HostBucket::exists(self, b, key)
+            .await?
+            .map_err(draft2))
+    }
+
+    async fn list_keys(
+        &mut self,
+        b: Resource<BucketHandle>,
+        cursor: Option<String>,
+    ) -> KvResult2<store2::KeyResponse> {
+        let started = Instant::now();
+        let page = match parse_cursor(cursor) {
+            Ok(cursor) => self.bucket(&b)?.list_keys(cursor).await,
+            Err(e) => Err(e),
+        };
+        let response = page.map(|page| store2::KeyResponse {
+            keys: page.keys,
+            cursor: page.cursor.map(|c| c.to_string()),
+        });
+        Ok(self
+            .finish(KvOp::ListKeys, started, response)?
+            .map_err(draft2))
+    }
+
+    async fn drop(&mut self, b: Resource<BucketHandle>) -> wasmtime::Result<()> {
+        store::HostBucket::drop(self, b).await
+    }
+}
+
+impl atomics2::Host for Host {
+    async fn increment(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+        delta: i64,
+    ) -> KvResult2<i64> {
+        let started = Instant::now();
+        let result = self.bucket(&b)?.increment_signed(key, delta).await;
+        Ok(self
+            .finish(KvOp::Increment, started, result)?
+            .map_err(draft2))
+    }
+
+    async fn swap(
+        &mut self,
+        cas: Resource<CasHandle>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics2::CasError>> {
+        let started = Instant::now();
+        let CasHandle { bucket, key, seen } = self.table.delete(cas)?;
+        let result = bucket
+            .compare_and_swap(key.clone(), seen, Bytes::from(value))
+            .await;
+        Ok(match self.finish(KvOp::Swap, started, result)? {
+            Ok(Swap::Done) => Ok(()),
+            // The WIT asks for a handle brought up to date, for the retry.
+            Ok(Swap::Changed(now)) => {
+                let handle = self.table.push(CasHandle {
+                    bucket,
+                    key,
+                    seen: now,
+                })?;
+                Err(atomics2::CasError::CasFailed(handle))
+            }
+            Err(e) => Err(atomics2::CasError::StoreError(draft2(e))),
+        })
+    }
+}
+
+impl atomics2::HostCas for Host {
+    async fn new(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key: String,
+    ) -> KvResult2<Resource<CasHandle>> {
+        let started = Instant::now();
+        let bucket = self.bucket(&b)?.clone();
+        let seen = bucket.get(&key).await;
+        Ok(match self.finish(KvOp::Get, started, seen)? {
+            Ok(seen) => Ok(self.table.push(CasHandle { bucket, key, seen })?),
+            Err(e) => Err(draft2(e)),
+        })
+    }
+
+    async fn current(&mut self, cas: Resource<CasHandle>) -> KvResult2<Option<Vec<u8>>> {
+        Ok(Ok(self.table.get(&cas)?.seen.as_ref().map(|v| v.to_vec())))
+    }
+
+    async fn drop(&mut self, cas: Resource<CasHandle>) -> wasmtime::Result<()> {
+        self.table.delete(cas)?;
+        Ok(())
+    }
+}
+
+impl batch2::Host for Host {
+    /// Spin's shape: each key with its value or `None`, in request order.
+    async fn get_many(
+        &mut self,
+        b: Resource<BucketHandle>,
+        keys: Vec<String>,
+    ) -> KvResult2<Vec<(String, Option<Vec<u8>>)>> {
+        let started = Instant::now();
+        let bucket = self.bucket(&b)?;
+        let result = bucket.get_many(keys.clone()).await.map(|values| {
+            keys.into_iter()
+                .zip(values)
+                .map(|(key, pair)| (key, pair.map(|(_, v)| v.to_vec())))
+                .collect()
+        });
+        Ok(self.finish(KvOp::GetMany, started, result)?.map_err(draft2))
+    }
+
+    async fn set_many(
+        &mut self,
+        b: Resource<BucketHandle>,
+        key_values: Vec<(String, Vec<u8>)>,
+    ) -> KvResult2<()> {
+        Ok(batch::Host::set_many(self, b, key_values)
+            .await?
+            .map_err(draft2))
+    }
+
+    async fn delete_many(&mut self, b: Resource<BucketHandle>, keys: Vec<String>) -> KvResult2<()> {
+        Ok(batch::Host::delete_many(self, b, keys)
+            .await?
+            .map_err(draft2))
     }
 }

@@ -15,7 +15,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-pub use self::keyvalue::BucketHandle;
+pub use self::keyvalue::{BucketHandle, CasHandle};
 pub use self::limiter::Limiter;
 pub use self::output::LogRate;
 use self::output::{GuestOutput, LogBudget};
@@ -32,9 +32,12 @@ mod bindings {
         // Key-value calls are async so that a backend may wait on a disk
         // or a network; everything else the host does never waits.
         imports: {
-            "wasi:keyvalue/store": async | trappable,
-            "wasi:keyvalue/atomics": async | trappable,
-            "wasi:keyvalue/batch": async | trappable,
+            "wasi:keyvalue/store@0.2.0-draft": async | trappable,
+            "wasi:keyvalue/atomics@0.2.0-draft": async | trappable,
+            "wasi:keyvalue/batch@0.2.0-draft": async | trappable,
+            "wasi:keyvalue/store@0.2.0-draft2": async | trappable,
+            "wasi:keyvalue/atomics@0.2.0-draft2": async | trappable,
+            "wasi:keyvalue/batch@0.2.0-draft2": async | trappable,
             default: trappable,
         },
         exports: { default: async },
@@ -45,7 +48,9 @@ mod bindings {
             "wasi:random": wasmtime_wasi::p2::bindings::random,
             "wasi:cli": wasmtime_wasi::p2::bindings::cli,
             "wasi:http": wasmtime_wasi_http::p2::bindings::http,
-            "wasi:keyvalue/store.bucket": super::BucketHandle,
+            "wasi:keyvalue/store@0.2.0-draft.bucket": super::BucketHandle,
+            "wasi:keyvalue/store@0.2.0-draft2.bucket": super::BucketHandle,
+            "wasi:keyvalue/atomics@0.2.0-draft2.cas": super::CasHandle,
         },
     });
 }
@@ -73,7 +78,13 @@ impl Host {
         let name = tenant.shared_name();
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutput::new(name.clone(), "stdout", log_budget.clone()))
-            .stderr(GuestOutput::new(name, "stderr", log_budget.clone()));
+            .stderr(GuestOutput::new(name, "stderr", log_budget.clone()))
+            // Guests have no network: sockets are linked so that toolchains
+            // that always import them load, and every use is refused before
+            // the host opens a socket.
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         // Host memory a guest can make the runner hold is bounded per
         // request: so many resources, headers of so many bytes each.
         let mut table = ResourceTable::new();
@@ -182,14 +193,17 @@ impl HasData for HostData {
     type Data<'a> = &'a mut Host;
 }
 
-/// Links every import a tenant component may use. Anything else a component
-/// imports (sockets, for one) makes it fail to load, naming the import.
+/// Links every import a tenant component may use: the whole of WASI 0.2 but
+/// `wasi:cli/run` (an export) and the unstable interfaces, so components
+/// from any toolchain load. Sockets are linked with every operation denied.
+/// Anything else a component imports makes it fail to load, naming it.
 pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
     use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
-    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, io, random, sockets};
     use wasmtime_wasi::random::WasiRandom;
+    use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView};
 
     struct Io;
     impl HasData for Io {
@@ -218,11 +232,28 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     // file; no directory is ever preopened, so there is nothing to reach.
     filesystem::types::add_to_linker::<Host, WasiFilesystem>(l, Host::filesystem)?;
     filesystem::preopens::add_to_linker::<Host, WasiFilesystem>(l, Host::filesystem)?;
+    // CPython (componentize-py) imports all seven socket interfaces.
+    sockets::network::add_to_linker::<Host, WasiSockets>(l, &Default::default(), Host::sockets)?;
+    sockets::instance_network::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
+    sockets::tcp::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
+    sockets::tcp_create_socket::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
+    sockets::udp::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
+    sockets::udp_create_socket::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)?;
 
-    bindings::wasi::keyvalue::store::add_to_linker::<Host, HostData>(l, |h| h)?;
-    bindings::wasi::keyvalue::atomics::add_to_linker::<Host, HostData>(l, |h| h)?;
-    bindings::wasi::keyvalue::batch::add_to_linker::<Host, HostData>(l, |h| h)?;
+    {
+        use bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
+        store::add_to_linker::<Host, HostData>(l, |h| h)?;
+        atomics::add_to_linker::<Host, HostData>(l, |h| h)?;
+        batch::add_to_linker::<Host, HostData>(l, |h| h)?;
+    }
+    {
+        use bindings::wasi::keyvalue0_2_0_draft2::{atomics, batch, store};
+        store::add_to_linker::<Host, HostData>(l, |h| h)?;
+        atomics::add_to_linker::<Host, HostData>(l, |h| h)?;
+        batch::add_to_linker::<Host, HostData>(l, |h| h)?;
+    }
     bindings::wasi::logging::logging::add_to_linker::<Host, HostData>(l, |h| h)?;
     Ok(())
 }

@@ -57,8 +57,19 @@ pub trait BucketBackend: Send + Sync {
     /// Removes `key`; a missing key is not an error.
     async fn delete(&self, key: &str) -> Result<(), Error>;
 
-    /// Atomically adds `delta` to the decimal u64 under `key` (missing: 0).
-    async fn increment(&self, key: String, delta: u64) -> Result<u64, Error>;
+    /// Atomically adds `delta` to the decimal number under `key` (missing:
+    /// 0), read as `delta`'s kind of number; returns the sum.
+    async fn increment(&self, key: String, delta: Delta) -> Result<i128, Error>;
+
+    /// Atomically sets `key` to `value` if its value is still `expected`
+    /// (`None`: the key is absent); otherwise changes nothing and answers
+    /// the value it found.
+    async fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<Swap, Error>;
 
     /// The value of each key, in order.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, Error>;
@@ -72,6 +83,58 @@ pub trait BucketBackend: Send + Sync {
     /// returned exactly once, and a page stays within `limits` unless a
     /// single indivisible group of keys is larger.
     async fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Result<Page, Error>;
+}
+
+/// An increment's amount, which also says how the stored decimal is read:
+/// as a u64 (`wasi:keyvalue@0.2.0-draft`) or an i64 (`0.2.0-draft2`). Both
+/// store decimal ASCII, so a counter is the same whichever version counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delta {
+    U64(u64),
+    I64(i64),
+}
+
+impl Delta {
+    pub fn amount(self) -> i128 {
+        match self {
+            Delta::U64(d) => d.into(),
+            Delta::I64(d) => d.into(),
+        }
+    }
+
+    /// The number kind's name, for errors.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Delta::U64(_) => "u64",
+            Delta::I64(_) => "i64",
+        }
+    }
+
+    /// A stored value read as this kind of number.
+    pub fn parse(self, stored: &[u8]) -> Option<i128> {
+        let text = std::str::from_utf8(stored).ok()?;
+        match self {
+            Delta::U64(_) => text.parse::<u64>().ok().map(i128::from),
+            Delta::I64(_) => text.parse::<i64>().ok().map(i128::from),
+        }
+    }
+
+    /// Whether `sum` is a number of this kind.
+    pub fn holds(self, sum: i128) -> bool {
+        match self {
+            Delta::U64(_) => u64::try_from(sum).is_ok(),
+            Delta::I64(_) => i64::try_from(sum).is_ok(),
+        }
+    }
+}
+
+/// How a compare-and-swap ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Swap {
+    /// The value was still the expected one and is now the new one.
+    Done,
+    /// The value had changed; this is what it is now (`None`: absent).
+    Changed(Option<Bytes>),
 }
 
 /// How much one list-keys page may hold.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 
-use super::{Backend, Bucket, Error, Namespace, Page, Quota, Quotas, Usage};
+use super::{Backend, Bucket, Error, Namespace, Page, Quota, Quotas, Swap, Usage};
 
 /// Makes a fresh, empty backend.
 pub type Make<'a> = &'a dyn Fn() -> Arc<dyn Backend>;
@@ -29,6 +29,9 @@ macro_rules! conformance_suite {
             accounting_is_exact_across_overwrites_and_deletes,
             increment_is_decimal_and_checked,
             concurrent_increments_add_up,
+            signed_increments_count_on_the_same_decimal,
+            compare_and_swap_compares_values,
+            racing_compare_and_swaps_each_land_once,
             list_walk_returns_every_key_once_in_small_pages,
             list_walk_is_stable_under_concurrent_writes,
             list_pages_respect_the_call_size_limit,
@@ -274,12 +277,124 @@ pub async fn increment_is_decimal_and_checked(make: Make<'_>) {
     let err = b.increment("m".into(), 1).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "invalid-argument: incrementing 18446744073709551615 by 1 overflows a u64"
+        "invalid-argument: incrementing 18446744073709551615 by 1 leaves the u64 range"
     );
     assert_eq!(
         b.get("m").await.unwrap().unwrap(),
         Bytes::from(u64::MAX.to_string())
     );
+}
+
+pub async fn signed_increments_count_on_the_same_decimal(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    assert_eq!(b.increment_signed("n".into(), -5).await.unwrap(), -5);
+    assert_eq!(b.get("n").await.unwrap().as_deref(), Some(&b"-5"[..]));
+    assert_eq!(
+        b.increment("n".into(), 1).await.unwrap_err().to_string(),
+        "invalid-argument: the value under \"n\" is not a decimal u64, so it cannot be incremented"
+    );
+    assert_eq!(b.increment_signed("n".into(), 7).await.unwrap(), 2);
+    // Either kind counts on the other's decimal.
+    assert_eq!(b.increment("n".into(), 3).await.unwrap(), 5);
+    assert_eq!(b.increment_signed("n".into(), -5).await.unwrap(), 0);
+
+    b.set("big".into(), Bytes::from(u64::MAX.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.increment_signed("big".into(), 0)
+            .await
+            .unwrap_err()
+            .to_string(),
+        "invalid-argument: the value under \"big\" is not a decimal i64, so it cannot be incremented"
+    );
+    for (start, delta) in [(i64::MAX, 1), (i64::MIN, -1)] {
+        b.set("edge".into(), Bytes::from(start.to_string()))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.increment_signed("edge".into(), delta)
+                .await
+                .unwrap_err()
+                .to_string(),
+            format!("invalid-argument: incrementing {start} by {delta} leaves the i64 range")
+        );
+        assert_eq!(
+            b.get("edge").await.unwrap(),
+            Some(Bytes::from(start.to_string()))
+        );
+    }
+}
+
+pub async fn compare_and_swap_compares_values(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_value_bytes: 4,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    let swap = |expected: Option<&'static [u8]>, new: &'static [u8]| {
+        let b = b.clone();
+        async move {
+            b.compare_and_swap("k".into(), expected.map(Bytes::from_static), value(new))
+                .await
+        }
+    };
+    assert_eq!(swap(None, b"1").await.unwrap(), Swap::Done);
+    assert_eq!(
+        swap(None, b"x").await.unwrap(),
+        Swap::Changed(Some(value(b"1")))
+    );
+    assert_eq!(
+        swap(Some(b"0"), b"x").await.unwrap(),
+        Swap::Changed(Some(value(b"1")))
+    );
+    assert_eq!(swap(Some(b"1"), b"22").await.unwrap(), Swap::Done);
+    assert_eq!(b.get("k").await.unwrap(), Some(value(b"22")));
+    assert_eq!(ns.usage(), Usage { keys: 1, bytes: 3 });
+    assert!(matches!(
+        swap(Some(b"22"), b"12345").await,
+        Err(Error::Quota {
+            quota: Quota::ValueSize,
+            ..
+        })
+    ));
+    assert_eq!(b.get("k").await.unwrap(), Some(value(b"22")));
+    b.delete("k").await.unwrap();
+    assert_eq!(swap(Some(b"22"), b"3").await.unwrap(), Swap::Changed(None));
+    assert_eq!(b.get("k").await.unwrap(), None);
+    assert_eq!(ns.usage(), Usage::default());
+}
+
+pub async fn racing_compare_and_swaps_each_land_once(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                for _ in 0..250 {
+                    let mut seen = b.get("c").await.unwrap();
+                    loop {
+                        let n: u64 = seen
+                            .as_deref()
+                            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                        let next = Bytes::from((n + 1).to_string());
+                        match b.compare_and_swap("c".into(), seen, next).await.unwrap() {
+                            Swap::Done => break,
+                            Swap::Changed(now) => seen = now,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // 2,000 swaps each added one: none was lost and none counted twice.
+    assert_eq!(b.get("c").await.unwrap().as_deref(), Some(&b"2000"[..]));
 }
 
 pub async fn concurrent_increments_add_up(make: Make<'_>) {

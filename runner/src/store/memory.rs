@@ -37,7 +37,7 @@ use foldhash::SharedSeed;
 use foldhash::quality::SeedableRandomState;
 use parking_lot::{Mutex, RwLock};
 
-use super::backend::{self, Page, PageLimits, Usage};
+use super::backend::{self, Delta, Page, PageLimits, Swap, Usage};
 use super::durable::{Fsync, Journal, Pending, random_seed};
 use super::quota::{Account, Quotas};
 use super::{DEFAULT_BUCKET, Error};
@@ -514,26 +514,50 @@ impl Bucket {
 
     /// Reads, adds and writes under one shard lock, so it is atomic with
     /// every other write of the key.
-    pub(super) fn increment(&self, key: String, delta: u64) -> Result<(u64, Pending), Error> {
+    pub(super) fn increment(&self, key: String, delta: Delta) -> Result<(i128, Pending), Error> {
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
         let current = match shard.get(&hash).and_then(|slot| slot.find(&key)) {
             None => 0,
-            Some(entry) => std::str::from_utf8(&entry.value)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "the value under {key:?} is not a decimal u64, so it cannot be incremented"
-                    ))
-                })?,
+            Some(entry) => delta.parse(&entry.value).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the value under {key:?} is not a decimal {}, so it cannot be incremented",
+                    delta.kind()
+                ))
+            })?,
         };
-        let sum = current.checked_add(delta).ok_or_else(|| {
-            Error::Invalid(format!("incrementing {current} by {delta} overflows a u64"))
-        })?;
-        let value = Bytes::from(sum.to_string());
-        let pending = self.put(&mut shard, hash, key, value)?;
+        // i128 holds any sum of two u64s or i64s.
+        let sum = current + delta.amount();
+        if !delta.holds(sum) {
+            return Err(Error::Invalid(format!(
+                "incrementing {current} by {} leaves the {} range",
+                delta.amount(),
+                delta.kind()
+            )));
+        }
+        let pending = self.put(&mut shard, hash, key, Bytes::from(sum.to_string()))?;
         Ok((sum, pending))
+    }
+
+    /// Compares and sets under one shard lock, so no write of the key can
+    /// come between.
+    pub(super) fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<(Swap, Pending), Error> {
+        let hash = self.hash(&key);
+        let mut shard = self.shard(hash).write();
+        let current = shard
+            .get(&hash)
+            .and_then(|slot| slot.find(&key))
+            .map(|e| e.value.clone());
+        if current != expected {
+            return Ok((Swap::Changed(current), Pending::NONE));
+        }
+        let pending = self.put(&mut shard, hash, key, value)?;
+        Ok((Swap::Done, pending))
     }
 
     /// The page of keys after `cursor` (from the start when `None`). A
@@ -593,10 +617,21 @@ impl backend::BucketBackend for Bucket {
         Bucket::delete(self, key)?.wait().await
     }
 
-    async fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
+    async fn increment(&self, key: String, delta: Delta) -> Result<i128, Error> {
         let (sum, pending) = Bucket::increment(self, key, delta)?;
         pending.wait().await?;
         Ok(sum)
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<Swap, Error> {
+        let (swap, pending) = Bucket::compare_and_swap(self, key, expected, value)?;
+        pending.wait().await?;
+        Ok(swap)
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, Error> {

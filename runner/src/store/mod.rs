@@ -32,7 +32,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use self::backend::{Backend, BucketBackend, NamespaceBackend, Page, PageLimits, Usage};
+pub use self::backend::{
+    Backend, BucketBackend, Delta, NamespaceBackend, Page, PageLimits, Swap, Usage,
+};
 use self::durable::Pending;
 pub use self::quota::{Quota, Quotas};
 
@@ -218,15 +220,45 @@ impl Bucket {
         call!(self, b => b.delete(key)?.wait().await, b.delete(key))
     }
 
-    /// Adds `delta` to the decimal number stored under `key` (a missing key
+    /// Adds `delta` to the decimal u64 stored under `key` (a missing key
     /// counts as 0) and returns the sum; atomic with every other write.
     pub async fn increment(&self, key: String, delta: u64) -> Result<u64, Error> {
+        let sum = self.add(key, Delta::U64(delta)).await?;
+        u64::try_from(sum).map_err(|_| wrong_kind(sum))
+    }
+
+    /// [`Bucket::increment`] on a decimal i64, by a signed `delta`.
+    pub async fn increment_signed(&self, key: String, delta: i64) -> Result<i64, Error> {
+        let sum = self.add(key, Delta::I64(delta)).await?;
+        i64::try_from(sum).map_err(|_| wrong_kind(sum))
+    }
+
+    async fn add(&self, key: String, delta: Delta) -> Result<i128, Error> {
         self.quotas.check_key(&key)?;
         call!(self, b => {
             let (sum, pending) = b.increment(key, delta)?;
             pending.wait().await?;
             Ok(sum)
         }, b.increment(key, delta))
+    }
+
+    /// Sets `key` to `value` only if its value is still `expected` (`None`:
+    /// absent), atomically with every other write of the key. Values are
+    /// compared, not versions: a value changed and changed back counts as
+    /// unchanged.
+    pub async fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<Swap, Error> {
+        self.quotas.check_key(&key)?;
+        self.quotas.check_value(&value)?;
+        call!(self, b => {
+            let (swap, pending) = b.compare_and_swap(key, expected, value)?;
+            pending.wait().await?;
+            Ok(swap)
+        }, b.compare_and_swap(key, expected, value))
     }
 
     /// Values for `keys`, in order; refused if the answer would copy more
@@ -320,6 +352,14 @@ impl Bucket {
         };
         call!(self, b => Ok(b.list_keys(cursor, limits)), b.list_keys(cursor, limits))
     }
+}
+
+/// A backend answered an increment with a number outside its kind, which
+/// [`BucketBackend::increment`] rules out.
+fn wrong_kind(sum: i128) -> Error {
+    Error::Unavailable(format!(
+        "the backend answered an increment with {sum}, out of range"
+    ))
 }
 
 /// Yields to the executor after one chunk of a batch longer than a chunk;

@@ -1,0 +1,222 @@
+//! What a component needs before it can run here, checked at load time so
+//! that a component that cannot run is refused with every reason at once,
+//! in words a user can act on, rather than with the first error wasmtime
+//! meets.
+
+use std::fmt::Write as _;
+
+use bytesize::ByteSize;
+use wasmtime::Engine;
+use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, Linker, LinkerInstance, ResourceType};
+
+/// The largest initial linear memory any core module in `bytes` defines, in
+/// bytes: what an instance needs from its first instruction. Components
+/// built from interpreters (CPython, SpiderMonkey) start with 10-13 MiB.
+pub fn initial_memory(bytes: &[u8]) -> Result<u64, wasmparser::BinaryReaderError> {
+    let mut largest = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let wasmparser::Payload::MemorySection(memories) = payload? {
+            for memory in memories {
+                let memory = memory?;
+                let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+                largest = largest.max(memory.initial.saturating_mul(page));
+            }
+        }
+    }
+    Ok(largest)
+}
+
+/// The refusal for a component whose initial memory is over `limit`.
+pub fn memory_too_small(needed: u64, limit: u64) -> String {
+    format!(
+        "the component needs {needed} bytes ({}) of linear memory from its start, over the \
+         tenant's memory limit of {limit} bytes ({}); raise it with --max-memory, or \
+         max-memory in the tenants file",
+        ByteSize(needed).display().iec(),
+        ByteSize(limit).display().iec(),
+    )
+}
+
+/// Every import of `component` that the runner cannot satisfy, each with
+/// wasmtime's reason for the first item in it that did not match, in the order the
+/// component imports them. Empty when the component links.
+///
+/// wasmtime stops at the first unsatisfied import, so this links the
+/// component again and again against a scratch linker (made by `link`),
+/// stubbing each import it reports until the rest link.
+pub fn missing_imports(
+    engine: &Engine,
+    component: &Component,
+) -> wasmtime::Result<Vec<(String, String)>> {
+    let imports: Vec<(String, ComponentItem)> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, item)| (name.to_owned(), item.ty))
+        .collect();
+    let mut scratch = Linker::new(engine);
+    crate::host::add_to_linker(&mut scratch)?;
+    scratch.allow_shadowing(true);
+    let mut missing = Vec::new();
+    // Each round stubs one import, so there are at most that many rounds.
+    for _ in 0..=imports.len() {
+        let Err(error) = scratch.instantiate_pre(component) else {
+            break;
+        };
+        let named = format!("{error}");
+        let Some((name, item)) = imports
+            .iter()
+            .find(|(name, _)| named.contains(&format!("`{name}`")))
+        else {
+            // Not an import by name (a wasmtime message we do not know):
+            // give it as it is.
+            missing.push((String::new(), format!("{error:#}")));
+            break;
+        };
+        // The first link of the chain is wasmtime's "component imports
+        // ...": the name says that; the rest says what did not match.
+        let reason: Vec<String> = error.chain().skip(1).map(|e| e.to_string()).collect();
+        missing.push((name.clone(), reason.join(": ")));
+        stub(&mut scratch.root(), name, item, engine)?;
+    }
+    Ok(missing)
+}
+
+/// The refusal for a component with unsatisfied imports.
+pub fn describe_missing(missing: &[(String, String)]) -> String {
+    let mut text = format!(
+        "the component imports {} the runner does not provide: ",
+        match missing.len() {
+            1 => "one interface".to_owned(),
+            n => format!("{n} interfaces"),
+        }
+    );
+    for (i, (name, reason)) in missing.iter().enumerate() {
+        if i > 0 {
+            text.push_str("; ");
+        }
+        if name.is_empty() {
+            text.push_str(reason);
+        } else {
+            let _ = write!(text, "{name} ({reason})");
+        }
+    }
+    text
+}
+
+/// Marks the resources of stubbed imports.
+struct Stub;
+
+/// Defines `item` under `name` with functions that trap, so that linking can
+/// go on past it. Only a scratch linker ever holds these.
+fn stub<T>(
+    linker: &mut LinkerInstance<'_, T>,
+    name: &str,
+    item: &ComponentItem,
+    engine: &Engine,
+) -> wasmtime::Result<()> {
+    match item {
+        ComponentItem::ComponentFunc(_) => {
+            linker.func_new(name, |_, _, _, _| wasmtime::bail!("not linked"))
+        }
+        ComponentItem::Resource(_) => {
+            linker.resource(name, ResourceType::host::<Stub>(), |_, _| Ok(()))
+        }
+        ComponentItem::ComponentInstance(instance) => {
+            let mut inner = linker.instance(name)?;
+            for (export, item) in instance.exports(engine) {
+                stub(&mut inner, export, &item.ty, engine)?;
+            }
+            Ok(())
+        }
+        // Types, modules and components: nothing a host defines by name here.
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component whose one core module has a memory of `pages` 64 KiB pages.
+    fn with_memory(pages: u64) -> Vec<u8> {
+        wat_component(&format!("(component (core module (memory {pages})))"))
+    }
+
+    fn wat_component(text: &str) -> Vec<u8> {
+        wat::parse_str(text).expect("the test component parses")
+    }
+
+    #[test]
+    fn initial_memory_is_the_largest_module_memory() {
+        assert_eq!(initial_memory(&with_memory(205)).unwrap(), 205 * 65536);
+        let two = wat_component(
+            "(component (core module (memory 3)) (core module (memory 7) (memory 2)))",
+        );
+        assert_eq!(initial_memory(&two).unwrap(), 7 * 65536);
+        assert_eq!(initial_memory(&wat_component("(component)")).unwrap(), 0);
+        assert!(initial_memory(b"not wasm").is_err());
+    }
+
+    #[test]
+    fn a_memory_refusal_names_the_limit_in_one_unit() {
+        assert_eq!(
+            memory_too_small(13434880, 8 << 20),
+            "the component needs 13434880 bytes (12.8 MiB) of linear memory from its start, \
+             over the tenant's memory limit of 8388608 bytes (8.0 MiB); raise it with \
+             --max-memory, or max-memory in the tenants file"
+        );
+    }
+}
+
+#[cfg(test)]
+mod linking {
+    use super::*;
+
+    #[test]
+    fn every_missing_import_is_named_in_import_order() {
+        let bytes = wat::parse_str(
+            r#"(component
+                (import "wasi:random/random@0.2.3" (instance
+                    (export "get-random-u64" (func (result u64)))))
+                (import "acme:missing/one@1.0.0" (instance
+                    (export "f" (func))))
+                (import "wasi:cli/environment@0.2.0" (instance
+                    (export "get-arguments" (func (result (list string))))
+                    (export "no-such-function" (func))))
+                (import "acme:missing/two" (instance
+                    (export "handle" (type (sub resource)))))
+            )"#,
+        )
+        .unwrap();
+        let engine = Engine::default();
+        let component = Component::new(&engine, &bytes).unwrap();
+        let missing = missing_imports(&engine, &component).unwrap();
+        let names: Vec<&str> = missing.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "acme:missing/one@1.0.0",
+                "wasi:cli/environment@0.2.0",
+                "acme:missing/two"
+            ]
+        );
+        assert_eq!(
+            describe_missing(&missing),
+            "the component imports 3 interfaces the runner does not provide: \
+             acme:missing/one@1.0.0 (instance export `f` has the wrong type: function \
+             implementation is missing); wasi:cli/environment@0.2.0 (instance export \
+             `no-such-function` has the wrong type: function implementation is missing); \
+             acme:missing/two (instance export `handle` has the wrong type: resource \
+             implementation is missing)"
+        );
+    }
+
+    #[test]
+    fn a_component_that_links_has_nothing_missing() {
+        let engine = Engine::default();
+        let component = Component::new(&engine, crate::DEFAULT_GUEST).unwrap();
+        let missing = missing_imports(&engine, &component).unwrap();
+        assert!(missing.is_empty(), "{missing:?}");
+    }
+}
