@@ -1182,3 +1182,104 @@ async fn the_longest_host_calls_allowed_do_not_stall_a_neighbour() {
     );
     assert!(p99 < Duration::from_millis(50), "neighbour p99 {p99:?}");
 }
+
+/// Guests racing to compare-and-swap one key through draft2, each retrying
+/// on `cas-failed` with the handle it gives back: every swap lands exactly
+/// once, and the draft routes read the same counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_compare_and_swaps_through_draft2_each_land_once() {
+    let r = Runner::start_with(&Tenants::new().hostile("spin", ""), &[]);
+    let addr = r.addr;
+    const GUESTS: usize = 16;
+    const SWAPS: usize = 25;
+    let tasks: Vec<_> = (0..GUESTS)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut values = Vec::new();
+                for _ in 0..SWAPS {
+                    let res = request(addr, Method::POST, "/t/spin/cas/n", vec![]).await;
+                    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+                    let text = res.text();
+                    let (value, _retries) = text.split_once(' ').unwrap();
+                    values.push(value.parse::<usize>().unwrap());
+                }
+                values
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for value in t.await.unwrap() {
+            assert!(seen.insert(value), "two swaps both wrote {value}");
+        }
+    }
+    let total = GUESTS * SWAPS;
+    assert_eq!(seen, (1..=total).collect::<HashSet<_>>());
+    assert_eq!(get(addr, "/t/spin/kv/n").await.text(), total.to_string());
+
+    // A write between taking the handle and swapping fails the swap; the
+    // handle it gives back has the new value, and the retry lands.
+    let res = request(addr, Method::POST, "/t/spin/cas/m?interfere", vec![]).await;
+    assert_eq!(res.text(), "2 1");
+}
+
+/// Draft2's signed increment, its string cursors and its errors, on the
+/// same data the draft routes see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draft2_counts_and_lists_on_the_same_data() {
+    let r = Runner::start_with(&Tenants::new().hostile("spin", "max-page-keys = 4"), &[]);
+    let addr = r.addr;
+    let post = |path: &'static str| async move { request(addr, Method::POST, path, vec![]).await };
+    assert_eq!(post("/t/spin/incr2/c?by=-7").await.text(), "-7");
+    assert_eq!(get(addr, "/t/spin/kv/c").await.text(), "-7");
+    assert_eq!(post("/t/spin/incr2/c?by=10").await.text(), "3");
+    request(addr, Method::PUT, "/t/spin/kv/word", b"abc".to_vec()).await;
+    let res = post("/t/spin/incr2/word").await;
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "store error: invalid-argument: the value under \"word\" is not a decimal i64, so it cannot be incremented"
+        )
+    );
+
+    for i in 0..25 {
+        let path = format!("/t/spin/kv/k{i}?bucket=list");
+        request(addr, Method::PUT, &path, b"v".to_vec()).await;
+    }
+    let mut keys = HashSet::new();
+    let mut cursor = None::<String>;
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        let path = match &cursor {
+            None => "/t/spin/keys2?bucket=list".to_owned(),
+            Some(c) => format!("/t/spin/keys2?bucket=list&cursor={c}"),
+        };
+        let res = get(addr, &path).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        let text = res.text();
+        let mut lines = text.lines();
+        let next = lines.next().unwrap().to_owned();
+        for key in lines {
+            assert!(keys.insert(key.to_owned()), "{key} listed twice");
+        }
+        if next == "-" {
+            break;
+        }
+        cursor = Some(next);
+    }
+    assert_eq!(
+        keys,
+        (0..25).map(|i| format!("k{i}")).collect::<HashSet<_>>()
+    );
+    assert!(pages >= 7, "pages of at most 4 keys: {pages}");
+    let res = get(addr, "/t/spin/keys2?cursor=not-a-cursor").await;
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "store error: invalid-argument: \"not-a-cursor\" is not a cursor this store returned"
+        )
+    );
+}

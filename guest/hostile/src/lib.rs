@@ -26,6 +26,24 @@ guest_common::export!(Component);
 
 fn route(req: &Request) -> Result {
     let path = req.path();
+    if let Some(raw) = path.strip_prefix("/cas/") {
+        return match req.method() {
+            Method::Post => spin_kv::cas_increment(req, &kv::key(raw)?),
+            _ => Err(Response::method_not_allowed("POST")),
+        };
+    }
+    if let Some(raw) = path.strip_prefix("/incr2/") {
+        return match req.method() {
+            Method::Post => spin_kv::increment(req, &kv::key(raw)?),
+            _ => Err(Response::method_not_allowed("POST")),
+        };
+    }
+    if path == "/keys2" {
+        return match req.method() {
+            Method::Get => spin_kv::keys(req),
+            _ => Err(Response::method_not_allowed("GET")),
+        };
+    }
     if let Some(raw) = path.strip_prefix("/kv/") {
         return match req.method() {
             Method::Get => kv::get(req, &kv::key(raw)?),
@@ -58,6 +76,88 @@ fn route(req: &Request) -> Result {
     match req.method() {
         Method::Get => handler(req),
         _ => Err(Response::method_not_allowed("GET")),
+    }
+}
+
+/// Routes over `wasi:keyvalue@0.2.0-draft2`, the version components built
+/// for Spin import, on the same data as the draft routes.
+mod spin_kv {
+    use std::fmt::Write as _;
+
+    use guest_common::http::{Request, Response, Result};
+    use guest_common::wasi::keyvalue0_2_0_draft2::atomics::{self, Cas, CasError};
+    use guest_common::wasi::keyvalue0_2_0_draft2::store::{self, Bucket, Error};
+
+    fn open(req: &Request) -> Result<Bucket> {
+        store::open(&req.bucket()?).map_err(error)
+    }
+
+    fn error(e: Error) -> Response {
+        let text = match e {
+            Error::NoSuchStore => "no-such-store".to_owned(),
+            Error::AccessDenied => "access-denied".to_owned(),
+            Error::Other(text) => text,
+        };
+        let status = match guest_common::kv::token(&text) {
+            Some("quota-exceeded") => 507,
+            Some("invalid-argument") => 400,
+            Some("store-unavailable") => 503,
+            _ => 500,
+        };
+        Response::text(status, format!("store error: {text}"))
+    }
+
+    /// `POST /cas/{key}[?interfere]`: adds one to the decimal under `key`
+    /// by compare-and-swap, retrying on `cas-failed` with the handle it
+    /// gives back; 200 with `<new value> <retries>`. With `interfere`, the
+    /// guest itself increments the key between taking the handle and the
+    /// first swap, so that swap must fail.
+    pub fn cas_increment(req: &Request, key: &str) -> Result {
+        let bucket = open(req)?;
+        let mut cas = Cas::new(&bucket, key).map_err(error)?;
+        if req.param("interfere")?.is_some() {
+            atomics::increment(&bucket, key, 1).map_err(error)?;
+        }
+        let mut retries = 0u64;
+        loop {
+            let current = cas.current().map_err(error)?;
+            let n: u64 = match current {
+                None => 0,
+                Some(bytes) => String::from_utf8_lossy(&bytes)
+                    .parse()
+                    .map_err(|_| Response::text(409, "the value is not a decimal u64"))?,
+            };
+            let next = (n + 1).to_string();
+            match atomics::swap(cas, next.as_bytes()) {
+                Ok(()) => return Ok(Response::text(200, format!("{next} {retries}"))),
+                Err(CasError::CasFailed(fresh)) => {
+                    retries += 1;
+                    cas = fresh;
+                }
+                Err(CasError::StoreError(e)) => return Err(error(e)),
+            }
+        }
+    }
+
+    /// `POST /incr2/{key}?by=N`: draft2's signed increment; 200 with the sum.
+    pub fn increment(req: &Request, key: &str) -> Result {
+        let by = req.parse_param::<i64>("by")?.unwrap_or(1);
+        let bucket = open(req)?;
+        let sum = atomics::increment(&bucket, key, by).map_err(error)?;
+        Ok(Response::text(200, sum.to_string()))
+    }
+
+    /// `GET /keys2?cursor=C`: one draft2 `list-keys` page: the next cursor
+    /// (`-` at the end) on the first line, then one key per line.
+    pub fn keys(req: &Request) -> Result {
+        let cursor = req.param("cursor")?;
+        let bucket = open(req)?;
+        let page = bucket.list_keys(cursor.as_deref()).map_err(error)?;
+        let mut out = page.cursor.unwrap_or_else(|| "-".to_owned());
+        for key in page.keys {
+            let _ = write!(out, "\n{key}");
+        }
+        Ok(Response::text(200, out))
     }
 }
 
