@@ -1,11 +1,12 @@
 """An example tenant component in Python, built with componentize-py.
 
 It serves the same routes as the hostile guest's hello and key-value ones
-(see guest/README.md), through the standard interfaces only: wasi:http's
+(see guest/README.md) and /connect, through the standard interfaces only: wasi:http's
 incoming handler, wasi:keyvalue@0.2.0-draft (store and atomics) and
 wasi:logging. Nothing in it is specific to this runner.
 """
 
+import socket
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from componentize_py_types import Err, Ok
@@ -61,6 +62,17 @@ def route(request):
         for _ in range(iters):
             count += 1
         return text(200, str(count))
+    if path == "/connect":
+        # Guests have no network: the runner links wasi:sockets (CPython
+        # imports it always) with every operation denied.
+        expect(method, Method_Get, "GET")
+        port = int_param(query, "port")
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.connect(("127.0.0.1", port))
+        except OSError as error:
+            return text(403, f"refused: {error}")
+        return text(200, "connected")
     if path.startswith("/kv/"):
         key = decode_key(path[len("/kv/"):])
         if isinstance(method, Method_Get):

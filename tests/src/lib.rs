@@ -5,6 +5,7 @@
 //! - [`Runner`]: the `runner` binary.
 //! - [`loadgen`]: the `loadgen` binary, run to its end.
 //! - [`prometheus`]: a real Prometheus server and promtool.
+//! - [`polyglot`]: the Python and JavaScript example guests, built.
 //! - [`http`]: a plain HTTP/1.1 client; [`tenants`]: tenants files;
 //!   [`probe`]: waiting on a runner's metrics and log. The runner's
 //!   in-process tests use these as well.
@@ -14,6 +15,7 @@
 
 pub mod http;
 pub mod loadgen;
+pub mod polyglot;
 pub mod probe;
 pub mod prometheus;
 pub mod tenants;

@@ -6,9 +6,12 @@
 //! - `durable`: the data directory under SIGKILL, a full disk, a second
 //!   runner.
 //! - `loadgen`: the load generator against the runner, checked both ways.
+//! - `polyglot`: the Python and JavaScript example guests, built by their
+//!   own toolchains, run unchanged.
 //! - `prometheus`: dashboards and alerts against a real Prometheus.
 
 mod durable;
 mod loadgen;
+mod polyglot;
 mod process;
 mod prometheus;

@@ -1,0 +1,126 @@
+//! Components from other toolchains, run unchanged: the Python
+//! (componentize-py) and JavaScript (ComponentizeJS) example guests, built
+//! from source here, against the real runner binary. See
+//! `system_tests::polyglot` for when these skip.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use http::{Method, StatusCode};
+use system_tests::http::{get, request};
+use system_tests::polyglot::{self, Toolchain};
+use system_tests::{Runner, Tenants};
+
+/// Every tenant's fuel budget (the default): `/burn` past it is refused.
+const FUEL: u64 = 100_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_guest_runs_unchanged() {
+    let Some(component) = polyglot::build(Toolchain::Python) else {
+        return;
+    };
+    let runner = exercise(&component).await;
+
+    // CPython imports wasi:sockets; every use is denied, and nothing
+    // reaches a port that is listening.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let res = get(runner.addr, &format!("/t/a/connect?port={port}")).await;
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            "refused: [Errno 2] Permission denied"
+        )
+    );
+    assert_eq!(
+        listener.accept().map_err(|e| e.kind()).err(),
+        Some(std::io::ErrorKind::WouldBlock),
+        "a connection reached the listener"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_guest_runs_unchanged() {
+    let Some(component) = polyglot::build(Toolchain::JavaScript) else {
+        return;
+    };
+    exercise(&component).await;
+}
+
+/// The routes both guests share, on two tenants of one component: a
+/// key-value round trip, isolation, increment, a 1 MiB value and one byte
+/// more, and a request past the fuel budget. Returns the runner, still up.
+async fn exercise(component: &Path) -> Runner {
+    let tenant = format!("component = {component:?}\nfuel = {FUEL}");
+    let runner = Runner::start_with(
+        &Tenants::new().tenant("a", &tenant).tenant("b", &tenant),
+        &[],
+    );
+    let addr = runner.addr;
+    let put = |path: &'static str, body: Vec<u8>| request(addr, Method::PUT, path, body);
+    let post = |path: &'static str| request(addr, Method::POST, path, vec![]);
+
+    let res = get(addr, "/t/a/hello").await;
+    assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "hello"));
+
+    assert_eq!(
+        put("/t/a/kv/k", b"of a".to_vec()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(get(addr, "/t/a/kv/k").await.text(), "of a");
+    let res = get(addr, "/t/b/kv/k").await;
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (StatusCode::NOT_FOUND, "key not found")
+    );
+    put("/t/b/kv/k", b"of b".to_vec()).await;
+    assert_eq!(get(addr, "/t/a/kv/k").await.text(), "of a");
+    assert_eq!(get(addr, "/t/b/kv/k").await.text(), "of b");
+    put("/t/a/kv/k?bucket=other", b"elsewhere".to_vec()).await;
+    assert_eq!(
+        get(addr, "/t/a/kv/k?bucket=other").await.text(),
+        "elsewhere"
+    );
+    assert_eq!(get(addr, "/t/a/kv/k").await.text(), "of a");
+
+    assert_eq!(post("/t/a/incr/n?by=5").await.text(), "5");
+    assert_eq!(post("/t/a/incr/n?by=2").await.text(), "7");
+    assert_eq!(post("/t/b/incr/n").await.text(), "1");
+
+    // A value at the size limit round-trips byte for byte; one byte more
+    // is the guest's store error, with the runner's status mapping.
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    assert_eq!(
+        put("/t/a/kv/big", big.clone()).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let res = get(addr, "/t/a/kv/big").await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(res.body == big, "the 1 MiB value came back changed");
+    let res = put("/t/a/kv/big", vec![7; (1 << 20) + 1]).await;
+    assert_eq!(
+        (res.status.as_u16(), res.text().as_str()),
+        (
+            507,
+            "store error: quota-exceeded: value of 1048577 bytes is over the 1048576-byte limit"
+        )
+    );
+
+    let res = get(addr, "/t/a/burn?iters=100000000000").await;
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("fuel exhausted: the request burned its whole budget of {FUEL} fuel units")
+                .as_str()
+        )
+    );
+    // Only that request: the tenant and its data are still there.
+    assert_eq!(get(addr, "/t/a/hello").await.text(), "hello");
+    assert_eq!(get(addr, "/t/a/kv/k").await.text(), "of a");
+    runner
+}
