@@ -52,9 +52,13 @@ async fn components_with_imports_the_runner_lacks_fail_at_load_naming_them() {
     let dir = std::env::temp_dir().join(format!("runner-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let wasm = dir.join("sockets.wasm");
+    // Two interfaces the runner has never heard of, and one it links whose
+    // shape does not match: all three are named, in import order.
     let bytes = wat::parse_str(
         r#"(component
+            (import "acme:cache/get@1.0.0" (instance (export "get" (func))))
             (import "wasi:sockets/tcp@0.2.0" (instance (export "connect" (func))))
+            (import "acme:queue/push" (instance (export "job" (type (sub resource)))))
         )"#,
     )
     .unwrap();
@@ -79,8 +83,18 @@ async fn components_with_imports_the_runner_lacks_fail_at_load_naming_them() {
     std::fs::remove_dir_all(&dir).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("tenant \"bad\""), "{stderr}");
-    assert!(stderr.contains("wasi:sockets/tcp@0.2.0"), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: tenant \"bad\": component {}: the component imports 3 interfaces the \
+             runner does not provide: acme:cache/get@1.0.0 (instance export `get` has the \
+             wrong type: function implementation is missing); wasi:sockets/tcp@0.2.0 \
+             (instance export `connect` has the wrong type: function implementation is \
+             missing); acme:queue/push (instance export `job` has the wrong type: resource \
+             implementation is missing)",
+            wasm.display()
+        )
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).is_empty(),
         "nothing was bound"
@@ -108,20 +122,26 @@ async fn sigterm_lets_in_flight_requests_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_whose_limits_cannot_fit_their_component_fail_at_start_up() {
-    for (limit, needle) in [
-        ("max-memory = \"64KiB\"", "memory"),
-        ("max-instances = 1", "instance"),
+    for (limit, start, needle) in [
+        // The initial memory is read from the component, before compiling.
+        (
+            "max-memory = \"64KiB\"",
+            "error: tenant \"cramped\": the component needs 131072 bytes (128.0 KiB) of \
+             linear memory from its start, over the tenant's memory limit of 65536 bytes \
+             (64.0 KiB); raise it with --max-memory, or max-memory in the tenants file",
+            "--max-memory",
+        ),
+        // Instances only show when one is made.
+        (
+            "max-instances = 1",
+            "error: tenant \"cramped\": instantiating it under the tenant's limits",
+            "instance",
+        ),
     ] {
         let t = Tenants::new().default("ok", "").default("cramped", limit);
         let out = Runner::run_to_exit(&t);
         assert_eq!(out.status.code(), Some(1), "{limit}: {}", out.stderr);
-        assert!(
-            out.stderr.starts_with(
-                "error: tenant \"cramped\": instantiating it under the tenant's limits"
-            ),
-            "{}",
-            out.stderr
-        );
+        assert!(out.stderr.starts_with(start), "{}", out.stderr);
         assert!(out.stderr.contains(needle), "{limit}: {}", out.stderr);
     }
 }
