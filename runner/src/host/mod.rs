@@ -161,7 +161,7 @@ impl WasiHttpHooks for DenyOutgoing {
 /// lines, or reorder what a terminal shows; everything else is kept as
 /// written. Log lines carry the text as a quoted field after the tenant, so
 /// it cannot pose as a field either.
-fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     fn unsafe_char(c: char) -> bool {
         c.is_control()
             || matches!(
