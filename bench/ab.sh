@@ -13,7 +13,8 @@
 # binary and the ratio B/A of the medians, with the min-max of the per-round
 # ratios.
 #
-# Settings (environment): AB_ROUNDS (3), AB_DURATION (8s).
+# Settings (environment): AB_ROUNDS (3), AB_DURATION (8s), AB_ARGS (more
+# runner flags for both, e.g. `--component PATH` to serve another guest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=${1:?usage: bench/ab.sh OLD_RUNNER NEW_RUNNER}
@@ -27,7 +28,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 source bench/lib.sh
 
 run_round() { # BIN LABEL ROUND
-    start_runner "$1"
+    # shellcheck disable=SC2086 # AB_ARGS is a list of flags
+    start_runner "$1" ${AB_ARGS:-}
     local pid=$PID
     local common=(--target "http://$ADDR" --tenants 100 --keys 100 --value-size 100
         --concurrency 32 --threads 1)

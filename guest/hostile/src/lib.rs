@@ -71,6 +71,7 @@ fn route(req: &Request) -> Result {
         "/lines" => lines,
         "/fields" => fields,
         "/sleep" => sleep,
+        "/residue" => residue,
         _ => return Err(Response::no_route()),
     };
     match req.method() {
@@ -159,6 +160,43 @@ mod spin_kv {
         }
         Ok(Response::text(200, out))
     }
+}
+
+/// Set by `/residue`, in the module's data section: a fresh instance
+/// starts with it at 0.
+static MARK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// `GET /residue`: what a previous request left behind, then leaves
+/// something itself. Answers `static=S dirty=D`: S the mark a static holds
+/// (0 in a fresh instance), D the nonzero bytes in 4 MiB of memory just
+/// grown with `memory.grow` (zero in a fresh instance). Then it sets the
+/// mark and fills those pages with 0xA5, so a reset that missed a page
+/// shows in the next request given the same pool slot.
+#[cfg(target_arch = "wasm32")]
+fn residue(_: &Request) -> Result {
+    use core::arch::wasm32::memory_grow;
+    use std::sync::atomic::Ordering;
+    const PAGES: usize = 64;
+    let seen = MARK.swap(0xA5A5, Ordering::Relaxed);
+    let old = memory_grow::<0>(PAGES);
+    if old == usize::MAX {
+        return Ok(Response::text(507, "memory.grow failed"));
+    }
+    // SAFETY: the pages were just grown, so nothing else (the allocator
+    // included) knows about them: this is their only use.
+    let dirty = unsafe {
+        let pages = std::slice::from_raw_parts_mut((old * 65536) as *mut u8, PAGES * 65536);
+        let dirty = pages.iter().filter(|&&b| b != 0).count();
+        pages.fill(0xA5);
+        black_box(&pages);
+        dirty
+    };
+    Ok(Response::text(200, format!("static={seen} dirty={dirty}")))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn residue(_: &Request) -> Result {
+    Ok(Response::text(501, "residue needs wasm32"))
 }
 
 /// `GET /loop`: spins forever. `black_box` keeps the optimizer from proving
