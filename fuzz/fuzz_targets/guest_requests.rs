@@ -1,0 +1,107 @@
+//! Guest-facing host calls with chosen arguments: requests to the default
+//! guest, whose routes turn a request's path, query and body into every
+//! `wasi:keyvalue` call (keys, bucket names, values, cursors, batches of
+//! JSON) and `wasi:logging`, served by a real runner over loopback. Every
+//! request gets an HTTP response (a panic in a host call would drop the
+//! connection), never the runner's own internal error, and the runner
+//! keeps serving its other tenant.
+#![no_main]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+
+#[derive(Arbitrary, Debug)]
+struct Call {
+    method: u8,
+    route: u8,
+    /// Percent-encoded into the path after the route.
+    rest: Vec<u8>,
+    query: Vec<(u8, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+const ROUTES: [&str; 10] = [
+    "/kv/", "/exists/", "/incr/", "/keys", "/batch/get", "/batch/set", "/batch/delete", "/demo",
+    "/hello", "/",
+];
+const METHODS: [&str; 4] = ["GET", "PUT", "POST", "DELETE"];
+const PARAMS: [&str; 4] = ["bucket", "cursor", "by", "x"];
+
+fn encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// A runner with two tenants and small quotas, started once per process.
+fn runner() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let args = [
+                    "runner", "--tenants", "2", "--max-keys", "50", "--max-store-bytes", "64KiB",
+                    "--max-value-bytes", "4KiB", "--max-page-keys", "5", "--log", "off",
+                ];
+                let (_, config) = runner::config::Config::try_from_args(args).unwrap();
+                let built = runner::Runner::build(config).await.unwrap();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                built.serve(listener, admin, std::future::pending()).await.unwrap();
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// Sends one request on its own connection and returns the status and body.
+fn send(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "{method} {target} HTTP/1.1\r\nhost: fuzz\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no response to {method} {target}: {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+fuzz_target!(|call: Call| {
+    let addr = runner();
+    let method = METHODS[usize::from(call.method) % METHODS.len()];
+    let route = ROUTES[usize::from(call.route) % ROUTES.len()];
+    let mut target = format!("/t/t0{route}{}", encode(&call.rest));
+    for (i, (param, value)) in call.query.iter().take(4).enumerate() {
+        target.push(if i == 0 { '?' } else { '&' });
+        target.push_str(PARAMS[usize::from(*param) % PARAMS.len()]);
+        target.push('=');
+        target.push_str(&encode(value));
+    }
+    let (status, body) = send(addr, method, &target, &call.body);
+    // A 500 may be the guest's (a trap, a store error it maps); the
+    // runner's own faults answer this text.
+    assert!(
+        !body.starts_with("internal error in the runner"),
+        "{method} {target}: {status} {body}"
+    );
+    let (status, body) = send(addr, "GET", "/t/t1/hello", b"");
+    assert_eq!((status, body.as_str()), (200, "hello"));
+});
