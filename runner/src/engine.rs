@@ -157,31 +157,32 @@ impl Runtime {
     /// fails at load time, not on its first request. A refusal gives every
     /// reason at once.
     pub fn load(&self, bytes: &[u8], max_memory: usize) -> wasmtime::Result<GuestPre<Host>> {
+        // The tenant's own limit (never above the pool's), checked before
+        // compiling: the pool refuses a larger memory at compile time, in
+        // its own terms.
+        let max_memory = (max_memory as u64).min(self.config.max_memory as u64);
         let cached = self.compiled.lock().get(bytes).cloned();
         let (pre, needed) = match cached {
             Some(found) => found,
             None => {
-                let found = self.compile(bytes)?;
+                let needed = component::initial_memory(bytes)
+                    .map_err(wasmtime::Error::from)
+                    .context("reading the component")?;
+                if needed > max_memory {
+                    wasmtime::bail!(component::memory_too_small(needed, max_memory));
+                }
+                let found = (self.compile(bytes)?, needed);
                 self.compiled.lock().insert(bytes.into(), found.clone());
                 found
             }
         };
-        if needed > max_memory as u64 {
-            wasmtime::bail!(component::memory_too_small(needed, max_memory as u64));
+        if needed > max_memory {
+            wasmtime::bail!(component::memory_too_small(needed, max_memory));
         }
         Ok(pre)
     }
 
-    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Compiled> {
-        // Checked before compiling: the pool refuses a memory larger than
-        // its slots at compile time, in its own terms.
-        let needed = component::initial_memory(bytes)
-            .map_err(wasmtime::Error::from)
-            .context("reading the component")?;
-        let limit = self.config.max_memory as u64;
-        if needed > limit {
-            wasmtime::bail!(component::memory_too_small(needed, limit));
-        }
+    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<GuestPre<Host>> {
         let component = Component::new(&self.engine, bytes).context("compiling the component")?;
         let instance_pre = match self.linker.instantiate_pre(&component) {
             Ok(pre) => pre,
@@ -197,9 +198,8 @@ impl Runtime {
                 });
             }
         };
-        let pre = GuestPre::new(instance_pre)
-            .context("the component does not export wasi:http/incoming-handler")?;
-        Ok((pre, needed))
+        GuestPre::new(instance_pre)
+            .context("the component does not export wasi:http/incoming-handler")
     }
 
     /// A fresh store for one request of `tenant`: its limits, its fuel, and

@@ -4,7 +4,7 @@
 use http::StatusCode;
 use system_tests::http::{Client, get};
 use system_tests::probe::Observed as _;
-use system_tests::{Launch, Runner, Tenants};
+use system_tests::{Launch, Runner, TempDir, Tenants};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_traps_leave_pool_and_memory_at_baseline() {
@@ -300,4 +300,35 @@ async fn idle_connections_under_a_descriptor_limit_starve_no_one() {
     drop(idle);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(get(r.admin, "/healthz").await.status, StatusCode::OK);
+}
+
+/// The memory refusal names the tenant's own limit, even when another
+/// tenant's larger limit sizes the pool and the component passes both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_refusal_names_the_tenants_own_limit() {
+    let dir = TempDir::new();
+    let wasm = dir.path.join("big.wasm");
+    std::fs::write(
+        &wasm,
+        wat::parse_str("(component (core module (memory 4800)))").unwrap(),
+    )
+    .unwrap();
+    let t = Tenants::new()
+        .default("roomy", "max-memory = \"256MiB\"")
+        .tenant(
+            "small",
+            &format!("component = {wasm:?}\nmax-memory = \"64MiB\""),
+        );
+    let out = Runner::run_to_exit(&t);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        format!(
+            "error: tenant \"small\": component {}: the component needs 314572800 bytes \
+             (300.0 MiB) of linear memory from its start, over the tenant's memory limit of \
+             67108864 bytes (64.0 MiB); raise it with --max-memory, or max-memory in the \
+             tenants file",
+            wasm.display()
+        )
+    );
 }
