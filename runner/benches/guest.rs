@@ -56,7 +56,7 @@ const VALUE_BYTES: usize = 100;
 
 /// A runtime and one tenant running the default guest.
 struct Bench {
-    runtime: Runtime,
+    runtime: Arc<Runtime>,
     tenant: Arc<Tenant>,
     /// Stands in for the ingress's global in-flight cap.
     global: GlobalCap,
@@ -89,7 +89,7 @@ impl Bench {
         rt.block_on(runtime.preflight(&tenant))
             .expect("the default guest instantiates under the default limits");
         let bench = Self {
-            runtime,
+            runtime: Arc::new(runtime),
             tenant,
             global: GlobalCap::new(1000),
             rt,

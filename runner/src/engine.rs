@@ -1,10 +1,12 @@
 //! The process-wide wasmtime engine and the per-request call path.
 //!
 //! One [`Runtime`] owns the engine (pooling allocator, fuel, epochs), the
-//! linker, the epoch ticker thread and the compiled components. Each request
-//! gets a fresh `Store` and instance from a tenant's pre-instantiated
-//! component; the store is dropped when the request ends, always after a
-//! trap, so nothing carries over between requests.
+//! linker, the epoch ticker thread, the compiled components and the
+//! tenants' kept instances. Each request gets a fresh `Store` and instance
+//! from its tenant's pre-instantiated component, or, where the tenant
+//! reuses instances, one kept from its own last clean request. A store is
+//! dropped after a trap or a limit, so nothing carries over from a failed
+//! request, and never serves another tenant.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::component;
 use crate::host::{self, GuestPre, Host};
 use crate::http::Admission;
 use crate::http::body::{Failed, Guarded};
+use crate::instances::{Instance, Reaper, Registry};
 use crate::limits::{Limit, Limits};
 use crate::metrics::{RunnerMetrics, TrapKind};
 use crate::outcome::{self, Outcome};
@@ -70,6 +73,8 @@ pub struct Runtime {
     /// memory each needs, so tenants that run the same component share one
     /// compilation.
     compiled: Mutex<HashMap<Arc<[u8]>, Compiled>>,
+    /// Tenants' kept instances, and the thread that drops idle ones.
+    reaper: Reaper,
     _ticker: EpochTicker,
 }
 
@@ -136,6 +141,7 @@ impl Runtime {
             config,
             metrics: RunnerMetrics::new(),
             compiled: Mutex::new(HashMap::new()),
+            reaper: Reaper::start(Arc::new(Registry::new())),
         })
     }
 
@@ -202,30 +208,30 @@ impl Runtime {
             .context("the component does not export wasi:http/incoming-handler")
     }
 
-    /// A fresh store for one request of `tenant`: its limits, its fuel, and
-    /// an epoch callback that yields every tick and traps at `deadline`.
-    fn store(&self, tenant: &Arc<Tenant>, deadline: Instant) -> wasmtime::Result<Store<Host>> {
+    /// A fresh store for `tenant`: its limits, and an epoch callback that
+    /// yields every tick and traps at the current request's deadline.
+    fn store(&self, tenant: &Arc<Tenant>) -> Store<Host> {
         let mut store = Store::new(&self.engine, Host::new(tenant.clone()));
         store.limiter(|host| &mut host.limiter);
-        store.set_fuel(tenant.limits().fuel)?;
         let yields = self.metrics.epoch_yields.clone();
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+        // Set once per store and reading the deadline from the store's data,
+        // so a reused instance needs no new callback per request.
+        store.epoch_deadline_callback(move |store| {
+            if Instant::now() >= store.data().deadline {
                 return Err(DeadlineExceeded.into());
             }
             yields.increment(1);
             Ok(UpdateDeadline::Yield(1))
         });
-        store.set_epoch_deadline(1);
-        Ok(store)
+        store
     }
 
     /// Instantiates the tenant's component once, under its own limits, so a
     /// component that cannot fit them (too large an initial memory, too many
     /// instances) fails at start-up rather than on every request.
     pub async fn preflight(&self, tenant: &Arc<Tenant>) -> wasmtime::Result<()> {
-        let deadline = Instant::now() + tenant.limits().timeout;
-        let mut store = self.store(tenant, deadline)?;
+        let mut store = self.store(tenant);
+        begin(&mut store, tenant, Instant::now() + tenant.limits().timeout)?;
         tenant
             .pre()
             .instantiate_async(&mut store)
@@ -234,13 +240,53 @@ impl Runtime {
         Ok(())
     }
 
-    /// Runs one request in a fresh instance of the tenant's component.
+    /// An instance for one request of `tenant`, begun with its fuel and
+    /// `deadline`: one the tenant kept from an earlier request where it
+    /// reuses instances, else a fresh one. A full pool first evicts kept
+    /// instances, any tenant's, before it refuses.
+    async fn instance(
+        &self,
+        tenant: &Arc<Tenant>,
+        deadline: Instant,
+    ) -> wasmtime::Result<Instance> {
+        if tenant.limits().max_instance_reuse > 1
+            && let Some(mut kept) = self.reaper.registry().take(tenant)
+        {
+            kept.served += 1;
+            begin(&mut kept.store, tenant, deadline)?;
+            tenant.metrics().instances_reused.increment(1);
+            return Ok(kept);
+        }
+        loop {
+            let mut store = self.store(tenant);
+            begin(&mut store, tenant, deadline)?;
+            let started = Instant::now();
+            match tenant.pre().instantiate_async(&mut store).await {
+                Ok(guest) => {
+                    self.metrics.instantiation.record(started.elapsed());
+                    tenant.metrics().instances_created.increment(1);
+                    return Ok(Instance {
+                        store,
+                        guest,
+                        served: 1,
+                    });
+                }
+                Err(e)
+                    if e.is::<PoolConcurrencyLimitError>()
+                        && self.reaper.registry().evict_one() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Runs one request of `tenant` in an instance of its component.
     ///
     /// Returns once the guest has sent its response head; the guest may
     /// still be streaming the body. `admission` is held until the guest's
-    /// store is dropped, so it bounds live instances, not just heads.
+    /// instance is dropped or kept, so it bounds instances in use, not just
+    /// heads.
     pub async fn call<B>(
-        &self,
+        self: &Arc<Self>,
         tenant: &Arc<Tenant>,
         request: http::Request<B>,
         admission: Admission,
@@ -248,35 +294,26 @@ impl Runtime {
     where
         B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
     {
-        let limits = tenant.limits();
-        let deadline = Instant::now() + limits.timeout;
-        let mut store = match self.store(tenant, deadline) {
-            Ok(store) => store,
-            Err(e) => return host_fault(e, "setting up the store"),
-        };
-
+        let deadline = Instant::now() + tenant.limits().timeout;
         let (sender, mut head) = oneshot::channel();
-        let mut http = store.data_mut().http();
-        let request = match http.new_incoming_request(Scheme::Http, request) {
-            Ok(request) => request,
-            Err(e) => return host_fault(e, "passing the request to the guest"),
-        };
-        let outparam = match http.new_response_outparam(sender) {
-            Ok(outparam) => outparam,
-            Err(e) => return host_fault(e, "creating the response slot"),
-        };
-
-        let pre = tenant.pre().clone();
-        let instantiation = self.metrics.instantiation.clone();
-        let tenant = tenant.clone();
+        let runtime = self.clone();
+        let for_guest = tenant.clone();
         let mut guest = Box::pin(async move {
+            let tenant = for_guest;
+            let mut instance = None;
             let run = async {
-                let started = Instant::now();
-                let guest = pre.instantiate_async(&mut store).await?;
-                instantiation.record(started.elapsed());
-                guest
+                let instance = instance.insert(runtime.instance(&tenant, deadline).await?);
+                let mut http = instance.store.data_mut().http();
+                let request = http
+                    .new_incoming_request(Scheme::Http, request)
+                    .context("passing the request to the guest")?;
+                let outparam = http
+                    .new_response_outparam(sender)
+                    .context("creating the response slot")?;
+                instance
+                    .guest
                     .wasi_http_incoming_handler()
-                    .call_handle(&mut store, request, outparam)
+                    .call_handle(&mut instance.store, request, outparam)
                     .await
             };
             // The epoch callback ends a guest that computes past its
@@ -285,39 +322,53 @@ impl Runtime {
                 Ok(result) => result,
                 Err(_elapsed) => Err(DeadlineExceeded.into()),
             };
-            let failure = result
-                .err()
-                .map(|e| classify(&e, store.data().limiter.hit, &tenant));
-            let fuel = store.get_fuel().unwrap_or(0);
-            tenant
-                .metrics()
-                .fuel_consumed(tenant.limits().fuel.saturating_sub(fuel));
-            drop(store);
-            drop(admission);
-            (tenant, failure)
+            let hit = instance.as_ref().and_then(|i| i.store.data().limiter.hit);
+            let failure = result.err().map(|e| classify(&e, hit, &tenant));
+            if let Some(instance) = &instance {
+                let fuel = instance.store.get_fuel().unwrap_or(0);
+                tenant
+                    .metrics()
+                    .fuel_consumed(tenant.limits().fuel.saturating_sub(fuel));
+            }
+            (failure, instance)
         });
 
         // The guest runs in this task: most guests finish within one poll,
         // and then no task is spawned and no other thread is woken. One
         // that is still running when its response head arrives (streaming a
         // body, say) continues in a task of its own.
+        let registry = self.reaper.registry().clone();
         tokio::select! {
             biased;
-            (_, failure) = &mut guest => match (head.try_recv(), failure) {
-                // Done and whole: nothing to guard, and no box per request.
-                (Ok(Ok(response)), None) => Outcome::Served(response),
-                // It answered, then failed before its body was done.
-                (Ok(Ok(response)), Some(failure)) => Outcome::CutShort(
-                    guarded(response, Failed::Known(true)),
-                    Box::new(failure),
-                ),
-                (Ok(Err(code)), _) => guest_error(code),
-                (Err(_), failure) => failure.unwrap_or_else(no_response),
+            (failure, instance) = &mut guest => {
+                let head = head.try_recv();
+                let clean = failure.is_none() && matches!(head, Ok(Ok(_)));
+                if let Some(instance) = instance {
+                    registry.release(tenant, instance, clean);
+                }
+                drop(admission);
+                match (head, failure) {
+                    // Done and whole: nothing to guard, and no box per request.
+                    (Ok(Ok(response)), None) => Outcome::Served(response),
+                    // It answered, then failed before its body was done.
+                    (Ok(Ok(response)), Some(failure)) => Outcome::CutShort(
+                        guarded(response, Failed::Known(true)),
+                        Box::new(failure),
+                    ),
+                    (Ok(Err(code)), _) => guest_error(code),
+                    (Err(_), failure) => failure.unwrap_or_else(no_response),
+                }
             },
             sent = &mut head => {
+                let answered = matches!(sent, Ok(Ok(_)));
                 let (ended, ended_later) = oneshot::channel();
+                let tenant = tenant.clone();
                 tokio::spawn(async move {
-                    let (_, failure) = guest.await;
+                    let (failure, instance) = guest.await;
+                    if let Some(instance) = instance {
+                        registry.release(&tenant, instance, answered && failure.is_none());
+                    }
+                    drop(admission);
                     let _ = ended.send(failure.as_ref().map(outcome::Ended::of));
                 });
                 match sent {
@@ -332,6 +383,15 @@ impl Runtime {
     }
 }
 
+/// Starts a request in `store`: the host's per-request state, a whole fuel
+/// budget, and the first epoch check one tick away.
+fn begin(store: &mut Store<Host>, tenant: &Tenant, deadline: Instant) -> wasmtime::Result<()> {
+    store.data_mut().begin_request(deadline);
+    store.set_fuel(tenant.limits().fuel)?;
+    store.set_epoch_deadline(1);
+    Ok(())
+}
+
 /// The guest's response with its body guarded against looking whole when
 /// the guest failed mid-body.
 fn guarded(
@@ -339,10 +399,6 @@ fn guarded(
     failed: Failed,
 ) -> http::Response<crate::http::body::OutBody> {
     response.map(|body| Guarded::wrap(body, failed))
-}
-
-fn host_fault(error: wasmtime::Error, doing: &str) -> Outcome {
-    Outcome::HostFault(format!("{doing}: {error:#}"))
 }
 
 fn guest_error(code: wasmtime_wasi_http::p2::bindings::http::types::ErrorCode) -> Outcome {

@@ -5,8 +5,10 @@
 //! - [`settings`]: one declaration per setting (flag, config key, default,
 //!   range, help), from which [`config`] and [`limits`] build theirs.
 //! - [`engine`]: the wasmtime engine, pooling allocator, epoch ticker, and
-//!   the per-request call path (fresh `Store`, fuel, deadline).
-//! - [`host`]: the per-request host state and the imports guests use
+//!   the per-request call path (a fresh or kept instance, fuel, deadline).
+//! - [`instances`]: instances kept between a tenant's requests (opt-in
+//!   reuse), their idle timeout and eviction when the pool is full.
+//! - [`host`]: the per-instance host state and the imports guests use
 //!   (`wasi:keyvalue`, `wasi:logging`, and WASI from wasmtime-wasi).
 //! - [`store`]: the key-value store: the backend seam (async traits), the
 //!   sharded in-memory backend, quotas, and the conformance suite every
@@ -22,14 +24,16 @@
 //!   runner's own registry.
 //!
 //! Lifetimes are kept apart: the process owns the engine, linker, store and
-//! metrics; a tenant owns its pre-instantiated component and namespace; a
-//! request owns one wasmtime `Store`, dropped when it ends.
+//! metrics; a tenant owns its pre-instantiated component, namespace and
+//! kept instances; a request owns one wasmtime `Store` while it runs,
+//! dropped when it ends unless its tenant reuses instances.
 
 pub mod component;
 pub mod config;
 pub mod engine;
 pub mod host;
 pub mod http;
+pub mod instances;
 pub mod limits;
 pub mod metrics;
 pub mod outcome;

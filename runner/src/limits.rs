@@ -31,6 +31,16 @@ settings! {
         /// Size one linear memory may grow to; growth past it fails, and a
         /// guest that aborts on it gets 500 with x-runner-limit: memory.
         max_memory: ByteSize = "64MiB", Range::Between(ByteSize::kib(64), ByteSize::gib(4)), env "RUNNER_MAX_MEMORY";
+        /// Requests one instance of the tenant's component may serve before
+        /// it is dropped. 1 (the default) gives every request a fresh
+        /// instance; above 1, an instance whose request ended cleanly is
+        /// kept for the tenant's next request, with its heap and globals as
+        /// that request left them (fuel and the deadline are still per
+        /// request).
+        max_instance_reuse: u64 = "1", Range::Positive(1_000_000u64), env "RUNNER_MAX_INSTANCE_REUSE";
+        /// How long a kept instance waits for its tenant's next request
+        /// before it is dropped (with max-instance-reuse above 1).
+        instance_idle_timeout: Duration = "1s", Range::Between(Duration::from_millis(1), Duration::from_secs(3600));
         /// Elements one table may grow to.
         max_table_elements: usize = "20000", Range::Positive(10_000_000usize);
         /// Core instances one request's store may create.

@@ -25,6 +25,10 @@ pub const REQUESTS: &str = "runner_requests_total";
 pub const REQUEST_DURATION: &str = "runner_request_duration_seconds";
 pub const REQUESTS_IN_FLIGHT: &str = "runner_requests_in_flight";
 pub const INSTANTIATION_DURATION: &str = "runner_instantiation_duration_seconds";
+pub const INSTANCES_CREATED: &str = "runner_instances_created_total";
+pub const INSTANCES_REUSED: &str = "runner_instances_reused_total";
+pub const INSTANCES_IDLE: &str = "runner_instances_idle";
+pub const INSTANCE_REQUESTS: &str = "runner_instance_requests";
 pub const FUEL_CONSUMED: &str = "runner_fuel_consumed_total";
 pub const TRAPS: &str = "runner_traps_total";
 pub const LIMIT_HITS: &str = "runner_limit_hits_total";
@@ -65,6 +69,11 @@ const REQUEST_BUCKETS: &[f64] = &[
 const INSTANTIATION_BUCKETS: &[f64] = &[
     0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005,
     0.025,
+];
+/// Requests one instance serves in its life: 1 without reuse, up to the
+/// largest `max-instance-reuse` with it.
+const INSTANCE_REQUEST_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 10_000.0, 100_000.0,
 ];
 /// A key-value call takes well under a microsecond unless it copies a lot.
 const KV_BUCKETS: &[f64] = &[
@@ -110,6 +119,10 @@ impl Recorder {
             .set_buckets_for_metric(
                 Matcher::Full(INSTANTIATION_DURATION.into()),
                 INSTANTIATION_BUCKETS,
+            )?
+            .set_buckets_for_metric(
+                Matcher::Full(INSTANCE_REQUESTS.into()),
+                INSTANCE_REQUEST_BUCKETS,
             )?
             .set_buckets_for_metric(Matcher::Full(KV_OPERATION_DURATION.into()), KV_BUCKETS)?
             .set_buckets_for_metric(Matcher::Full(STORE_FSYNC_DURATION.into()), FSYNC_BUCKETS)?
@@ -184,6 +197,22 @@ fn describe() {
         INSTANTIATION_DURATION,
         Unit::Seconds,
         "Time to instantiate a tenant component for one request."
+    );
+    describe_counter!(
+        INSTANCES_CREATED,
+        "Component instances created for tenant requests."
+    );
+    describe_counter!(
+        INSTANCES_REUSED,
+        "Tenant requests served by an instance kept from an earlier request (max-instance-reuse)."
+    );
+    describe_gauge!(
+        INSTANCES_IDLE,
+        "Instances kept between requests, waiting for their tenant's next one."
+    );
+    describe_histogram!(
+        INSTANCE_REQUESTS,
+        "Requests one instance served before it was dropped."
     );
     describe_counter!(FUEL_CONSUMED, "Fuel burned by tenant guests.");
     describe_counter!(TRAPS, "Guest traps by kind.");
@@ -392,6 +421,8 @@ pub struct TenantMetrics {
     duration: Histogram,
     in_flight: Gauge,
     fuel: Counter,
+    pub instances_created: Counter,
+    pub instances_reused: Counter,
     traps: Vec<Counter>,
     limits: Vec<Counter>,
     kv_ops: Vec<[Counter; 3]>,
@@ -412,6 +443,8 @@ impl TenantMetrics {
             duration: metrics::histogram!(REQUEST_DURATION, "tenant" => t.clone()),
             in_flight: metrics::gauge!(REQUESTS_IN_FLIGHT, "tenant" => t.clone()),
             fuel: metrics::counter!(FUEL_CONSUMED, "tenant" => t.clone()),
+            instances_created: metrics::counter!(INSTANCES_CREATED, "tenant" => t.clone()),
+            instances_reused: metrics::counter!(INSTANCES_REUSED, "tenant" => t.clone()),
             traps: TrapKind::ALL
                 .iter()
                 .map(|k| labelled(TRAPS, "kind", k.as_str()))

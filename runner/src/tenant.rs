@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::host::{GuestPre, Host, LogRate};
+use crate::instances::IdleInstances;
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
 use crate::store::Namespace;
@@ -21,6 +22,8 @@ pub struct Tenant {
     permits: Arc<Semaphore>,
     /// The log rate all its requests share.
     log_rate: Arc<LogRate>,
+    /// Instances kept for its next requests (with max-instance-reuse).
+    idle: IdleInstances,
     metrics: TenantMetrics,
 }
 
@@ -50,6 +53,7 @@ impl Tenant {
             limits,
             pre,
             namespace,
+            idle: IdleInstances::default(),
             metrics,
         }
     }
@@ -84,6 +88,10 @@ impl Tenant {
 
     pub fn permits(&self) -> &Arc<Semaphore> {
         &self.permits
+    }
+
+    pub fn idle(&self) -> &IdleInstances {
+        &self.idle
     }
 }
 

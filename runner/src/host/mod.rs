@@ -1,8 +1,10 @@
 //! The per-request host state and everything a guest can import.
 //!
-//! One [`Host`] lives in each request's wasmtime `Store` and is dropped with
-//! it. The tenant is bound in here by the runner when the store is made;
-//! nothing a guest passes can name another tenant.
+//! One [`Host`] lives in each instance's wasmtime `Store` and is dropped with
+//! it: after one request, or after several of the same tenant's requests
+//! with instance reuse, each begun with [`Host::begin_request`]. The tenant
+//! is bound in here by the runner when the store is made; nothing a guest
+//! passes can name another tenant.
 
 mod keyvalue;
 mod limiter;
@@ -10,6 +12,7 @@ mod logging;
 mod output;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -55,9 +58,9 @@ mod bindings {
     });
 }
 
-pub use bindings::GuestPre;
+pub use bindings::{Guest, GuestPre};
 
-/// Everything one request's guest instance can reach.
+/// Everything one guest instance can reach.
 pub struct Host {
     tenant: Arc<Tenant>,
     wasi: WasiCtx,
@@ -66,6 +69,8 @@ pub struct Host {
     hooks: DenyOutgoing,
     log_budget: LogBudget,
     pub(crate) limiter: Limiter,
+    /// When the current request must end; the epoch callback reads it.
+    pub(crate) deadline: Instant,
 }
 
 impl Host {
@@ -99,7 +104,18 @@ impl Host {
             hooks: DenyOutgoing,
             log_budget,
             tenant,
+            deadline: Instant::now(),
         }
+    }
+
+    /// Starts a request on this instance: its deadline, a whole log budget,
+    /// and no limit hit yet. Memory, tables and resources the guest holds
+    /// stay as the last request left them.
+    pub fn begin_request(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        self.limiter.hit = None;
+        self.log_budget
+            .refill(crate::limits::bytes(self.tenant.limits().max_log_bytes));
     }
 
     fn take_log_budget(&self, bytes: usize) -> bool {

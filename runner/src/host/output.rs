@@ -37,6 +37,13 @@ impl LogBudget {
         }))
     }
 
+    /// Gives a reused instance's next request a whole budget again. Its
+    /// stdout and stderr streams, which the guest may keep, share this one.
+    pub fn refill(&self, bytes: usize) {
+        self.0.left.store(bytes, Ordering::Relaxed);
+        self.0.warned.store(false, Ordering::Relaxed);
+    }
+
     /// Takes what a line of `text` bytes costs (see [`LINE_OVERHEAD`]) from
     /// the request's budget and the tenant's rate; false, and nothing
     /// written, when either is spent. The first refusal is logged once per

@@ -1,0 +1,279 @@
+//! Instances kept between requests, for tenants that opt into reuse.
+//!
+//! With `max-instance-reuse` above 1, an instance that served a request
+//! cleanly is parked in its tenant's [`IdleInstances`] instead of being
+//! dropped, and the tenant's next request runs in it: no instantiation, no
+//! memory reset. An instance leaves the pool for good when it has served
+//! `max-instance-reuse` requests, when it has been idle for
+//! `instance-idle-timeout` (the [`Reaper`] drops it, off the request path),
+//! or when a fresh instance of any tenant needs its pool slot.
+//!
+//! Idle instances hold pooling-allocator slots but no admission permit, so
+//! they never count against in-flight caps; a full pool evicts them first
+//! ([`Registry::evict_one`]) before a request is refused.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use metrics::{Gauge, Histogram};
+use parking_lot::Mutex;
+use wasmtime::Store;
+
+use crate::host::{Guest, Host};
+use crate::tenant::Tenant;
+
+/// How often the reaper looks for instances past their idle timeout: an idle
+/// instance is dropped within this long after its timeout.
+pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A live instance of a tenant's component, in its own store.
+pub struct Instance {
+    pub store: Store<Host>,
+    pub guest: Guest,
+    /// Requests it has started, this one included.
+    pub served: u64,
+}
+
+/// One tenant's parked instances, most recently used last.
+#[derive(Default)]
+pub struct IdleInstances {
+    parked: Mutex<VecDeque<(Instance, Instant)>>,
+    /// Whether the tenant is in the [`Registry`] yet.
+    registered: AtomicBool,
+}
+
+impl IdleInstances {
+    /// The most recently parked instance that is still within `timeout`;
+    /// older ones that are past it are handed back to be dropped.
+    fn take(&self, now: Instant, timeout: Duration) -> (Option<Instance>, Vec<Instance>) {
+        let mut parked = self.parked.lock();
+        let found = parked.pop_back();
+        let stale = expired(&mut parked, now, timeout);
+        match found {
+            Some((instance, since)) if now.duration_since(since) < timeout => {
+                (Some(instance), stale)
+            }
+            Some((instance, _)) => {
+                let mut stale = stale;
+                stale.push(instance);
+                (None, stale)
+            }
+            None => (None, stale),
+        }
+    }
+
+    fn put(&self, instance: Instance, now: Instant) {
+        self.parked.lock().push_back((instance, now));
+    }
+
+    /// When the longest-parked instance was parked.
+    fn oldest_since(&self) -> Option<Instant> {
+        self.parked.lock().front().map(|(_, since)| *since)
+    }
+
+    fn oldest(&self) -> Option<Instance> {
+        self.parked.lock().pop_front().map(|(instance, _)| instance)
+    }
+
+    fn expire(&self, now: Instant, timeout: Duration) -> Vec<Instance> {
+        expired(&mut self.parked.lock(), now, timeout)
+    }
+
+    fn drain(&self) -> Vec<Instance> {
+        self.parked.lock().drain(..).map(|(i, _)| i).collect()
+    }
+
+    /// Instances parked now.
+    pub fn len(&self) -> usize {
+        self.parked.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Pops the instances at the front (the oldest) that are past `timeout`.
+fn expired(
+    parked: &mut VecDeque<(Instance, Instant)>,
+    now: Instant,
+    timeout: Duration,
+) -> Vec<Instance> {
+    let mut stale = Vec::new();
+    while let Some((_, since)) = parked.front() {
+        if now.duration_since(*since) < timeout {
+            break;
+        }
+        stale.extend(parked.pop_front().map(|(i, _)| i));
+    }
+    stale
+}
+
+/// Every tenant that has parked an instance, for the reaper and for
+/// eviction when the pool is full.
+pub struct Registry {
+    tenants: Mutex<Vec<Weak<Tenant>>>,
+    idle: Gauge,
+    lifetimes: Histogram,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self {
+            tenants: Mutex::new(Vec::new()),
+            idle: metrics::gauge!(crate::metrics::INSTANCES_IDLE),
+            lifetimes: metrics::histogram!(crate::metrics::INSTANCE_REQUESTS),
+        }
+    }
+
+    /// A parked instance of `tenant` for a new request, if one is within
+    /// its idle timeout.
+    pub fn take(&self, tenant: &Tenant) -> Option<Instance> {
+        let timeout = tenant.limits().instance_idle_timeout;
+        let (found, stale) = tenant.idle().take(Instant::now(), timeout);
+        if found.is_some() {
+            self.idle.decrement(1.0);
+        }
+        self.retire(stale);
+        found
+    }
+
+    /// Ends a request's use of `instance`: parks it if `clean` (the request
+    /// ended without a trap or a limit and the guest sent its response) and
+    /// it may serve more, else drops it.
+    pub fn release(&self, tenant: &Arc<Tenant>, instance: Instance, clean: bool) {
+        if clean && instance.served < tenant.limits().max_instance_reuse {
+            let idle = tenant.idle();
+            if !idle.registered.swap(true, Ordering::AcqRel) {
+                self.tenants.lock().push(Arc::downgrade(tenant));
+            }
+            idle.put(instance, Instant::now());
+            self.idle.increment(1.0);
+        } else {
+            self.lifetimes.record(instance.served as f64);
+        }
+    }
+
+    /// Drops the parked instance that has waited longest, whichever
+    /// tenant's, to free its pool slot; false if none was parked. Only a
+    /// full pool calls this, so it may look at every tenant.
+    pub fn evict_one(&self) -> bool {
+        let tenants: Vec<Arc<Tenant>> = self
+            .tenants
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let oldest = tenants
+            .iter()
+            .filter_map(|t| Some((t.idle().oldest_since()?, t)))
+            .min_by_key(|(since, _)| *since);
+        // Another request may take it first; then the caller tries again.
+        match oldest.and_then(|(_, tenant)| tenant.idle().oldest()) {
+            Some(instance) => {
+                self.retire(vec![instance]);
+                true
+            }
+            None => tenants.iter().any(|t| {
+                t.idle()
+                    .oldest()
+                    .map(|instance| self.retire(vec![instance]))
+                    .is_some()
+            }),
+        }
+    }
+
+    /// Drops every parked instance past its tenant's idle timeout, and
+    /// forgets tenants that are gone.
+    fn reap(&self) {
+        let now = Instant::now();
+        let tenants: Vec<Arc<Tenant>> = {
+            let mut list = self.tenants.lock();
+            list.retain(|t| t.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for tenant in tenants {
+            let stale = tenant
+                .idle()
+                .expire(now, tenant.limits().instance_idle_timeout);
+            self.retire(stale);
+        }
+    }
+
+    /// Drops every parked instance of every tenant.
+    fn drain(&self) {
+        let tenants: Vec<Arc<Tenant>> = self
+            .tenants
+            .lock()
+            .drain(..)
+            .filter_map(|t| t.upgrade())
+            .collect();
+        for tenant in tenants {
+            self.retire(tenant.idle().drain());
+        }
+    }
+
+    /// Drops parked instances, counting them out of the idle gauge.
+    fn retire(&self, instances: Vec<Instance>) {
+        for instance in instances {
+            self.idle.decrement(1.0);
+            self.lifetimes.record(instance.served as f64);
+        }
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Owns the thread that drops idle instances past their timeout, so the
+/// memory reset of a dropped instance happens off the request path; on drop
+/// it stops and drops every parked instance (a parked store holds its
+/// tenant, so this also lets tenants go).
+pub struct Reaper {
+    registry: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Reaper {
+    pub fn start(registry: Arc<Registry>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let reaped = registry.clone();
+        let thread = std::thread::Builder::new()
+            .name("instance-reaper".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(REAP_INTERVAL);
+                    reaped.reap();
+                }
+            })
+            .expect("spawning the instance reaper at start-up");
+        Self {
+            registry,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+        self.registry.drain();
+    }
+}
