@@ -1,5 +1,5 @@
 //! Builds the guest components (guest/) for wasm32-wasip2 so the runner can
-//! embed the default guest and tests can load the hostile one.
+//! embed the default guest and tests and benchmarks can load the others.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,7 +17,14 @@ fn main() {
         .unwrap_or_else(|| root.join("target"))
         .join("guests");
 
-    for path in ["Cargo.toml", "Cargo.lock", "common", "default", "hostile"] {
+    for path in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "bench",
+        "common",
+        "default",
+        "hostile",
+    ] {
         println!("cargo:rerun-if-changed={}", guest.join(path).display());
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
@@ -56,6 +63,7 @@ fn main() {
     for (var, file) in [
         ("RUNNER_DEFAULT_GUEST", "guest_default.wasm"),
         ("RUNNER_HOSTILE_GUEST", "guest_hostile.wasm"),
+        ("RUNNER_BENCH_GUEST", "guest_bench.wasm"),
     ] {
         let path = out.join(file);
         assert!(path.is_file(), "{} was not built", path.display());

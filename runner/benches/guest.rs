@@ -22,6 +22,9 @@
 //! - `call/kv_get` and `call/kv_put`: `GET` and `PUT /kv/{key}` with a
 //!   100-byte value: instantiate plus handle plus one `open` and one
 //!   `get` (or `set`) host call.
+//! - `call/*_reused`: the same requests for a tenant with
+//!   `max-instance-reuse`, so one kept instance serves them all: handle
+//!   without instantiation or memory reset.
 //!
 //! There is no route that makes many key-value calls in one request, so the
 //! cost of one call is read as `kv_get - hello` (and `kv_put - hello`),
@@ -58,6 +61,9 @@ const VALUE_BYTES: usize = 100;
 struct Bench {
     runtime: Arc<Runtime>,
     tenant: Arc<Tenant>,
+    /// The same guest with `max-instance-reuse`: one instance serves every
+    /// request.
+    reused: Arc<Tenant>,
     /// Stands in for the ingress's global in-flight cap.
     global: GlobalCap,
     rt: tokio::runtime::Runtime,
@@ -79,18 +85,30 @@ impl Bench {
             .load(runner::DEFAULT_GUEST, usize::MAX)
             .expect("the default guest loads");
         let store = Store::new(Store::default_shards());
-        let tenant = Arc::new(Tenant::new(
-            "t0",
-            Limits::default(),
-            pre,
-            Namespace::new(&store, "t0", Quotas::default()).expect("a fresh namespace"),
-            recorder.scope(|| TenantMetrics::new("t0".into())),
-        ));
+        let tenant = |name: &str, limits: Limits| {
+            Arc::new(Tenant::new(
+                name,
+                limits,
+                pre.clone(),
+                Namespace::new(&store, name, Quotas::default()).expect("a fresh namespace"),
+                recorder.scope(|| TenantMetrics::new(name.into())),
+            ))
+        };
+        let reused = tenant(
+            "t1",
+            Limits {
+                max_instance_reuse: 1_000_000,
+                instance_idle_timeout: Duration::from_secs(3600),
+                ..Limits::default()
+            },
+        );
+        let tenant = tenant("t0", Limits::default());
         rt.block_on(runtime.preflight(&tenant))
             .expect("the default guest instantiates under the default limits");
         let bench = Self {
             runtime: Arc::new(runtime),
             tenant,
+            reused,
             global: GlobalCap::new(1000),
             rt,
         };
@@ -99,16 +117,21 @@ impl Bench {
     }
 
     /// One request through `Runtime::call`, its body read to the end.
-    async fn request(&self, method: Method, path: &str, body: Bytes) -> (StatusCode, Bytes) {
+    async fn request(
+        &self,
+        tenant: &Arc<Tenant>,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> (StatusCode, Bytes) {
         let request = http::Request::builder()
             .method(method)
             .uri(format!("http://localhost{path}"))
             .body(Full::new(body).map_err(|never: Infallible| match never {}))
             .expect("a valid request");
-        let admission = Admission::try_admit(&self.global, &self.tenant)
+        let admission = Admission::try_admit(&self.global, tenant)
             .expect("one request at a time fits every cap");
-        let Outcome::Served(response) = self.runtime.call(&self.tenant, request, admission).await
-        else {
+        let Outcome::Served(response) = self.runtime.call(tenant, request, admission).await else {
             panic!("the default guest answers");
         };
         let status = response.status();
@@ -128,22 +151,38 @@ impl Bench {
     /// The routes answer what the figures assume, before anything is timed.
     fn check(&self) {
         self.rt.block_on(async {
-            let hello = self.request(Method::GET, "/hello", Bytes::new()).await;
-            assert_eq!(hello, (StatusCode::OK, Bytes::from_static(b"hello")));
-            let path = format!("/kv/{KEY}");
-            let put = self.request(Method::PUT, &path, Self::value()).await;
-            assert_eq!(put.0, StatusCode::NO_CONTENT, "{:?}", put.1);
-            let get = self.request(Method::GET, &path, Bytes::new()).await;
-            assert_eq!(get, (StatusCode::OK, Self::value()));
+            for tenant in [&self.tenant, &self.reused] {
+                let hello = self
+                    .request(tenant, Method::GET, "/hello", Bytes::new())
+                    .await;
+                assert_eq!(hello, (StatusCode::OK, Bytes::from_static(b"hello")));
+                let path = format!("/kv/{KEY}");
+                let put = self
+                    .request(tenant, Method::PUT, &path, Self::value())
+                    .await;
+                assert_eq!(put.0, StatusCode::NO_CONTENT, "{:?}", put.1);
+                let get = self.request(tenant, Method::GET, &path, Bytes::new()).await;
+                assert_eq!(get, (StatusCode::OK, Self::value()));
+            }
         });
     }
 
     /// Time for `iters` requests, one after another.
-    fn time_requests(&self, method: &Method, path: &str, body: &Bytes, iters: u64) -> Duration {
+    fn time_requests(
+        &self,
+        tenant: &Arc<Tenant>,
+        method: &Method,
+        path: &str,
+        body: &Bytes,
+        iters: u64,
+    ) -> Duration {
         self.rt.block_on(async {
             let started = Instant::now();
             for _ in 0..iters {
-                black_box(self.request(method.clone(), path, body.clone()).await);
+                black_box(
+                    self.request(tenant, method.clone(), path, body.clone())
+                        .await,
+                );
             }
             started.elapsed()
         })
@@ -233,7 +272,10 @@ fn calls(c: &mut Criterion, bench: &Bench) {
         .measurement_time(Duration::from_secs(3));
     for (name, method, path, body) in routes() {
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| bench.time_requests(&method, &path, &body, iters));
+            b.iter_custom(|iters| bench.time_requests(&bench.tenant, &method, &path, &body, iters));
+        });
+        group.bench_function(format!("{name}_reused"), |b| {
+            b.iter_custom(|iters| bench.time_requests(&bench.reused, &method, &path, &body, iters));
         });
     }
     group.finish();
@@ -249,7 +291,7 @@ fn differences(bench: &Bench) {
     let mut rounds: [Vec<f64>; 3] = Default::default();
     for _ in 0..ROUNDS {
         for (i, (_, method, path, body)) in routes.iter().enumerate() {
-            let t = bench.time_requests(method, path, body, PER_ROUND);
+            let t = bench.time_requests(&bench.tenant, method, path, body, PER_ROUND);
             rounds[i].push(t.as_nanos() as f64 / PER_ROUND as f64);
         }
     }

@@ -75,7 +75,8 @@ pub struct Runtime {
     compiled: Mutex<HashMap<Arc<[u8]>, Compiled>>,
     /// Tenants' kept instances, and the thread that drops idle ones.
     reaper: Reaper,
-    _ticker: EpochTicker,
+    /// Advances the engine's epoch every tick.
+    _ticker: Periodic,
 }
 
 /// A compiled, linked component and the initial memory it needs, in bytes.
@@ -135,7 +136,12 @@ impl Runtime {
         host::add_to_linker(&mut linker).context("linking host interfaces")?;
 
         Ok(Self {
-            _ticker: EpochTicker::start(engine.clone(), config.epoch_tick),
+            _ticker: {
+                let engine = engine.clone();
+                Periodic::start("epoch-ticker", config.epoch_tick, move || {
+                    engine.increment_epoch()
+                })
+            },
             engine,
             linker,
             config,
@@ -517,27 +523,31 @@ fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant
     }
 }
 
-/// Owns the thread that advances the engine's epoch; stops it on drop.
-struct EpochTicker {
+/// A plain OS thread that runs `work` every `interval` until dropped. A
+/// thread and not a task: it must run even when every tokio worker is busy
+/// running guests.
+pub(crate) struct Periodic {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl EpochTicker {
-    fn start(engine: Engine, tick: Duration) -> Self {
+impl Periodic {
+    pub(crate) fn start(
+        name: &str,
+        interval: Duration,
+        mut work: impl FnMut() + Send + 'static,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        // A plain OS thread: it must tick even when every tokio worker is
-        // busy running guests.
         let thread = std::thread::Builder::new()
-            .name("epoch-ticker".into())
+            .name(name.into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
-                    engine.increment_epoch();
+                    std::thread::park_timeout(interval);
+                    work();
                 }
             })
-            .expect("spawning the epoch thread at start-up");
+            .expect("spawning a runner thread at start-up");
         Self {
             stop,
             thread: Some(thread),
@@ -545,10 +555,11 @@ impl EpochTicker {
     }
 }
 
-impl Drop for EpochTicker {
+impl Drop for Periodic {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

@@ -15,13 +15,13 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use metrics::{Gauge, Histogram};
 use parking_lot::Mutex;
 use wasmtime::Store;
 
+use crate::engine::Periodic;
 use crate::host::{Guest, Host};
 use crate::tenant::Tenant;
 
@@ -237,27 +237,15 @@ impl Default for Registry {
 /// tenant, so this also lets tenants go).
 pub struct Reaper {
     registry: Arc<Registry>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<Periodic>,
 }
 
 impl Reaper {
     pub fn start(registry: Arc<Registry>) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
         let reaped = registry.clone();
-        let thread = std::thread::Builder::new()
-            .name("instance-reaper".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(REAP_INTERVAL);
-                    reaped.reap();
-                }
-            })
-            .expect("spawning the instance reaper at start-up");
+        let thread = Periodic::start("instance-reaper", REAP_INTERVAL, move || reaped.reap());
         Self {
             registry,
-            stop,
             thread: Some(thread),
         }
     }
@@ -269,11 +257,8 @@ impl Reaper {
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
+        // The thread first, so it cannot run while the pool drains.
+        drop(self.thread.take());
         self.registry.drain();
     }
 }

@@ -1,0 +1,52 @@
+//! The component of the speed comparisons (bench/reuse.sh): `GET /hello`,
+//! `GET /setget/{key}` (sets the key to `world`, reads it back and answers
+//! it) and `GET`/`PUT /kv/{key}`. Built with the toolchain's defaults (Rust's
+//! 1 MiB stack, wit-bindgen), it imports only wasi:http, WASI 0.2 and
+//! `wasi:keyvalue@0.2.0-draft`, so `wasmtime serve -S cli -S keyvalue` runs
+//! it unchanged, and it logs nothing.
+
+use guest_common::exports::wasi::http::incoming_handler::Guest;
+use guest_common::http::{Request, Response, Result};
+use guest_common::kv;
+use guest_common::wasi::http::types::{IncomingRequest, Method, ResponseOutparam};
+
+struct Component;
+
+impl Guest for Component {
+    fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        guest_common::http::serve(request, out, route);
+    }
+}
+
+guest_common::export!(Component);
+
+fn route(req: &Request) -> Result {
+    let path = req.path();
+    if path == "/hello" {
+        return Ok(Response::text(200, "hello"));
+    }
+    if let Some(raw) = path.strip_prefix("/setget/") {
+        return match req.method() {
+            Method::Get => set_get(req, &kv::key(raw)?),
+            _ => Err(Response::method_not_allowed("GET")),
+        };
+    }
+    if let Some(raw) = path.strip_prefix("/kv/") {
+        return match req.method() {
+            Method::Get => kv::get(req, &kv::key(raw)?),
+            Method::Put => kv::put(req, &kv::key(raw)?),
+            _ => Err(Response::method_not_allowed("GET, PUT")),
+        };
+    }
+    Err(Response::text(404, "no such route"))
+}
+
+/// Sets `key` to `world`, reads it back and answers it.
+fn set_get(req: &Request, key: &str) -> Result {
+    let bucket = kv::open(req)?;
+    bucket.set(key, b"world")?;
+    match bucket.get(key)? {
+        Some(value) => Ok(Response::octets(200, value)),
+        None => Ok(Response::text(404, "key not found")),
+    }
+}
