@@ -350,6 +350,9 @@ impl Runtime {
                 let head = head.try_recv();
                 let clean = failure.is_none() && matches!(head, Ok(Ok(_)));
                 if let Some(instance) = instance {
+                    if failure.is_none() && head.is_err() && instance.served > 1 {
+                        registry.refuse(tenant);
+                    }
                     registry.release(tenant, instance, clean);
                 }
                 drop(admission);

@@ -43,6 +43,9 @@ pub struct IdleInstances {
     parked: Mutex<VecDeque<(Instance, Instant)>>,
     /// Whether the tenant is in the [`Registry`] yet.
     registered: AtomicBool,
+    /// Set when a kept instance failed to answer: the component cannot
+    /// serve twice, so the tenant gets fresh instances from then on.
+    refused: AtomicBool,
 }
 
 impl IdleInstances {
@@ -132,6 +135,9 @@ impl Registry {
     /// A parked instance of `tenant` for a new request, if one is within
     /// its idle timeout.
     pub fn take(&self, tenant: &Tenant) -> Option<Instance> {
+        if tenant.idle().refused.load(Ordering::Relaxed) {
+            return None;
+        }
         let timeout = tenant.limits().instance_idle_timeout;
         let (found, stale) = tenant.idle().take(Instant::now(), timeout);
         if found.is_some() {
@@ -145,8 +151,11 @@ impl Registry {
     /// ended without a trap or a limit and the guest sent its response) and
     /// it may serve more, else drops it.
     pub fn release(&self, tenant: &Arc<Tenant>, instance: Instance, clean: bool) {
-        if clean && instance.served < tenant.limits().max_instance_reuse {
-            let idle = tenant.idle();
+        let idle = tenant.idle();
+        if clean
+            && instance.served < tenant.limits().max_instance_reuse
+            && !idle.refused.load(Ordering::Relaxed)
+        {
             if !idle.registered.swap(true, Ordering::AcqRel) {
                 self.tenants.lock().push(Arc::downgrade(tenant));
             }
@@ -154,6 +163,23 @@ impl Registry {
             self.idle.increment(1.0);
         } else {
             self.lifetimes.record(instance.served as f64);
+        }
+    }
+
+    /// Turns reuse off for `tenant` after a kept instance returned without
+    /// answering a request, which some toolchains' components do on every
+    /// call after their first (ComponentizeJS 0.22); its parked instances
+    /// are dropped and the log says why, once.
+    pub fn refuse(&self, tenant: &Tenant) {
+        if !tenant.idle().refused.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                tenant = %tenant.name(),
+                "a reused instance of this tenant's component returned without sending a \
+                 response: the component cannot serve more than one request per instance, \
+                 so it gets a fresh instance per request from now on (set max-instance-reuse \
+                 = 1 for it)"
+            );
+            self.retire(tenant.idle().drain());
         }
     }
 

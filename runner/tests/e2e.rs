@@ -1500,3 +1500,39 @@ async fn setget_sets_its_key_and_reads_it_back() {
     }
     assert_eq!(get(r.addr, "/t/a/kv/k").await.text(), "world");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_cannot_answer_twice_gets_fresh_instances_after_its_first_miss() {
+    let t = Tenants::new().hostile("a", "max-instance-reuse = 10");
+    let r = Runner::start_with(&t, &[]);
+    let first = get(r.addr, "/t/a/answer-once").await;
+    assert_eq!(
+        (first.status, first.text().as_str()),
+        (StatusCode::OK, "answered")
+    );
+    let missed = get(r.addr, "/t/a/answer-once").await;
+    assert_eq!(
+        (missed.status, missed.text().as_str()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the guest ended without sending a response"
+        )
+    );
+    let line = r.wait_for_log("cannot serve more than one request per instance");
+    assert!(line.trim_end().ends_with(" tenant=a"), "{line}");
+    for i in 0..3 {
+        let res = get(r.addr, "/t/a/answer-once").await;
+        assert_eq!(
+            (res.status, res.text().as_str()),
+            (StatusCode::OK, "answered"),
+            "request {i} after reuse was turned off"
+        );
+    }
+    let labels = "tenant=\"a\"";
+    assert_eq!(
+        r.metric("runner_instances_created_total", labels).await,
+        4.0
+    );
+    assert_eq!(r.metric("runner_instances_reused_total", labels).await, 1.0);
+    assert_eq!(r.metric("runner_instances_idle", "").await, 0.0);
+}

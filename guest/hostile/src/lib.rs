@@ -18,6 +18,17 @@ struct Component;
 
 impl Guest for Component {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
+        // `/answer-once` answers its instance's first call only, then
+        // returns without a response, as components of some toolchains do
+        // when an instance is called twice.
+        if request.path_with_query().as_deref() == Some("/answer-once") {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            static ANSWERED: AtomicBool = AtomicBool::new(false);
+            if ANSWERED.swap(true, Ordering::Relaxed) {
+                drop(out);
+                return;
+            }
+        }
         guest_common::http::serve(request, out, route);
     }
 }
@@ -59,6 +70,7 @@ fn route(req: &Request) -> Result {
     }
     let handler: fn(&Request) -> Result = match path {
         "/hello" => |_| Ok(Response::text(200, "hello")),
+        "/answer-once" => |_| Ok(Response::text(200, "answered")),
         "/loop" => spin,
         "/burn" => burn,
         "/grow" => grow,
