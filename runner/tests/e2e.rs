@@ -1536,3 +1536,57 @@ async fn a_component_that_cannot_answer_twice_gets_fresh_instances_after_its_fir
     assert_eq!(r.metric("runner_instances_reused_total", labels).await, 1.0);
     assert_eq!(r.metric("runner_instances_idle", "").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_guest_serves_its_routes_and_imports_only_what_wasmtime_serve_links() {
+    let path = env!("RUNNER_BENCH_GUEST");
+    let bytes = std::fs::read(path).unwrap();
+    // The outer component's imports: nested components and modules each
+    // open with a version header and close with an end.
+    let (mut imports, mut depth) = (Vec::new(), 0);
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        match payload.unwrap() {
+            wasmparser::Payload::Version { .. } => depth += 1,
+            wasmparser::Payload::End(_) => depth -= 1,
+            wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
+                for import in section {
+                    imports.push(import.unwrap().name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let linked_by_wasmtime_serve = |name: &str| {
+        ["http", "io", "cli", "clocks", "random", "filesystem"]
+            .iter()
+            .any(|p| name.starts_with(&format!("wasi:{p}/")))
+            || ["store", "atomics", "batch"]
+                .iter()
+                .any(|i| name == format!("wasi:keyvalue/{i}@0.2.0-draft"))
+    };
+    assert!(
+        imports
+            .iter()
+            .any(|i| i == "wasi:keyvalue/store@0.2.0-draft")
+    );
+    let other: Vec<_> = imports
+        .iter()
+        .filter(|i| !linked_by_wasmtime_serve(i))
+        .collect();
+    assert!(other.is_empty(), "{other:?}");
+
+    let t = Tenants::new().tenant("b", &format!("component = {path:?}"));
+    let r = Runner::start_with(&t, &[]);
+    for (route, body) in [
+        ("/hello", "hello"),
+        ("/setget/k", "world"),
+        ("/kv/k", "world"),
+    ] {
+        let res = get(r.addr, &format!("/t/b{route}")).await;
+        assert_eq!(
+            (res.status, res.text().as_str()),
+            (StatusCode::OK, body),
+            "{route}"
+        );
+    }
+}
