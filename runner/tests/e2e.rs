@@ -1487,21 +1487,6 @@ async fn a_full_pool_evicts_parked_instances_before_it_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn setget_sets_its_key_and_reads_it_back() {
-    let t = Tenants::new().hostile("a", "max-instance-reuse = 4");
-    let r = Runner::start_with(&t, &[]);
-    for i in 0..3 {
-        let res = get(r.addr, "/t/a/setget/k").await;
-        assert_eq!(
-            (res.status, res.text().as_str()),
-            (StatusCode::OK, "world"),
-            "request {i}"
-        );
-    }
-    assert_eq!(get(r.addr, "/t/a/kv/k").await.text(), "world");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_that_cannot_answer_twice_gets_fresh_instances_after_its_first_miss() {
     let t = Tenants::new().hostile("a", "max-instance-reuse = 10");
     let r = Runner::start_with(&t, &[]);

@@ -27,7 +27,7 @@ fn route(req: &Request) -> Result {
     }
     if let Some(raw) = path.strip_prefix("/setget/") {
         return match req.method() {
-            Method::Get => set_get(req, &kv::key(raw)?),
+            Method::Get => kv::set_get(req, &kv::key(raw)?),
             _ => Err(Response::method_not_allowed("GET")),
         };
     }
@@ -39,14 +39,4 @@ fn route(req: &Request) -> Result {
         };
     }
     Err(Response::text(404, "no such route"))
-}
-
-/// Sets `key` to `world`, reads it back and answers it.
-fn set_get(req: &Request, key: &str) -> Result {
-    let bucket = kv::open(req)?;
-    bucket.set(key, b"world")?;
-    match bucket.get(key)? {
-        Some(value) => Ok(Response::octets(200, value)),
-        None => Ok(Response::text(404, "key not found")),
-    }
 }

@@ -102,6 +102,17 @@ pub fn put(request: &Request, key: &str) -> Result {
     Ok(Response::no_content())
 }
 
+/// `GET /setget/{key}`: sets the key to `world`, reads it back and answers
+/// it: one request's work in the speed comparisons.
+pub fn set_get(request: &Request, key: &str) -> Result {
+    let bucket = open(request)?;
+    bucket.set(key, b"world")?;
+    match bucket.get(key)? {
+        Some(value) => Ok(Response::octets(200, value)),
+        None => Ok(Response::text(404, "key not found")),
+    }
+}
+
 /// `DELETE /kv/{key}`: 204 whether or not the key existed.
 pub fn delete(request: &Request, key: &str) -> Result {
     let bucket = open(request)?;

@@ -55,12 +55,6 @@ fn route(req: &Request) -> Result {
             _ => Err(Response::method_not_allowed("GET")),
         };
     }
-    if let Some(raw) = path.strip_prefix("/setget/") {
-        return match req.method() {
-            Method::Get => set_get(req, &kv::key(raw)?),
-            _ => Err(Response::method_not_allowed("GET")),
-        };
-    }
     if let Some(raw) = path.strip_prefix("/kv/") {
         return match req.method() {
             Method::Get => kv::get(req, &kv::key(raw)?),
@@ -215,18 +209,6 @@ fn residue(_: &Request) -> Result {
 #[cfg(not(target_arch = "wasm32"))]
 fn residue(_: &Request) -> Result {
     Ok(Response::text(501, "residue needs wasm32"))
-}
-
-/// `GET /setget/{key}`: sets the key to `world`, reads it back and answers
-/// it: one request's work in the speed comparisons (the native baseline's
-/// `/setget/{key}`, the default guest's `/demo` without its log line).
-fn set_get(req: &Request, key: &str) -> Result {
-    let bucket = kv::open(req)?;
-    bucket.set(key, b"world")?;
-    match bucket.get(key)? {
-        Some(value) => Ok(Response::octets(200, value)),
-        None => Ok(Response::text(404, "key not found")),
-    }
 }
 
 /// `GET /loop`: spins forever. `black_box` keeps the optimizer from proving
