@@ -343,7 +343,7 @@ impl Runtime {
         // and then no task is spawned and no other thread is woken. One
         // that is still running when its response head arrives (streaming a
         // body, say) continues in a task of its own.
-        let registry = self.reaper.registry().clone();
+        let registry = self.reaper.registry();
         tokio::select! {
             biased;
             (failure, instance) = &mut guest => {
@@ -372,6 +372,7 @@ impl Runtime {
                 let answered = matches!(sent, Ok(Ok(_)));
                 let (ended, ended_later) = oneshot::channel();
                 let tenant = tenant.clone();
+                let registry = registry.clone();
                 tokio::spawn(async move {
                     let (failure, instance) = guest.await;
                     if let Some(instance) = instance {

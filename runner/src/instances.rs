@@ -88,15 +88,6 @@ impl IdleInstances {
     fn drain(&self) -> Vec<Instance> {
         self.parked.lock().drain(..).map(|(i, _)| i).collect()
     }
-
-    /// Instances parked now.
-    pub fn len(&self) -> usize {
-        self.parked.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Pops the instances at the front (the oldest) that are past `timeout`.
