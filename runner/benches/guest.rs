@@ -81,7 +81,7 @@ impl Bench {
         let runtime = recorder
             .scope(|| Runtime::new(EngineConfig::default()))
             .expect("building the engine");
-        let pre = runtime
+        let loaded = runtime
             .load(runner::DEFAULT_GUEST, usize::MAX)
             .expect("the default guest loads");
         let store = Store::new(Store::default_shards());
@@ -89,9 +89,9 @@ impl Bench {
             Arc::new(Tenant::new(
                 name,
                 limits,
-                pre.clone(),
+                &loaded,
                 Namespace::new(&store, name, Quotas::default()).expect("a fresh namespace"),
-                recorder.scope(|| TenantMetrics::new(name.into())),
+                Arc::new(recorder.scope(|| TenantMetrics::new(name.into()))),
             ))
         };
         let reused = tenant(

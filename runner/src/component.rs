@@ -148,6 +148,32 @@ mod tests {
     }
 
     #[test]
+    fn digests_show_and_parse_as_sha256_hex() {
+        let digest = Digest::of(b"abc");
+        let shown = digest.to_string();
+        assert_eq!(
+            shown,
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(Digest::parse(&shown), Ok(digest));
+        assert!(digest.matches(&Digest::of(b"abc")));
+        assert!(!digest.matches(&Digest::of(b"abd")));
+        for bad in [
+            "ba7816bf",
+            "sha256:ba78",
+            "sha256:",
+            &shown.replace('b', "g"),
+        ] {
+            assert_eq!(
+                Digest::parse(bad),
+                Err(format!(
+                    "{bad:?} is not a component digest (sha256:<64 hex digits>)"
+                )),
+            );
+        }
+    }
+
+    #[test]
     fn initial_memory_is_the_largest_module_memory() {
         assert_eq!(initial_memory(&with_memory(205)).unwrap(), 205 * 65536);
         let two = wat_component(
@@ -218,5 +244,59 @@ mod linking {
         let component = Component::new(&engine, crate::DEFAULT_GUEST).unwrap();
         let missing = missing_imports(&engine, &component).unwrap();
         assert!(missing.is_empty(), "{missing:?}");
+    }
+}
+
+/// A component's identity: the SHA-256 of its bytes. Tenants name the
+/// component they run by it, so the same bytes deployed twice are compiled
+/// once and two tenants on them share one compilation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    pub fn of(bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// Parses `sha256:<64 lowercase hex digits>`, the form [`Digest`]
+    /// displays.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a component digest (sha256:<64 hex digits>)");
+        let hex = text.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Self(out))
+    }
+
+    /// Compares in time that does not depend on where the two differ, for
+    /// secrets compared through their digests.
+    pub fn matches(&self, other: &Digest) -> bool {
+        self.0
+            .iter()
+            .zip(other.0.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("sha256:")?;
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }

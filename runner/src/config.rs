@@ -21,12 +21,13 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
+use crate::component::Digest;
 use crate::engine::EngineConfig;
 use crate::http::HttpLimits;
 use crate::http::server::ConnectionLimits;
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
-use crate::settings::{Auto, Range, settings};
+use crate::settings::{Auto, OptionalPath, Range, Setting as _, settings};
 use crate::store::durable::{DataDir, Fsync};
 use crate::store::memory::Store;
 use crate::tenant;
@@ -40,10 +41,15 @@ use crate::tenant;
 /// separate listener.
 ///
 /// With no --component or --config, tenants t0..t{N-1} run the embedded
-/// default guest.
+/// default guest. With an admin token, tenants can also be deployed,
+/// updated and removed while it runs (`runner tenant --help`), and
+/// SIGHUP reloads the --config file.
 #[derive(Debug, Clone, Parser)]
 #[command(version, max_term_width = 100)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Provision tenants t0..t{N-1} (on top of any in --config).
     #[arg(long, env = "RUNNER_TENANTS")]
     pub tenants: Option<usize>,
@@ -77,6 +83,37 @@ pub struct Cli {
     pub limits: Limits,
 }
 
+/// Subcommands; with none, `runner` serves.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Deploy, list, show and remove tenants of a running runner through
+    /// its admin API.
+    Tenant(crate::client::TenantCommand),
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Serve, with this configuration.
+    Serve(Box<Cli>, Box<Config>),
+    /// `runner tenant ...`, with the subcommand's own matches (to tell
+    /// flags given from defaults).
+    Tenant(Box<crate::client::TenantCommand>, Box<ArgMatches>),
+}
+
+impl Invocation {
+    /// Parses the process's own arguments.
+    pub fn from_args() -> anyhow::Result<Self> {
+        let matches = command().try_get_matches()?;
+        if let Some(("tenant", sub)) = matches.subcommand() {
+            let tenant = crate::client::TenantCommand::from_arg_matches(sub)?;
+            return Ok(Invocation::Tenant(Box::new(tenant), Box::new(sub.clone())));
+        }
+        let (cli, config) = Config::from_arg_matches(matches)?;
+        Ok(Invocation::Serve(Box::new(cli), Box::new(config)))
+    }
+}
+
 const HOUR: Duration = Duration::from_secs(3600);
 
 settings! {
@@ -84,9 +121,22 @@ settings! {
     pub struct ServerSettings, file ServerFile, heading "Server" {
         /// Address for tenant traffic.
         listen: SocketAddr = "127.0.0.1:8080", Range::<SocketAddr>::Any, env "RUNNER_LISTEN";
-        /// Address for /metrics, /healthz and /readyz; tenant traffic never
-        /// reaches it.
+        /// Address for /metrics, /healthz, /readyz and the admin API (/v1,
+        /// with an admin token); tenant traffic never reaches it.
         metrics_listen: SocketAddr = "127.0.0.1:9095", Range::<SocketAddr>::Any, env "RUNNER_METRICS_LISTEN";
+        /// File holding the admin API's bearer token (surrounding whitespace
+        /// ignored). With it, or the token itself in RUNNER_ADMIN_TOKEN, the
+        /// admin listener serves /v1 (deploy, update, list and remove
+        /// tenants at runtime); without either, /v1 is off (404).
+        admin_token_file: OptionalPath = "none", Range::<OptionalPath>::Any, env "RUNNER_ADMIN_TOKEN_FILE";
+        /// Largest component the admin API accepts (PUT /v1/components);
+        /// larger gets 413.
+        max_component_bytes: ByteSize = "128MiB", Range::Between(ByteSize::kib(1), ByteSize::gib(1));
+        /// Largest linear memory any tenant may be given, fixed at start-up
+        /// (it sizes the instance pool's slots): a tenant deployed later may
+        /// not set max-memory above it. `auto` is the largest max-memory
+        /// among the tenants at start-up and the default limit.
+        pool_max_memory: Auto<ByteSize> = "auto", Range::Between(ByteSize::kib(64), ByteSize::gib(4));
         /// Instance slots in the pooling allocator: the most guest instances
         /// alive at once. Each reserves address space, not memory.
         pool_size: u32 = "1000", Range::Positive(100_000u32), env "RUNNER_POOL_SIZE";
@@ -195,7 +245,45 @@ pub struct Config {
     pub http: HttpLimits,
     pub shards: usize,
     pub tenant_labels: TenantLabels,
+    /// The limits a tenant gets for every key its table (or its
+    /// deployment) leaves out: flags over the file's `[defaults]`.
+    pub defaults: Limits,
+    pub admin: AdminApi,
     pub tenants: Vec<TenantConfig>,
+}
+
+/// The admin API's settings.
+#[derive(Clone, Debug)]
+pub struct AdminApi {
+    /// The SHA-256 of the bearer token, never the token itself, so that
+    /// no debug print or log line can show it; `None`: the API is off.
+    pub token: Option<Digest>,
+    pub max_component_bytes: u64,
+    /// How long a removal with purge waits for the tenant's requests in
+    /// flight, and a client for the request body.
+    pub grace: Duration,
+    pub body_read_timeout: Duration,
+}
+
+/// The variable that can carry the admin token itself.
+pub const ADMIN_TOKEN_VAR: &str = "RUNNER_ADMIN_TOKEN";
+
+/// Reads the admin token: from the file if one is given, else from
+/// [`ADMIN_TOKEN_VAR`]; an empty one is refused rather than taken as "any".
+fn admin_token(file: &OptionalPath) -> anyhow::Result<Option<Digest>> {
+    let token = match &file.0 {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading admin-token-file {}", path.display()))?,
+        None => match std::env::var(ADMIN_TOKEN_VAR) {
+            Ok(token) => token,
+            Err(_) => return Ok(None),
+        },
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        bail!("the admin token is empty: put a secret in admin-token-file or {ADMIN_TOKEN_VAR}");
+    }
+    Ok(Some(Digest::of(token.as_bytes())))
 }
 
 impl Config {
@@ -234,11 +322,16 @@ impl Config {
         let max_connections_given =
             explicit("max_connections") || file.server.max_connections.is_some();
         let data_dir_from_file = file.server.data_dir.is_some() && !explicit("data_dir");
+        let token_from_file =
+            file.server.admin_token_file.is_some() && !explicit("admin_token_file");
         cli.server
             .overlay(&file.server, "[server] ", &explicit)
             .context("in the tenants file")?;
         if data_dir_from_file && let Some(dir) = &mut cli.server.data_dir.0 {
             *dir = base_dir.join(&*dir);
+        }
+        if token_from_file && let Some(path) = &mut cli.server.admin_token_file.0 {
+            *path = base_dir.join(&*path);
         }
         cli.limits
             .overlay(&file.defaults, "[defaults] ", &explicit)
@@ -326,9 +419,13 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         check_component_file(path).context("--component")?;
     }
     defaults.validate("default limits: ")?;
+    // A set, not a scan per name: 100,000 generated tenants must not cost
+    // 100,000 squared comparisons.
+    let listed: std::collections::HashSet<String> =
+        tenants.iter().map(|t| t.name.clone()).collect();
     for i in 0..generated {
         let name = format!("t{i}");
-        if tenants.iter().any(|t| t.name == name) {
+        if listed.contains(&name) {
             continue;
         }
         tenants.push(TenantConfig {
@@ -337,19 +434,33 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             limits: defaults.clone(),
         });
     }
-    if tenants.is_empty() {
-        bail!("no tenants: pass --tenants N or list tenants in --config");
+    let token = admin_token(&server.admin_token_file)?;
+    if tenants.is_empty() && token.is_none() {
+        bail!(
+            "no tenants: pass --tenants N or list tenants in --config, or give an admin token \
+             (admin-token-file) to deploy them at runtime"
+        );
     }
 
     let shards = server.shards.or_else(Store::default_shards);
     if !shards.is_power_of_two() {
         bail!("shards must be a power of two up to 65536, not {shards}");
     }
-    let max_memory = tenants
+    let largest = tenants
         .iter()
         .map(|t| t.limits.max_memory)
+        .chain([defaults.max_memory])
         .max()
         .unwrap_or(defaults.max_memory);
+    let max_memory = server.pool_max_memory.or_else(|| largest);
+    if let Some(t) = tenants.iter().find(|t| t.limits.max_memory > max_memory) {
+        bail!(
+            "tenant {:?}: max-memory {} is above pool-max-memory {}",
+            t.name,
+            t.limits.max_memory.show(),
+            max_memory.show()
+        );
+    }
     Ok(Config {
         engine: EngineConfig {
             pool_size: server.pool_size,
@@ -375,6 +486,13 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         tenant_labels: TenantLabels {
             mode: server.metrics_tenant_label,
             max_tenants: server.metrics_max_tenants,
+        },
+        defaults: defaults.clone(),
+        admin: AdminApi {
+            token,
+            max_component_bytes: server.max_component_bytes.as_u64(),
+            grace: server.shutdown_timeout,
+            body_read_timeout: server.body_read_timeout,
         },
         server: server.clone(),
         max_connections_given: false,

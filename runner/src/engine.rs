@@ -26,7 +26,7 @@ use wasmtime::{PoolConcurrencyLimitError, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{FieldMapError, WasiHttpView};
 
-use crate::component;
+use crate::component::{self, Digest};
 use crate::host::{self, GuestPre, Host};
 use crate::http::Admission;
 use crate::http::body::{Failed, Guarded};
@@ -69,18 +69,34 @@ pub struct Runtime {
     linker: Linker<Host>,
     config: EngineConfig,
     metrics: RunnerMetrics,
-    /// Components compiled so far, keyed by their bytes, with the initial
-    /// memory each needs, so tenants that run the same component share one
-    /// compilation.
-    compiled: Mutex<HashMap<Arc<[u8]>, Compiled>>,
+    /// Components compiled so far, by digest, so tenants that run the
+    /// same component share one compilation.
+    compiled: Mutex<HashMap<Digest, Loaded>>,
     /// Tenants' kept instances, and the thread that drops idle ones.
     reaper: Reaper,
     /// Advances the engine's epoch every tick.
     _ticker: Periodic,
 }
 
-/// A compiled, linked component and the initial memory it needs, in bytes.
-type Compiled = (GuestPre<Host>, u64);
+/// A compiled, linked component, ready to instantiate.
+#[derive(Clone)]
+pub struct Loaded {
+    pub digest: Digest,
+    pub pre: GuestPre<Host>,
+    /// The initial linear memory it needs, in bytes.
+    pub needed: u64,
+}
+
+impl Loaded {
+    /// Refuses a tenant memory limit the component cannot start under.
+    pub fn fits(&self, max_memory: usize) -> wasmtime::Result<()> {
+        let limit = max_memory as u64;
+        if self.needed > limit {
+            wasmtime::bail!(component::memory_too_small(self.needed, limit));
+        }
+        Ok(())
+    }
+}
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,34 +180,66 @@ impl Runtime {
     }
 
     /// Compiles a component (once per distinct bytes) and checks that it
-    /// can run: its initial memory fits `max_memory`, every import is
+    /// can run here: its initial memory fits the pool's, every import is
     /// satisfied and the incoming handler is exported, so a bad component
-    /// fails at load time, not on its first request. A refusal gives every
-    /// reason at once.
-    pub fn load(&self, bytes: &[u8], max_memory: usize) -> wasmtime::Result<GuestPre<Host>> {
-        // The tenant's own limit (never above the pool's), checked before
-        // compiling: the pool refuses a larger memory at compile time, in
-        // its own terms.
-        let max_memory = (max_memory as u64).min(self.config.max_memory as u64);
-        let cached = self.compiled.lock().get(bytes).cloned();
-        let (pre, needed) = match cached {
-            Some(found) => found,
-            None => {
-                let needed = component::initial_memory(bytes)
-                    .map_err(wasmtime::Error::from)
-                    .context("reading the component")?;
-                if needed > max_memory {
-                    wasmtime::bail!(component::memory_too_small(needed, max_memory));
-                }
-                let found = (self.compile(bytes)?, needed);
-                self.compiled.lock().insert(bytes.into(), found.clone());
-                found
-            }
-        };
-        if needed > max_memory {
-            wasmtime::bail!(component::memory_too_small(needed, max_memory));
+    /// fails when it is loaded, not on its first request. A refusal gives
+    /// every reason at once. Also says whether these bytes were new.
+    ///
+    /// `max_memory`, where a tenant's limit is known, is checked before
+    /// compiling, so the refusal names the tenant's own limit.
+    pub fn add(&self, bytes: &[u8], max_memory: Option<usize>) -> wasmtime::Result<(Loaded, bool)> {
+        let digest = Digest::of(bytes);
+        if let Some(found) = self.loaded(&digest) {
+            return Ok((found, false));
         }
-        Ok(pre)
+        if !bytes.starts_with(b"\0asm") {
+            wasmtime::bail!(
+                "reading the component: not a WebAssembly binary (it does not start with \\0asm)"
+            );
+        }
+        let needed = component::initial_memory(bytes)
+            .map_err(wasmtime::Error::from)
+            .context("reading the component")?;
+        let pool = self.config.max_memory as u64;
+        if let Some(limit) = max_memory {
+            let limit = (limit as u64).min(pool);
+            if needed > limit {
+                wasmtime::bail!(component::memory_too_small(needed, limit));
+            }
+        }
+        if needed > pool {
+            wasmtime::bail!(
+                "the component needs {needed} bytes of linear memory from its start, over the \
+                 runner's pool-max-memory of {pool} bytes (fixed at start-up; raise it with \
+                 --pool-max-memory)"
+            );
+        }
+        let loaded = Loaded {
+            digest,
+            pre: self.compile(bytes)?,
+            needed,
+        };
+        // Two callers compiling the same bytes at once keep the first.
+        let kept = self.compiled.lock().entry(digest).or_insert(loaded).clone();
+        Ok((kept, true))
+    }
+
+    /// A component compiled earlier, by its digest.
+    pub fn loaded(&self, digest: &Digest) -> Option<Loaded> {
+        self.compiled.lock().get(digest).cloned()
+    }
+
+    /// Components compiled so far.
+    pub fn components(&self) -> usize {
+        self.compiled.lock().len()
+    }
+
+    /// [`Runtime::add`], then checks the component's initial memory against
+    /// a tenant's `max_memory`.
+    pub fn load(&self, bytes: &[u8], max_memory: usize) -> wasmtime::Result<Loaded> {
+        let (loaded, _) = self.add(bytes, Some(max_memory))?;
+        loaded.fits(max_memory)?;
+        Ok(loaded)
     }
 
     fn compile(&self, bytes: &[u8]) -> wasmtime::Result<GuestPre<Host>> {
@@ -230,6 +278,12 @@ impl Runtime {
             Ok(UpdateDeadline::Yield(1))
         });
         store
+    }
+
+    /// Drops `tenant`'s kept instances and keeps no more: it was replaced or
+    /// removed.
+    pub fn forget(&self, tenant: &Tenant) {
+        self.reaper.registry().forget(tenant);
     }
 
     /// Instantiates the tenant's component once, under its own limits, so a

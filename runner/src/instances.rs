@@ -43,8 +43,10 @@ pub struct IdleInstances {
     parked: Mutex<VecDeque<(Instance, Instant)>>,
     /// Whether the tenant is in the [`Registry`] yet.
     registered: AtomicBool,
-    /// Set when a kept instance failed to answer: the component cannot
-    /// serve twice, so the tenant gets fresh instances from then on.
+    /// Set when the tenant parks no more instances: a kept instance failed
+    /// to answer (the component cannot serve twice, so the tenant gets
+    /// fresh instances from then on), or the tenant was replaced by an
+    /// update or removed.
     refused: AtomicBool,
 }
 
@@ -172,6 +174,14 @@ impl Registry {
             );
             self.retire(tenant.idle().drain());
         }
+    }
+
+    /// Drops `tenant`'s parked instances and parks no more of them: it was
+    /// replaced by an update or removed, and its requests still running
+    /// finish on instances that are then dropped.
+    pub fn forget(&self, tenant: &Tenant) {
+        tenant.idle().refused.store(true, Ordering::Release);
+        self.retire(tenant.idle().drain());
     }
 
     /// Drops the parked instance that has waited longest, whichever

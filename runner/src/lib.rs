@@ -2,6 +2,7 @@
 //!
 //! Map of the crate:
 //! - [`config`]: the command line and tenants file, merged and validated.
+//! - [`client`]: `runner tenant ...`, the admin API's client.
 //! - [`settings`]: one declaration per setting (flag, config key, default,
 //!   range, help), from which [`config`] and [`limits`] build theirs.
 //! - [`engine`]: the wasmtime engine, pooling allocator, epoch ticker, and
@@ -14,6 +15,9 @@
 //!   sharded in-memory backend, quotas, and the conformance suite every
 //!   backend runs.
 //! - [`tenant`]: a tenant's component, limits, namespace and metrics.
+//! - [`deployed`]: what the admin API deployed, kept in the data directory.
+//! - [`fleet`]: the tenants served now, and the one way they are created,
+//!   updated and removed (at start-up, through the admin API, on reload).
 //! - [`limits`]: every per-tenant limit, declared, and the token and status
 //!   of each limit a request can run into.
 //! - [`http`]: the HTTP listeners (one accept loop for both), admission,
@@ -28,9 +32,12 @@
 //! kept instances; a request owns one wasmtime `Store` while it runs,
 //! dropped when it ends unless its tenant reuses instances.
 
+pub mod client;
 pub mod component;
 pub mod config;
+pub mod deployed;
 pub mod engine;
+pub mod fleet;
 pub mod host;
 pub mod http;
 pub mod instances;
@@ -41,18 +48,18 @@ pub mod settings;
 pub mod store;
 pub mod tenant;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 
-use crate::config::{ComponentSource, Config};
+use crate::config::Config;
 use crate::engine::Runtime;
+use crate::fleet::{Change, Fleet, Source};
 use crate::http::Ingress;
 use crate::http::admin::Admin;
-use crate::metrics::{Recorder, TenantMetrics};
-use crate::tenant::Tenant;
+use crate::metrics::Recorder;
 
 /// The default guest component, built from `guest/default` by `build.rs`.
 pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("RUNNER_DEFAULT_GUEST"));
@@ -61,6 +68,7 @@ pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("RUNNER_DEFAULT_GUEST"));
 pub struct Runner {
     config: Config,
     runtime: Arc<Runtime>,
+    fleet: Arc<Fleet>,
     ingress: Arc<Ingress>,
     recorder: Recorder,
 }
@@ -73,55 +81,108 @@ impl std::fmt::Debug for Runner {
     }
 }
 
+/// Applies a changed tenants file and flags to a running runner, as the
+/// binary does on SIGHUP: the tenants it lists are created or updated (if
+/// their component or limits changed), tenants an earlier version listed
+/// and this one does not are removed (their data kept), and tenants
+/// deployed through the admin API under other names are left alone. The
+/// new configuration is checked whole first: if any tenant cannot load,
+/// nothing changes.
+#[derive(Debug)]
+pub struct Reloader {
+    fleet: Arc<Fleet>,
+    /// The tenants the configuration listed last time.
+    configured: Vec<String>,
+    server: config::ServerSettings,
+}
+
+impl Reloader {
+    pub async fn reload(&mut self, config: Config) -> anyhow::Result<Vec<(String, Change)>> {
+        let listed: HashSet<&str> = config.tenants.iter().map(|t| t.name.as_str()).collect();
+        let remove: Vec<String> = self
+            .configured
+            .iter()
+            .filter(|name| !listed.contains(name.as_str()))
+            .cloned()
+            .collect();
+        let changes = self
+            .fleet
+            .apply(&config.tenants, &remove, Source::Reload)
+            .await?;
+        self.fleet.set_defaults(config.defaults.clone());
+        self.configured = config.tenants.iter().map(|t| t.name.clone()).collect();
+        let before = self.server.to_json();
+        let changed: Vec<String> = config
+            .server
+            .to_json()
+            .into_iter()
+            .filter(|(key, value)| before.get(key) != Some(value))
+            .map(|(key, _)| key)
+            .collect();
+        if !changed.is_empty() {
+            tracing::warn!(
+                "reload: runner-wide settings take effect only at a restart; changed: {}",
+                changed.join(", ")
+            );
+        }
+        Ok(changes)
+    }
+}
+
 impl Runner {
     /// Compiles and checks every tenant's component. Fails, naming the
     /// tenant, if one cannot load; binds nothing.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let recorder = Recorder::new()?;
         let runtime = Arc::new(recorder.scope(|| Runtime::new(config.engine.clone()))?);
-        let backend = match &config.server.data_dir.0 {
-            Some(dir) => recorder
-                .scope(|| store::memory::Store::durable(config.shards, dir, config.server.fsync))?,
-            None => store::memory::Store::new(config.shards),
+        let backend: Arc<dyn store::Backend> = match &config.server.data_dir.0 {
+            Some(dir) => Arc::new(recorder.scope(|| {
+                store::memory::Store::durable(config.shards, dir, config.server.fsync)
+            })?),
+            None => Arc::new(store::memory::Store::new(config.shards)),
         };
-        let mut tenants = Vec::with_capacity(config.tenants.len());
-        for (index, t) in config.tenants.iter().enumerate() {
-            let max_memory = limits::bytes(t.limits.max_memory);
-            let loaded = match &t.component {
-                ComponentSource::Embedded => runtime
-                    .load(DEFAULT_GUEST, max_memory)
-                    .map_err(anyhow::Error::from),
-                ComponentSource::File(path) => std::fs::read(path)
-                    .with_context(|| format!("reading {}", path.display()))
-                    .and_then(|bytes| Ok(runtime.load(&bytes, max_memory)?))
-                    .with_context(|| format!("component {}", path.display())),
-            };
-            let pre = loaded.with_context(|| format!("tenant {:?}", t.name))?;
-            let label = config.tenant_labels.label(index, &t.name);
-            let tenant = Arc::new(Tenant::new(
-                &t.name,
-                t.limits.clone(),
-                pre,
-                store::Namespace::new(&backend, &t.name, t.limits.quotas()).with_context(|| {
-                    format!("tenant {:?}: opening its key-value namespace", t.name)
-                })?,
-                recorder.scope(|| TenantMetrics::new(label)),
-            ));
-            runtime
-                .preflight(&tenant)
-                .await
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("tenant {:?}", t.name))?;
-            tenants.push(tenant);
+        let deployed = match &config.server.data_dir.0 {
+            Some(dir) => Some(deployed::Deployed::open(dir)?),
+            None => None,
+        };
+        let fleet = Arc::new(Fleet::new(
+            runtime.clone(),
+            backend,
+            recorder.clone(),
+            config.tenant_labels,
+            config.defaults.clone(),
+            deployed,
+        ));
+        fleet.apply(&config.tenants, &[], Source::Startup).await?;
+        let restored = fleet.restore(&config.tenants).await?;
+        if restored > 0 {
+            tracing::info!(
+                restored,
+                "tenants deployed through the admin API brought back from the data directory"
+            );
         }
-        recorder.scope(|| ::metrics::gauge!(metrics::TENANTS).set(tenants.len() as f64));
-        let ingress = Arc::new(Ingress::new(runtime.clone(), tenants, config.http.clone()));
+        let ingress = Arc::new(Ingress::new(fleet.clone(), config.http.clone()));
         Ok(Self {
             config,
             runtime,
+            fleet,
             ingress,
             recorder,
         })
+    }
+
+    /// The tenants it serves, for changes while it runs.
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    /// What applies a changed configuration to this runner (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            fleet: self.fleet.clone(),
+            configured: self.config.tenants.iter().map(|t| t.name.clone()).collect(),
+            server: self.config.server.clone(),
+        }
     }
 
     /// Counts the log lines the process's log writer drops (it drops rather
@@ -142,8 +203,9 @@ impl Runner {
         let ready = Arc::new(AtomicBool::new(true));
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = Arc::new(Admin {
+            api: crate::http::api::Api::new(self.config.admin.clone(), &self.recorder),
             recorder: self.recorder,
-            ingress: self.ingress.clone(),
+            fleet: self.fleet.clone(),
             runtime: self.runtime.clone(),
             ready: ready.clone(),
         });

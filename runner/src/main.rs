@@ -1,16 +1,18 @@
-//! `runner`: parse the command line, set up logging, build and serve.
+//! `runner`: parse the command line, set up logging, build and serve (or,
+//! for `runner tenant ...`, talk to a runner's admin API).
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use runner::Runner;
-use runner::config::Config;
+use runner::config::{Config, Invocation};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     disable_library_backtraces();
-    let (cli, mut config) = match Config::from_args() {
-        Ok(parsed) => parsed,
+    let (cli, mut config) = match Invocation::from_args() {
+        Ok(Invocation::Serve(cli, config)) => (*cli, *config),
+        Ok(Invocation::Tenant(command, matches)) => return tenant(&command, &matches),
         Err(e) => return fail(&e),
     };
     // As servers do: take the hard limit on descriptors as the soft one, then
@@ -89,7 +91,60 @@ async fn serve(
     println!("listening on http://{}", listener.local_addr()?);
     println!("metrics on http://{}", admin.local_addr()?);
     tracing::info!(tenants, %store, "runner ready");
+    reload_on_hangup(runner.reloader());
     runner.serve(listener, admin, shutdown_signal()).await
+}
+
+/// `runner tenant ...`: one client call on a small runtime of its own.
+fn tenant(command: &runner::client::TenantCommand, matches: &clap::ArgMatches) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("starting the async runtime")),
+    };
+    match runtime.block_on(runner::client::run(command, matches)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// On SIGHUP, reads the command line's configuration again (the --config
+/// file, with the same flags) and applies it; a bad one changes nothing
+/// and the log says why. Taking SIGHUP also keeps it from ending the
+/// process, as it would by default.
+fn reload_on_hangup(mut reloader: runner::Reloader) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let reloaded = match Config::try_from_args(std::env::args_os()) {
+                Ok((_, config)) => reloader.reload(config).await,
+                Err(e) => Err(e),
+            };
+            match reloaded {
+                Ok(changes) => {
+                    let count = |c: runner::fleet::Change| {
+                        changes.iter().filter(|(_, change)| *change == c).count()
+                    };
+                    use runner::fleet::Change::*;
+                    tracing::info!(
+                        created = count(Created),
+                        updated = count(Updated),
+                        removed = count(Removed),
+                        "reloaded the configuration"
+                    );
+                }
+                Err(e) => tracing::error!("reload refused, nothing changed: {e:#}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(reloader);
 }
 
 /// Resolves on SIGINT or SIGTERM.

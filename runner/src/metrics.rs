@@ -21,6 +21,9 @@ use crate::store::{self, Quota};
 
 pub const BUILD_INFO: &str = "runner_build_info";
 pub const TENANTS: &str = "runner_tenants";
+pub const COMPONENTS: &str = "runner_components";
+pub const TENANT_CHANGES: &str = "runner_tenant_changes_total";
+pub const ADMIN_REQUESTS: &str = "runner_admin_requests_total";
 pub const REQUESTS: &str = "runner_requests_total";
 pub const REQUEST_DURATION: &str = "runner_request_duration_seconds";
 pub const REQUESTS_IN_FLIGHT: &str = "runner_requests_in_flight";
@@ -186,6 +189,19 @@ fn describe() {
         "Always 1; the version label names the runner build."
     );
     describe_gauge!(TENANTS, "Tenants loaded.");
+    describe_gauge!(
+        COMPONENTS,
+        "Distinct components compiled and held, by digest."
+    );
+    describe_counter!(
+        TENANT_CHANGES,
+        "Tenants created, updated and removed after start-up and at it, by change."
+    );
+    describe_counter!(
+        ADMIN_REQUESTS,
+        "Admin API (/v1) requests by result: ok, refused (bad input, 4xx), unauthorized \
+         (missing or wrong token), failed (5xx)."
+    );
     describe_counter!(REQUESTS, "Tenant requests by outcome.");
     describe_histogram!(
         REQUEST_DURATION,
@@ -319,16 +335,6 @@ impl crate::settings::Setting for TenantLabelMode {
 pub struct TenantLabels {
     pub mode: TenantLabelMode,
     pub max_tenants: usize,
-}
-
-impl TenantLabels {
-    pub fn label(&self, index: usize, name: &str) -> String {
-        match self.mode {
-            TenantLabelMode::Aggregate => "_all".into(),
-            TenantLabelMode::PerTenant if index < self.max_tenants => name.into(),
-            TenantLabelMode::PerTenant => "_other".into(),
-        }
-    }
 }
 
 /// Why a guest trapped.

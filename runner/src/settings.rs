@@ -24,6 +24,11 @@ pub trait Setting: Sized + Clone + PartialOrd + Send + Sync + 'static {
     fn show(&self) -> String;
     /// Whether this is the type's zero, for "must be greater than zero".
     fn is_zero(&self) -> bool;
+    /// The value as JSON that [`Setting::from_toml`] reads back (the admin
+    /// API shows limits this way and takes them back the same).
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::String(self.show())
+    }
 }
 
 /// `from_toml` for a setting a file writes as a string, spelled as on the
@@ -59,6 +64,10 @@ macro_rules! integer_setting {
 
             fn is_zero(&self) -> bool {
                 *self == 0
+            }
+
+            fn to_json(&self) -> serde_json::Value {
+                serde_json::Value::from(*self)
             }
         }
     )*};
@@ -110,6 +119,10 @@ impl Setting for ByteSize {
     fn is_zero(&self) -> bool {
         self.as_u64() == 0
     }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::from(self.as_u64())
+    }
 }
 
 impl Setting for std::net::SocketAddr {
@@ -124,6 +137,35 @@ impl Setting for std::net::SocketAddr {
 
     fn show(&self) -> String {
         self.to_string()
+    }
+
+    fn is_zero(&self) -> bool {
+        false
+    }
+}
+
+/// A path, or `none`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd)]
+pub struct OptionalPath(pub Option<std::path::PathBuf>);
+
+impl Setting for OptionalPath {
+    fn parse_flag(text: &str) -> Result<Self, String> {
+        match text {
+            "none" => Ok(OptionalPath(None)),
+            "" => Err("an empty path: give a path, or none".into()),
+            path => Ok(OptionalPath(Some(path.into()))),
+        }
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        from_toml_string(value, "a path")
+    }
+
+    fn show(&self) -> String {
+        match &self.0 {
+            None => "none".into(),
+            Some(path) => path.display().to_string(),
+        }
     }
 
     fn is_zero(&self) -> bool {
@@ -320,6 +362,19 @@ macro_rules! settings {
                     }
                 )*
                 Ok(())
+            }
+
+            /// Every value by its key, as JSON a file table or the admin API
+            /// takes back.
+            pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+                let mut map = serde_json::Map::new();
+                $(
+                    map.insert(
+                        $crate::settings::key(stringify!($field)),
+                        $crate::settings::Setting::to_json(&self.$field),
+                    );
+                )*
+                map
             }
 
             /// Each key's range in words, for `--help`.

@@ -1,11 +1,15 @@
 //! A tenant: its name, limits, pre-instantiated component, key-value
-//! namespace and metric handles. Built once at start-up; shared read-only by
-//! every request of that tenant.
+//! namespace and metric handles. Built when the tenant is deployed (at
+//! start-up or through the admin API) and never changed after: an update
+//! builds a new one, and requests already running keep the one they
+//! started on.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
+use crate::component::Digest;
+use crate::engine::Loaded;
 use crate::host::{GuestPre, Host, LogRate};
 use crate::instances::IdleInstances;
 use crate::limits::Limits;
@@ -15,6 +19,7 @@ use crate::store::Namespace;
 pub struct Tenant {
     name: Arc<str>,
     limits: Limits,
+    component: Digest,
     pre: GuestPre<Host>,
     namespace: Namespace,
     /// Bounds this tenant's share of the runner: one tenant's flood cannot
@@ -24,7 +29,8 @@ pub struct Tenant {
     log_rate: Arc<LogRate>,
     /// Instances kept for its next requests (with max-instance-reuse).
     idle: IdleInstances,
-    metrics: TenantMetrics,
+    /// Shared with the other tenants past the labelled ones.
+    metrics: Arc<TenantMetrics>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -40,9 +46,9 @@ impl Tenant {
     pub fn new(
         name: &str,
         limits: Limits,
-        pre: GuestPre<Host>,
+        component: &Loaded,
         namespace: Namespace,
-        metrics: TenantMetrics,
+        metrics: Arc<TenantMetrics>,
     ) -> Self {
         Self {
             name: name.into(),
@@ -51,7 +57,8 @@ impl Tenant {
                 limits.max_log_bytes_per_second,
             ))),
             limits,
-            pre,
+            component: component.digest,
+            pre: component.pre.clone(),
             namespace,
             idle: IdleInstances::default(),
             metrics,
@@ -68,6 +75,11 @@ impl Tenant {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The digest of the component it runs.
+    pub fn component(&self) -> Digest {
+        self.component
     }
 
     pub fn pre(&self) -> &GuestPre<Host> {
@@ -128,13 +140,13 @@ pub(crate) fn for_tests(
     let runtime = recorder
         .scope(|| Runtime::new(config))
         .expect("the test engine builds");
-    let pre = runtime
+    let loaded = runtime
         .load(crate::DEFAULT_GUEST, usize::MAX)
         .expect("the default guest loads");
     let namespace =
         Namespace::new(&memory::Store::new(1), "t0", Quotas::default()).expect("a fresh namespace");
-    let metrics = recorder.scope(|| TenantMetrics::new("t0".into()));
-    let tenant = Tenant::new("t0", Limits::default(), pre, namespace, metrics);
+    let metrics = Arc::new(recorder.scope(|| TenantMetrics::new("t0".into())));
+    let tenant = Tenant::new("t0", Limits::default(), &loaded, namespace, metrics);
     (runtime, Arc::new(tenant))
 }
 

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `runner` binary on port 0, real HTTP, real
 //! guest components built from guest/.
 
+#[path = "e2e/admin.rs"]
+mod admin;
 mod harness;
 
 use std::collections::HashSet;

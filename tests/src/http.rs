@@ -114,7 +114,8 @@ pub async fn request(addr: SocketAddr, method: Method, path: &str, body: Vec<u8>
     send(addr, build_request(addr, method, path, body)).await
 }
 
-async fn send<B>(addr: SocketAddr, req: Request<B>) -> Reply
+/// Sends `req` on a fresh connection and reads the reply whole.
+pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> Reply
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,

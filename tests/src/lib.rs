@@ -6,6 +6,7 @@
 //! - [`loadgen`]: the `loadgen` binary, run to its end.
 //! - [`prometheus`]: a real Prometheus server and promtool.
 //! - [`polyglot`]: the Python and JavaScript example guests, built.
+//! - [`admin`]: admin tokens and requests to the admin API.
 //! - [`http`]: a plain HTTP/1.1 client; [`tenants`]: tenants files;
 //!   [`probe`]: waiting on a runner's metrics and log. The runner's
 //!   in-process tests use these as well.
@@ -13,6 +14,7 @@
 //! The binaries are found beside the test executable, in the target
 //! directory that `cargo test --release --workspace` builds them into.
 
+pub mod admin;
 pub mod http;
 pub mod loadgen;
 pub mod polyglot;
@@ -222,6 +224,13 @@ impl Runner {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGHUP: the runner reloads its configuration.
+    pub fn hangup(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -HUP {pid}");
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -1,5 +1,6 @@
-//! The admin listener: `/metrics`, `/healthz` and `/readyz`. Tenant
-//! traffic never reaches it.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and with an
+//! admin token the `/v1` API ([`super::api`]). Tenant traffic never
+//! reaches it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,17 +10,20 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use super::Ingress;
+use super::api::Api;
 use super::body::{OutBody, full, text};
 use super::server::{self, ConnectionLimits};
 use crate::engine::Runtime;
+use crate::fleet::Fleet;
 use crate::metrics::Recorder;
 
 pub struct Admin {
     pub recorder: Recorder,
-    pub ingress: Arc<Ingress>,
+    pub fleet: Arc<Fleet>,
     pub runtime: Arc<Runtime>,
     pub ready: Arc<AtomicBool>,
+    /// `None` where no admin token is configured: `/v1` is then off.
+    pub api: Option<Api>,
 }
 
 impl Admin {
@@ -33,7 +37,12 @@ impl Admin {
     ) {
         let handler = move |req: Request<Incoming>| {
             let this = self.clone();
-            async move { this.route(&req) }
+            async move {
+                match &this.api {
+                    Some(api) if is_api(req.uri().path()) => api.handle(&this.fleet, req).await,
+                    _ => this.route(&req),
+                }
+            }
         };
         server::serve(listener, limits, None, handler, shutdown, Duration::ZERO).await;
     }
@@ -41,9 +50,9 @@ impl Admin {
     fn route(&self, req: &Request<Incoming>) -> Response<OutBody> {
         match req.uri().path() {
             "/metrics" => {
-                let usage = self
-                    .ingress
-                    .tenants()
+                let tenants = self.fleet.all();
+                let usage = tenants
+                    .iter()
                     .map(|t| (t.metrics().label().to_string(), t.namespace().usage()));
                 let body = self.recorder.render(
                     self.runtime.engine(),
@@ -60,10 +69,20 @@ impl Admin {
             "/healthz" => text(StatusCode::OK, "ok".into()),
             "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready".into()),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready".into()),
+            _ if self.api.is_none() && is_api(req.uri().path()) => text(
+                StatusCode::NOT_FOUND,
+                "not found: the admin API is off; start the runner with an admin token \
+                 (--admin-token-file or RUNNER_ADMIN_TOKEN) to turn it on"
+                    .into(),
+            ),
             _ => text(
                 StatusCode::NOT_FOUND,
                 "not found: try /metrics, /healthz or /readyz".into(),
             ),
         }
     }
+}
+
+fn is_api(path: &str) -> bool {
+    path == "/v1" || path.starts_with("/v1/")
 }

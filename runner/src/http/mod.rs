@@ -7,17 +7,18 @@
 //! - [`body`]: host-made responses and the size-limited request body.
 //! - [`idle`]: the socket wrapper behind the idle timeout.
 //! - [`admin`]: the admin listener's routes.
+//! - [`api`]: the admin API (`/v1`): tenants deployed at runtime.
 //!
 //! Routing and admission happen here, before a guest is touched; the
 //! request's end is recorded once, through [`crate::outcome`].
 
 pub mod admin;
 pub mod admission;
+pub mod api;
 pub mod body;
 mod idle;
 pub mod server;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use self::admission::{Admission, GlobalCap};
 use self::body::{GuestBody, LimitedBody, OutBody, body_too_large, text};
 use self::server::{ConnectionLimits, ConnectionMetrics};
 use crate::engine::Runtime;
+use crate::fleet::Fleet;
 use crate::limits::Limit;
 use crate::outcome::{self, Outcome};
 use crate::tenant::Tenant;
@@ -51,26 +53,19 @@ pub struct HttpLimits {
 /// State shared by every connection of the tenant listener.
 pub struct Ingress {
     runtime: Arc<Runtime>,
-    tenants: HashMap<Box<str>, Arc<Tenant>>,
+    fleet: Arc<Fleet>,
     global: GlobalCap,
     limits: HttpLimits,
 }
 
 impl Ingress {
-    pub fn new(runtime: Arc<Runtime>, tenants: Vec<Arc<Tenant>>, limits: HttpLimits) -> Self {
+    pub fn new(fleet: Arc<Fleet>, limits: HttpLimits) -> Self {
         Self {
-            runtime,
-            tenants: tenants
-                .into_iter()
-                .map(|t| (Box::from(t.name()), t))
-                .collect(),
+            runtime: fleet.runtime().clone(),
+            fleet,
             global: GlobalCap::new(limits.max_in_flight),
             limits,
         }
-    }
-
-    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
-        self.tenants.values()
     }
 
     pub fn limits(&self) -> &HttpLimits {
@@ -115,7 +110,7 @@ impl Ingress {
                 "not found: tenant requests go to /t/{tenant}/{path}".into(),
             );
         };
-        let Some(tenant) = self.tenants.get(name).cloned() else {
+        let Some(tenant) = self.fleet.get(name) else {
             self.runtime.metrics().unrouted.increment(1);
             return text(StatusCode::NOT_FOUND, format!("unknown tenant {name:?}"));
         };

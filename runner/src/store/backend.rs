@@ -17,9 +17,11 @@ use bytes::Bytes;
 use super::{Error, Quotas};
 
 /// Where every tenant's data lives; one per process.
+#[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `tenant`'s namespace, created empty on first use. Two calls with the
-    /// same tenant reach the same data.
+    /// same tenant reach the same data, under the quotas of the later call
+    /// (a tenant's limits changed at runtime apply to what it holds).
     fn namespace(&self, tenant: &str, quotas: &Quotas) -> Result<Arc<dyn NamespaceBackend>, Error>;
 
     /// `tenant`'s namespace behind the store's front. A backend need not
@@ -31,6 +33,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             quotas,
         ))
     }
+
+    /// Deletes everything `tenant` holds, durably where the backend is
+    /// durable; its next namespace starts empty.
+    async fn purge(&self, tenant: &str) -> Result<(), Error>;
 }
 
 /// One tenant's buckets and usage.

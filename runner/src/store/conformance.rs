@@ -24,6 +24,8 @@ macro_rules! conformance_suite {
             empty_and_default_name_one_bucket_and_others_are_apart,
             namespaces_do_not_share_keys,
             one_tenant_reaches_the_same_data_twice,
+            reopening_applies_the_new_quotas,
+            purge_empties_one_tenant_only,
             bucket_names_are_bounded,
             size_quotas_refuse_whole_writes,
             accounting_is_exact_across_overwrites_and_deletes,
@@ -142,6 +144,74 @@ pub async fn one_tenant_reaches_the_same_data_twice(make: Make<'_>) {
     let b = bucket(&again, "default").await;
     assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
     assert_eq!(again.usage(), Usage { keys: 1, bytes: 2 });
+}
+
+pub async fn reopening_applies_the_new_quotas(make: Make<'_>) {
+    let backend = make();
+    let quotas = |max_keys, max_buckets| Quotas {
+        max_keys,
+        max_buckets,
+        ..Quotas::default()
+    };
+    let first = Namespace::new(&*backend, "a", quotas(3, 5)).unwrap();
+    let b = bucket(&first, "").await;
+    for k in ["k1", "k2"] {
+        b.set(k.into(), value(b"v")).await.unwrap();
+    }
+    // Lowered below what it holds: the data stays, growth is refused,
+    // through the old front as well as the new one.
+    let lowered = Namespace::new(&*backend, "a", quotas(1, 0)).unwrap();
+    let again = bucket(&lowered, "").await;
+    assert_eq!(again.get("k2").await.unwrap().as_deref(), Some(&b"v"[..]));
+    let err = b.set("k3".into(), value(b"v")).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "quota-exceeded: the tenant holds 2 keys, the limit is 1"
+    );
+    let err = lowered.open("named").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "quota-exceeded: the tenant already has 0 named buckets, the limit"
+    );
+    again.delete("k1").await.unwrap();
+    again.set("k2".into(), value(b"w")).await.unwrap();
+    // Raised: room again.
+    let raised = Namespace::new(&*backend, "a", quotas(10, 5)).unwrap();
+    bucket(&raised, "")
+        .await
+        .set("k3".into(), value(b"v"))
+        .await
+        .unwrap();
+    raised.open("named").await.unwrap();
+    assert_eq!(raised.usage(), Usage { keys: 2, bytes: 6 });
+}
+
+pub async fn purge_empties_one_tenant_only(make: Make<'_>) {
+    let backend = make();
+    let a = Namespace::new(&*backend, "a", Quotas::default()).unwrap();
+    let other = Namespace::new(&*backend, "b", Quotas::default()).unwrap();
+    for ns in [&a, &other] {
+        bucket(ns, "")
+            .await
+            .set("k".into(), value(b"v"))
+            .await
+            .unwrap();
+        bucket(ns, "named")
+            .await
+            .set("n".into(), value(b"w"))
+            .await
+            .unwrap();
+    }
+    backend.purge("a").await.unwrap();
+    let fresh = Namespace::new(&*backend, "a", Quotas::default()).unwrap();
+    assert_eq!(fresh.usage(), Usage::default());
+    assert_eq!(bucket(&fresh, "").await.get("k").await.unwrap(), None);
+    assert!(walk(&bucket(&fresh, "named").await).await.is_empty());
+    let kept = bucket(&other, "named").await;
+    assert_eq!(kept.get("n").await.unwrap().as_deref(), Some(&b"w"[..]));
+    assert_eq!(other.usage(), Usage { keys: 2, bytes: 4 });
+    // Purging a tenant that holds nothing is no error.
+    backend.purge("never").await.unwrap();
 }
 
 pub async fn bucket_names_are_bounded(make: Make<'_>) {

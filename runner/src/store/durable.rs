@@ -64,33 +64,7 @@ const SEED_TAG: u8 = b's';
 const BUCKET_TAG: u8 = b'b';
 
 /// Where the durable backend keeps its data; none: the in-memory backend.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd)]
-pub struct DataDir(pub Option<PathBuf>);
-
-impl crate::settings::Setting for DataDir {
-    fn parse_flag(text: &str) -> Result<Self, String> {
-        match text {
-            "none" => Ok(DataDir(None)),
-            "" => Err("an empty path: give a directory, or none".into()),
-            path => Ok(DataDir(Some(PathBuf::from(path)))),
-        }
-    }
-
-    fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        crate::settings::from_toml_string(value, "a directory path")
-    }
-
-    fn show(&self) -> String {
-        match &self.0 {
-            None => "none".into(),
-            Some(path) => path.display().to_string(),
-        }
-    }
-
-    fn is_zero(&self) -> bool {
-        false
-    }
-}
+pub use crate::settings::OptionalPath as DataDir;
 
 /// When a write counts as durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd)]
@@ -196,6 +170,7 @@ enum Op {
         value: Bytes,
     },
     Remove {
+        meta: bool,
         key: Vec<u8>,
     },
 }
@@ -205,7 +180,7 @@ impl Op {
     fn target(&self) -> (bool, &[u8]) {
         match self {
             Op::Put { meta, key, .. } => (*meta, key),
-            Op::Remove { key } => (false, key),
+            Op::Remove { meta, key } => (*meta, key),
         }
     }
 }
@@ -348,7 +323,10 @@ impl Shared {
                     let keyspace = if *meta { &self.meta } else { &self.data };
                     batch.insert(keyspace, key.as_slice(), value.as_ref());
                 }
-                Op::Remove { key } => batch.remove(&self.data, key.as_slice()),
+                Op::Remove { meta, key } => {
+                    let keyspace = if *meta { &self.meta } else { &self.data };
+                    batch.remove(keyspace, key.as_slice());
+                }
             }
         }
         batch.commit()?;
@@ -558,7 +536,10 @@ impl Journal {
                 key: full,
                 value: value.clone(),
             },
-            None => Op::Remove { key: full },
+            None => Op::Remove {
+                meta: false,
+                key: full,
+            },
         })
     }
 
@@ -571,6 +552,20 @@ impl Journal {
             key,
             value: Bytes::new(),
         })
+    }
+
+    /// Queues the removal of `tenant`'s own records (its hash seed and its
+    /// named `buckets`), once its keys are queued for deletion: a purge.
+    pub(super) fn forget(&self, tenant: &str, buckets: &[Box<str>]) -> Result<Pending, Error> {
+        let mut pending = Pending::NONE;
+        for bucket in buckets {
+            let mut key = vec![BUCKET_TAG];
+            key.extend_from_slice(&encode(&[tenant, bucket]));
+            pending = pending.then(self.push(Op::Remove { meta: true, key })?);
+        }
+        let mut key = vec![SEED_TAG];
+        key.extend_from_slice(&encode(&[tenant]));
+        Ok(pending.then(self.push(Op::Remove { meta: true, key })?))
     }
 
     /// Where `tenant`'s bucket `bucket` keeps its keys in the journal.
@@ -723,7 +718,7 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// A directory no other test uses.
 #[cfg(test)]
-pub(super) fn scratch_dir() -> PathBuf {
+pub(crate) fn scratch_dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     std::env::temp_dir().join(format!("runner-store-{}-{n}", std::process::id()))
@@ -734,7 +729,7 @@ mod tests {
     use super::*;
     use crate::store::conformance::{conformance_suite, walk};
     use crate::store::memory::Store;
-    use crate::store::{DEFAULT_BUCKET, Namespace, Quota, Quotas};
+    use crate::store::{DEFAULT_BUCKET, Namespace, Quota, Quotas, Usage};
 
     conformance_suite!(Store::on(8, Journal::scratch(Fsync::Always)));
 
@@ -765,6 +760,41 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[tokio::test]
+    async fn a_purge_survives_a_restart_and_spares_other_tenants() {
+        use crate::store::Backend as _;
+        let dir = Dir::new();
+        {
+            let store = Store::durable(4, &dir.0, Fsync::Always).unwrap();
+            for tenant in ["t", "u"] {
+                let ns = Namespace::new(&store, tenant, Quotas::default()).unwrap();
+                let b = ns.open("named").await.unwrap();
+                b.set("k".into(), Bytes::from_static(b"v")).await.unwrap();
+            }
+            store.purge("t").await.unwrap();
+        }
+        // Purged before it was ever opened in this process, too.
+        {
+            let store = Store::durable(4, &dir.0, Fsync::Always).unwrap();
+            store.purge("u").await.unwrap();
+            let ns = Namespace::new(&store, "v", Quotas::default()).unwrap();
+            let b = ns.open("").await.unwrap();
+            b.set("k".into(), Bytes::from_static(b"kept"))
+                .await
+                .unwrap();
+        }
+        let store = Store::durable(4, &dir.0, Fsync::Always).unwrap();
+        for tenant in ["t", "u"] {
+            let ns = Namespace::new(&store, tenant, Quotas::default()).unwrap();
+            assert_eq!(ns.usage(), Usage::default(), "{tenant}");
+            let named = ns.open("named").await.unwrap();
+            assert_eq!(named.get("k").await.unwrap(), None, "{tenant}");
+        }
+        let ns = Namespace::new(&store, "v", Quotas::default()).unwrap();
+        let b = ns.open("").await.unwrap();
+        assert_eq!(b.get("k").await.unwrap(), Some(Bytes::from_static(b"kept")));
     }
 
     #[tokio::test]
@@ -899,9 +929,15 @@ mod tests {
                 .shared
                 .commit(vec![
                     put("gone", b"1"),
-                    Op::Remove { key: key("gone") },
+                    Op::Remove {
+                        meta: false,
+                        key: key("gone"),
+                    },
                     put("kept", b"1"),
-                    Op::Remove { key: key("kept") },
+                    Op::Remove {
+                        meta: false,
+                        key: key("kept"),
+                    },
                     put("kept", b"2"),
                 ])
                 .unwrap();

@@ -119,6 +119,7 @@ impl Store {
     ) -> Result<Arc<Namespace>, Error> {
         let mut namespaces = self.namespaces.lock();
         if let Some(namespace) = namespaces.get(tenant) {
+            namespace.account.set_quotas(quotas);
             return Ok(namespace.clone());
         }
         let image = match &self.journal {
@@ -140,8 +141,6 @@ impl Store {
             named: RwLock::new(HashMap::new()),
             shard_bits: self.shard_bits,
             hash_mask: self.hash_mask,
-            max_buckets: quotas.max_buckets,
-            quotas: quotas.clone(),
             hasher,
             account,
             journal,
@@ -151,6 +150,32 @@ impl Store {
         }
         namespaces.insert(tenant.into(), namespace.clone());
         Ok(namespace)
+    }
+}
+
+impl Store {
+    /// Deletes everything `tenant` holds, in memory and in the journal,
+    /// and forgets its namespace: the next open starts empty.
+    async fn purge_namespace(&self, tenant: &str) -> Result<(), Error> {
+        // Bound first: a guard in the match's scrutinee would live through
+        // its arms, and the arm below locks the map again.
+        let opened = self.namespaces.lock().remove(tenant);
+        let namespace = match opened {
+            Some(namespace) => namespace,
+            // Never opened in this process: only the journal holds it.
+            None if self.journal.is_some() => {
+                let namespace = self.open_namespace(tenant, &Quotas::default())?;
+                self.namespaces.lock().remove(tenant);
+                namespace
+            }
+            None => return Ok(()),
+        };
+        let mut pending = namespace.clear()?;
+        if let Some(journal) = &self.journal {
+            let buckets: Vec<Box<str>> = namespace.named.read().keys().cloned().collect();
+            pending = pending.then(journal.forget(tenant, &buckets)?);
+        }
+        pending.wait().await
     }
 }
 
@@ -164,6 +189,7 @@ fn bucket_journal(
         .map(|(j, tenant)| (j.clone(), Journal::bucket_prefix(tenant, bucket)))
 }
 
+#[async_trait]
 impl backend::Backend for Store {
     fn namespace(
         &self,
@@ -181,6 +207,10 @@ impl backend::Backend for Store {
             quotas,
         ))
     }
+
+    async fn purge(&self, tenant: &str) -> Result<(), Error> {
+        self.purge_namespace(tenant).await
+    }
 }
 
 /// One tenant's buckets and quota account.
@@ -188,8 +218,6 @@ pub(super) struct Namespace {
     hasher: SeedableRandomState,
     shard_bits: u32,
     hash_mask: u64,
-    max_buckets: usize,
-    quotas: Quotas,
     account: Arc<Account>,
     default: Arc<Bucket>,
     named: RwLock<HashMap<Box<str>, Arc<Bucket>>>,
@@ -211,14 +239,21 @@ impl Namespace {
         if let Some(bucket) = named.get(name) {
             return Ok((bucket.clone(), Pending::NONE));
         }
-        if named.len() >= self.max_buckets {
-            return Err(self.quotas.buckets_exceeded());
-        }
+        self.account.check_new_bucket(named.len())?;
         let pending = match &self.journal {
             Some((journal, tenant)) => journal.record_bucket(tenant, name)?,
             None => Pending::NONE,
         };
         Ok((self.insert_bucket(&mut named, name), pending))
+    }
+
+    /// Deletes every key of every bucket, each journaled as a delete.
+    fn clear(&self) -> Result<Pending, Error> {
+        let mut pending = self.default.clear()?;
+        for bucket in self.named.read().values() {
+            pending = pending.then(bucket.clear()?);
+        }
+        Ok(pending)
     }
 
     fn insert_bucket(&self, named: &mut HashMap<Box<str>, Arc<Bucket>>, name: &str) -> Arc<Bucket> {
@@ -376,6 +411,22 @@ impl Bucket {
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
         &self.shards[self.shard_index(hash)]
+    }
+
+    /// Deletes every key, shard by shard, each journaled as a delete.
+    fn clear(&self) -> Result<Pending, Error> {
+        let mut pending = Pending::NONE;
+        for shard in &self.shards {
+            let mut shard = shard.write();
+            for slot in shard.values() {
+                for entry in slot.entries() {
+                    pending = pending.then(self.record(&entry.key, None)?);
+                    self.account.release(1, entry.size());
+                }
+            }
+            shard.clear();
+        }
+        Ok(pending)
     }
 
     /// Queues a write to the journal, if there is one.
@@ -696,6 +747,7 @@ mod tests {
         #[derive(Debug)]
         struct Opaque(Store);
 
+        #[async_trait::async_trait]
         impl Backend for Opaque {
             fn namespace(
                 &self,
@@ -703,6 +755,10 @@ mod tests {
                 quotas: &Quotas,
             ) -> Result<Arc<dyn NamespaceBackend>, Error> {
                 self.0.namespace(tenant, quotas)
+            }
+
+            async fn purge(&self, tenant: &str) -> Result<(), Error> {
+                self.0.purge(tenant).await
             }
         }
 

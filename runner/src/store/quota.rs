@@ -5,7 +5,7 @@
 //! [`Account`] counts keys and bytes for a backend that keeps its own
 //! counts; it takes room for a write or refuses it whole.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::{Error, Usage};
 
@@ -84,17 +84,6 @@ impl Quotas {
         }
         Ok(())
     }
-
-    /// The refusal for one named bucket past `max_buckets`.
-    pub fn buckets_exceeded(&self) -> Error {
-        Error::quota(
-            Quota::Buckets,
-            format!(
-                "the tenant already has {} named buckets, the limit",
-                self.max_buckets
-            ),
-        )
-    }
 }
 
 /// Which quota a write ran into; a bounded set, so it can label metrics.
@@ -137,8 +126,11 @@ impl Quota {
 /// What a tenant holds against its key and byte quotas.
 #[derive(Debug)]
 pub struct Account {
-    max_keys: u64,
-    max_bytes: u64,
+    /// The quotas on what is stored; an update of the tenant's limits
+    /// changes them in place, for the data the tenant already holds.
+    max_keys: AtomicU64,
+    max_bytes: AtomicU64,
+    max_buckets: AtomicUsize,
     keys: AtomicU64,
     bytes: AtomicU64,
 }
@@ -146,11 +138,34 @@ pub struct Account {
 impl Account {
     pub fn new(quotas: &Quotas) -> Self {
         Self {
-            max_keys: quotas.max_keys,
-            max_bytes: quotas.max_bytes,
+            max_keys: AtomicU64::new(quotas.max_keys),
+            max_bytes: AtomicU64::new(quotas.max_bytes),
+            max_buckets: AtomicUsize::new(quotas.max_buckets),
             keys: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Applies a tenant's new quotas. Data already held past a lowered one
+    /// is kept; the account then refuses growth until usage is under it.
+    pub fn set_quotas(&self, quotas: &Quotas) {
+        self.max_keys.store(quotas.max_keys, Ordering::Relaxed);
+        self.max_bytes.store(quotas.max_bytes, Ordering::Relaxed);
+        self.max_buckets
+            .store(quotas.max_buckets, Ordering::Relaxed);
+    }
+
+    /// Refuses a new named bucket when the tenant has `named` already and
+    /// that is its quota.
+    pub fn check_new_bucket(&self, named: usize) -> Result<(), Error> {
+        let max = self.max_buckets.load(Ordering::Relaxed);
+        if named >= max {
+            return Err(Error::quota(
+                Quota::Buckets,
+                format!("the tenant already has {max} named buckets, the limit"),
+            ));
+        }
+        Ok(())
     }
 
     /// Takes room for a write, or refuses it whole. Callers hold the lock of
@@ -158,7 +173,7 @@ impl Account {
     /// arbitrate between keys.
     pub fn reserve(&self, new_keys: u64, grow: u64) -> Result<(), Error> {
         if new_keys > 0 {
-            let max = self.max_keys;
+            let max = self.max_keys.load(Ordering::Relaxed);
             self.keys
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |k| {
                     k.checked_add(new_keys).filter(|&n| n <= max)
@@ -171,7 +186,7 @@ impl Account {
                 })?;
         }
         if grow > 0 {
-            let max = self.max_bytes;
+            let max = self.max_bytes.load(Ordering::Relaxed);
             let taken = self
                 .bytes
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {

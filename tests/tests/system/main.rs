@@ -2,6 +2,8 @@
 //! they meet in production. Each service is started by its helper in
 //! `system_tests` on free loopback ports and stopped when the test ends.
 //!
+//! - `admin`: tenants deployed, updated and removed at runtime, through the
+//!   `runner tenant` client, under load, and by SIGHUP.
 //! - `process`: the runner binary's start-up errors, SIGTERM, memory.
 //! - `durable`: the data directory under SIGKILL, a full disk, a second
 //!   runner.
@@ -10,6 +12,7 @@
 //!   own toolchains, run unchanged.
 //! - `prometheus`: dashboards and alerts against a real Prometheus.
 
+mod admin;
 mod durable;
 mod loadgen;
 mod polyglot;

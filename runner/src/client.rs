@@ -1,0 +1,237 @@
+//! `runner tenant ...`: a client for a running runner's admin API, in the
+//! same binary, as `spin` and `wash` ship theirs.
+//!
+//! Each subcommand is one or two requests to `/v1` (see
+//! [`crate::http::api`]); what the API refuses is printed as it says it,
+//! and the exit code is 1.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Subcommand};
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+use crate::config::ADMIN_TOKEN_VAR;
+use crate::limits::Limits;
+
+/// Deploy, list, show and remove tenants of a running runner, through its
+/// admin API.
+#[derive(Debug, Clone, Args)]
+pub struct TenantCommand {
+    /// The runner's admin listener (its --metrics-listen).
+    #[arg(
+        long,
+        env = "RUNNER_ADMIN",
+        default_value = "http://127.0.0.1:9095",
+        global = true
+    )]
+    pub admin: String,
+
+    /// File holding the admin token; or pass the token itself in
+    /// RUNNER_ADMIN_TOKEN.
+    #[arg(long, env = "RUNNER_ADMIN_TOKEN_FILE", global = true)]
+    pub admin_token_file: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub action: TenantAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TenantAction {
+    /// Upload COMPONENT and create or update tenant NAME to run it. The
+    /// tenant gets exactly the limits given here; the rest are the
+    /// runner's defaults (its flags and its file's [defaults]).
+    Deploy {
+        name: String,
+        /// A .wasm component, or `default` for the runner's embedded guest.
+        component: String,
+        #[command(flatten)]
+        limits: Box<Limits>,
+    },
+    /// List every tenant with the digest of its component.
+    List,
+    /// Show a tenant: its component, effective limits and usage.
+    Show { name: String },
+    /// Remove a tenant: new requests get 404 at once; requests in flight
+    /// finish. Its key-value data is kept for a tenant of the same name
+    /// later, unless --purge.
+    Remove {
+        name: String,
+        /// Delete the tenant's key-value data too.
+        #[arg(long)]
+        purge: bool,
+    },
+}
+
+/// Runs `command`; `matches` are the subcommand's own, to tell the limits
+/// given on the command line from defaults.
+pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Result<()> {
+    let client = Client::new(command)?;
+    match &command.action {
+        TenantAction::Deploy {
+            name,
+            component,
+            limits,
+        } => {
+            let digest = if component == "default" {
+                "default".to_string()
+            } else {
+                let bytes = std::fs::read(component)
+                    .with_context(|| format!("reading component {component}"))?;
+                let reply = client
+                    .send(Method::PUT, "/v1/components", Bytes::from(bytes))
+                    .await?;
+                reply["digest"]
+                    .as_str()
+                    .context("the runner's answer has no digest")?
+                    .to_string()
+            };
+            let given = matches
+                .subcommand_matches("deploy")
+                .context("deploy's arguments")?;
+            let mut sent = serde_json::Map::new();
+            for (key, value) in limits.to_json() {
+                let id = key.replace('-', "_");
+                if given.value_source(&id) == Some(ValueSource::CommandLine) {
+                    sent.insert(key, value);
+                }
+            }
+            let document = json!({ "component": digest, "limits": sent });
+            let path = format!("/v1/tenants/{name}");
+            let reply = client
+                .send(Method::PUT, &path, Bytes::from(document.to_string()))
+                .await?;
+            println!(
+                "tenant {name} {}: component {}",
+                reply["change"].as_str().unwrap_or("deployed"),
+                reply["component"].as_str().unwrap_or(&digest)
+            );
+        }
+        TenantAction::List => {
+            let mut cursor: Option<String> = None;
+            loop {
+                let path = match &cursor {
+                    Some(c) => format!("/v1/tenants?limit=1000&cursor={c}"),
+                    None => "/v1/tenants?limit=1000".to_string(),
+                };
+                let reply = client.send(Method::GET, &path, Bytes::new()).await?;
+                for tenant in reply["tenants"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}",
+                        tenant["name"].as_str().unwrap_or("?"),
+                        tenant["component"].as_str().unwrap_or("?")
+                    );
+                }
+                match reply["next"].as_str() {
+                    Some(next) => cursor = Some(next.to_string()),
+                    None => break,
+                }
+            }
+        }
+        TenantAction::Show { name } => {
+            let path = format!("/v1/tenants/{name}");
+            let reply = client.send(Method::GET, &path, Bytes::new()).await?;
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+        }
+        TenantAction::Remove { name, purge } => {
+            let path = format!("/v1/tenants/{name}?purge={purge}");
+            client.send(Method::DELETE, &path, Bytes::new()).await?;
+            let purged = if *purge { ", its data purged" } else { "" };
+            println!("tenant {name} removed{purged}");
+        }
+    }
+    Ok(())
+}
+
+struct Client {
+    host: String,
+    port: u16,
+    authority: String,
+    token: String,
+}
+
+impl Client {
+    fn new(command: &TenantCommand) -> anyhow::Result<Self> {
+        let uri: Uri = command
+            .admin
+            .parse()
+            .with_context(|| format!("--admin {:?} is not a URL", command.admin))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            _ => bail!(
+                "--admin {:?}: the admin API is plain http://, meant for loopback or a private \
+                 network",
+                command.admin
+            ),
+        }
+        let host = uri
+            .host()
+            .with_context(|| format!("--admin {:?} has no host", command.admin))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        let port = uri.port_u16().unwrap_or(80);
+        let token = match &command.admin_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading --admin-token-file {}", path.display()))?,
+            None => std::env::var(ADMIN_TOKEN_VAR).map_err(|_| {
+                anyhow::anyhow!("no admin token: pass --admin-token-file or set {ADMIN_TOKEN_VAR}")
+            })?,
+        };
+        Ok(Self {
+            authority: uri
+                .authority()
+                .map_or_else(|| host.clone(), ToString::to_string),
+            host,
+            port,
+            token: token.trim().to_string(),
+        })
+    }
+
+    /// One request; the API's JSON answer, or its error as the error.
+    async fn send(&self, method: Method, path: &str, body: Bytes) -> anyhow::Result<Value> {
+        let stream = TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("connecting to the runner at {}", self.authority))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .context("talking to the runner")?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, &self.authority)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .body(Full::new(body))
+            .context("building the request")?;
+        let response = sender
+            .send_request(request)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("reading the answer to {method} {path}"))?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).trim().to_string()));
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["error"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| value.to_string());
+        if status == StatusCode::NOT_FOUND && value.get("error").is_none() {
+            bail!("{method} {path}: 404: {message} (is the runner's admin API on?)");
+        }
+        bail!("{method} {path}: {}: {message}", status.as_u16())
+    }
+}

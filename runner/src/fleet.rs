@@ -1,0 +1,595 @@
+//! The fleet: the tenants a runner serves now, and the one way they change.
+//!
+//! Tenants are created, updated and removed while requests run: at
+//! start-up from the tenants file and flags, later through the admin API
+//! ([`crate::http::api`]) and a reload of the tenants file on SIGHUP. Every
+//! path goes through [`Fleet::put`] and [`Fleet::remove`], so each change
+//! is checked, logged and counted the same way.
+//!
+//! A tenant is immutable once built: an update builds a whole new
+//! [`Tenant`] (compiled component looked up, namespace reopened under the
+//! new quotas, component instantiated once under the new limits) before it
+//! replaces the old one in the routing table, in one step under its lock.
+//! A request holds the tenant it was routed to, so requests already running
+//! finish on the old version and new ones start on the new one; nothing
+//! fails because of the switch. The old version's kept instances are
+//! dropped, so no instance serves two versions.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metrics::{Counter, Gauge};
+use parking_lot::{Mutex, RwLock};
+
+use crate::component::Digest;
+use crate::config::{ComponentSource, TenantConfig};
+use crate::deployed::{Deployed, SavedTenant, SavedTenants};
+use crate::engine::{Loaded, Runtime};
+use crate::limits::{self, Limits, LimitsFile};
+use crate::metrics::{Recorder, TenantLabelMode, TenantLabels, TenantMetrics};
+use crate::store::{self, Backend};
+use crate::tenant::Tenant;
+
+/// What a [`Fleet::put`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Removed,
+    /// The tenant already ran this component under these limits.
+    Unchanged,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Removed => "removed",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// Who asked for a change, for the log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Startup,
+    Api,
+    Reload,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::Startup => "start-up",
+            Source::Api => "admin API",
+            Source::Reload => "reload",
+        })
+    }
+}
+
+/// A change the fleet refused, and why, in words for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The request names something that is not there.
+    #[error("{0}")]
+    NotFound(String),
+    /// The component or the limits cannot run here.
+    #[error("{0:#}")]
+    Invalid(anyhow::Error),
+    /// The change was made in part and a step after failed (the store).
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
+
+pub struct Fleet {
+    runtime: Arc<Runtime>,
+    backend: Arc<dyn Backend>,
+    recorder: Recorder,
+    labels: TenantLabels,
+    /// Routing: read by every request, written by a change.
+    tenants: RwLock<HashMap<Box<str>, Arc<Tenant>>>,
+    /// Metric handles by label: one per tenant name with a label of its
+    /// own (at most `labels.max_tenants` of them, so the series count stays
+    /// bounded however many tenants come and go), and the shared `_other`
+    /// or `_all`, registered once however many tenants share them.
+    labelled: Mutex<Labels>,
+    /// (component, limits) pairs already instantiated once: tenants that
+    /// share both are checked once, not once each.
+    checked: Mutex<HashSet<(Digest, String)>>,
+    /// One change at a time: two updates of one tenant cannot interleave
+    /// their check and their swap.
+    changes: tokio::sync::Mutex<()>,
+    /// The limits a tenant deployed through the API starts from.
+    defaults: RwLock<Limits>,
+    /// Where a data directory exists: the components and tenants deployed
+    /// through the API, kept there, and those tenants now.
+    deployed: Option<(Deployed, Mutex<SavedTenants>)>,
+    default_guest: Digest,
+    metrics: FleetMetrics,
+}
+
+#[derive(Default)]
+struct Labels {
+    by_label: HashMap<Box<str>, Arc<TenantMetrics>>,
+    /// Names given a label of their own so far.
+    own: usize,
+}
+
+struct FleetMetrics {
+    tenants: Gauge,
+    components: Gauge,
+    created: Counter,
+    updated: Counter,
+    removed: Counter,
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet")
+            .field("tenants", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        backend: Arc<dyn Backend>,
+        recorder: Recorder,
+        labels: TenantLabels,
+        defaults: Limits,
+        deployed: Option<Deployed>,
+    ) -> Self {
+        let metrics = recorder.scope(|| {
+            use crate::metrics::{COMPONENTS, TENANT_CHANGES, TENANTS};
+            FleetMetrics {
+                tenants: metrics::gauge!(TENANTS),
+                components: metrics::gauge!(COMPONENTS),
+                created: metrics::counter!(TENANT_CHANGES, "change" => "created"),
+                updated: metrics::counter!(TENANT_CHANGES, "change" => "updated"),
+                removed: metrics::counter!(TENANT_CHANGES, "change" => "removed"),
+            }
+        });
+        Self {
+            runtime,
+            backend,
+            recorder,
+            labels,
+            tenants: RwLock::new(HashMap::new()),
+            labelled: Mutex::new(Labels::default()),
+            checked: Mutex::new(HashSet::new()),
+            changes: tokio::sync::Mutex::new(()),
+            defaults: RwLock::new(defaults),
+            deployed: deployed.map(|d| (d, Mutex::new(SavedTenants::new()))),
+            default_guest: Digest::of(crate::DEFAULT_GUEST),
+            metrics,
+        }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The tenant a request for `name` goes to.
+    pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.tenants.read().get(name).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tenants.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every tenant now, in no order.
+    pub fn all(&self) -> Vec<Arc<Tenant>> {
+        self.tenants.read().values().cloned().collect()
+    }
+
+    /// Up to `limit` tenants in name order, starting after `after`, and
+    /// whether more follow. A tenant that exists throughout a walk of the
+    /// pages is listed exactly once.
+    pub fn page(&self, after: Option<&str>, limit: usize) -> (Vec<Arc<Tenant>>, bool) {
+        let mut names: Vec<(Box<str>, Arc<Tenant>)> = self
+            .tenants
+            .read()
+            .iter()
+            .filter(|(name, _)| after.is_none_or(|after| &***name > after))
+            .map(|(name, t)| (name.clone(), t.clone()))
+            .collect();
+        let more = names.len() > limit;
+        if more {
+            names.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+            names.truncate(limit);
+        }
+        names.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        (names.into_iter().map(|(_, t)| t).collect(), more)
+    }
+
+    /// The limits a tenant gets for every key its deployment leaves out.
+    pub fn defaults(&self) -> Limits {
+        self.defaults.read().clone()
+    }
+
+    pub fn set_defaults(&self, defaults: Limits) {
+        *self.defaults.write() = defaults;
+    }
+
+    /// Compiles `bytes` (nothing, if these bytes were compiled before) and
+    /// checks they can run here; says whether they were new.
+    pub fn add_component(
+        &self,
+        bytes: &[u8],
+        max_memory: Option<usize>,
+    ) -> Result<(Loaded, bool), Refused> {
+        // The start-up check's own words, whoever asks.
+        let added = self
+            .runtime
+            .add(bytes, max_memory)
+            .map_err(|e| Refused::Invalid(anyhow::Error::from(e)))?;
+        self.metrics
+            .components
+            .set(self.runtime.components() as f64);
+        Ok(added)
+    }
+
+    /// The embedded default guest, compiled on first use; its digest is
+    /// worked out once, not per tenant.
+    fn embedded(&self) -> Result<Loaded, Refused> {
+        match self.runtime.loaded(&self.default_guest) {
+            Some(found) => Ok(found),
+            None => self
+                .add_component(crate::DEFAULT_GUEST, None)
+                .map(|(c, _)| c),
+        }
+    }
+
+    /// [`Fleet::add_component`] for a component uploaded through the API:
+    /// kept in the data directory, where there is one, before it counts as
+    /// added.
+    pub fn upload(&self, bytes: &[u8]) -> Result<(Loaded, bool), Refused> {
+        let (loaded, new) = self.add_component(bytes, None)?;
+        if let Some((deployed, _)) = &self.deployed {
+            deployed
+                .save_component(&loaded.digest, bytes)
+                .map_err(Refused::Failed)?;
+        }
+        Ok((loaded, new))
+    }
+
+    /// The component `source` names: `default` (the embedded guest) or a
+    /// digest added before.
+    pub fn component(&self, source: &str) -> Result<Loaded, Refused> {
+        if source == "default" {
+            return self.embedded();
+        }
+        let digest = Digest::parse(source).map_err(|e| Refused::Invalid(anyhow::anyhow!(e)))?;
+        self.runtime.loaded(&digest).ok_or_else(|| {
+            Refused::NotFound(format!(
+                "no component {digest}: upload it first with PUT /v1/components"
+            ))
+        })
+    }
+
+    /// Creates tenant `name`, or replaces it, running `component` under
+    /// `limits`. The new version is built and checked whole before it
+    /// replaces the old, so a refused change changes nothing.
+    pub async fn put(
+        &self,
+        name: &str,
+        component: &Loaded,
+        limits: Limits,
+        source: Source,
+    ) -> Result<Change, Refused> {
+        let _one_at_a_time = self.changes.lock().await;
+        let saved = SavedTenant {
+            component: if component.digest == self.default_guest {
+                "default".into()
+            } else {
+                component.digest.to_string()
+            },
+            limits: limits.to_json(),
+        };
+        let Some(tenant) = self
+            .prepare(name, component, limits)
+            .await
+            .map_err(Refused::Invalid)?
+        else {
+            return Ok(Change::Unchanged);
+        };
+        if source == Source::Api {
+            // Kept before it is served: an acknowledged deploy survives a
+            // restart.
+            self.save(|tenants| {
+                tenants.insert(name.to_string(), saved);
+            })
+            .map_err(Refused::Failed)?;
+        }
+        Ok(self.install(vec![tenant], source)[0])
+    }
+
+    /// Changes the saved API deployments, where a data directory keeps
+    /// them, and writes them out.
+    fn save(&self, change: impl FnOnce(&mut SavedTenants)) -> anyhow::Result<()> {
+        let Some((deployed, tenants)) = &self.deployed else {
+            return Ok(());
+        };
+        let mut tenants = tenants.lock();
+        let before = tenants.clone();
+        change(&mut tenants);
+        if *tenants == before {
+            return Ok(());
+        }
+        deployed
+            .save_tenants(&tenants)
+            .inspect_err(|_| *tenants = before)
+    }
+
+    /// Brings back the tenants deployed through the API that the data
+    /// directory kept, except those `configured` names (the tenants file
+    /// owns the names it lists, at start-up as on reload). Returns how many.
+    pub async fn restore(&self, configured: &[TenantConfig]) -> anyhow::Result<usize> {
+        let Some((deployed, saved)) = &self.deployed else {
+            return Ok(0);
+        };
+        let mut kept = deployed.load_tenants()?;
+        let listed: HashSet<&str> = configured.iter().map(|t| t.name.as_str()).collect();
+        kept.retain(|name, _| !listed.contains(name.as_str()));
+        let mut tenants = Vec::with_capacity(kept.len());
+        for (name, t) in &kept {
+            let who = || format!("tenant {name:?} (deployed through the admin API)");
+            let component = match t.component.as_str() {
+                "default" => ComponentSource::Embedded,
+                digest => {
+                    let digest = Digest::parse(digest)
+                        .map_err(anyhow::Error::msg)
+                        .with_context(who)?;
+                    ComponentSource::File(deployed.component_file(&digest))
+                }
+            };
+            let file: LimitsFile =
+                serde_json::from_value(serde_json::Value::Object(t.limits.clone()))
+                    .with_context(who)?;
+            let mut limits = Limits::default();
+            limits.overlay(&file, "", &|_| false).with_context(who)?;
+            tenants.push(TenantConfig {
+                name: name.clone(),
+                component,
+                limits,
+            });
+        }
+        self.apply(&tenants, &[], Source::Startup).await?;
+        let count = kept.len();
+        *saved.lock() = kept;
+        deployed.save_tenants(&saved.lock())?;
+        Ok(count)
+    }
+
+    /// Puts every tenant of `tenants` and removes every tenant named in
+    /// `remove`, checked whole first: if one cannot load, nothing changes
+    /// and the error names it. Returns what changed.
+    pub async fn apply(
+        &self,
+        tenants: &[TenantConfig],
+        remove: &[String],
+        source: Source,
+    ) -> anyhow::Result<Vec<(String, Change)>> {
+        let _one_at_a_time = self.changes.lock().await;
+        // Many tenants usually share a few files: each is read once.
+        let mut files: HashMap<&Path, Loaded> = HashMap::new();
+        let mut built = Vec::new();
+        for t in tenants {
+            let component = match &t.component {
+                ComponentSource::Embedded => self.embedded()?,
+                ComponentSource::File(path) => match files.get(path.as_path()) {
+                    Some(loaded) => loaded.clone(),
+                    None => {
+                        let loaded = std::fs::read(path)
+                            .with_context(|| format!("reading {}", path.display()))
+                            .and_then(|bytes| {
+                                let limit = limits::bytes(t.limits.max_memory);
+                                Ok(self.add_component(&bytes, Some(limit))?.0)
+                            })
+                            .with_context(|| {
+                                format!("tenant {:?}: component {}", t.name, path.display())
+                            })?;
+                        files.insert(path, loaded.clone());
+                        loaded
+                    }
+                },
+            };
+            let prepared = self
+                .prepare(&t.name, &component, t.limits.clone())
+                .await
+                .with_context(|| format!("tenant {:?}", t.name))?;
+            built.extend(prepared);
+        }
+        if source == Source::Reload {
+            self.save(|saved| {
+                for t in tenants {
+                    saved.remove(&t.name);
+                }
+            })?;
+        }
+        let names: Vec<String> = built.iter().map(|t| t.name().to_string()).collect();
+        let mut changes: Vec<(String, Change)> =
+            names.into_iter().zip(self.install(built, source)).collect();
+        for name in remove {
+            if let Some(old) = self.tenants.write().remove(name.as_str()) {
+                self.retire(&old, false, source);
+                changes.push((name.clone(), Change::Removed));
+            }
+        }
+        self.metrics.tenants.set(self.len() as f64);
+        Ok(changes)
+    }
+
+    /// A new version of tenant `name`, built and checked; `None` when it
+    /// already runs `component` under `limits`.
+    async fn prepare(
+        &self,
+        name: &str,
+        component: &Loaded,
+        limits: Limits,
+    ) -> anyhow::Result<Option<Arc<Tenant>>> {
+        if let Some(current) = self.get(name)
+            && current.component() == component.digest
+            && *current.limits() == limits
+        {
+            return Ok(None);
+        }
+        self.build(name, component, limits).await.map(Some)
+    }
+
+    /// Swaps built tenants into the routing table, in one step.
+    fn install(&self, tenants: Vec<Arc<Tenant>>, source: Source) -> Vec<Change> {
+        let replaced: Vec<Option<Arc<Tenant>>> = {
+            let mut table = self.tenants.write();
+            tenants
+                .iter()
+                .map(|t| table.insert(t.name().into(), t.clone()))
+                .collect()
+        };
+        self.metrics.tenants.set(self.len() as f64);
+        tenants
+            .iter()
+            .zip(replaced)
+            .map(|(tenant, old)| {
+                let change = match old {
+                    Some(old) => {
+                        self.runtime.forget(&old);
+                        self.metrics.updated.increment(1);
+                        Change::Updated
+                    }
+                    None => {
+                        self.metrics.created.increment(1);
+                        Change::Created
+                    }
+                };
+                if source != Source::Startup {
+                    tracing::info!(
+                        tenant = %tenant.name(),
+                        component = %tenant.component(),
+                        "tenant {} through the {source}",
+                        change.as_str()
+                    );
+                }
+                change
+            })
+            .collect()
+    }
+
+    /// Builds and checks a tenant: limits in range and within the pool, its
+    /// namespace opened under its quotas, its component instantiated once
+    /// under its limits (once per distinct component and limits).
+    pub async fn build(
+        &self,
+        name: &str,
+        component: &Loaded,
+        limits: Limits,
+    ) -> anyhow::Result<Arc<Tenant>> {
+        crate::tenant::validate_name(name).map_err(anyhow::Error::msg)?;
+        limits.validate("")?;
+        let pool = self.runtime.config().max_memory;
+        let max_memory = limits::bytes(limits.max_memory);
+        if max_memory > pool {
+            anyhow::bail!(
+                "max-memory {} is above the runner's pool-max-memory of {pool} bytes, fixed \
+                 when it started; restart it with a larger --pool-max-memory",
+                crate::settings::Setting::show(&limits.max_memory)
+            );
+        }
+        component.fits(max_memory)?;
+        let namespace = store::Namespace::new(&*self.backend, name, limits.quotas())
+            .context("opening its key-value namespace")?;
+        let metrics = self.metrics_for(name);
+        let key = (component.digest, format!("{limits:?}"));
+        let tenant = Arc::new(Tenant::new(name, limits, component, namespace, metrics));
+        if !self.checked.lock().contains(&key) {
+            self.runtime.preflight(&tenant).await?;
+            self.checked.lock().insert(key);
+        }
+        Ok(tenant)
+    }
+
+    /// Removes tenant `name`: new requests get 404 from now on; requests in
+    /// flight finish on it. With `purge`, its key-value data is deleted too,
+    /// once its requests in flight have finished or `grace` has passed;
+    /// without, the data stays for a later tenant of the same name.
+    pub async fn remove(
+        &self,
+        name: &str,
+        purge: bool,
+        grace: Duration,
+        source: Source,
+    ) -> Result<(), Refused> {
+        let _one_at_a_time = self.changes.lock().await;
+        if self.get(name).is_none() {
+            return Err(Refused::NotFound(format!("no tenant {name:?}")));
+        }
+        self.save(|tenants| {
+            tenants.remove(name);
+        })
+        .map_err(Refused::Failed)?;
+        let Some(old) = self.tenants.write().remove(name) else {
+            return Err(Refused::NotFound(format!("no tenant {name:?}")));
+        };
+        self.metrics.tenants.set(self.len() as f64);
+        self.retire(&old, purge, source);
+        if purge {
+            // Its requests in flight hold its permits; all of them back
+            // means none is left to write after the purge.
+            let all = u32::try_from(old.limits().max_tenant_in_flight).unwrap_or(u32::MAX);
+            let drained = tokio::time::timeout(grace, old.permits().acquire_many(all)).await;
+            if drained.is_err() {
+                tracing::warn!(
+                    tenant = %name,
+                    "requests of the removed tenant still running after {}; purging its data anyway",
+                    humantime::format_duration(grace)
+                );
+            }
+            self.backend.purge(name).await.map_err(|e| {
+                Refused::Failed(anyhow::Error::from(e).context("purging its key-value data"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// What every removal does: its kept instances go, and it is logged
+    /// and counted.
+    fn retire(&self, old: &Tenant, purge: bool, source: Source) {
+        self.metrics.removed.increment(1);
+        self.runtime.forget(old);
+        tracing::info!(tenant = %old.name(), purge, "tenant removed through the {source}");
+    }
+
+    /// The metric handles for tenant `name`: its own label's, or those
+    /// every tenant past the labelled ones shares, registered once.
+    fn metrics_for(&self, name: &str) -> Arc<TenantMetrics> {
+        let mut labels = self.labelled.lock();
+        if let Some(found) = labels.by_label.get(name) {
+            return found.clone();
+        }
+        let label = match self.labels.mode {
+            TenantLabelMode::Aggregate => "_all",
+            TenantLabelMode::PerTenant if labels.own < self.labels.max_tenants => {
+                labels.own += 1;
+                name
+            }
+            TenantLabelMode::PerTenant => "_other",
+        };
+        labels
+            .by_label
+            .entry(label.into())
+            .or_insert_with(|| Arc::new(self.recorder.scope(|| TenantMetrics::new(label.into()))))
+            .clone()
+    }
+}

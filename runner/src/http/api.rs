@@ -1,0 +1,385 @@
+//! The admin API, `/v1` on the admin listener: deploy, update, list and
+//! remove tenants while the runner serves. JSON in and out; every route
+//! needs `Authorization: Bearer <token>`, and without a configured token
+//! the API is off (404), as if it did not exist.
+//!
+//! - `PUT /v1/components`, the component's bytes as the body: compiled and
+//!   checked once; 201 `{"digest": "sha256:<hex>"}` for new bytes, 200 for
+//!   bytes already held.
+//! - `PUT /v1/tenants/{name}`, `{"component": "sha256:<hex>" | "default",
+//!   "limits": {<keys of a [tenants.NAME] table>}}`: the tenant becomes
+//!   exactly that (keys left out take the runner's defaults); 201 created,
+//!   200 updated or unchanged.
+//! - `GET /v1/tenants[?limit=N&cursor=C]`: names and components in name
+//!   order, with the cursor of the next page.
+//! - `GET /v1/tenants/{name}`: component, effective limits, usage.
+//! - `DELETE /v1/tenants/{name}[?purge=true]`.
+//!
+//! Errors are `{"error": "..."}` with the status: 400 bad input, 401 no or
+//! wrong token, 404 no such tenant or component, 413 too large a
+//! component, 422 a component or limits that cannot run here.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use metrics::Counter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::body::{OutBody, full};
+use crate::component::Digest;
+use crate::config::AdminApi;
+use crate::fleet::{Change, Fleet, Refused, Source};
+use crate::limits::LimitsFile;
+use crate::tenant::Tenant;
+
+/// Tenants per page when the client does not say, and the most it may ask.
+const PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// Largest tenant document (`PUT /v1/tenants/{name}`).
+const MAX_TENANT_BODY: usize = 64 << 10;
+
+pub struct Api {
+    settings: AdminApi,
+    results: Results,
+}
+
+/// `runner_admin_requests_total` by result.
+struct Results {
+    ok: Counter,
+    refused: Counter,
+    unauthorized: Counter,
+    failed: Counter,
+}
+
+/// An answer that is not a success.
+struct Failure(StatusCode, String);
+
+impl Failure {
+    fn bad(message: impl Into<String>) -> Self {
+        Failure(StatusCode::BAD_REQUEST, message.into())
+    }
+}
+
+impl From<Refused> for Failure {
+    fn from(refused: Refused) -> Self {
+        let status = match &refused {
+            Refused::NotFound(_) => StatusCode::NOT_FOUND,
+            Refused::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Refused::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Failure(status, refused.to_string())
+    }
+}
+
+type Answer = Result<(StatusCode, Value), Failure>;
+
+/// The body of `PUT /v1/tenants/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantDocument {
+    #[serde(default = "default_component")]
+    component: String,
+    #[serde(default)]
+    limits: LimitsFile,
+}
+
+fn default_component() -> String {
+    "default".into()
+}
+
+impl Api {
+    /// The API, or `None` where no token is configured (then `/v1` is off).
+    pub fn new(settings: AdminApi, recorder: &crate::metrics::Recorder) -> Option<Self> {
+        settings.token?;
+        let results = recorder.scope(|| {
+            let result =
+                |r: &'static str| metrics::counter!(crate::metrics::ADMIN_REQUESTS, "result" => r);
+            Results {
+                ok: result("ok"),
+                refused: result("refused"),
+                unauthorized: result("unauthorized"),
+                failed: result("failed"),
+            }
+        });
+        Some(Self { settings, results })
+    }
+
+    pub async fn handle(&self, fleet: &Fleet, req: Request<Incoming>) -> Response<OutBody> {
+        let answer = if self.authorized(&req) {
+            self.route(fleet, req).await
+        } else {
+            Err(Failure(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized: send the admin token as Authorization: Bearer <token>".into(),
+            ))
+        };
+        let (status, body) = match answer {
+            Ok(ok) => {
+                self.results.ok.increment(1);
+                ok
+            }
+            Err(Failure(status, message)) => {
+                match status {
+                    StatusCode::UNAUTHORIZED => &self.results.unauthorized,
+                    s if s.is_server_error() => &self.results.failed,
+                    _ => &self.results.refused,
+                }
+                .increment(1);
+                (status, json!({ "error": message }))
+            }
+        };
+        let mut text = body.to_string();
+        text.push('\n');
+        let mut response = Response::new(full(text));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"runner admin\""),
+            );
+        }
+        response
+    }
+
+    /// Compares digests of the tokens, so the time taken says nothing of
+    /// where a guess differs, nor of the token's length.
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.settings.token else {
+            return false;
+        };
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| Digest::of(given.trim().as_bytes()).matches(expected))
+    }
+
+    async fn route(&self, fleet: &Fleet, req: Request<Incoming>) -> Answer {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
+        match (req.method().clone(), segments.as_slice()) {
+            (Method::PUT, ["components"]) => self.put_component(fleet, req).await,
+            (Method::GET, ["tenants"]) => list(fleet, &query),
+            (Method::GET, ["tenants", name]) => {
+                let tenant = fleet
+                    .get(name)
+                    .ok_or_else(|| Refused::NotFound(format!("no tenant {name:?}")))?;
+                Ok((StatusCode::OK, describe(&tenant)))
+            }
+            (Method::PUT, ["tenants", name]) => {
+                let name = name.to_string();
+                self.put_tenant(fleet, &name, req).await
+            }
+            (Method::DELETE, ["tenants", name]) => {
+                let purge = match param(&query, "purge") {
+                    None | Some("false") => false,
+                    Some("true") => true,
+                    Some(other) => {
+                        return Err(Failure::bad(format!(
+                            "purge must be true or false, not {other:?}"
+                        )));
+                    }
+                };
+                fleet
+                    .remove(name, purge, self.settings.grace, Source::Api)
+                    .await?;
+                Ok((StatusCode::OK, json!({ "removed": name, "purged": purge })))
+            }
+            (_, ["components"] | ["tenants"] | ["tenants", _]) => Err(Failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} is not allowed on {path}", req.method()),
+            )),
+            _ => Err(Failure(
+                StatusCode::NOT_FOUND,
+                format!("no route {path}: the API has /v1/components and /v1/tenants[/{{name}}]"),
+            )),
+        }
+    }
+
+    async fn put_component(&self, fleet: &Fleet, req: Request<Incoming>) -> Answer {
+        let max = self.settings.max_component_bytes;
+        let bytes = self.body(req, max).await?;
+        let (loaded, new) = fleet.upload(&bytes)?;
+        if new {
+            tracing::info!(
+                component = %loaded.digest,
+                bytes = bytes.len(),
+                "component added through the admin API"
+            );
+        }
+        let status = if new {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok((status, json!({ "digest": loaded.digest.to_string() })))
+    }
+
+    async fn put_tenant(&self, fleet: &Fleet, name: &str, req: Request<Incoming>) -> Answer {
+        crate::tenant::validate_name(name).map_err(Failure::bad)?;
+        let body = self.body(req, MAX_TENANT_BODY as u64).await?;
+        let document: TenantDocument = serde_json::from_slice(&body)
+            .map_err(|e| Failure::bad(format!("the tenant document: {e}")))?;
+        let mut limits = fleet.defaults();
+        limits
+            .overlay(&document.limits, "limits: ", &|_| false)
+            .map_err(|e| Failure::bad(format!("{e:#}")))?;
+        limits
+            .validate("limits: ")
+            .map_err(|e| Failure::bad(format!("{e:#}")))?;
+        let component = fleet.component(&document.component)?;
+        let change = fleet.put(name, &component, limits, Source::Api).await?;
+        let tenant = fleet.get(name).ok_or_else(|| {
+            Failure(
+                StatusCode::CONFLICT,
+                format!("tenant {name:?} was removed meanwhile"),
+            )
+        })?;
+        let status = match change {
+            Change::Created => StatusCode::CREATED,
+            _ => StatusCode::OK,
+        };
+        let mut body = describe(&tenant);
+        body["change"] = change.as_str().into();
+        Ok((status, body))
+    }
+
+    /// The whole request body, up to `max` bytes and within the body-read
+    /// timeout.
+    async fn body(&self, req: Request<Incoming>, max: u64) -> Result<Bytes, Failure> {
+        let too_large = || {
+            Failure(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than the limit of {max} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > max) {
+            return Err(too_large());
+        }
+        let limited = http_body_util::Limited::new(req.into_body(), max as usize);
+        let timeout: Duration = self.settings.body_read_timeout;
+        match tokio::time::timeout(timeout, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Ok(Err(e)) => Err(Failure::bad(format!("the body could not be read: {e}"))),
+            Err(_) => Err(Failure(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {}",
+                    humantime::format_duration(timeout)
+                ),
+            )),
+        }
+    }
+}
+
+/// `GET /v1/tenants`: a page of tenants in name order. The cursor is the
+/// last name of the page before, so a tenant that exists throughout a walk
+/// is listed exactly once, whatever else is added or removed meanwhile.
+fn list(fleet: &Fleet, query: &str) -> Answer {
+    let limit = match param(query, "limit") {
+        None => PAGE,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(Failure::bad(format!(
+                    "limit must be a whole number from 1 to {MAX_PAGE}, not {text:?}"
+                )));
+            }
+        },
+    };
+    let cursor = param(query, "cursor").map(decode);
+    let (page, more) = fleet.page(cursor.as_deref(), limit);
+    let next = more.then(|| page.last().map(|t| t.name().to_string()));
+    let tenants: Vec<Value> = page
+        .iter()
+        .map(|t| json!({ "name": t.name(), "component": t.component().to_string() }))
+        .collect();
+    Ok((
+        StatusCode::OK,
+        json!({ "tenants": tenants, "next": next.flatten(), "total": fleet.len() }),
+    ))
+}
+
+/// A tenant as the API shows it.
+fn describe(tenant: &Tenant) -> Value {
+    let usage = tenant.namespace().usage();
+    let limits = tenant.limits();
+    let in_flight = limits
+        .max_tenant_in_flight
+        .saturating_sub(tenant.permits().available_permits());
+    json!({
+        "name": tenant.name(),
+        "component": tenant.component().to_string(),
+        "limits": limits.to_json(),
+        "usage": {
+            "keys": usage.keys,
+            "bytes": usage.bytes,
+            "requests_in_flight": in_flight,
+        },
+    })
+}
+
+/// The value of query parameter `name`, still percent-encoded.
+fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// Percent-decoding for a cursor (a tenant name, which needs none, but a
+/// client library may encode `-` or `_` all the same).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decode, param};
+
+    #[test]
+    fn query_parameters_are_found_by_name() {
+        assert_eq!(param("limit=5&cursor=t9", "cursor"), Some("t9"));
+        assert_eq!(param("limit=5&cursor=t9", "limit"), Some("5"));
+        assert_eq!(param("purge", "purge"), Some(""));
+        assert_eq!(param("", "purge"), None);
+        assert_eq!(decode("team%2Da_1"), "team-a_1");
+        assert_eq!(decode("100%"), "100%");
+    }
+}
