@@ -48,6 +48,7 @@ pub enum TenantAction {
     /// tenant gets exactly the limits given here; the rest are the
     /// runner's defaults (its flags and its file's [defaults]).
     Deploy {
+        /// The tenant: 1 to 64 ASCII letters, digits, '-' or '_'.
         name: String,
         /// A .wasm component, or `default` for the runner's embedded guest.
         component: String,
@@ -57,11 +58,15 @@ pub enum TenantAction {
     /// List every tenant with the digest of its component.
     List,
     /// Show a tenant: its component, effective limits and usage.
-    Show { name: String },
+    Show {
+        /// The tenant.
+        name: String,
+    },
     /// Remove a tenant: new requests get 404 at once; requests in flight
     /// finish. Its key-value data is kept for a tenant of the same name
     /// later, unless --purge.
     Remove {
+        /// The tenant.
         name: String,
         /// Delete the tenant's key-value data too.
         #[arg(long)]

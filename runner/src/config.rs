@@ -129,6 +129,12 @@ settings! {
         /// admin listener serves /v1 (deploy, update, list and remove
         /// tenants at runtime); without either, /v1 is off (404).
         admin_token_file: OptionalPath = "none", Range::<OptionalPath>::Any, env "RUNNER_ADMIN_TOKEN_FILE";
+        /// Keep compiled components in this directory (created if missing),
+        /// keyed by the engine's settings and each component's digest, so a
+        /// restart compiles nothing it compiled before; `none` compiles every
+        /// component at every start. Its entries are loaded as native code:
+        /// only the runner's user should be able to write to it.
+        cache_dir: OptionalPath = "none", Range::<OptionalPath>::Any, env "RUNNER_CACHE_DIR";
         /// Largest component the admin API accepts (PUT /v1/components);
         /// larger gets 413.
         max_component_bytes: ByteSize = "128MiB", Range::Between(ByteSize::kib(1), ByteSize::gib(1));
@@ -321,17 +327,27 @@ impl Config {
         };
         let max_connections_given =
             explicit("max_connections") || file.server.max_connections.is_some();
-        let data_dir_from_file = file.server.data_dir.is_some() && !explicit("data_dir");
-        let token_from_file =
-            file.server.admin_token_file.is_some() && !explicit("admin_token_file");
+        // Paths the file gives are relative to the file; those from flags,
+        // to the working directory.
+        let from_file = [
+            ("data_dir", file.server.data_dir.is_some()),
+            ("admin_token_file", file.server.admin_token_file.is_some()),
+            ("cache_dir", file.server.cache_dir.is_some()),
+        ]
+        .map(|(id, in_file)| in_file && !explicit(id));
         cli.server
             .overlay(&file.server, "[server] ", &explicit)
             .context("in the tenants file")?;
-        if data_dir_from_file && let Some(dir) = &mut cli.server.data_dir.0 {
-            *dir = base_dir.join(&*dir);
-        }
-        if token_from_file && let Some(path) = &mut cli.server.admin_token_file.0 {
-            *path = base_dir.join(&*path);
+        let server = &mut cli.server;
+        let paths = [
+            &mut server.data_dir,
+            &mut server.admin_token_file,
+            &mut server.cache_dir,
+        ];
+        for (path, from_file) in paths.into_iter().zip(from_file) {
+            if from_file && let Some(path) = &mut path.0 {
+                *path = base_dir.join(&*path);
+            }
         }
         cli.limits
             .overlay(&file.defaults, "[defaults] ", &explicit)
@@ -351,7 +367,16 @@ pub fn command() -> clap::Command {
             arg.help(format!("{help} [range: {range}]"))
         });
     }
-    command
+    // `runner tenant deploy` sends only the limits given on its command
+    // line: neither the serving defaults nor RUNNER_* variables apply there.
+    command.mut_subcommand("tenant", |tenant| {
+        tenant.mut_subcommand("deploy", |mut deploy| {
+            for id in Limits::KEYS {
+                deploy = deploy.mut_arg(*id, |arg| arg.env(None).hide_default_value(true));
+            }
+            deploy
+        })
+    })
 }
 
 /// A component must be a regular file: a directory, a FIFO or a device
@@ -468,6 +493,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             max_wasm_stack: limits::bytes(server.max_wasm_stack),
             epoch_tick: server.epoch_tick,
             keep_resident: limits::bytes(server.pool_keep_resident),
+            cache_dir: server.cache_dir.0.clone(),
         },
         http: HttpLimits {
             max_in_flight: server.max_in_flight.or_else(|| server.pool_size as usize),

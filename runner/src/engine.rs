@@ -26,6 +26,7 @@ use wasmtime::{PoolConcurrencyLimitError, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::{FieldMapError, WasiHttpView};
 
+use crate::compiled::Cache;
 use crate::component::{self, Digest};
 use crate::host::{self, GuestPre, Host};
 use crate::http::Admission;
@@ -50,6 +51,9 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// Bytes of each linear-memory slot kept resident between requests.
     pub keep_resident: usize,
+    /// Where compiled components are kept between runs; `None`: compiled
+    /// at every start.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -60,6 +64,7 @@ impl Default for EngineConfig {
             max_wasm_stack: 512 << 10,
             epoch_tick: Duration::from_millis(1),
             keep_resident: 2 << 20,
+            cache_dir: None,
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct Runtime {
     /// Components compiled so far, by digest, so tenants that run the
     /// same component share one compilation.
     compiled: Mutex<HashMap<Digest, Loaded>>,
+    /// Compiled components kept on disk, where `--cache-dir` is given.
+    cache: Option<Cache>,
     /// Tenants' kept instances, and the thread that drops idle ones.
     reaper: Reaper,
     /// Advances the engine's epoch every tick.
@@ -158,6 +165,7 @@ impl Runtime {
                     engine.increment_epoch()
                 })
             },
+            cache: config.cache_dir.clone().map(|dir| Cache::new(dir, &engine)),
             engine,
             linker,
             config,
@@ -216,7 +224,7 @@ impl Runtime {
         }
         let loaded = Loaded {
             digest,
-            pre: self.compile(bytes)?,
+            pre: self.compile(bytes, &digest)?,
             needed,
         };
         // Two callers compiling the same bytes at once keep the first.
@@ -242,8 +250,28 @@ impl Runtime {
         Ok(loaded)
     }
 
-    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<GuestPre<Host>> {
-        let component = Component::new(&self.engine, bytes).context("compiling the component")?;
+    /// Compiles `bytes`, or reads what an earlier run compiled from them,
+    /// and links it.
+    fn compile(&self, bytes: &[u8], digest: &Digest) -> wasmtime::Result<GuestPre<Host>> {
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, digest));
+        let component = match cached {
+            Some(component) => {
+                self.metrics.cached.increment(1);
+                component
+            }
+            None => {
+                let component =
+                    Component::new(&self.engine, bytes).context("compiling the component")?;
+                self.metrics.compiled.increment(1);
+                if let Some(cache) = &self.cache {
+                    cache.store(digest, &component);
+                }
+                component
+            }
+        };
         let instance_pre = match self.linker.instantiate_pre(&component) {
             Ok(pre) => pre,
             Err(first) => {

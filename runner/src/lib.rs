@@ -5,6 +5,7 @@
 //! - [`client`]: `runner tenant ...`, the admin API's client.
 //! - [`settings`]: one declaration per setting (flag, config key, default,
 //!   range, help), from which [`config`] and [`limits`] build theirs.
+//! - [`compiled`]: compiled components kept on disk between runs.
 //! - [`engine`]: the wasmtime engine, pooling allocator, epoch ticker, and
 //!   the per-request call path (a fresh or kept instance, fuel, deadline).
 //! - [`instances`]: instances kept between a tenant's requests (opt-in
@@ -33,6 +34,7 @@
 //! dropped when it ends unless its tenant reuses instances.
 
 pub mod client;
+pub mod compiled;
 pub mod component;
 pub mod config;
 pub mod deployed;

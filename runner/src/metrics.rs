@@ -22,6 +22,7 @@ use crate::store::{self, Quota};
 pub const BUILD_INFO: &str = "runner_build_info";
 pub const TENANTS: &str = "runner_tenants";
 pub const COMPONENTS: &str = "runner_components";
+pub const COMPONENT_LOADS: &str = "runner_component_loads_total";
 pub const TENANT_CHANGES: &str = "runner_tenant_changes_total";
 pub const ADMIN_REQUESTS: &str = "runner_admin_requests_total";
 pub const REQUESTS: &str = "runner_requests_total";
@@ -192,6 +193,11 @@ fn describe() {
     describe_gauge!(
         COMPONENTS,
         "Distinct components compiled and held, by digest."
+    );
+    describe_counter!(
+        COMPONENT_LOADS,
+        "Distinct components made ready to run, by where their code came from: compiled, or \
+         read from the compiled-component cache (--cache-dir)."
     );
     describe_counter!(
         TENANT_CHANGES,
@@ -537,6 +543,8 @@ pub struct RunnerMetrics {
     pub connections_open: Gauge,
     pub connections_rejected: Counter,
     pub unrouted: Counter,
+    pub compiled: Counter,
+    pub cached: Counter,
 }
 
 impl RunnerMetrics {
@@ -547,6 +555,8 @@ impl RunnerMetrics {
             connections_open: metrics::gauge!(CONNECTIONS_OPEN),
             connections_rejected: metrics::counter!(CONNECTIONS_REJECTED),
             unrouted: metrics::counter!(UNROUTED),
+            compiled: metrics::counter!(COMPONENT_LOADS, "from" => "compiler"),
+            cached: metrics::counter!(COMPONENT_LOADS, "from" => "cache"),
         }
     }
 }
