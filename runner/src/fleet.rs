@@ -298,22 +298,41 @@ impl Fleet {
             },
             limits: limits.to_json(),
         };
-        let Some(tenant) = self
-            .prepare(name, component, limits)
-            .await
-            .map_err(Refused::Invalid)?
-        else {
-            return Ok(Change::Unchanged);
+        let tenant = match self.prepare(name, component, limits).await {
+            Ok(Some(tenant)) => tenant,
+            Ok(None) => return Ok(Change::Unchanged),
+            Err(e) => {
+                self.reassert_quotas([name]);
+                return Err(Refused::Invalid(e));
+            }
         };
         if source == Source::Api {
             // Kept before it is served: an acknowledged deploy survives a
             // restart.
-            self.save(|tenants| {
+            let kept = self.save(|tenants| {
                 tenants.insert(name.to_string(), saved);
-            })
-            .map_err(Refused::Failed)?;
+            });
+            if let Err(e) = kept {
+                self.reassert_quotas([name]);
+                return Err(Refused::Failed(e));
+            }
         }
         Ok(self.install(vec![tenant], source)[0])
+    }
+
+    /// Building a tenant reopens its namespace under the new quotas, which
+    /// applies them to its data at once; a change refused after that puts
+    /// back the quotas of the version still served.
+    fn reassert_quotas<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            if let Some(current) = self.get(name) {
+                let reopened =
+                    store::Namespace::new(&*self.backend, name, current.limits().quotas());
+                if let Err(e) = reopened {
+                    tracing::error!(tenant = %name, "restoring its quotas after a refused change: {e}");
+                }
+            }
+        }
     }
 
     /// Changes the saved API deployments, where a data directory keeps
@@ -383,6 +402,36 @@ impl Fleet {
         source: Source,
     ) -> anyhow::Result<Vec<(String, Change)>> {
         let _one_at_a_time = self.changes.lock().await;
+        let built = match self.prepare_all(tenants).await {
+            Ok(built) => built,
+            Err(e) => {
+                self.reassert_quotas(tenants.iter().map(|t| t.name.as_str()));
+                return Err(e);
+            }
+        };
+        if source == Source::Reload {
+            self.save(|saved| {
+                for t in tenants {
+                    saved.remove(&t.name);
+                }
+            })?;
+        }
+        let names: Vec<String> = built.iter().map(|t| t.name().to_string()).collect();
+        let mut changes: Vec<(String, Change)> =
+            names.into_iter().zip(self.install(built, source)).collect();
+        for name in remove {
+            if let Some(old) = self.tenants.write().remove(name.as_str()) {
+                self.retire(&old, false, source);
+                changes.push((name.clone(), Change::Removed));
+            }
+        }
+        self.metrics.tenants.set(self.len() as f64);
+        Ok(changes)
+    }
+
+    /// The new versions of `tenants`, built and checked; those unchanged
+    /// are left out.
+    async fn prepare_all(&self, tenants: &[TenantConfig]) -> anyhow::Result<Vec<Arc<Tenant>>> {
         // Many tenants usually share a few files: each is read once.
         let mut files: HashMap<&Path, Loaded> = HashMap::new();
         let mut built = Vec::new();
@@ -412,24 +461,7 @@ impl Fleet {
                 .with_context(|| format!("tenant {:?}", t.name))?;
             built.extend(prepared);
         }
-        if source == Source::Reload {
-            self.save(|saved| {
-                for t in tenants {
-                    saved.remove(&t.name);
-                }
-            })?;
-        }
-        let names: Vec<String> = built.iter().map(|t| t.name().to_string()).collect();
-        let mut changes: Vec<(String, Change)> =
-            names.into_iter().zip(self.install(built, source)).collect();
-        for name in remove {
-            if let Some(old) = self.tenants.write().remove(name.as_str()) {
-                self.retire(&old, false, source);
-                changes.push((name.clone(), Change::Removed));
-            }
-        }
-        self.metrics.tenants.set(self.len() as f64);
-        Ok(changes)
+        Ok(built)
     }
 
     /// A new version of tenant `name`, built and checked; `None` when it

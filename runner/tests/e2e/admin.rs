@@ -484,3 +484,50 @@ async fn an_update_under_load_fails_no_request_and_switches_versions() {
         6.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_update_changes_nothing_not_even_quotas() {
+    let token = Token::new();
+    let (r, admin) = start(&token, &["--tenants", "1"]);
+    let res = admin
+        .put_tenant(
+            "app",
+            json!({ "component": "default", "limits": { "max-keys": 3 } }),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    for key in ["a", "b"] {
+        let res = request(
+            r.addr,
+            Method::PUT,
+            &format!("/t/app/kv/{key}"),
+            b"v".to_vec(),
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT);
+    }
+    // Fewer keys, and no tables, which the component cannot be
+    // instantiated without: the check fails after the namespace was
+    // reopened under the new quotas.
+    let res = admin
+        .put_tenant(
+            "app",
+            json!({ "component": "default", "limits": { "max-keys": 1, "max-tables": 0 } }),
+        )
+        .await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        res.text()
+    );
+    let res = request(r.addr, Method::PUT, "/t/app/kv/c", b"v".to_vec()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
+    let res = request(r.addr, Method::PUT, "/t/app/kv/d", b"v".to_vec()).await;
+    assert_eq!(
+        res.text(),
+        "store error: quota-exceeded: the tenant holds 3 keys, the limit is 3"
+    );
+    let shown = admin.get("/v1/tenants/app").await.json();
+    assert_eq!(shown["limits"]["max-keys"], 3);
+}
