@@ -92,8 +92,9 @@ pub struct Fleet {
     backend: Arc<dyn Backend>,
     recorder: Recorder,
     labels: TenantLabels,
-    /// Routing: read by every request, written by a change.
-    tenants: RwLock<HashMap<Box<str>, Arc<Tenant>>>,
+    /// Routing: read by every request, written by a change. Hashed with
+    /// foldhash (randomly seeded per process): a lookup per request.
+    tenants: RwLock<HashMap<Box<str>, Arc<Tenant>, foldhash::fast::RandomState>>,
     /// Metric handles by label: one per tenant name with a label of its
     /// own (at most `labels.max_tenants` of them, so the series count stays
     /// bounded however many tenants come and go), and the shared `_other`
@@ -161,7 +162,7 @@ impl Fleet {
             backend,
             recorder,
             labels,
-            tenants: RwLock::new(HashMap::new()),
+            tenants: RwLock::new(HashMap::default()),
             labelled: Mutex::new(Labels::default()),
             checked: Mutex::new(HashSet::new()),
             changes: tokio::sync::Mutex::new(()),
