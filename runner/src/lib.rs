@@ -61,6 +61,7 @@ use crate::engine::Runtime;
 use crate::fleet::{Change, Fleet, Source};
 use crate::http::Ingress;
 use crate::http::admin::Admin;
+use crate::http::api::Api;
 use crate::metrics::Recorder;
 
 /// The default guest component, built from `guest/default` by `build.rs`.
@@ -71,6 +72,8 @@ pub struct Runner {
     config: Config,
     runtime: Arc<Runtime>,
     fleet: Arc<Fleet>,
+    /// The admin API, where a token is configured.
+    api: Option<Arc<Api>>,
     ingress: Arc<Ingress>,
     recorder: Recorder,
 }
@@ -93,6 +96,7 @@ impl std::fmt::Debug for Runner {
 #[derive(Debug)]
 pub struct Reloader {
     fleet: Arc<Fleet>,
+    api: Option<Arc<Api>>,
     /// The tenants the configuration listed last time.
     configured: Vec<String>,
     server: config::ServerSettings,
@@ -112,6 +116,16 @@ impl Reloader {
             .apply(&config.tenants, &remove, Source::Reload)
             .await?;
         self.fleet.set_defaults(config.defaults.clone());
+        match (&self.api, config.admin.token) {
+            (Some(api), Some(token)) => api.rotate(token),
+            (Some(_), None) => tracing::warn!(
+                "reload: no admin token any more; the API keeps the one it has until a restart"
+            ),
+            (None, Some(_)) => tracing::warn!(
+                "reload: an admin token was added; the API turns on only at a restart"
+            ),
+            (None, None) => {}
+        }
         self.configured = config.tenants.iter().map(|t| t.name.clone()).collect();
         let before = self.server.to_json();
         let changed: Vec<String> = config
@@ -164,10 +178,12 @@ impl Runner {
             );
         }
         let ingress = Arc::new(Ingress::new(fleet.clone(), config.http.clone()));
+        let api = Api::new(config.admin.clone(), &recorder).map(Arc::new);
         Ok(Self {
             config,
             runtime,
             fleet,
+            api,
             ingress,
             recorder,
         })
@@ -182,6 +198,7 @@ impl Runner {
     pub fn reloader(&self) -> Reloader {
         Reloader {
             fleet: self.fleet.clone(),
+            api: self.api.clone(),
             configured: self.config.tenants.iter().map(|t| t.name.clone()).collect(),
             server: self.config.server.clone(),
         }
@@ -205,7 +222,7 @@ impl Runner {
         let ready = Arc::new(AtomicBool::new(true));
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = Arc::new(Admin {
-            api: crate::http::api::Api::new(self.config.admin.clone(), &self.recorder),
+            api: self.api.clone(),
             recorder: self.recorder,
             fleet: self.fleet.clone(),
             runtime: self.runtime.clone(),

@@ -23,7 +23,7 @@ pub struct Admin {
     pub runtime: Arc<Runtime>,
     pub ready: Arc<AtomicBool>,
     /// `None` where no admin token is configured: `/v1` is then off.
-    pub api: Option<Api>,
+    pub api: Option<Arc<Api>>,
 }
 
 impl Admin {

@@ -44,7 +44,16 @@ const MAX_TENANT_BODY: usize = 64 << 10;
 
 pub struct Api {
     settings: AdminApi,
+    /// The token's digest; a reload (SIGHUP) may replace it.
+    token: parking_lot::RwLock<Digest>,
     results: Results,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token, not even its digest.
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
 }
 
 /// `runner_admin_requests_total` by result.
@@ -94,7 +103,7 @@ fn default_component() -> String {
 impl Api {
     /// The API, or `None` where no token is configured (then `/v1` is off).
     pub fn new(settings: AdminApi, recorder: &crate::metrics::Recorder) -> Option<Self> {
-        settings.token?;
+        let token = settings.token?;
         let results = recorder.scope(|| {
             let result =
                 |r: &'static str| metrics::counter!(crate::metrics::ADMIN_REQUESTS, "result" => r);
@@ -105,7 +114,17 @@ impl Api {
                 failed: result("failed"),
             }
         });
-        Some(Self { settings, results })
+        Some(Self {
+            settings,
+            token: parking_lot::RwLock::new(token),
+            results,
+        })
+    }
+
+    /// Takes a new token (a reload read a changed token file): the old one
+    /// is refused from now on.
+    pub fn rotate(&self, token: Digest) {
+        *self.token.write() = token;
     }
 
     pub async fn handle(&self, fleet: &Fleet, req: Request<Incoming>) -> Response<OutBody> {
@@ -153,14 +172,12 @@ impl Api {
     /// Compares digests of the tokens, so the time taken says nothing of
     /// where a guess differs, nor of the token's length.
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(expected) = &self.settings.token else {
-            return false;
-        };
+        let expected = *self.token.read();
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| Digest::of(given.trim().as_bytes()).matches(expected))
+            .is_some_and(|given| Digest::of(given.trim().as_bytes()).matches(&expected))
     }
 
     async fn route(&self, fleet: &Fleet, req: Request<Incoming>) -> Answer {

@@ -285,6 +285,24 @@ async fn sighup_reloads_the_tenants_file_whole_or_not_at_all() {
         3.0,
         "a, c and api-one"
     );
+
+    // A changed token file: the new token works from the reload on, the
+    // old one is refused.
+    write("[defaults]\nmax-keys = 10\n[tenants.a]\nmax-keys = 1\n[tenants.c]\n");
+    let old = Token::new();
+    std::fs::write(&old.path, format!("{}\n", token.value)).unwrap();
+    std::fs::write(&token.path, "rotated-token\n").unwrap();
+    r.hangup();
+    r.wait_for_log("reloaded the configuration created=0 updated=0 removed=0");
+    let out = client(&r, &old, &["list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401: unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = ok(client(&r, &token, &["list"]));
+    assert_eq!(listed.lines().count(), 3, "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
