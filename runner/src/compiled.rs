@@ -42,9 +42,7 @@ impl Cache {
     }
 
     fn entry(&self, digest: &Digest) -> PathBuf {
-        let shown = digest.to_string();
-        let hex = shown.trim_start_matches("sha256:");
-        self.dir.join(format!("{hex}.cwasm"))
+        self.dir.join(format!("{}.cwasm", digest.hex()))
     }
 
     /// The component compiled earlier from the bytes of `digest`, if the

@@ -274,6 +274,16 @@ impl Digest {
         Ok(Self(out))
     }
 
+    /// The 64 hex digits alone, as file names spell a digest.
+    pub fn hex(&self) -> String {
+        self.0
+            .iter()
+            .fold(String::with_capacity(64), |mut out, byte| {
+                let _ = write!(out, "{byte:02x}");
+                out
+            })
+    }
+
     /// Compares in time that does not depend on where the two differ, for
     /// secrets compared through their digests.
     pub fn matches(&self, other: &Digest) -> bool {
@@ -287,11 +297,7 @@ impl Digest {
 
 impl std::fmt::Display for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("sha256:")?;
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        write!(f, "sha256:{}", self.hex())
     }
 }
 

@@ -50,9 +50,9 @@ impl Deployed {
 
     /// Where component `digest` is kept.
     pub fn component_file(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.to_string();
-        let hex = hex.trim_start_matches("sha256:");
-        self.dir.join("components").join(format!("{hex}.wasm"))
+        self.dir
+            .join("components")
+            .join(format!("{}.wasm", digest.hex()))
     }
 
     /// Keeps `bytes` as component `digest` (once: the same bytes are not
