@@ -24,7 +24,10 @@ const MAX_ZIPF_TABLE: usize = 10_000_000;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Args {
-    /// Base URL of the runner's tenant ingress.
+    /// Base URL of the runner's tenant ingress. Several, comma-separated,
+    /// for runners that share one store: each connection sends its requests
+    /// to each in turn, so with --verify a write through one runner is read
+    /// back through another.
     #[arg(long, env = "LOADGEN_TARGET", default_value = "http://127.0.0.1:8080")]
     pub target: String,
 
@@ -131,7 +134,8 @@ pub enum StopAfter {
 /// A validated run configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub target: Endpoint,
+    /// At least one.
+    pub targets: Vec<Endpoint>,
     pub tenants: usize,
     pub tenant_dist: DistKind,
     pub zipf_s: f64,
@@ -174,7 +178,11 @@ impl TryFrom<Args> for Config {
     type Error = anyhow::Error;
 
     fn try_from(a: Args) -> anyhow::Result<Config> {
-        let target = Endpoint::parse(&a.target).context("--target")?;
+        let targets = a
+            .target
+            .split(',')
+            .map(|url| Endpoint::parse(url.trim()).context("--target"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mix: Mix = a.mix.parse().context("--mix")?;
         ensure!(a.tenants >= 1, "--tenants must be at least 1");
         ensure!(a.keys >= 1, "--keys must be at least 1");
@@ -245,7 +253,7 @@ impl TryFrom<Args> for Config {
             .transpose()
             .context("--scrape")?;
         Ok(Config {
-            target,
+            targets,
             tenants: a.tenants,
             tenant_dist: a.tenant_dist,
             zipf_s: a.zipf_s,
@@ -287,7 +295,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&[]).expect("defaults are valid");
-        assert_eq!(c.target.to_string(), "http://127.0.0.1:8080");
+        assert_eq!(c.targets[0].to_string(), "http://127.0.0.1:8080");
         assert_eq!((c.tenants, c.keys, c.value_size), (100, 1000, 100));
         assert_eq!(c.concurrency, 32);
         assert_eq!(c.stop_after, StopAfter::Duration(Duration::from_secs(10)));
@@ -325,6 +333,14 @@ mod tests {
         assert_eq!(c.tenant_dist, DistKind::Zipf);
         assert_eq!(c.scrape.map(|e| e.path), Some("/metrics".to_owned()));
         assert_eq!((c.threads, c.seed), (1, 9));
+    }
+
+    #[test]
+    fn several_targets_are_comma_separated() {
+        let c = parse(&["--target=http://127.0.0.1:1, http://localhost:2/base"]).expect("valid");
+        let shown: Vec<String> = c.targets.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["http://127.0.0.1:1", "http://localhost:2/base"]);
+        assert!(err(&["--target=http://a:1,"]).contains("--target"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub use verify::VerifyCounts;
 
 use crate::live::Live;
 use crate::report::Stats;
-use crate::worker::{Plan, Worker};
+use crate::worker::{Plan, Target, Worker};
 
 /// Runs the load described by `config` until its duration or request count
 /// is reached, or `shutdown` completes (then the report covers what ran and
@@ -56,9 +56,15 @@ use crate::worker::{Plan, Worker};
 /// Errors only for setup failures (the target does not resolve); failed
 /// requests are counted in the report instead.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Report> {
-    let addr = config.target.resolve().await.context("--target")?;
-    let host = HeaderValue::from_str(&config.target.authority())
-        .context("--target host is not a valid Host header")?;
+    let mut targets = Vec::with_capacity(config.targets.len());
+    for target in &config.targets {
+        targets.push(Target {
+            addr: target.resolve().await.context("--target")?,
+            host: HeaderValue::from_str(&target.authority())
+                .context("--target host is not a valid Host header")?,
+            prefix: target.path.clone(),
+        });
+    }
     let before = match &config.scrape {
         Some(endpoint) => Some(scrape::fetch(endpoint, config.timeout).await),
         None => None,
@@ -68,9 +74,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let measure_start = start + config.warmup;
     let live = config.live.then(|| Live::new(start, measure_start));
     let plan = Arc::new(Plan {
-        addr,
-        host,
-        prefix: config.target.path.clone(),
+        targets,
         tenants: Dist::new(config.tenant_dist, config.tenants, config.zipf_s),
         keys: Dist::new(config.key_dist, config.keys, config.zipf_s),
         mix: config.mix.clone(),

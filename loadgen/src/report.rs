@@ -194,7 +194,12 @@ impl Report {
             ops.insert(op.name(), stats.ops[op as usize]);
         }
         Report {
-            target: config.target.to_string(),
+            target: config
+                .targets
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             schedule: if config.rate.is_some() {
                 "open"
             } else {

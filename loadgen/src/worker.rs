@@ -48,10 +48,9 @@ const BUFFER_CAPACITY: usize = 16 * 1024;
 
 /// What all workers share, read-only but for the request tickets.
 pub(crate) struct Plan {
-    pub addr: SocketAddr,
-    pub host: HeaderValue,
-    /// The target URL's path, prepended to every request path.
-    pub prefix: String,
+    /// Where requests go; with several, each worker sends its requests to
+    /// each in turn.
+    pub targets: Vec<Target>,
     pub tenants: Dist,
     pub keys: Dist,
     pub mix: Mix,
@@ -74,6 +73,14 @@ pub(crate) struct Plan {
     pub tickets: AtomicU64,
     pub seed: u64,
     pub live: Option<Arc<Live>>,
+}
+
+/// One `--target`, resolved.
+pub(crate) struct Target {
+    pub addr: SocketAddr,
+    pub host: HeaderValue,
+    /// The target URL's path, prepended to every request path.
+    pub prefix: String,
 }
 
 /// How a request ended.
@@ -127,7 +134,12 @@ pub(crate) struct Worker {
     id: u32,
     plan: Arc<Plan>,
     rng: SmallRng,
-    conn: Option<Conn>,
+    /// A connection per target, opened on first use.
+    conns: Vec<Option<Conn>>,
+    /// The target of the request being built and sent.
+    target: usize,
+    /// Requests built so far, which picks the next one's target.
+    turn: usize,
     path: BytesMut,
     body: BytesMut,
     response: Vec<u8>,
@@ -149,7 +161,9 @@ impl Worker {
         Worker {
             id,
             rng,
-            conn: None,
+            conns: plan.targets.iter().map(|_| None).collect(),
+            target: 0,
+            turn: 0,
             path: BytesMut::with_capacity(BUFFER_CAPACITY),
             body: BytesMut::with_capacity(BUFFER_CAPACITY),
             response: Vec::with_capacity(BUFFER_CAPACITY),
@@ -308,7 +322,7 @@ impl Worker {
         };
         let result = result.unwrap_or_else(|| {
             // The connection has a request in flight: unusable.
-            self.conn = None;
+            self.conns[self.target] = None;
             Err(ErrorKind::Timeout)
         });
         let outcome = match result {
@@ -327,16 +341,18 @@ impl Worker {
     /// Sends the request built in `self.path` on the worker's connection,
     /// opening one if needed.
     async fn exchange(&mut self, method: &Method, content: &[u8]) -> Result<u16, ErrorKind> {
-        if self.conn.as_mut().is_some_and(|c| !c.is_open()) {
-            self.conn = None;
+        let slot = &mut self.conns[self.target];
+        if slot.as_mut().is_some_and(|c| !c.is_open()) {
+            *slot = None;
         }
-        let conn = match &mut self.conn {
+        let conn = match slot {
             Some(conn) => conn,
             None => {
-                let conn = Conn::open(self.plan.addr, self.plan.host.as_bytes())
+                let target = &self.plan.targets[self.target];
+                let conn = Conn::open(target.addr, target.host.as_bytes())
                     .await
                     .map_err(|_| ErrorKind::Connect)?;
-                self.conn.insert(conn)
+                slot.insert(conn)
             }
         };
         self.response.clear();
@@ -346,7 +362,7 @@ impl Worker {
         {
             Ok(status) => Ok(status),
             Err(_) => {
-                self.conn = None;
+                self.conns[self.target] = None;
                 Err(ErrorKind::Io)
             }
         }
@@ -367,9 +383,15 @@ impl Worker {
     /// its method and body returned; notes what verify must check.
     fn build(&mut self, plan: &Plan, op: Op, tenant: u32) -> (Method, Bytes) {
         self.path.clear();
+        self.target = self.turn % plan.targets.len();
+        self.turn = self.turn.wrapping_add(1);
         // Writes into a BytesMut cannot fail; `let _` keeps the hot path free
         // of unwraps.
-        let _ = write!(self.path, "{}/t/t{tenant}", plan.prefix);
+        let _ = write!(
+            self.path,
+            "{}/t/t{tenant}",
+            plan.targets[self.target].prefix
+        );
         let verify = self.checker.is_some();
         let mut query_started = false;
         let (method, body) = match op {

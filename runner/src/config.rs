@@ -30,6 +30,7 @@ use crate::metrics::{TenantLabelMode, TenantLabels};
 use crate::settings::{Auto, OptionalPath, Range, Setting as _, settings};
 use crate::store::durable::{DataDir, Fsync};
 use crate::store::memory::Store;
+use crate::store::redis::Location;
 use crate::tenant;
 
 /// An async multi-tenant WebAssembly component runner.
@@ -182,6 +183,18 @@ settings! {
         /// runner loses nothing, a crash of the machine or a power loss loses
         /// up to <duration> of acknowledged writes.
         fsync: Fsync = "always", Range::<Fsync>::Any, env "RUNNER_FSYNC";
+        /// Where key-value data lives: `memory`, in this process (on its
+        /// disk too with --data-dir); or `redis://[:PASSWORD@]HOST:PORT[/DB]`
+        /// (`rediss://` for TLS), a Redis that several runners share, which
+        /// also keeps the tenants deployed through the admin API and tells
+        /// every runner on it of each change. Several comma-separated URLs
+        /// are seed nodes of one Redis Cluster.
+        store: Location = "memory", Range::<Location>::Any, env "RUNNER_STORE";
+        /// With --store redis://..., the longest one key-value call waits
+        /// for Redis, reconnecting included; past it the guest's call fails
+        /// with store-unavailable. Keep it well under the tenants' timeout,
+        /// so a guest still has time to answer.
+        store_timeout: Duration = "250ms", Range::Between(Duration::from_millis(1), Duration::from_secs(60)), env "RUNNER_STORE_TIMEOUT";
         /// Shards per key-value bucket (a power of two). `auto` is four per
         /// core, rounded up.
         shards: Auto<usize> = "auto", Range::Positive(65_536usize), env "RUNNER_SHARDS";
@@ -408,6 +421,13 @@ fn read_file(path: &Path) -> anyhow::Result<File> {
 fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
     let server = &cli.server;
     server.validate("")?;
+    if server.store != Location::Memory && server.data_dir.0.is_some() {
+        bail!(
+            "data-dir keeps the in-memory store on this machine's disk, and store {} keeps data \
+             in Redis: give one or the other",
+            server.store.redacted()
+        );
+    }
     let defaults = &cli.limits;
     let mut tenants = Vec::new();
     let default_component = match &cli.component {

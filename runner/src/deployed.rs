@@ -1,7 +1,9 @@
-//! What the admin API deployed, kept in the data directory so that a
-//! restart brings the fleet back as it was.
+//! What the admin API deployed, kept so that a restart brings the fleet
+//! back as it was: in the data directory ([`Deployed`]), or, with
+//! `--store redis://...`, in the Redis that every runner of the fleet
+//! shares ([`Shared`]), which also tells each of them of every change.
 //!
-//! Beside the key-value journal (`<data-dir>/kv`), under the same lock:
+//! In the data directory, beside the key-value journal (`<data-dir>/kv`), under the same lock:
 //! - `<data-dir>/fleet/components/<hex>.wasm`: each component uploaded, by
 //!   its SHA-256;
 //! - `<data-dir>/fleet/tenants.json`: each tenant deployed through the API,
@@ -14,11 +16,13 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::component::Digest;
+use crate::store::redis::Connection;
 
 /// A tenant as deployed: what `PUT /v1/tenants/{name}` would send again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -96,6 +100,213 @@ impl Deployed {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SavedTenants::new()),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+}
+
+/// Where the API's deployments are kept.
+#[derive(Debug)]
+pub enum Keeper {
+    Files(Deployed),
+    Redis(Shared),
+}
+
+impl Keeper {
+    /// Keeps `bytes` as component `digest`.
+    pub async fn save_component(&self, digest: &Digest, bytes: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Keeper::Files(files) => files.save_component(digest, bytes),
+            Keeper::Redis(redis) => redis.save_component(digest, bytes).await,
+        }
+    }
+
+    /// The bytes of component `digest`, checked against it.
+    pub async fn load_component(&self, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+        let bytes = match self {
+            Keeper::Files(files) => return files.load_component(digest),
+            Keeper::Redis(redis) => redis.load_component(digest).await?,
+        };
+        if Digest::of(&bytes) != *digest {
+            anyhow::bail!("the store holds other bytes under component {digest}: it is damaged");
+        }
+        Ok(bytes)
+    }
+
+    /// Writes the change from `before` to `after`.
+    pub async fn save_tenants(
+        &self,
+        before: &SavedTenants,
+        after: &SavedTenants,
+    ) -> anyhow::Result<()> {
+        match self {
+            Keeper::Files(files) => files.save_tenants(after),
+            Keeper::Redis(redis) => redis.save_tenants(before, after).await,
+        }
+    }
+
+    pub async fn load_tenants(&self) -> anyhow::Result<SavedTenants> {
+        match self {
+            Keeper::Files(files) => files.load_tenants(),
+            Keeper::Redis(redis) => redis.load_tenants().await,
+        }
+    }
+
+    /// Whether other runners share these deployments (and a reload's
+    /// tenants file speaks for this runner only).
+    pub fn shared(&self) -> Option<&Shared> {
+        match self {
+            Keeper::Files(_) => None,
+            Keeper::Redis(redis) => Some(redis),
+        }
+    }
+}
+
+/// The deployments every runner on one Redis shares, under its prefix:
+/// - `<prefix>fleet:tenants`: a hash, each tenant's [`SavedTenant`] as JSON;
+/// - `<prefix>fleet:component:<hex>`: each component's bytes;
+/// - `<prefix>fleet:changes`: the channel on which a runner that changed a
+///   tenant publishes its name; every runner subscribed reads the tenant
+///   again and applies what it finds.
+#[derive(Debug)]
+pub struct Shared {
+    connection: Connection,
+    /// For the subscription, which needs a connection of its own.
+    urls: Vec<String>,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl Shared {
+    pub fn new(connection: Connection, urls: &[String], prefix: &str, timeout: Duration) -> Self {
+        Self {
+            connection,
+            urls: urls.to_vec(),
+            prefix: prefix.to_string(),
+            timeout,
+        }
+    }
+
+    fn tenants_key(&self) -> String {
+        format!("{}fleet:tenants", self.prefix)
+    }
+
+    /// The channel changes are announced on.
+    pub fn channel(&self) -> String {
+        format!("{}fleet:changes", self.prefix)
+    }
+
+    /// The nodes a subscription may connect to, first one first.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// A component may be many megabytes: its transfer gets longer than
+    /// one key-value call.
+    fn transfer_timeout(&self) -> Duration {
+        (self.timeout * 20).max(Duration::from_secs(10))
+    }
+
+    async fn query<T: ::redis::FromRedisValue>(
+        &self,
+        cmd: &::redis::Cmd,
+        timeout: Duration,
+    ) -> anyhow::Result<T> {
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(timeout, cmd.query_async(&mut connection)).await {
+            Ok(result) => result.context("redis"),
+            Err(_) => anyhow::bail!(
+                "redis did not answer within {}",
+                humantime::format_duration(timeout)
+            ),
+        }
+    }
+
+    async fn save_component(&self, digest: &Digest, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut set = ::redis::cmd("SET");
+        set.arg(format!("{}fleet:component:{}", self.prefix, digest.hex()))
+            .arg(bytes)
+            .arg("NX");
+        self.query::<()>(&set, self.transfer_timeout())
+            .await
+            .with_context(|| format!("keeping component {digest} in Redis"))
+    }
+
+    async fn load_component(&self, digest: &Digest) -> anyhow::Result<Vec<u8>> {
+        let mut get = ::redis::cmd("GET");
+        get.arg(format!("{}fleet:component:{}", self.prefix, digest.hex()));
+        let found: Option<Vec<u8>> = self
+            .query(&get, self.transfer_timeout())
+            .await
+            .with_context(|| format!("reading component {digest} from Redis"))?;
+        found.with_context(|| format!("Redis holds no component {digest}"))
+    }
+
+    async fn save_tenants(
+        &self,
+        before: &SavedTenants,
+        after: &SavedTenants,
+    ) -> anyhow::Result<()> {
+        let changed: Vec<&String> = after
+            .iter()
+            .filter(|(name, t)| before.get(*name) != Some(t))
+            .map(|(name, _)| name)
+            .chain(before.keys().filter(|name| !after.contains_key(*name)))
+            .collect();
+        let mut pipe = ::redis::pipe();
+        for name in &changed {
+            match after.get(*name) {
+                Some(t) => {
+                    let json = serde_json::to_string(t).context("encoding a tenant")?;
+                    pipe.hset(self.tenants_key(), name.as_str(), json).ignore();
+                }
+                None => {
+                    pipe.hdel(self.tenants_key(), name.as_str()).ignore();
+                }
+            }
+        }
+        // Kept first, announced after: a runner that hears of a change
+        // finds it.
+        for name in &changed {
+            pipe.publish(self.channel(), name.as_str()).ignore();
+        }
+        let mut connection = self.connection.clone();
+        match tokio::time::timeout(self.timeout * 4, pipe.query_async::<()>(&mut connection)).await
+        {
+            Ok(result) => result.context("keeping the tenant in Redis"),
+            Err(_) => anyhow::bail!("keeping the tenant in Redis: Redis did not answer in time"),
+        }
+    }
+
+    pub async fn load_tenants(&self) -> anyhow::Result<SavedTenants> {
+        let mut all = ::redis::cmd("HGETALL");
+        all.arg(self.tenants_key());
+        let found: BTreeMap<String, String> = self
+            .query(&all, self.transfer_timeout())
+            .await
+            .context("reading the deployed tenants from Redis")?;
+        found
+            .into_iter()
+            .map(|(name, json)| {
+                let tenant = serde_json::from_str(&json)
+                    .with_context(|| format!("tenant {name:?} in Redis is not readable"))?;
+                Ok((name, tenant))
+            })
+            .collect()
+    }
+
+    /// Tenant `name` as Redis has it now; `None`: not deployed.
+    pub async fn load_tenant(&self, name: &str) -> anyhow::Result<Option<SavedTenant>> {
+        let mut get = ::redis::cmd("HGET");
+        get.arg(self.tenants_key()).arg(name);
+        let found: Option<String> = self
+            .query(&get, self.timeout * 4)
+            .await
+            .with_context(|| format!("reading tenant {name:?} from Redis"))?;
+        found
+            .map(|json| {
+                serde_json::from_str(&json)
+                    .with_context(|| format!("tenant {name:?} in Redis is not readable"))
+            })
+            .transpose()
     }
 }
 

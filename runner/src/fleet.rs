@@ -27,12 +27,17 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::component::Digest;
 use crate::config::{ComponentSource, TenantConfig};
-use crate::deployed::{Deployed, SavedTenant, SavedTenants};
+use crate::deployed::{Keeper, SavedTenant, SavedTenants};
 use crate::engine::{Loaded, Runtime};
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{Recorder, TenantLabelMode, TenantLabels, TenantMetrics};
 use crate::store::{self, Backend};
 use crate::tenant::Tenant;
+
+/// Names a kept deployment in an error.
+fn who(name: &str) -> String {
+    format!("tenant {name:?} (deployed through the admin API)")
+}
 
 /// What a [`Fleet::put`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub enum Source {
     Startup,
     Api,
     Reload,
+    /// Another runner sharing this one's Redis changed it.
+    Peer,
 }
 
 impl fmt::Display for Source {
@@ -69,6 +76,7 @@ impl fmt::Display for Source {
             Source::Startup => "start-up",
             Source::Api => "admin API",
             Source::Reload => "reload",
+            Source::Peer => "fleet's shared store",
         })
     }
 }
@@ -108,9 +116,9 @@ pub struct Fleet {
     changes: tokio::sync::Mutex<()>,
     /// The limits a tenant deployed through the API starts from.
     defaults: RwLock<Limits>,
-    /// Where a data directory exists: the components and tenants deployed
-    /// through the API, kept there, and those tenants now.
-    deployed: Option<(Deployed, Mutex<SavedTenants>)>,
+    /// Where a data directory or a shared Redis keeps the components and
+    /// tenants deployed through the API: the keeper, and those tenants now.
+    deployed: Option<(Keeper, Mutex<SavedTenants>)>,
     default_guest: Digest,
     metrics: FleetMetrics,
 }
@@ -145,7 +153,7 @@ impl Fleet {
         recorder: Recorder,
         labels: TenantLabels,
         defaults: Limits,
-        deployed: Option<Deployed>,
+        deployed: Option<Keeper>,
     ) -> Self {
         let metrics = recorder.scope(|| {
             use crate::metrics::{COMPONENTS, TENANT_CHANGES, TENANTS};
@@ -254,13 +262,14 @@ impl Fleet {
     }
 
     /// [`Fleet::add_component`] for a component uploaded through the API:
-    /// kept in the data directory, where there is one, before it counts as
-    /// added.
-    pub fn upload(&self, bytes: &[u8]) -> Result<(Loaded, bool), Refused> {
+    /// kept in the data directory or the shared Redis, where there is one,
+    /// before it counts as added.
+    pub async fn upload(&self, bytes: &[u8]) -> Result<(Loaded, bool), Refused> {
         let (loaded, new) = self.add_component(bytes, None)?;
-        if let Some((deployed, _)) = &self.deployed {
-            deployed
+        if let Some((keeper, _)) = &self.deployed {
+            keeper
                 .save_component(&loaded.digest, bytes)
+                .await
                 .map_err(Refused::Failed)?;
         }
         Ok((loaded, new))
@@ -310,9 +319,11 @@ impl Fleet {
         if source == Source::Api {
             // Kept before it is served: an acknowledged deploy survives a
             // restart.
-            let kept = self.save(|tenants| {
-                tenants.insert(name.to_string(), saved);
-            });
+            let kept = self
+                .save(|tenants| {
+                    tenants.insert(name.to_string(), saved);
+                })
+                .await;
             if let Err(e) = kept {
                 self.reassert_quotas([name]);
                 return Err(Refused::Failed(e));
@@ -336,61 +347,172 @@ impl Fleet {
         }
     }
 
-    /// Changes the saved API deployments, where a data directory keeps
-    /// them, and writes them out.
-    fn save(&self, change: impl FnOnce(&mut SavedTenants)) -> anyhow::Result<()> {
-        let Some((deployed, tenants)) = &self.deployed else {
+    /// Changes the saved API deployments, where a keeper keeps them, and
+    /// writes the change out; changes nothing if that fails. Callers hold
+    /// `changes`, so no other change comes between.
+    async fn save(&self, change: impl FnOnce(&mut SavedTenants)) -> anyhow::Result<()> {
+        let Some((keeper, tenants)) = &self.deployed else {
             return Ok(());
         };
-        let mut tenants = tenants.lock();
-        let before = tenants.clone();
-        change(&mut tenants);
-        if *tenants == before {
+        let (before, after) = {
+            let mut tenants = tenants.lock();
+            let before = tenants.clone();
+            change(&mut tenants);
+            (before, tenants.clone())
+        };
+        if after == before {
             return Ok(());
         }
-        deployed
-            .save_tenants(&tenants)
-            .inspect_err(|_| *tenants = before)
+        let written = keeper.save_tenants(&before, &after).await;
+        if written.is_err() {
+            *tenants.lock() = before;
+        }
+        written
     }
 
-    /// Brings back the tenants deployed through the API that the data
-    /// directory kept, except those `configured` names (the tenants file
-    /// owns the names it lists, at start-up as on reload). Returns how many.
+    /// Brings back the tenants deployed through the API that the keeper
+    /// kept, except those `configured` names (the tenants file owns the
+    /// names it lists, at start-up as on reload). Returns how many.
     pub async fn restore(&self, configured: &[TenantConfig]) -> anyhow::Result<usize> {
-        let Some((deployed, saved)) = &self.deployed else {
+        let Some((keeper, saved)) = &self.deployed else {
             return Ok(0);
         };
-        let mut kept = deployed.load_tenants()?;
+        let mut kept = keeper.load_tenants().await?;
         let listed: HashSet<&str> = configured.iter().map(|t| t.name.as_str()).collect();
         kept.retain(|name, _| !listed.contains(name.as_str()));
-        let mut tenants = Vec::with_capacity(kept.len());
+        let mut built = Vec::with_capacity(kept.len());
         for (name, t) in &kept {
-            let who = || format!("tenant {name:?} (deployed through the admin API)");
-            let component = match t.component.as_str() {
-                "default" => ComponentSource::Embedded,
-                digest => {
-                    let digest = Digest::parse(digest)
-                        .map_err(anyhow::Error::msg)
-                        .with_context(who)?;
-                    ComponentSource::File(deployed.component_file(&digest))
-                }
-            };
-            let file: LimitsFile =
-                serde_json::from_value(serde_json::Value::Object(t.limits.clone()))
-                    .with_context(who)?;
-            let mut limits = Limits::default();
-            limits.overlay(&file, "", &|_| false).with_context(who)?;
-            tenants.push(TenantConfig {
-                name: name.clone(),
-                component,
-                limits,
-            });
+            let (component, limits) = self.resolve(keeper, name, t).await?;
+            let prepared = self
+                .prepare(name, &component, limits)
+                .await
+                .with_context(|| who(name))?;
+            built.extend(prepared);
         }
-        self.apply(&tenants, &[], Source::Startup).await?;
+        let _one_at_a_time = self.changes.lock().await;
+        self.install(built, Source::Startup);
         let count = kept.len();
-        *saved.lock() = kept;
-        deployed.save_tenants(&saved.lock())?;
+        *saved.lock() = kept.clone();
+        if keeper.shared().is_none() {
+            // The file no longer lists the names the tenants file took
+            // over; a shared Redis keeps them for the other runners.
+            keeper.save_tenants(&SavedTenants::new(), &kept).await?;
+        }
         Ok(count)
+    }
+
+    /// The component and limits a kept deployment names; a component this
+    /// runner has not compiled yet is read from the keeper.
+    async fn resolve(
+        &self,
+        keeper: &Keeper,
+        name: &str,
+        t: &SavedTenant,
+    ) -> anyhow::Result<(Loaded, Limits)> {
+        let component = match t.component.as_str() {
+            "default" => self.embedded()?,
+            digest => {
+                let digest = Digest::parse(digest)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| who(name))?;
+                match self.runtime.loaded(&digest) {
+                    Some(found) => found,
+                    None => {
+                        let bytes = keeper
+                            .load_component(&digest)
+                            .await
+                            .with_context(|| who(name))?;
+                        self.add_component(&bytes, None)
+                            .map_err(anyhow::Error::from)
+                            .with_context(|| who(name))?
+                            .0
+                    }
+                }
+            }
+        };
+        let file: LimitsFile = serde_json::from_value(serde_json::Value::Object(t.limits.clone()))
+            .with_context(|| who(name))?;
+        let mut limits = Limits::default();
+        limits
+            .overlay(&file, "", &|_| false)
+            .with_context(|| who(name))?;
+        Ok((component, limits))
+    }
+
+    /// Applies what the fleet's shared store now holds for tenant `name`
+    /// (`remote`; `None`: not deployed), as another runner left it: the
+    /// tenant is created, updated or removed here to match, its data left
+    /// as it is (the runner that removed it purged it, if asked to). A name
+    /// this runner's tenants file lists stays as the file says. Returns
+    /// what changed, if anything.
+    pub async fn follow(
+        &self,
+        name: &str,
+        remote: Option<SavedTenant>,
+    ) -> anyhow::Result<Option<Change>> {
+        let Some((keeper, saved)) = &self.deployed else {
+            return Ok(None);
+        };
+        let _one_at_a_time = self.changes.lock().await;
+        let local = saved.lock().get(name).cloned();
+        if local == remote || (local.is_none() && self.get(name).is_some()) {
+            return Ok(None);
+        }
+        let Some(remote) = remote else {
+            saved.lock().remove(name);
+            let Some(old) = self.tenants.write().remove(name) else {
+                return Ok(None);
+            };
+            self.metrics.tenants.set(self.len() as f64);
+            self.retire(&old, false, Source::Peer);
+            return Ok(Some(Change::Removed));
+        };
+        let (component, limits) = self.resolve(keeper, name, &remote).await?;
+        let prepared = match self.prepare(name, &component, limits).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.reassert_quotas([name]);
+                return Err(e.context(who(name)));
+            }
+        };
+        saved.lock().insert(name.to_string(), remote);
+        Ok(Some(match prepared {
+            Some(tenant) => self.install(vec![tenant], Source::Peer)[0],
+            None => Change::Unchanged,
+        }))
+    }
+
+    /// [`Fleet::follow`] for every tenant the shared store holds or this
+    /// runner holds from it: after a reconnect, when announcements may have
+    /// been missed. Returns how many changed; a tenant that cannot be
+    /// applied is logged and left as it was.
+    pub async fn resync(&self) -> anyhow::Result<usize> {
+        let Some(shared) = self.shared() else {
+            return Ok(0);
+        };
+        let mut remote = shared.load_tenants().await?;
+        let local: Vec<String> = match &self.deployed {
+            Some((_, saved)) => saved.lock().keys().cloned().collect(),
+            None => Vec::new(),
+        };
+        let mut names: Vec<String> = remote.keys().cloned().collect();
+        names.extend(local.into_iter().filter(|n| !remote.contains_key(n)));
+        let mut changed = 0;
+        for name in names {
+            match self.follow(&name, remote.remove(&name)).await {
+                Ok(Some(Change::Unchanged) | None) => {}
+                Ok(Some(_)) => changed += 1,
+                Err(e) => tracing::error!(tenant = %name, "following the shared store: {e:#}"),
+            }
+        }
+        Ok(changed)
+    }
+
+    /// The Redis the fleet shares with other runners, if any.
+    pub fn shared(&self) -> Option<&crate::deployed::Shared> {
+        self.deployed
+            .as_ref()
+            .and_then(|(keeper, _)| keeper.shared())
     }
 
     /// Puts every tenant of `tenants` and removes every tenant named in
@@ -411,11 +533,7 @@ impl Fleet {
             }
         };
         if source == Source::Reload {
-            self.save(|saved| {
-                for t in tenants {
-                    saved.remove(&t.name);
-                }
-            })?;
+            self.take_over(tenants).await?;
         }
         let names: Vec<String> = built.iter().map(|t| t.name().to_string()).collect();
         let mut changes: Vec<(String, Change)> =
@@ -428,6 +546,29 @@ impl Fleet {
         }
         self.metrics.tenants.set(self.len() as f64);
         Ok(changes)
+    }
+
+    /// A reload's tenants file takes over the names it lists from the API's
+    /// deployments. In a data directory they are forgotten; in a shared
+    /// Redis they stay for the other runners, and only this one stops
+    /// following them.
+    async fn take_over(&self, tenants: &[TenantConfig]) -> anyhow::Result<()> {
+        if self.shared().is_none() {
+            return self
+                .save(|saved| {
+                    for t in tenants {
+                        saved.remove(&t.name);
+                    }
+                })
+                .await;
+        }
+        if let Some((_, saved)) = &self.deployed {
+            let mut saved = saved.lock();
+            for t in tenants {
+                saved.remove(&t.name);
+            }
+        }
+        Ok(())
     }
 
     /// The new versions of `tenants`, built and checked; those unchanged
@@ -571,6 +712,7 @@ impl Fleet {
         self.save(|tenants| {
             tenants.remove(name);
         })
+        .await
         .map_err(Refused::Failed)?;
         let Some(old) = self.tenants.write().remove(name) else {
             return Err(Refused::NotFound(format!("no tenant {name:?}")));

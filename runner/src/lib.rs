@@ -16,7 +16,10 @@
 //!   sharded in-memory backend, quotas, and the conformance suite every
 //!   backend runs.
 //! - [`tenant`]: a tenant's component, limits, namespace and metrics.
-//! - [`deployed`]: what the admin API deployed, kept in the data directory.
+//! - [`deployed`]: what the admin API deployed, kept in the data directory
+//!   or in the Redis several runners share.
+//! - [`follow`]: keeps a runner's fleet in step with the others on its
+//!   Redis.
 //! - [`fleet`]: the tenants served now, and the one way they are created,
 //!   updated and removed (at start-up, through the admin API, on reload).
 //! - [`limits`]: every per-tenant limit, declared, and the token and status
@@ -40,6 +43,7 @@ pub mod config;
 pub mod deployed;
 pub mod engine;
 pub mod fleet;
+pub mod follow;
 pub mod host;
 pub mod http;
 pub mod instances;
@@ -54,6 +58,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -151,16 +156,7 @@ impl Runner {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let recorder = Recorder::new()?;
         let runtime = Arc::new(recorder.scope(|| Runtime::new(config.engine.clone()))?);
-        let backend: Arc<dyn store::Backend> = match &config.server.data_dir.0 {
-            Some(dir) => Arc::new(recorder.scope(|| {
-                store::memory::Store::durable(config.shards, dir, config.server.fsync)
-            })?),
-            None => Arc::new(store::memory::Store::new(config.shards)),
-        };
-        let deployed = match &config.server.data_dir.0 {
-            Some(dir) => Some(deployed::Deployed::open(dir)?),
-            None => None,
-        };
+        let (backend, deployed) = open_store(&config, &recorder).await?;
         let fleet = Arc::new(Fleet::new(
             runtime.clone(),
             backend,
@@ -172,9 +168,13 @@ impl Runner {
         fleet.apply(&config.tenants, &[], Source::Startup).await?;
         let restored = fleet.restore(&config.tenants).await?;
         if restored > 0 {
+            let from = match &config.server.store {
+                store::redis::Location::Redis(_) => "the fleet's Redis",
+                store::redis::Location::Memory => "the data directory",
+            };
             tracing::info!(
                 restored,
-                "tenants deployed through the admin API brought back from the data directory"
+                "tenants deployed through the admin API brought back from {from}"
             );
         }
         let ingress = Arc::new(Ingress::new(fleet.clone(), config.http.clone()));
@@ -229,6 +229,7 @@ impl Runner {
             ready: ready.clone(),
         });
         let connections = self.ingress.limits().connections.clone();
+        let follower = tokio::spawn(follow::follow(self.fleet.clone()));
         let admin_task = tokio::spawn(async move {
             admin
                 .serve(admin_listener, &connections, async {
@@ -244,8 +245,40 @@ impl Runner {
         self.ingress
             .serve(listener, stopping, self.config.server.shutdown_timeout)
             .await;
+        follower.abort();
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         Ok(())
     }
+}
+
+/// The key-value backend the configuration names, and where the API's
+/// deployments are kept: a shared Redis (checked to answer, so a wrong URL
+/// stops the start-up with its reason), the data directory, or nowhere.
+async fn open_store(
+    config: &Config,
+    recorder: &Recorder,
+) -> anyhow::Result<(Arc<dyn store::Backend>, Option<deployed::Keeper>)> {
+    use store::redis::{Connection, Location, PREFIX};
+    let server = &config.server;
+    Ok(match (&server.store, &server.data_dir.0) {
+        (Location::Redis(urls), _) => {
+            let reaching = || format!("reaching the store at {}", server.store.redacted());
+            let timeout = server.store_timeout;
+            let connection = Connection::open(urls, timeout)
+                .await
+                .with_context(reaching)?;
+            let redis = store::redis::Store::new(connection.clone(), PREFIX, timeout);
+            redis.ping().await.with_context(reaching)?;
+            let shared = deployed::Shared::new(connection, urls, PREFIX, timeout);
+            (Arc::new(redis), Some(deployed::Keeper::Redis(shared)))
+        }
+        (Location::Memory, Some(dir)) => {
+            let durable = recorder
+                .scope(|| store::memory::Store::durable(config.shards, dir, server.fsync))?;
+            let kept = deployed::Deployed::open(dir)?;
+            (Arc::new(durable), Some(deployed::Keeper::Files(kept)))
+        }
+        (Location::Memory, None) => (Arc::new(store::memory::Store::new(config.shards)), None),
+    })
 }

@@ -73,7 +73,7 @@ async fn serve(
             dir.display(),
             runner::settings::Setting::show(&config.server.fsync)
         ),
-        None => "memory".to_string(),
+        None => config.server.store.redacted(),
     };
     let runner = Runner::build(config).await?;
     runner.count_log_drops(log_drops);

@@ -5,6 +5,7 @@
 //! - [`Runner`]: the `runner` binary.
 //! - [`loadgen`]: the `loadgen` binary, run to its end.
 //! - [`prometheus`]: a real Prometheus server and promtool.
+//! - [`redis`]: a real `redis-server`, which a test can stop and restart.
 //! - [`polyglot`]: the Python and JavaScript example guests, built.
 //! - [`admin`]: admin tokens and requests to the admin API.
 //! - [`http`]: a plain HTTP/1.1 client; [`tenants`]: tenants files;
@@ -20,6 +21,7 @@ pub mod loadgen;
 pub mod polyglot;
 pub mod probe;
 pub mod prometheus;
+pub mod redis;
 pub mod tenants;
 
 use std::io::{BufRead, BufReader};

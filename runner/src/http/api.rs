@@ -226,7 +226,7 @@ impl Api {
     async fn put_component(&self, fleet: &Fleet, req: Request<Incoming>) -> Answer {
         let max = self.settings.max_component_bytes;
         let bytes = self.body(req, max).await?;
-        let (loaded, new) = fleet.upload(&bytes)?;
+        let (loaded, new) = fleet.upload(&bytes).await?;
         if new {
             tracing::info!(
                 component = %loaded.digest,

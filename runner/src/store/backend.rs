@@ -132,6 +132,31 @@ impl Delta {
             Delta::I64(_) => i64::try_from(sum).is_ok(),
         }
     }
+
+    /// The sum of this delta and the value `stored` under `key` (`None`:
+    /// absent, 0), or the error every backend gives when that value is not
+    /// this kind of number or the sum leaves its range.
+    pub fn add_to(self, key: &str, stored: Option<&[u8]>) -> Result<i128, Error> {
+        let current = match stored {
+            None => 0,
+            Some(value) => self.parse(value).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the value under {key:?} is not a decimal {}, so it cannot be incremented",
+                    self.kind()
+                ))
+            })?,
+        };
+        // i128 holds any sum of two u64s or i64s.
+        let sum = current + self.amount();
+        if !self.holds(sum) {
+            return Err(Error::Invalid(format!(
+                "incrementing {current} by {} leaves the {} range",
+                self.amount(),
+                self.kind()
+            )));
+        }
+        Ok(sum)
+    }
 }
 
 /// How a compare-and-swap ended.

@@ -568,24 +568,8 @@ impl Bucket {
     pub(super) fn increment(&self, key: String, delta: Delta) -> Result<(i128, Pending), Error> {
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
-        let current = match shard.get(&hash).and_then(|slot| slot.find(&key)) {
-            None => 0,
-            Some(entry) => delta.parse(&entry.value).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "the value under {key:?} is not a decimal {}, so it cannot be incremented",
-                    delta.kind()
-                ))
-            })?,
-        };
-        // i128 holds any sum of two u64s or i64s.
-        let sum = current + delta.amount();
-        if !delta.holds(sum) {
-            return Err(Error::Invalid(format!(
-                "incrementing {current} by {} leaves the {} range",
-                delta.amount(),
-                delta.kind()
-            )));
-        }
+        let stored = shard.get(&hash).and_then(|slot| slot.find(&key));
+        let sum = delta.add_to(&key, stored.map(|e| &e.value[..]))?;
         let pending = self.put(&mut shard, hash, key, Bytes::from(sum.to_string()))?;
         Ok((sum, pending))
     }

@@ -7,6 +7,8 @@
 //!   one never does.
 //! - [`memory`]: the sharded in-memory backend, the default; with a
 //!   journal from [`durable`] (`--data-dir`), the durable backend.
+//! - [`redis`]: the Redis backend (`--store redis://...`), for several
+//!   runners sharing their tenants' data.
 //! - [`quota`]: the quotas, and the exact account of keys and bytes that a
 //!   backend keeping its own counts shares.
 //! - this file: [`Error`], whose text starts with a stable token, and the
@@ -24,6 +26,7 @@ pub mod backend;
 pub mod durable;
 pub mod memory;
 pub mod quota;
+pub mod redis;
 
 #[cfg(test)]
 pub(crate) mod conformance;

@@ -11,6 +11,7 @@
 //! - `polyglot`: the Python and JavaScript example guests, built by their
 //!   own toolchains, run unchanged.
 //! - `prometheus`: dashboards and alerts against a real Prometheus.
+//! - `redis`: several runners on one real `redis-server`.
 
 mod admin;
 mod durable;
@@ -18,3 +19,4 @@ mod loadgen;
 mod polyglot;
 mod process;
 mod prometheus;
+mod redis;

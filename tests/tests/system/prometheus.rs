@@ -65,6 +65,20 @@ async fn dashboards_and_alerts_against_a_real_prometheus() {
     let alerts_file = repo.join("dashboards/prometheus/alerts.yml");
     tools.promtool(&["check", "rules"], Some(&alerts_file), None);
     let dashboard = Dashboard::load(&repo.join("dashboards/grafana/runner.json"));
+    // The fleet compose file's Prometheus config, with the alerts beside it
+    // as the compose file mounts them.
+    let fleet = system_tests::TempDir::new();
+    std::fs::copy(
+        repo.join("dashboards/fleet/prometheus.yml"),
+        fleet.path.join("prometheus.yml"),
+    )
+    .expect("copying the fleet's prometheus.yml");
+    std::fs::copy(&alerts_file, fleet.path.join("alerts.yml")).expect("copying alerts.yml");
+    tools.promtool(
+        &["check", "config"],
+        Some(&fleet.path.join("prometheus.yml")),
+        None,
+    );
 
     let runner = Runner::start(&["--tenants", "4", "--max-keys", &MAX_KEYS.to_string()]);
     let ready = get(runner.admin, "/readyz").await;

@@ -1,0 +1,1105 @@
+//! The Redis backend (`--store redis://...`): every tenant's data in one
+//! Redis, or one Redis Cluster, that several runners share.
+//!
+//! Layout, for tenant `T` (hex-encoded, so the hash tag can hold no brace),
+//! under the key prefix `P` (`runner:` unless a test gives another):
+//! - `P{T}:u`: a hash: `k` keys and `b` bytes the tenant holds, `s` the
+//!   last sequence number given to a key;
+//! - `P{T}:b`: a set of the tenant's bucket names, the default one too;
+//! - `P{T}:i<len>:<bucket>`: a bucket's index, a sorted set of its keys,
+//!   each scored by the sequence number it got when it was created;
+//! - `P{T}:d<len>:<bucket><key>`: one string per key, the value.
+//!
+//! The encoding is injective: the tag ends at the first `}`, which hex
+//! never holds; after it one letter says what the key is; the bucket name
+//! is length-prefixed, so the key is what is left. No name a guest gives
+//! can make one tenant's or bucket's key another's. The `{T}` hash tag puts
+//! a whole tenant on one Cluster slot, so every script below, which touches
+//! a tenant's usage and one of its buckets together, runs on one node.
+//!
+//! Every write is one Lua script, run atomically by Redis: it checks the
+//! tenant's key and byte quotas against `P{T}:u` and applies the write with
+//! the new counts, so quotas are exact across every runner sharing the
+//! Redis, not counted per process.
+//!
+//! list-keys walks the index in score order, and the cursor is the last
+//! score returned. A key keeps its score while it exists (an overwrite does
+//! not change it; only a key created anew gets the next number, above every
+//! score so far), so a key that exists for a whole walk is returned exactly
+//! once, whatever else is written meanwhile, by this runner or another.
+//! Redis's own SCAN could return it twice; this cannot.
+//!
+//! Every call is bounded by `--store-timeout`, reconnection included: while
+//! Redis is unreachable a call fails with `store-unavailable` in that time,
+//! and the connection manager reconnects by itself when Redis is back.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Cmd, RedisFuture, Script, Value};
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::backend::{self, Delta, Page, PageLimits, Swap, Usage};
+use super::quota::{Quota, Quotas};
+use super::{DEFAULT_BUCKET, Error};
+
+/// A connection to Redis or to a Redis Cluster, multiplexed: clones share
+/// it, and requests from many tasks are pipelined on it.
+#[derive(Clone)]
+pub enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Connection::Single(_) => "Connection::Single",
+            Connection::Cluster(_) => "Connection::Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a ::redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Connection {
+    /// Connects to `urls`: one URL is one Redis (`redis://`, or
+    /// `rediss://` for TLS); several are seed nodes of one Cluster. Each
+    /// attempt to connect and each reply is bounded by `timeout`. Nothing is
+    /// sent yet: a single node is connected on first use, so a runner can
+    /// start while Redis is still coming up.
+    pub async fn open(urls: &[String], timeout: Duration) -> Result<Self, Error> {
+        let unavailable = |e: ::redis::RedisError| Error::Unavailable(format!("redis: {e}"));
+        match urls {
+            [url] => {
+                let client = ::redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    // Retries happen within a call's time; past it the call
+                    // fails and the next one tries again.
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(20))
+                    .set_max_delay(Duration::from_millis(500));
+                let manager =
+                    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+                Ok(Connection::Single(manager))
+            }
+            seeds => {
+                let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(2)
+                    .build()
+                    .map_err(unavailable)?;
+                let connection = within(timeout, client.get_async_connection()).await?;
+                Ok(Connection::Cluster(connection))
+            }
+        }
+    }
+}
+
+/// Where key-value data lives (`--store`): in this process, or in Redis.
+#[derive(Clone, PartialEq, Eq, PartialOrd)]
+pub enum Location {
+    Memory,
+    /// One URL: one Redis; several: seed nodes of one Redis Cluster.
+    Redis(Vec<String>),
+}
+
+impl Location {
+    /// The URLs with any password replaced by `***`, for logs and messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            Location::Memory => "memory".into(),
+            Location::Redis(urls) => urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(","),
+        }
+    }
+}
+
+/// `url` with the password of its user part, if any, hidden.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at]
+                .split_once(':')
+                .map_or(&rest[..at], |(user, _)| user);
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+// Debug shows what `redacted` does: a config printed in a log or a panic
+// never carries the password.
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl crate::settings::Setting for Location {
+    fn parse_flag(text: &str) -> Result<Self, String> {
+        if text == "memory" {
+            return Ok(Location::Memory);
+        }
+        let urls: Vec<String> = text.split(',').map(|u| u.trim().to_string()).collect();
+        for url in &urls {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(format!(
+                    "{:?} is neither memory nor a redis:// or rediss:// URL",
+                    redact(url)
+                ));
+            }
+            ::redis::Client::open(url.as_str())
+                .map_err(|e| format!("{:?} is not a Redis URL: {e}", redact(url)))?;
+        }
+        Ok(Location::Redis(urls))
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        crate::settings::from_toml_string(value, "memory or a redis:// URL")
+    }
+
+    fn show(&self) -> String {
+        self.redacted()
+    }
+
+    fn is_zero(&self) -> bool {
+        false
+    }
+}
+
+/// Awaits a Redis call for at most `timeout`; a failure or a timeout is
+/// `store-unavailable`.
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = ::redis::RedisResult<T>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Error::Unavailable(format!("redis: {e}"))),
+        Err(_) => Err(Error::Unavailable(format!(
+            "redis did not answer within {}",
+            humantime::format_duration(timeout)
+        ))),
+    }
+}
+
+/// The Redis backend; one per process, shared by every tenant.
+pub struct Store {
+    shared: Arc<Shared>,
+    /// Each tenant's quotas and cached usage, shared by every namespace of
+    /// the tenant this process opens.
+    tenants: Mutex<std::collections::HashMap<Box<str>, Arc<TenantState>>>,
+}
+
+struct Shared {
+    connection: Connection,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl Shared {
+    async fn call<T: ::redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
+        let mut connection = self.connection.clone();
+        within(self.timeout, cmd.query_async(&mut connection)).await
+    }
+
+    async fn script<T: ::redis::FromRedisValue>(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Result<T, Error> {
+        let mut connection = self.connection.clone();
+        within(self.timeout, invocation.invoke_async(&mut connection)).await
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("redis::Store")
+            .field("connection", &self.shared.connection)
+            .field("prefix", &self.shared.prefix)
+            .field("timeout", &self.shared.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key prefix the runner uses; tests give each backend its own.
+pub const PREFIX: &str = "runner:";
+
+impl Store {
+    /// The backend over `connection`, its keys under `prefix`, each call
+    /// bounded by `timeout`.
+    pub fn new(connection: Connection, prefix: &str, timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                connection,
+                prefix: prefix.to_string(),
+                timeout,
+            }),
+            tenants: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Checks that Redis answers, for a clear error at start-up.
+    pub async fn ping(&self) -> Result<(), Error> {
+        self.shared.call::<()>(&::redis::cmd("PING")).await
+    }
+
+    fn tenant(&self, tenant: &str, quotas: &Quotas) -> Arc<TenantState> {
+        let mut tenants = self.tenants.lock();
+        if let Some(found) = tenants.get(tenant) {
+            found.set_quotas(quotas);
+            return found.clone();
+        }
+        let state = Arc::new(TenantState::new(
+            Names::new(&self.shared.prefix, tenant),
+            quotas,
+        ));
+        tenants.insert(tenant.into(), state.clone());
+        state.refresh_usage(&self.shared);
+        state
+    }
+}
+
+#[async_trait]
+impl backend::Backend for Store {
+    fn namespace(
+        &self,
+        tenant: &str,
+        quotas: &Quotas,
+    ) -> Result<Arc<dyn backend::NamespaceBackend>, Error> {
+        Ok(Arc::new(Namespace {
+            shared: self.shared.clone(),
+            tenant: self.tenant(tenant, quotas),
+        }))
+    }
+
+    async fn purge(&self, tenant: &str) -> Result<(), Error> {
+        let names = Names::new(&self.shared.prefix, tenant);
+        self.shared
+            .script::<()>(
+                PURGE
+                    .key(names.usage())
+                    .key(names.buckets())
+                    .arg(&names.tag),
+            )
+            .await?;
+        self.tenants.lock().remove(tenant);
+        Ok(())
+    }
+}
+
+/// How a tenant's Redis keys are named; see the module docs.
+#[derive(Debug)]
+struct Names {
+    /// `P{hex}:`
+    tag: String,
+}
+
+impl Names {
+    fn new(prefix: &str, tenant: &str) -> Self {
+        let mut tag = format!("{prefix}{{");
+        for byte in tenant.as_bytes() {
+            tag.push_str(&format!("{byte:02x}"));
+        }
+        tag.push_str("}:");
+        Self { tag }
+    }
+
+    fn usage(&self) -> String {
+        format!("{}u", self.tag)
+    }
+
+    fn buckets(&self) -> String {
+        format!("{}b", self.tag)
+    }
+
+    fn index(&self, bucket: &str) -> String {
+        format!("{}i{}:{bucket}", self.tag, bucket.len())
+    }
+
+    /// Everything of a data key but the key itself.
+    fn data_head(&self, bucket: &str) -> String {
+        format!("{}d{}:{bucket}", self.tag, bucket.len())
+    }
+}
+
+/// A tenant's quotas (its latest namespace's) and the usage its last write
+/// through this process saw.
+struct TenantState {
+    names: Names,
+    max_keys: AtomicU64,
+    max_bytes: AtomicU64,
+    max_buckets: AtomicUsize,
+    keys: AtomicU64,
+    bytes: AtomicU64,
+    /// Counts usage updates, so a refresh that started before a write's
+    /// reply does not overwrite it with older counts.
+    updates: AtomicU64,
+    /// Named buckets this process has opened: opening one again costs no
+    /// round trip.
+    opened: Mutex<HashSet<Box<str>>>,
+}
+
+impl TenantState {
+    fn new(names: Names, quotas: &Quotas) -> Self {
+        Self {
+            names,
+            max_keys: AtomicU64::new(quotas.max_keys),
+            max_bytes: AtomicU64::new(quotas.max_bytes),
+            max_buckets: AtomicUsize::new(quotas.max_buckets),
+            keys: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            opened: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn set_quotas(&self, quotas: &Quotas) {
+        self.max_keys.store(quotas.max_keys, Ordering::Relaxed);
+        self.max_bytes.store(quotas.max_bytes, Ordering::Relaxed);
+        self.max_buckets
+            .store(quotas.max_buckets, Ordering::Relaxed);
+    }
+
+    fn limits(&self) -> (u64, u64) {
+        (
+            self.max_keys.load(Ordering::Relaxed),
+            self.max_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn record(&self, keys: u64, bytes: u64) {
+        self.updates.fetch_add(1, Ordering::Relaxed);
+        self.keys.store(keys, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Reads the tenant's usage from Redis in the background, so the
+    /// metrics of a runner that has not written for a tenant yet show what
+    /// other runners stored.
+    fn refresh_usage(self: &Arc<Self>, shared: &Arc<Shared>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (state, shared) = (self.clone(), shared.clone());
+        runtime.spawn(async move {
+            let before = state.updates.load(Ordering::Relaxed);
+            let mut cmd = ::redis::cmd("HMGET");
+            cmd.arg(state.names.usage()).arg("k").arg("b");
+            if let Ok((keys, bytes)) = shared.call::<(Option<u64>, Option<u64>)>(&cmd).await
+                && state.updates.load(Ordering::Relaxed) == before
+            {
+                state.record(keys.unwrap_or(0), bytes.unwrap_or(0));
+            }
+        });
+    }
+}
+
+struct Namespace {
+    shared: Arc<Shared>,
+    tenant: Arc<TenantState>,
+}
+
+#[async_trait]
+impl backend::NamespaceBackend for Namespace {
+    async fn open(&self, name: &str) -> Result<Arc<dyn backend::BucketBackend>, Error> {
+        let known = name == DEFAULT_BUCKET || self.tenant.opened.lock().contains(name);
+        if !known {
+            let max = self.tenant.max_buckets.load(Ordering::Relaxed);
+            let opened: i64 = self
+                .shared
+                .script(
+                    OPEN_BUCKET
+                        .key(self.tenant.names.buckets())
+                        .arg(name)
+                        .arg(DEFAULT_BUCKET)
+                        .arg(max),
+                )
+                .await?;
+            if opened < 0 {
+                return Err(Error::quota(
+                    Quota::Buckets,
+                    format!("the tenant already has {max} named buckets, the limit"),
+                ));
+            }
+            self.tenant.opened.lock().insert(name.into());
+        }
+        let names = &self.tenant.names;
+        Ok(Arc::new(Bucket {
+            shared: self.shared.clone(),
+            tenant: self.tenant.clone(),
+            name: name.to_string(),
+            index: names.index(name),
+            data_head: names.data_head(name),
+        }))
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            keys: self.tenant.keys.load(Ordering::Relaxed),
+            bytes: self.tenant.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+struct Bucket {
+    shared: Arc<Shared>,
+    tenant: Arc<TenantState>,
+    name: String,
+    index: String,
+    data_head: String,
+}
+
+/// How a put applies to each of its keys.
+#[derive(Clone, Copy)]
+enum Put<'a> {
+    /// Unconditionally.
+    Set,
+    /// Only if the key is absent.
+    IfAbsent,
+    /// Only if the key holds this value.
+    IfEqual(&'a [u8]),
+}
+
+/// How a put script ended.
+enum Written {
+    Done,
+    /// The condition did not hold: the value found (`None`: absent).
+    Changed(Option<Bytes>),
+}
+
+impl Bucket {
+    fn data(&self, key: &str) -> String {
+        format!("{}{key}", self.data_head)
+    }
+
+    /// Runs the put script over `pairs`, in order, stopping at the first
+    /// refused one.
+    async fn put(&self, mode: Put<'_>, pairs: &[(String, Bytes)]) -> Result<Written, Error> {
+        let names = &self.tenant.names;
+        let (max_keys, max_bytes) = self.tenant.limits();
+        let mut invocation = PUT.prepare_invoke();
+        invocation
+            .key(names.usage())
+            .key(names.buckets())
+            .key(&self.index);
+        let (mode, expected): (&str, &[u8]) = match mode {
+            Put::Set => ("set", b""),
+            Put::IfAbsent => ("absent", b""),
+            Put::IfEqual(value) => ("equal", value),
+        };
+        invocation
+            .arg(mode)
+            .arg(expected)
+            .arg(max_keys)
+            .arg(max_bytes)
+            .arg(&self.name);
+        for (key, value) in pairs {
+            invocation.key(self.data(key)).arg(key).arg(value.as_ref());
+        }
+        let reply: Vec<Value> = self.shared.script(&invocation).await?;
+        match self.outcome(&reply, (max_keys, max_bytes))? {
+            Some(changed) => Ok(Written::Changed(changed)),
+            None => Ok(Written::Done),
+        }
+    }
+
+    /// Reads a write script's reply: `Ok(None)` when it was applied (its
+    /// new usage recorded), `Ok(Some(current))` when a condition did not
+    /// hold, the quota error when one refused it.
+    fn outcome(
+        &self,
+        reply: &[Value],
+        (max_keys, max_bytes): (u64, u64),
+    ) -> Result<Option<Option<Bytes>>, Error> {
+        let int = |i: usize| -> Result<u64, Error> {
+            match reply.get(i) {
+                Some(Value::Int(n)) => u64::try_from(*n).map_err(|_| unexpected(reply)),
+                _ => Err(unexpected(reply)),
+            }
+        };
+        match reply.first() {
+            Some(Value::BulkString(tag)) => match tag.as_slice() {
+                b"ok" => {
+                    self.tenant.record(int(1)?, int(2)?);
+                    Ok(None)
+                }
+                b"changed" => match reply.get(1) {
+                    Some(Value::BulkString(v)) => Ok(Some(Some(Bytes::copy_from_slice(v)))),
+                    Some(Value::Nil) | None => Ok(Some(None)),
+                    _ => Err(unexpected(reply)),
+                },
+                b"keys" => Err(Error::quota(
+                    Quota::Keys,
+                    format!("the tenant holds {} keys, the limit is {max_keys}", int(1)?),
+                )),
+                b"bytes" => Err(Error::quota(
+                    Quota::Bytes,
+                    format!(
+                        "writing {} more bytes to the tenant's {} would pass its {max_bytes}-byte limit",
+                        int(2)?,
+                        int(1)?
+                    ),
+                )),
+                _ => Err(unexpected(reply)),
+            },
+            _ => Err(unexpected(reply)),
+        }
+    }
+
+    async fn remove(&self, keys: &[String]) -> Result<(), Error> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = DELETE.prepare_invoke();
+        invocation.key(self.tenant.names.usage()).key(&self.index);
+        for key in keys {
+            invocation.key(self.data(key)).arg(key);
+        }
+        let (held, bytes): (u64, u64) = self.shared.script(&invocation).await?;
+        self.tenant.record(held, bytes);
+        Ok(())
+    }
+
+    /// An increment the script could not do with Redis's own INCRBY (a
+    /// value outside what INCRBY reads the same as `Delta::parse`, or a
+    /// sum past the i64 range): read, add here, and write back only if the
+    /// value is still the one read, until no other write came between.
+    async fn increment_by_swaps(&self, key: String, delta: Delta) -> Result<i128, Error> {
+        let data = self.data(&key);
+        loop {
+            let current: Option<Vec<u8>> = self.shared.call(::redis::cmd("GET").arg(&data)).await?;
+            let sum = delta.add_to(&key, current.as_deref())?;
+            let pair = [(key.clone(), Bytes::from(sum.to_string()))];
+            let mode = match &current {
+                None => Put::IfAbsent,
+                Some(v) => Put::IfEqual(v),
+            };
+            if let Written::Done = self.put(mode, &pair).await? {
+                return Ok(sum);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl backend::BucketBackend for Bucket {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+        let value: Option<Vec<u8>> = self
+            .shared
+            .call(::redis::cmd("GET").arg(self.data(key)))
+            .await?;
+        Ok(value.map(Bytes::from))
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, Error> {
+        self.shared
+            .call(::redis::cmd("EXISTS").arg(self.data(key)))
+            .await
+    }
+
+    async fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
+        self.put(Put::Set, &[(key, value)]).await.map(|_| ())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), Error> {
+        self.remove(&[key.to_string()]).await
+    }
+
+    async fn increment(&self, key: String, delta: Delta) -> Result<i128, Error> {
+        // INCRBY takes an i64; a larger u64 delta goes the slow way.
+        let Ok(amount) = i64::try_from(delta.amount()) else {
+            return self.increment_by_swaps(key, delta).await;
+        };
+        let names = &self.tenant.names;
+        let (max_keys, max_bytes) = self.tenant.limits();
+        let mut invocation = INCREMENT.prepare_invoke();
+        invocation
+            .key(names.usage())
+            .key(names.buckets())
+            .key(&self.index)
+            .key(self.data(&key))
+            .arg(amount)
+            .arg(delta.kind())
+            .arg(max_keys)
+            .arg(max_bytes)
+            .arg(&self.name)
+            .arg(&key);
+        let reply: Vec<Value> = self.shared.script(&invocation).await?;
+        if let Some(Value::BulkString(tag)) = reply.first()
+            && tag.as_slice() == b"slow"
+        {
+            return self.increment_by_swaps(key, delta).await;
+        }
+        // Records the new usage, or says which quota refused it.
+        self.outcome(&reply, (max_keys, max_bytes))?;
+        match reply.get(3) {
+            Some(Value::BulkString(sum)) => std::str::from_utf8(sum)
+                .ok()
+                .and_then(|s| s.parse::<i128>().ok())
+                .ok_or_else(|| unexpected(&reply)),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: String,
+        expected: Option<Bytes>,
+        value: Bytes,
+    ) -> Result<Swap, Error> {
+        let mode = match &expected {
+            None => Put::IfAbsent,
+            Some(v) => Put::IfEqual(v),
+        };
+        match self.put(mode, &[(key, value)]).await? {
+            Written::Done => Ok(Swap::Done),
+            Written::Changed(now) => Ok(Swap::Changed(now)),
+        }
+    }
+
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = ::redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(self.data(key));
+        }
+        let values: Vec<Option<Vec<u8>>> = self.shared.call(&cmd).await?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
+    }
+
+    async fn set_many(&self, pairs: Vec<(String, Bytes)>) -> Result<(), Error> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.put(Put::Set, &pairs).await.map(|_| ())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
+        self.remove(keys).await
+    }
+
+    async fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Result<Page, Error> {
+        let from = match cursor {
+            None => "-inf".to_string(),
+            Some(last) => format!("({last}"),
+        };
+        let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(&self.index)
+            .arg(from)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limits.max_keys);
+        let found: Vec<(String, u64)> = self.shared.call(&cmd).await?;
+        let full = found.len() >= limits.max_keys;
+        let mut page = Page {
+            keys: Vec::with_capacity(found.len()),
+            cursor: None,
+        };
+        let mut bytes = 0usize;
+        let mut cut = false;
+        for (key, score) in found {
+            if bytes + key.len() > limits.max_bytes && !page.keys.is_empty() {
+                cut = true;
+                break;
+            }
+            bytes += key.len();
+            page.keys.push(key);
+            page.cursor = Some(score);
+        }
+        if !(full || cut) {
+            page.cursor = None;
+        }
+        Ok(page)
+    }
+}
+
+/// A reply no script of ours gives.
+fn unexpected(reply: &[Value]) -> Error {
+    Error::Unavailable(format!("redis: unexpected reply {reply:?}"))
+}
+
+/// Puts each pair (KEYS[4..], with ARGV[6..] key, value, ...) into one
+/// bucket, in order, as ARGV[1] says: `set`, `absent` (only where the key
+/// is absent), `equal` (only where it holds ARGV[2]). Quotas ARGV[3] keys,
+/// ARGV[4] bytes; ARGV[5] the bucket's name. Stops at the first pair a
+/// quota or a condition refuses; the pairs before stay put and counted.
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local usage, buckets, index = KEYS[1], KEYS[2], KEYS[3]
+local mode, expected = ARGV[1], ARGV[2]
+local max_keys, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
+local held = redis.call('HMGET', usage, 'k', 'b')
+local keys, bytes = tonumber(held[1] or 0), tonumber(held[2] or 0)
+local function finish(reply)
+  redis.call('HSET', usage, 'k', string.format('%d', keys), 'b', string.format('%d', bytes))
+  return reply
+end
+redis.call('SADD', buckets, ARGV[5])
+for i = 4, #KEYS do
+  local data, key, value = KEYS[i], ARGV[2 * i - 2], ARGV[2 * i - 1]
+  local new_key, grow
+  if mode == 'set' then
+    if redis.call('EXISTS', data) == 1 then
+      new_key, grow = 0, #value - redis.call('STRLEN', data)
+    else
+      new_key, grow = 1, #key + #value
+    end
+  else
+    local old = redis.call('GET', data)
+    if (mode == 'absent' and old) or (mode == 'equal' and old ~= expected) then
+      return finish({'changed', old})
+    end
+    if old then new_key, grow = 0, #value - #old else new_key, grow = 1, #key + #value end
+  end
+  if new_key == 1 and keys + 1 > max_keys then return finish({'keys', keys}) end
+  if grow > 0 and bytes + grow > max_bytes then return finish({'bytes', bytes, grow}) end
+  redis.call('SET', data, value)
+  if new_key == 1 then
+    redis.call('ZADD', index, redis.call('HINCRBY', usage, 's', 1), key)
+    keys = keys + 1
+  end
+  bytes = bytes + grow
+end
+return finish({'ok', keys, bytes})
+"#,
+    )
+});
+
+/// Adds ARGV[1] (an i64) to the decimal under KEYS[4] with INCRBY, when the
+/// stored value is one INCRBY reads as `Delta::parse` does (canonical, at
+/// most 18 digits, not negative for a u64), under the quotas in ARGV[3]
+/// and ARGV[4]; answers `slow` where it cannot, for the caller's
+/// compare-and-swap loop. ARGV[5] the bucket, ARGV[6] the key.
+static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local usage, buckets, index, data = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local old = redis.call('GET', data)
+if old then
+  if #old > 18 or not (old == '0' or string.match(old, '^%-?[1-9]%d*$')) then return {'slow'} end
+  if ARGV[2] == 'u64' and string.sub(old, 1, 1) == '-' then return {'slow'} end
+end
+local sum = redis.pcall('INCRBY', data, ARGV[1])
+if type(sum) == 'table' and sum.err then return {'slow'} end
+local now = redis.call('GET', data)
+local held = redis.call('HMGET', usage, 'k', 'b')
+local keys, bytes = tonumber(held[1] or 0), tonumber(held[2] or 0)
+local new_key, grow = 0, 0
+if old then grow = #now - #old else new_key, grow = 1, #ARGV[6] + #now end
+local refused
+if new_key == 1 and keys + 1 > tonumber(ARGV[3]) then
+  refused = {'keys', keys}
+elseif grow > 0 and bytes + grow > tonumber(ARGV[4]) then
+  refused = {'bytes', bytes, grow}
+end
+if refused then
+  if old then redis.call('SET', data, old) else redis.call('DEL', data) end
+  return refused
+end
+redis.call('SADD', buckets, ARGV[5])
+if new_key == 1 then
+  redis.call('ZADD', index, redis.call('HINCRBY', usage, 's', 1), ARGV[6])
+end
+keys, bytes = keys + new_key, bytes + grow
+redis.call('HSET', usage, 'k', string.format('%d', keys), 'b', string.format('%d', bytes))
+return {'ok', keys, bytes, now}
+"#,
+    )
+});
+
+/// Deletes each key (KEYS[3..], ARGV the keys themselves) of one bucket
+/// (index KEYS[2]) and gives back what they held; answers the tenant's
+/// keys and bytes after.
+static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local usage, index = KEYS[1], KEYS[2]
+local keys_freed, bytes_freed = 0, 0
+for i = 3, #KEYS do
+  local data = KEYS[i]
+  if redis.call('EXISTS', data) == 1 then
+    local key = ARGV[i - 2]
+    bytes_freed = bytes_freed + #key + redis.call('STRLEN', data)
+    keys_freed = keys_freed + 1
+    redis.call('DEL', data)
+    redis.call('ZREM', index, key)
+  end
+end
+if keys_freed > 0 then
+  redis.call('HINCRBY', usage, 'k', string.format('%d', -keys_freed))
+  redis.call('HINCRBY', usage, 'b', string.format('%d', -bytes_freed))
+end
+local held = redis.call('HMGET', usage, 'k', 'b')
+return {tonumber(held[1] or 0), tonumber(held[2] or 0)}
+"#,
+    )
+});
+
+/// Adds bucket ARGV[1] to the tenant's set KEYS[1] unless the tenant has
+/// ARGV[3] named buckets (all but ARGV[2], the default) already: 1 added,
+/// 0 there already, -1 refused.
+static OPEN_BUCKET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
+local named = redis.call('SCARD', KEYS[1]) - redis.call('SISMEMBER', KEYS[1], ARGV[2])
+if named >= tonumber(ARGV[3]) then return -1 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// Deletes everything a tenant holds: each bucket in its set KEYS[2] (its
+/// keys, found through its index, and the index), the set, and its usage
+/// KEYS[1]. ARGV[1] is the tenant's tag, from which the script names the
+/// bucket keys as `Names` does.
+static PURGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local tag = ARGV[1]
+for _, bucket in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local head = #bucket .. ':' .. bucket
+  local index = tag .. 'i' .. head
+  local members = redis.call('ZRANGE', index, 0, -1)
+  for i = 1, #members, 500 do
+    local batch = {}
+    for j = i, math.min(i + 499, #members) do
+      batch[#batch + 1] = tag .. 'd' .. head .. members[j]
+    end
+    redis.call('DEL', unpack(batch))
+  end
+  redis.call('DEL', index)
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
+"#,
+    )
+});
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use system_tests::redis::Redis;
+
+    use super::*;
+    use crate::store::conformance::conformance_suite;
+    use crate::store::{Namespace as Front, Quotas};
+
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    fn connect(redis: &Redis, timeout: Duration) -> Connection {
+        let urls = [redis.url()];
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(Connection::open(&urls, timeout))
+        })
+        .expect("a connection")
+    }
+
+    /// A fresh, empty backend: on the test binary's one server, under a
+    /// key prefix of its own. `None` where redis-server is missing and not
+    /// required.
+    fn fresh() -> Option<Store> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let redis = Redis::shared()?;
+        let prefix = format!("test{}:", NEXT.fetch_add(1, Ordering::Relaxed));
+        Some(Store::new(connect(redis, TIMEOUT), &prefix, TIMEOUT))
+    }
+
+    conformance_suite!(
+        fresh().expect("a redis-server"),
+        skip unless system_tests::redis::server_binary().is_some()
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn names_are_injective_and_tenants_share_nothing() {
+        let Some(served) = fresh() else { return };
+        // "a" + bucket "b:c" and "a:b" + bucket "c" would meet under a
+        // separator encoding; here they are apart.
+        let one = Front::new(&served, "a", Quotas::default()).unwrap();
+        let two = Front::new(&served, "ab", Quotas::default()).unwrap();
+        let b1 = one.open("1:x").await.unwrap();
+        let b2 = one.open("1").await.unwrap();
+        b1.set("k".into(), Bytes::from_static(b"first"))
+            .await
+            .unwrap();
+        assert_eq!(b2.get(":xk").await.unwrap(), None);
+        assert_eq!(b2.get("xk").await.unwrap(), None);
+        let other = two.open("1:x").await.unwrap();
+        assert_eq!(other.get("k").await.unwrap(), None);
+        assert_eq!(
+            Names::new(PREFIX, "a").data_head("1:x"),
+            "runner:{61}:d3:1:x"
+        );
+        assert_eq!(Names::new(PREFIX, "a}{").tag, "runner:{617d7b}:");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_share_quotas_and_counters() {
+        // Two backends on one server, under one prefix, stand for two
+        // runners.
+        let Some(served) = fresh() else { return };
+        let second = Store::new(
+            served.shared.connection.clone(),
+            &served.shared.prefix,
+            TIMEOUT,
+        );
+        let quotas = Quotas {
+            max_keys: 3,
+            ..Quotas::default()
+        };
+        let a = Front::new(&served, "t", quotas.clone())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        let b = Front::new(&second, "t", quotas)
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        for (bucket, key) in [(&a, "1"), (&b, "2"), (&a, "3")] {
+            bucket
+                .set(key.into(), Bytes::from_static(b"0"))
+                .await
+                .unwrap();
+        }
+        let err = b.set("4".into(), Bytes::new()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "quota-exceeded: the tenant holds 3 keys, the limit is 3"
+        );
+        let tasks: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|bucket| {
+                tokio::spawn(async move {
+                    for _ in 0..500 {
+                        bucket.increment("1".into(), 1).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(b.get("1").await.unwrap().as_deref(), Some(&b"1000"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn values_incrby_reads_differently_take_the_slow_way() {
+        let Some(served) = fresh() else { return };
+        let b = Front::new(&served, "t", Quotas::default())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        for (stored, delta, sum) in [
+            ("007", 1, 8),
+            ("+5", 2, 7),
+            ("9223372036854775807", 1, 9_223_372_036_854_775_808u64),
+        ] {
+            b.set("n".into(), Bytes::from(stored)).await.unwrap();
+            assert_eq!(
+                b.increment("n".into(), delta).await.unwrap(),
+                sum,
+                "{stored}"
+            );
+        }
+        assert_eq!(
+            b.increment("n".into(), u64::MAX)
+                .await
+                .unwrap_err()
+                .to_string(),
+            "invalid-argument: incrementing 9223372036854775808 by 18446744073709551615 leaves the u64 range"
+        );
+        b.set("n".into(), Bytes::from("1")).await.unwrap();
+        assert_eq!(
+            b.increment("n".into(), u64::MAX - 1).await.unwrap(),
+            u64::MAX
+        );
+        b.set("s".into(), Bytes::from("-0")).await.unwrap();
+        assert_eq!(b.increment_signed("s".into(), -3).await.unwrap(), -3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_redis_is_store_unavailable_within_the_timeout() {
+        let Some(mut redis) = Redis::start() else {
+            return;
+        };
+        let timeout = Duration::from_millis(300);
+        let store = Store::new(connect(&redis, timeout), PREFIX, timeout);
+        let b = Front::new(&store, "t", Quotas::default())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        b.set("k".into(), Bytes::from_static(b"v")).await.unwrap();
+        redis.stop();
+        let started = std::time::Instant::now();
+        let err = b.get("k").await.unwrap_err();
+        assert_eq!(err.token(), "store-unavailable", "{err}");
+        assert!(started.elapsed() < timeout * 3, "{:?}", started.elapsed());
+        redis.resume();
+        // Back, and empty (no persistence): the manager reconnects by itself.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match b.get("k").await {
+                Ok(value) => {
+                    assert_eq!(value, None);
+                    break;
+                }
+                Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        b.set("k".into(), Bytes::from_static(b"w")).await.unwrap();
+    }
+}

@@ -1,0 +1,377 @@
+//! Several runners on one real `redis-server` (`--store redis://...`), as
+//! a fleet behind a load balancer runs: data written through one is read
+//! through the other, counters and quotas hold across both, an outage of
+//! Redis costs only the calls that need it, and tenants deployed through
+//! one runner's admin API are served by the other.
+//!
+//! Skipped where `redis-server` is not on PATH, unless
+//! `RUNNER_REQUIRE_REDIS=1` (CI sets it).
+
+use std::time::{Duration, Instant};
+
+use http::{Method, StatusCode};
+use system_tests::admin::{Admin, Token};
+use system_tests::http::{get, request};
+use system_tests::redis::Redis;
+use system_tests::tenants::hostile_guest;
+use system_tests::{Runner, loadgen};
+
+/// Two runners on `redis`, with `args` each.
+fn pair(redis: &Redis, args: &[&str]) -> [Runner; 2] {
+    let url = redis.url();
+    let mut all = vec!["--store", url.as_str()];
+    all.extend_from_slice(args);
+    [Runner::start(&all), Runner::start(&all)]
+}
+
+async fn put(r: &Runner, path: &str, body: &[u8]) -> StatusCode {
+    request(r.addr, Method::PUT, path, body.to_vec())
+        .await
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runners_share_data_counters_quotas_and_nothing_across_tenants() {
+    let Some(redis) = Redis::start() else { return };
+    let [a, b] = pair(&redis, &["--tenants", "2", "--max-keys", "20"]);
+
+    // A write through one is read through the other, and a delete likewise.
+    assert_eq!(
+        put(&a, "/t/t0/kv/greeting", b"hi").await,
+        StatusCode::NO_CONTENT
+    );
+    let read = get(b.addr, "/t/t0/kv/greeting").await;
+    assert_eq!((read.status, read.text().as_str()), (StatusCode::OK, "hi"));
+    let gone = request(b.addr, Method::DELETE, "/t/t0/kv/greeting", Vec::new()).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        get(a.addr, "/t/t0/kv/greeting").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Increments spread over both runners add up exactly.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.addr } else { b.addr };
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    let res = request(addr, Method::POST, "/t/t0/incr/hits?by=3", Vec::new()).await;
+                    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(get(b.addr, "/t/t0/kv/hits").await.text(), "1200");
+
+    // t1's quota of 20 keys holds across both: 30 new keys written through
+    // the two at once, exactly 20 stored, the rest refused by the quota.
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let addr = if i % 2 == 0 { a.addr } else { b.addr };
+            tokio::spawn(async move {
+                request(addr, Method::PUT, &format!("/t/t1/kv/k{i}"), b"v".to_vec()).await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        let res = task.await.unwrap();
+        if res.status == StatusCode::INSUFFICIENT_STORAGE {
+            assert!(
+                res.text()
+                    .starts_with("store error: quota-exceeded: the tenant holds 20 keys"),
+                "{}",
+                res.text()
+            );
+        }
+        statuses.push(res.status);
+    }
+    let stored = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::NO_CONTENT)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::INSUFFICIENT_STORAGE)
+        .count();
+    assert_eq!((stored, refused), (20, 10), "{statuses:?}");
+
+    // Tenants stay apart on one Redis: t1 sees none of t0's keys, and t0
+    // none of t1's.
+    assert_eq!(
+        get(a.addr, "/t/t1/kv/hits").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(b.addr, "/t/t0/kv/k0").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let listed = get(b.addr, "/t/t0/keys").await.json();
+    assert_eq!(listed["keys"], serde_json::json!(["hits"]));
+    let listed = get(a.addr, "/t/t1/keys").await.json();
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_verify_across_both_runners_finds_no_violation() {
+    let Some(redis) = Redis::start() else { return };
+    let [a, b] = pair(&redis, &["--tenants", "4"]);
+    let targets = format!("http://{},http://{}", a.addr, b.addr);
+    let run = loadgen::run(&[
+        "--target",
+        &targets,
+        "--tenants",
+        "4",
+        "--mix",
+        "get=50,set=30,delete=5,incr=15",
+        "--keys",
+        "50",
+        "-c",
+        "8",
+        "--duration",
+        "3s",
+        "--warmup",
+        "0s",
+        "--verify",
+    ]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let verify = &run.report["verify"];
+    assert_eq!(verify["lost_writes"], 0, "{verify}");
+    assert_eq!(verify["stale_reads"], 0, "{verify}");
+    assert_eq!(verify["bad_increments"], 0, "{verify}");
+    assert!(verify["checked_reads"].as_u64().unwrap() > 100, "{verify}");
+    assert_eq!(run.report["errors"], 0, "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_load_costs_store_calls_only_and_service_recovers() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let url = redis.url();
+    let r = Runner::start(&[
+        "--store",
+        &url,
+        "--tenants",
+        "2",
+        "--store-timeout",
+        "200ms",
+    ]);
+    assert_eq!(put(&r, "/t/t0/kv/k", b"v").await, StatusCode::NO_CONTENT);
+    let target = format!("http://{}", r.addr);
+    let load = std::thread::spawn(move || {
+        loadgen::run(&[
+            "--target",
+            &target,
+            "--tenants",
+            "2",
+            "--mix",
+            "get=50,set=30,hello=20",
+            "-c",
+            "4",
+            "--duration",
+            "4s",
+            "--warmup",
+            "0s",
+            "--keys",
+            "20",
+        ])
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.stop();
+
+    // Key-value calls fail with the store's error within the store
+    // timeout; requests that do not touch the store are served.
+    let started = Instant::now();
+    let res = get(r.addr, "/t/t0/kv/k").await;
+    assert_eq!(
+        res.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        res.text()
+    );
+    assert!(
+        res.text().starts_with("store error: store-unavailable: "),
+        "{}",
+        res.text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(r.addr, "/t/t1/hello").await.text(), "hello");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Back (empty: it keeps nothing on disk), and the runner with it, by
+    // itself.
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while put(&r, "/t/t0/kv/k", b"again").await != StatusCode::NO_CONTENT {
+        assert!(Instant::now() < deadline, "the store did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(r.addr, "/t/t0/kv/k").await.text(), "again");
+    let run = load.join().unwrap();
+    let by_status = run.report["errors_by_status"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        by_status.keys().all(|s| s == "503"),
+        "only store errors: {}",
+        run.stdout
+    );
+    assert!(
+        by_status.contains_key("503"),
+        "the outage was seen: {}",
+        run.stdout
+    );
+    assert_eq!(get(r.admin, "/healthz").await.status, StatusCode::OK);
+}
+
+/// Polls `path` on `r` until it answers `status`; how long that took.
+async fn until(r: &Runner, path: &str, status: StatusCode) -> Duration {
+    let started = Instant::now();
+    loop {
+        if get(r.addr, path).await.status == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{path} on {} never answered {status}",
+            r.addr
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_deployed_through_one_runner_are_served_by_every_runner() {
+    let Some(redis) = Redis::start() else { return };
+    let token = Token::new();
+    let [a, b] = pair(
+        &redis,
+        &["--tenants", "1", "--admin-token-file", token.path()],
+    );
+    let (api_a, api_b) = (Admin::new(a.admin, &token), Admin::new(b.admin, &token));
+
+    // Deployed through a: b serves it within a second.
+    let res = api_a
+        .put_tenant("app", serde_json::json!({ "component": "default" }))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let took = until(&b, "/t/app/hello", StatusCode::OK).await;
+    assert!(took < Duration::from_secs(1), "b served it after {took:?}");
+    assert_eq!(api_b.get("/v1/tenants/app").await.status, StatusCode::OK);
+
+    // An uploaded component travels through Redis too: b compiles it from
+    // there (compiling may take longer than a second on a slow machine).
+    let bytes = std::fs::read(hostile_guest()).unwrap();
+    let res = api_a.put_component(bytes).await;
+    assert!(res.status.is_success(), "{}", res.text());
+    let digest = res.json()["digest"].as_str().unwrap().to_string();
+    let res = api_a
+        .put_tenant(
+            "app",
+            serde_json::json!({ "component": digest, "limits": { "max-keys": 7 } }),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    until(&b, "/t/app/residue", StatusCode::OK).await;
+    let shown = api_b.get("/v1/tenants/app").await.json();
+    assert_eq!(shown["component"], digest.as_str());
+    assert_eq!(shown["limits"]["max-keys"], 7);
+
+    // A runner that joins later starts with the whole fleet.
+    let url = redis.url();
+    let late = Runner::start(&["--store", &url, "--tenants", "1"]);
+    assert_eq!(
+        get(late.addr, "/t/app/residue").await.status,
+        StatusCode::OK
+    );
+
+    // Removed through b: a stops serving it within a second, and so does
+    // the late one.
+    let res = api_b.delete("/v1/tenants/app").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(
+        res.json(),
+        serde_json::json!({ "removed": "app", "purged": false })
+    );
+    let took = until(&a, "/t/app/hello", StatusCode::NOT_FOUND).await;
+    assert!(took < Duration::from_secs(1), "a served it {took:?} after");
+    until(&late, "/t/app/hello", StatusCode::NOT_FOUND).await;
+    // The tenants each runner's own flags made are its own.
+    assert_eq!(get(late.addr, "/t/t0/hello").await.text(), "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_that_loses_redis_catches_up_with_changes_made_meanwhile() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let token = Token::new();
+    let [a, b] = pair(
+        &redis,
+        &["--tenants", "1", "--admin-token-file", token.path()],
+    );
+    let api_a = Admin::new(a.admin, &token);
+    let res = api_a
+        .put_tenant("before", serde_json::json!({ "component": "default" }))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    until(&b, "/t/before/hello", StatusCode::OK).await;
+
+    // Redis restarts empty (it keeps nothing on disk here): both runners'
+    // subscriptions drop, and their resync finds the fleet as Redis now
+    // has it, without "before". A deploy made once it is back reaches b.
+    redis.stop();
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = api_a
+            .put_tenant("after", serde_json::json!({ "component": "default" }))
+            .await;
+        if res.status == StatusCode::CREATED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}: {}", res.status, res.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    until(&b, "/t/after/hello", StatusCode::OK).await;
+    until(&b, "/t/before/hello", StatusCode::NOT_FOUND).await;
+    until(&a, "/t/before/hello", StatusCode::NOT_FOUND).await;
+    assert_eq!(get(b.addr, "/t/t0/hello").await.text(), "hello");
+}
+
+#[test]
+fn a_store_url_and_a_data_dir_together_are_refused_at_start_up() {
+    let exit = Runner::run_args_to_exit(&[
+        "--store",
+        "redis://:secret@127.0.0.1:1",
+        "--data-dir",
+        "/tmp/unused",
+    ]);
+    assert_eq!(exit.status.code(), Some(1), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains(
+            "data-dir keeps the in-memory store on this machine's disk, and store \
+             redis://:***@127.0.0.1:1 keeps data in Redis: give one or the other"
+        ),
+        "{}",
+        exit.stderr
+    );
+    assert!(!exit.stderr.contains("secret"), "{}", exit.stderr);
+    let exit = Runner::run_args_to_exit(&["--store", "redis://127.0.0.1:1"]);
+    assert_eq!(exit.status.code(), Some(1), "{}", exit.stderr);
+    assert!(
+        exit.stderr
+            .contains("reaching the store at redis://127.0.0.1:1: store-unavailable: "),
+        "{}",
+        exit.stderr
+    );
+}
