@@ -707,6 +707,43 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_memory_or_redis_urls_from_a_flag_or_the_file() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.server.store, Location::Memory);
+        assert_eq!(c.server.store_timeout, Duration::from_millis(250));
+        let c = parse(&["--store", "rediss://:pw@cache.internal:6380/2"]).unwrap();
+        assert_eq!(
+            c.server.store,
+            Location::Redis(vec!["rediss://:pw@cache.internal:6380/2".into()])
+        );
+        // Logs and debug prints never show the password.
+        assert_eq!(
+            c.server.store.redacted(),
+            "rediss://:***@cache.internal:6380/2"
+        );
+        assert!(!format!("{c:?}").contains(":pw@"));
+        let f = file(
+            "[server]\nstore = \"redis://10.0.0.1:7000, redis://10.0.0.2:7000\"\nstore-timeout = \"1s\"\n",
+        );
+        let c = parse(&["--config", f.path.to_str().unwrap(), "--tenants", "1"]).unwrap();
+        assert_eq!(
+            c.server.store,
+            Location::Redis(vec![
+                "redis://10.0.0.1:7000".into(),
+                "redis://10.0.0.2:7000".into()
+            ])
+        );
+        assert_eq!(c.server.store_timeout, Duration::from_secs(1));
+        let err = format!("{:#}", parse(&["--store", "postgres://db"]).unwrap_err());
+        assert!(
+            err.contains(r#""postgres://db" is neither memory nor a redis:// or rediss:// URL"#),
+            "{err}"
+        );
+        let err = format!("{:#}", parse(&["--store-timeout", "0s"]).unwrap_err());
+        assert!(err.contains("store-timeout must be between 1ms and 1m, not 0s"), "{err}");
+    }
+
+    #[test]
     fn the_data_dir_comes_from_a_flag_or_the_file_relative_to_it() {
         let c = parse(&[]).unwrap();
         assert_eq!(

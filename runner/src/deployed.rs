@@ -251,29 +251,34 @@ impl Shared {
             .map(|(name, _)| name)
             .chain(before.keys().filter(|name| !after.contains_key(*name)))
             .collect();
-        let mut pipe = ::redis::pipe();
+        // One command at a time: in a Cluster the tenants hash and the
+        // channel live on different nodes. Kept first, announced after: a
+        // runner that hears of a change finds it.
+        let timeout = self.timeout * 4;
         for name in &changed {
-            match after.get(*name) {
+            let write = match after.get(*name) {
                 Some(t) => {
                     let json = serde_json::to_string(t).context("encoding a tenant")?;
-                    pipe.hset(self.tenants_key(), name.as_str(), json).ignore();
+                    let mut hset = ::redis::cmd("HSET");
+                    hset.arg(self.tenants_key()).arg(name.as_str()).arg(json);
+                    hset
                 }
                 None => {
-                    pipe.hdel(self.tenants_key(), name.as_str()).ignore();
+                    let mut hdel = ::redis::cmd("HDEL");
+                    hdel.arg(self.tenants_key()).arg(name.as_str());
+                    hdel
                 }
-            }
+            };
+            self.query::<()>(&write, timeout)
+                .await
+                .with_context(|| format!("keeping tenant {name:?} in Redis"))?;
+            let mut publish = ::redis::cmd("PUBLISH");
+            publish.arg(self.channel()).arg(name.as_str());
+            self.query::<()>(&publish, timeout)
+                .await
+                .with_context(|| format!("announcing tenant {name:?} on Redis"))?;
         }
-        // Kept first, announced after: a runner that hears of a change
-        // finds it.
-        for name in &changed {
-            pipe.publish(self.channel(), name.as_str()).ignore();
-        }
-        let mut connection = self.connection.clone();
-        match tokio::time::timeout(self.timeout * 4, pipe.query_async::<()>(&mut connection)).await
-        {
-            Ok(result) => result.context("keeping the tenant in Redis"),
-            Err(_) => anyhow::bail!("keeping the tenant in Redis: Redis did not answer in time"),
-        }
+        Ok(())
     }
 
     pub async fn load_tenants(&self) -> anyhow::Result<SavedTenants> {

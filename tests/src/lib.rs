@@ -82,8 +82,10 @@ pub struct Runner {
 }
 
 /// How a test's runner process is started, beyond its arguments.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Launch {
+    /// Environment variables to set (beyond the test's, less RUNNER_*).
+    pub env: Vec<(String, String)>,
     /// Leave stderr unread, as a stalled log pipeline would: once the pipe
     /// is full, every write to it blocks.
     pub stderr_unread: bool,
@@ -135,6 +137,7 @@ impl Runner {
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUNNER_LOG", "info")
+            .envs(how.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -959,6 +959,31 @@ mod tests {
         skip unless system_tests::redis::server_binary().is_some()
     );
 
+    /// The same promises on a Redis Cluster of three masters: each script
+    /// touches one tenant's keys, which its hash tag keeps on one slot.
+    mod cluster {
+        use super::*;
+        use system_tests::redis::Cluster;
+
+        fn fresh() -> Option<Store> {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let cluster = Cluster::shared()?;
+            let urls: Vec<String> = cluster.nodes.iter().map(Redis::url).collect();
+            let connection = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(Connection::open(&urls, TIMEOUT))
+            })
+            .expect("a cluster connection");
+            assert!(matches!(connection, Connection::Cluster(_)));
+            let prefix = format!("cluster{}:", NEXT.fetch_add(1, Ordering::Relaxed));
+            Some(Store::new(connection, &prefix, TIMEOUT))
+        }
+
+        conformance_suite!(
+            fresh().expect("a redis cluster"),
+            skip unless system_tests::redis::server_binary().is_some()
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn names_are_injective_and_tenants_share_nothing() {
         let Some(served) = fresh() else { return };

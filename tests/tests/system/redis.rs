@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use system_tests::admin::{Admin, Token};
 use system_tests::http::{get, request};
-use system_tests::redis::Redis;
+use system_tests::redis::{Cluster, Redis};
 use system_tests::tenants::hostile_guest;
-use system_tests::{Runner, loadgen};
+use system_tests::{Launch, Runner, loadgen};
 
 /// Two runners on `redis`, with `args` each.
 fn pair(redis: &Redis, args: &[&str]) -> [Runner; 2] {
@@ -371,6 +371,78 @@ fn a_store_url_and_a_data_dir_together_are_refused_at_start_up() {
     assert!(
         exit.stderr
             .contains("reaching the store at redis://127.0.0.1:1: store-unavailable: "),
+        "{}",
+        exit.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_serves_as_one_store_for_data_and_deployments() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let token = Token::new();
+    let url = cluster.url();
+    let args = [
+        "--store",
+        &url,
+        "--tenants",
+        "3",
+        "--admin-token-file",
+        token.path(),
+    ];
+    let (a, b) = (Runner::start(&args), Runner::start(&args));
+    // Tenants spread over the cluster's slots; each reads back through the
+    // other runner what one wrote.
+    for t in 0..3 {
+        let path = format!("/t/t{t}/kv/k");
+        assert_eq!(
+            put(&a, &path, format!("v{t}").as_bytes()).await,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(get(b.addr, &path).await.text(), format!("v{t}"));
+        let res = request(
+            b.addr,
+            Method::POST,
+            &format!("/t/t{t}/incr/n?by=2"),
+            Vec::new(),
+        )
+        .await;
+        assert_eq!(res.text(), "2");
+        let listed = get(a.addr, &format!("/t/t{t}/keys")).await.json();
+        assert_eq!(listed["keys"], serde_json::json!(["k", "n"]));
+    }
+    let res = Admin::new(a.admin, &token)
+        .put_tenant("app", serde_json::json!({ "component": "default" }))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    until(&b, "/t/app/hello", StatusCode::OK).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_reaches_a_tls_only_redis_that_the_system_store_trusts() {
+    let Some(redis) = Redis::start_tls() else {
+        return;
+    };
+    let ca = redis.ca.clone().expect("a TLS server's CA");
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    // rustls-native-certs reads SSL_CERT_FILE as the system's store would.
+    let trusted = Launch {
+        env: vec![("SSL_CERT_FILE".into(), ca.to_str().unwrap().into())],
+        ..Launch::default()
+    };
+    let r = Runner::launch(None, &["--store", &url, "--tenants", "1"], trusted);
+    assert_eq!(
+        put(&r, "/t/t0/kv/k", b"secret").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(get(r.addr, "/t/t0/kv/k").await.text(), "secret");
+    // Without the CA the certificate is refused, and the start-up says so.
+    let exit = Runner::run_args_to_exit(&["--store", &url]);
+    assert_eq!(exit.status.code(), Some(1), "{}", exit.stderr);
+    assert!(
+        exit.stderr.contains("reaching the store at rediss://"),
         "{}",
         exit.stderr
     );
