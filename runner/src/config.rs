@@ -740,7 +740,10 @@ mod tests {
             "{err}"
         );
         let err = format!("{:#}", parse(&["--store-timeout", "0s"]).unwrap_err());
-        assert!(err.contains("store-timeout must be between 1ms and 1m, not 0s"), "{err}");
+        assert!(
+            err.contains("store-timeout must be between 1ms and 1m, not 0s"),
+            "{err}"
+        );
     }
 
     #[test]
