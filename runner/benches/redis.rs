@@ -42,7 +42,7 @@ fn setup() -> Option<Setup> {
         .expect("a runtime");
     let timeout = Duration::from_secs(5);
     let connection = runtime
-        .block_on(Connection::open(&[redis.url()], timeout))
+        .block_on(Connection::open(&[redis.url()], false, timeout))
         .expect("a connection");
     let store = Store::new(connection.clone(), PREFIX, timeout);
     let quotas = Quotas {

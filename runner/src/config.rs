@@ -188,7 +188,8 @@ settings! {
         /// (`rediss://` for TLS), a Redis that several runners share, which
         /// also keeps the tenants deployed through the admin API and tells
         /// every runner on it of each change. Several comma-separated URLs
-        /// are seed nodes of one Redis Cluster.
+        /// are seed nodes of one Redis Cluster, as is one
+        /// `redis+cluster://` (or `rediss+cluster://`) URL.
         store: Location = "memory", Range::<Location>::Any, env "RUNNER_STORE";
         /// With --store redis://..., the longest one key-value call waits
         /// for Redis, reconnecting included; past it the guest's call fails
@@ -714,7 +715,10 @@ mod tests {
         let c = parse(&["--store", "rediss://:pw@cache.internal:6380/2"]).unwrap();
         assert_eq!(
             c.server.store,
-            Location::Redis(vec!["rediss://:pw@cache.internal:6380/2".into()])
+            Location::Redis {
+                urls: vec!["rediss://:pw@cache.internal:6380/2".into()],
+                cluster: false
+            }
         );
         // Logs and debug prints never show the password.
         assert_eq!(
@@ -728,15 +732,30 @@ mod tests {
         let c = parse(&["--config", f.path.to_str().unwrap(), "--tenants", "1"]).unwrap();
         assert_eq!(
             c.server.store,
-            Location::Redis(vec![
-                "redis://10.0.0.1:7000".into(),
-                "redis://10.0.0.2:7000".into()
-            ])
+            Location::Redis {
+                urls: vec![
+                    "redis://10.0.0.1:7000".into(),
+                    "redis://10.0.0.2:7000".into()
+                ],
+                cluster: true
+            }
         );
         assert_eq!(c.server.store_timeout, Duration::from_secs(1));
+        // One seed of a Cluster, by its scheme.
+        let c = parse(&["--store", "rediss+cluster://:pw@seed:7000"]).unwrap();
+        assert_eq!(
+            c.server.store,
+            Location::Redis {
+                urls: vec!["rediss://:pw@seed:7000".into()],
+                cluster: true
+            }
+        );
+        assert_eq!(c.server.store.redacted(), "rediss+cluster://:***@seed:7000");
         let err = format!("{:#}", parse(&["--store", "postgres://db"]).unwrap_err());
         assert!(
-            err.contains(r#""postgres://db" is neither memory nor a redis:// or rediss:// URL"#),
+            err.contains(
+                r#""postgres://db" is neither memory nor a redis://, rediss:// or redis+cluster:// URL"#
+            ),
             "{err}"
         );
         let err = format!("{:#}", parse(&["--store-timeout", "0s"]).unwrap_err());

@@ -169,7 +169,7 @@ impl Runner {
         let restored = fleet.restore(&config.tenants).await?;
         if restored > 0 {
             let from = match &config.server.store {
-                store::redis::Location::Redis(_) => "the fleet's Redis",
+                store::redis::Location::Redis { .. } => "the fleet's Redis",
                 store::redis::Location::Memory => "the data directory",
             };
             tracing::info!(
@@ -262,10 +262,10 @@ async fn open_store(
     use store::redis::{Connection, Location, PREFIX};
     let server = &config.server;
     Ok(match (&server.store, &server.data_dir.0) {
-        (Location::Redis(urls), _) => {
+        (Location::Redis { urls, cluster }, _) => {
             let reaching = || format!("reaching the store at {}", server.store.redacted());
             let timeout = server.store_timeout;
-            let connection = Connection::open(urls, timeout)
+            let connection = Connection::open(urls, *cluster, timeout)
                 .await
                 .with_context(reaching)?;
             let redis = store::redis::Store::new(connection.clone(), PREFIX, timeout);

@@ -314,6 +314,12 @@ impl Cluster {
         SHARED.get_or_init(Cluster::start).as_ref()
     }
 
+    /// One node's URL as a Cluster's seed (`redis+cluster://`), for
+    /// `--store`.
+    pub fn seed_url(&self) -> String {
+        format!("redis+cluster://{}", self.nodes[0].addr)
+    }
+
     /// Every node's URL, comma-separated, for `--store`.
     pub fn url(&self) -> String {
         self.nodes

@@ -98,14 +98,14 @@ impl ConnectionLike for Connection {
 
 impl Connection {
     /// Connects to `urls`: one URL is one Redis (`redis://`, or
-    /// `rediss://` for TLS); several are seed nodes of one Cluster. Each
-    /// attempt to connect and each reply is bounded by `timeout`. Nothing is
-    /// sent yet: a single node is connected on first use, so a runner can
-    /// start while Redis is still coming up.
-    pub async fn open(urls: &[String], timeout: Duration) -> Result<Self, Error> {
+    /// `rediss://` for TLS), unless `cluster`; several are seed nodes of one
+    /// Cluster. Each attempt to connect and each reply is bounded by
+    /// `timeout`. A single node is connected on first use, so nothing is
+    /// sent yet.
+    pub async fn open(urls: &[String], cluster: bool, timeout: Duration) -> Result<Self, Error> {
         let unavailable = |e: ::redis::RedisError| Error::Unavailable(format!("redis: {e}"));
         match urls {
-            [url] => {
+            [url] if !cluster => {
                 let client = ::redis::Client::open(url.as_str()).map_err(unavailable)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
@@ -137,16 +137,30 @@ impl Connection {
 #[derive(Clone, PartialEq, Eq, PartialOrd)]
 pub enum Location {
     Memory,
-    /// One URL: one Redis; several: seed nodes of one Redis Cluster.
-    Redis(Vec<String>),
+    /// One Redis, or with `cluster` a Redis Cluster reached through these
+    /// seed nodes (their URLs as redis-rs reads them).
+    Redis {
+        urls: Vec<String>,
+        cluster: bool,
+    },
 }
 
+/// The scheme suffix that makes one URL a Cluster's seed.
+const CLUSTER: &str = "+cluster://";
+
 impl Location {
-    /// The URLs with any password replaced by `***`, for logs and messages.
+    /// As written on the command line, any password replaced by `***`, for
+    /// logs and messages.
     pub fn redacted(&self) -> String {
         match self {
             Location::Memory => "memory".into(),
-            Location::Redis(urls) => urls.iter().map(|u| redact(u)).collect::<Vec<_>>().join(","),
+            Location::Redis { urls, cluster } => {
+                let shown: Vec<String> = urls.iter().map(|u| redact(u)).collect();
+                match shown.as_slice() {
+                    [one] if *cluster => one.replacen("://", CLUSTER, 1),
+                    _ => shown.join(","),
+                }
+            }
         }
     }
 }
@@ -181,18 +195,28 @@ impl crate::settings::Setting for Location {
         if text == "memory" {
             return Ok(Location::Memory);
         }
-        let urls: Vec<String> = text.split(',').map(|u| u.trim().to_string()).collect();
-        for url in &urls {
+        let mut cluster = false;
+        let mut urls: Vec<String> = Vec::new();
+        for url in text.split(',').map(str::trim) {
+            let url = match url.split_once(CLUSTER) {
+                Some((scheme @ ("redis" | "rediss"), rest)) => {
+                    cluster = true;
+                    format!("{scheme}://{rest}")
+                }
+                _ => url.to_string(),
+            };
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(format!(
-                    "{:?} is neither memory nor a redis:// or rediss:// URL",
-                    redact(url)
+                    "{:?} is neither memory nor a redis://, rediss:// or redis+cluster:// URL",
+                    redact(&url)
                 ));
             }
             ::redis::Client::open(url.as_str())
-                .map_err(|e| format!("{:?} is not a Redis URL: {e}", redact(url)))?;
+                .map_err(|e| format!("{:?} is not a Redis URL: {e}", redact(&url)))?;
+            urls.push(url);
         }
-        Ok(Location::Redis(urls))
+        cluster |= urls.len() > 1;
+        Ok(Location::Redis { urls, cluster })
     }
 
     fn from_toml(value: &toml::Value) -> Result<Self, String> {
@@ -939,7 +963,7 @@ mod tests {
     fn connect(redis: &Redis, timeout: Duration) -> Connection {
         let urls = [redis.url()];
         tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(Connection::open(&urls, timeout))
+            tokio::runtime::Handle::current().block_on(Connection::open(&urls, false, timeout))
         })
         .expect("a connection")
     }
@@ -970,7 +994,7 @@ mod tests {
             let cluster = Cluster::shared()?;
             let urls: Vec<String> = cluster.nodes.iter().map(Redis::url).collect();
             let connection = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(Connection::open(&urls, TIMEOUT))
+                tokio::runtime::Handle::current().block_on(Connection::open(&urls, true, TIMEOUT))
             })
             .expect("a cluster connection");
             assert!(matches!(connection, Connection::Cluster(_)));

@@ -382,16 +382,11 @@ async fn a_cluster_serves_as_one_store_for_data_and_deployments() {
         return;
     };
     let token = Token::new();
-    let url = cluster.url();
-    let args = [
-        "--store",
-        &url,
-        "--tenants",
-        "3",
-        "--admin-token-file",
-        token.path(),
-    ];
-    let (a, b) = (Runner::start(&args), Runner::start(&args));
+    // a names every node, b one seed, by its scheme.
+    let (all, seed) = (cluster.url(), cluster.seed_url());
+    let rest = ["--tenants", "3", "--admin-token-file", token.path()];
+    let a = Runner::start(&[&["--store", all.as_str()][..], &rest].concat());
+    let b = Runner::start(&[&["--store", seed.as_str()][..], &rest].concat());
     // Tenants spread over the cluster's slots; each reads back through the
     // other runner what one wrote.
     for t in 0..3 {
