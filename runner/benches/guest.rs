@@ -26,12 +26,17 @@
 //!   `max-instance-reuse`, so one kept instance serves them all: handle
 //!   without instantiation or memory reset.
 //!
-//! There is no route that makes many key-value calls in one request, so the
-//! cost of one call is read as `kv_get - hello` (and `kv_put - hello`),
-//! printed at the end from an interleaved run. That difference includes the
-//! guest's routing of a longer path, percent-decoding the key, the `open`
-//! call and its resource, and copying the value in or out, not just the
-//! `get` itself. `PUT` also streams a 100-byte request body into the guest.
+//! The default guest makes one key-value call per request, so `kv_get -
+//! hello` (and `kv_put - hello`), printed at the end from an interleaved run,
+//! is a request's cost of one call: the guest's routing of a longer path,
+//! percent-decoding the key, the `open` call and its resource, and copying
+//! the value in or out. `PUT` also streams a 100-byte request body in.
+//!
+//! One `get` host call alone is measured on the bench guest (`guest/bench`,
+//! default toolchain settings): `GET /getloop/{key}?n=N` opens the bucket
+//! once and calls `get` N times, on one kept instance; `(n=1001 - n=1) /
+//! 1000`, from interleaved rounds, is one call: the guest's lowering, the
+//! async host call, the store's `get` and the 100-byte copy into the guest.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -42,7 +47,7 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
-use runner::engine::{EngineConfig, Runtime};
+use runner::engine::{EngineConfig, Loaded, Runtime};
 use runner::host::Host;
 use runner::http::{Admission, GlobalCap};
 use runner::limits::Limits;
@@ -67,6 +72,8 @@ struct Bench {
     /// Stands in for the ingress's global in-flight cap.
     global: GlobalCap,
     rt: tokio::runtime::Runtime,
+    store: Store,
+    recorder: Recorder,
 }
 
 impl Bench {
@@ -85,15 +92,8 @@ impl Bench {
             .load(runner::DEFAULT_GUEST, usize::MAX)
             .expect("the default guest loads");
         let store = Store::new(Store::default_shards());
-        let tenant = |name: &str, limits: Limits| {
-            Arc::new(Tenant::new(
-                name,
-                limits,
-                &loaded,
-                Namespace::new(&store, name, Quotas::default()).expect("a fresh namespace"),
-                Arc::new(recorder.scope(|| TenantMetrics::new(name.into()))),
-            ))
-        };
+        let tenant =
+            |name: &str, limits: Limits| tenant_on(&store, &recorder, &loaded, name, limits);
         let reused = tenant(
             "t1",
             Limits {
@@ -111,9 +111,23 @@ impl Bench {
             reused,
             global: GlobalCap::new(1000),
             rt,
+            store,
+            recorder,
         };
         bench.check();
         bench
+    }
+
+    /// The bench guest (`guest/bench`), compiled.
+    fn bench_guest(&self) -> Loaded {
+        let bytes = include_bytes!(env!("RUNNER_BENCH_GUEST"));
+        self.runtime
+            .load(bytes, usize::MAX)
+            .expect("the bench guest loads")
+    }
+
+    fn tenant_on(&self, loaded: &Loaded, name: &str, limits: Limits) -> Arc<Tenant> {
+        tenant_on(&self.store, &self.recorder, loaded, name, limits)
     }
 
     /// One request through `Runtime::call`, its body read to the end.
@@ -131,8 +145,10 @@ impl Bench {
             .expect("a valid request");
         let admission = Admission::try_admit(&self.global, tenant)
             .expect("one request at a time fits every cap");
-        let Outcome::Served(response) = self.runtime.call(tenant, request, admission).await else {
-            panic!("the default guest answers");
+        // A guest still writing its body when the head is ready streams it.
+        let response = match self.runtime.call(tenant, request, admission).await {
+            Outcome::Served(response) | Outcome::Streaming(response, _) => response,
+            _ => panic!("the guest answers"),
         };
         let status = response.status();
         let body = response
@@ -254,6 +270,23 @@ fn instantiation(c: &mut Criterion, bench: &Bench) {
     group.finish();
 }
 
+/// A tenant running `loaded` under `limits`, its namespace in `store`.
+fn tenant_on(
+    store: &Store,
+    recorder: &Recorder,
+    loaded: &Loaded,
+    name: &str,
+    limits: Limits,
+) -> Arc<Tenant> {
+    Arc::new(Tenant::new(
+        name,
+        limits,
+        loaded,
+        Namespace::new(store, name, Quotas::default()).expect("a fresh namespace"),
+        Arc::new(recorder.scope(|| TenantMetrics::new(name.into()))),
+    ))
+}
+
 /// The three requests the `call/*` benches time.
 fn routes() -> [(&'static str, Method, String, Bytes); 3] {
     let kv = format!("/kv/{KEY}");
@@ -315,6 +348,57 @@ fn differences(bench: &Bench) {
     );
 }
 
+/// One `get` host call, from a loop of them inside one request on a kept
+/// instance of the bench guest: the median of interleaved rounds of
+/// `n=1001` and `n=1`, the difference over 1000.
+fn host_call(bench: &Bench) {
+    const ROUNDS: usize = 15;
+    const PER_ROUND: u64 = 200;
+    const LOOP: u64 = 1000;
+    let tenant = bench.tenant_on(
+        &bench.bench_guest(),
+        "loop",
+        Limits {
+            max_instance_reuse: 1_000_000,
+            instance_idle_timeout: Duration::from_secs(3600),
+            ..Limits::default()
+        },
+    );
+    let path = |n: u64| format!("/getloop/{KEY}?n={n}");
+    bench.rt.block_on(async {
+        let kv = format!("/kv/{KEY}");
+        let put = bench
+            .request(&tenant, Method::PUT, &kv, Bench::value())
+            .await;
+        assert_eq!(put.0, StatusCode::NO_CONTENT, "{:?}", put.1);
+        let read = bench
+            .request(&tenant, Method::GET, &path(LOOP + 1), Bytes::new())
+            .await;
+        let all = (LOOP as usize + 1) * VALUE_BYTES;
+        assert_eq!(read, (StatusCode::OK, Bytes::from(all.to_string())));
+    });
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        for (n, into) in [(1, &mut one), (LOOP + 1, &mut many)] {
+            let t = bench.time_requests(&tenant, &Method::GET, &path(n), &Bytes::new(), PER_ROUND);
+            into.push(t.as_nanos() as f64 / PER_ROUND as f64);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (one, many) = (median(&mut one), median(&mut many));
+    println!("\none get host call, {VALUE_BYTES}-byte value, bench guest, kept instance:");
+    println!("  n=1     {one:>9.0} ns per request");
+    println!("  n={}  {many:>9.0} ns per request", LOOP + 1);
+    println!(
+        "  get     {:>9.1} ns  ((n={} - n=1) / {LOOP})",
+        (many - one) / LOOP as f64,
+        LOOP + 1
+    );
+}
+
 fn benches(c: &mut Criterion) {
     let bench = Bench::new();
     instantiation(c, &bench);
@@ -323,6 +407,7 @@ fn benches(c: &mut Criterion) {
     // `cargo test --benches` runs each bench once as a smoke test.
     if std::env::args().any(|a| a == "--bench") {
         differences(&bench);
+        host_call(&bench);
     }
 }
 

@@ -1,6 +1,8 @@
 //! The component of the speed comparisons (bench/reuse.sh): `GET /hello`,
 //! `GET /setget/{key}` (sets the key to `world`, reads it back and answers
-//! it) and `GET`/`PUT /kv/{key}`. Built with the toolchain's defaults (Rust's
+//! it), `GET`/`PUT /kv/{key}`, and `GET /getloop/{key}?n=N` (one `open`,
+//! then N `get`s of the key, answering the bytes read in all; what one host
+//! call costs, measured by `runner/benches/guest.rs`). Built with the toolchain's defaults (Rust's
 //! 1 MiB stack, wit-bindgen), it imports only wasi:http, WASI 0.2 and
 //! `wasi:keyvalue@0.2.0-draft`, so `wasmtime serve -S cli -S keyvalue` runs
 //! it unchanged, and it logs nothing.
@@ -30,6 +32,16 @@ fn route(req: &Request) -> Result {
             Method::Get => kv::set_get(req, &kv::key(raw)?),
             _ => Err(Response::method_not_allowed("GET")),
         };
+    }
+    if let Some(raw) = path.strip_prefix("/getloop/") {
+        let key = kv::key(raw)?;
+        let n: u32 = req.required_param("n")?;
+        let bucket = kv::open(req)?;
+        let mut read = 0usize;
+        for _ in 0..n {
+            read += bucket.get(&key)?.map_or(0, |v| v.len());
+        }
+        return Ok(Response::text(200, read.to_string()));
     }
     if let Some(raw) = path.strip_prefix("/kv/") {
         return match req.method() {
