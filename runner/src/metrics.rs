@@ -45,6 +45,7 @@ pub const KV_OPERATION_DURATION: &str = "runner_kv_operation_duration_seconds";
 pub const KV_KEYS: &str = "runner_kv_keys";
 pub const KV_BYTES: &str = "runner_kv_bytes";
 pub const KV_QUOTA_REJECTIONS: &str = "runner_kv_quota_rejections_total";
+pub const STORE_UNAVAILABLE: &str = "runner_store_unavailable_total";
 pub const LOG_LINES_DROPPED: &str = "runner_log_lines_dropped_total";
 pub const STORE_COMMITS: &str = "runner_store_commits_total";
 pub const STORE_WRITES: &str = "runner_store_writes_total";
@@ -141,6 +142,9 @@ impl Recorder {
             describe();
             this.process.describe();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // There from the start, so its alert has a series before any
+            // outage.
+            metrics::counter!(STORE_UNAVAILABLE).absolute(0);
         });
         Ok(this)
     }
@@ -268,6 +272,10 @@ fn describe() {
         "Bytes (keys plus values) a tenant holds."
     );
     describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
+    describe_counter!(
+        STORE_UNAVAILABLE,
+        "Key-value calls that failed with store-unavailable: the store (Redis, or the data directory's disk) could not be reached or failed."
+    );
     describe_counter!(
         LOG_LINES_DROPPED,
         "Log lines dropped because the log writer could not keep up (a slow or full stderr)."
@@ -440,6 +448,9 @@ pub struct TenantMetrics {
     kv_ops: Vec<[Counter; 3]>,
     kv_duration: Vec<Histogram>,
     kv_quota: Vec<Counter>,
+    /// Process-wide, without a tenant label: an outage of the store is
+    /// every tenant's.
+    store_unavailable: Counter,
     label: String,
 }
 
@@ -481,6 +492,7 @@ impl TenantMetrics {
                 .iter()
                 .map(|q| labelled(KV_QUOTA_REJECTIONS, "quota", q.as_str()))
                 .collect(),
+            store_unavailable: metrics::counter!(STORE_UNAVAILABLE),
             label,
         }
     }
@@ -525,7 +537,11 @@ impl TenantMetrics {
     pub fn kv_op(&self, op: KvOp, elapsed: Duration, error: Option<&store::Error>) {
         let result = match error {
             None => 0,
-            Some(store::Error::Invalid(_) | store::Error::Unavailable(_)) => 1,
+            Some(store::Error::Invalid(_)) => 1,
+            Some(store::Error::Unavailable(_)) => {
+                self.store_unavailable.increment(1);
+                1
+            }
             Some(store::Error::Quota { quota, .. }) => {
                 self.kv_quota[*quota as usize].increment(1);
                 2

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use system_tests::admin::{Admin, Token};
 use system_tests::http::{get, request};
+use system_tests::probe;
 use system_tests::redis::{Cluster, Redis};
 use system_tests::tenants::hostile_guest;
 use system_tests::{Launch, Runner, loadgen};
@@ -231,6 +232,9 @@ async fn redis_stopped_mid_load_costs_store_calls_only_and_service_recovers() {
         run.stdout
     );
     assert_eq!(get(r.admin, "/healthz").await.status, StatusCode::OK);
+    // Counted for the operator's alert.
+    let failed = probe::metric(r.admin, "runner_store_unavailable_total", "").await;
+    assert!(failed >= 1.0, "runner_store_unavailable_total {failed}");
 }
 
 /// Polls `path` on `r` until it answers `status`; how long that took.
