@@ -422,6 +422,10 @@ fn read_file(path: &Path) -> anyhow::Result<File> {
 fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
     let server = &cli.server;
     server.validate("")?;
+    server
+        .store
+        .check()
+        .map_err(|why| anyhow::anyhow!("store: {why}"))?;
     if server.store != Location::Memory && server.data_dir.0.is_some() {
         bail!(
             "data-dir keeps the in-memory store on this machine's disk, and store {} keeps data \
@@ -752,12 +756,20 @@ mod tests {
         );
         assert_eq!(c.server.store.redacted(), "rediss+cluster://:***@seed:7000");
         let err = format!("{:#}", parse(&["--store", "postgres://db"]).unwrap_err());
+        assert_eq!(
+            err,
+            r#"store: "postgres://db" is neither memory nor a redis://, rediss:// or redis+cluster:// URL"#
+        );
+        // A refused URL never shows its password, a `/` in it included.
+        let err = format!(
+            "{:#}",
+            parse(&["--store", "redis://u:s3/cr3t@h:bad"]).unwrap_err()
+        );
         assert!(
-            err.contains(
-                r#""postgres://db" is neither memory nor a redis://, rediss:// or redis+cluster:// URL"#
-            ),
+            err.starts_with(r#"store: "redis://u:***@h:bad" is not a Redis URL"#),
             "{err}"
         );
+        assert!(!err.contains("s3/cr3t"), "{err}");
         let err = format!("{:#}", parse(&["--store-timeout", "0s"]).unwrap_err());
         assert!(
             err.contains("store-timeout must be between 1ms and 1m, not 0s"),

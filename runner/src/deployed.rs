@@ -166,7 +166,6 @@ impl Keeper {
 /// - `<prefix>fleet:changes`: the channel on which a runner that changed a
 ///   tenant publishes its name; every runner subscribed reads the tenant
 ///   again and applies what it finds.
-#[derive(Debug)]
 pub struct Shared {
     connection: Connection,
     /// For the subscription, which needs a connection of its own.
@@ -175,7 +174,22 @@ pub struct Shared {
     timeout: Duration,
 }
 
+// By hand: the URLs may carry a password.
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Shared {
+    /// The bound on one command, from `--store-timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn new(connection: Connection, urls: &[String], prefix: &str, timeout: Duration) -> Self {
         Self {
             connection,
@@ -245,38 +259,49 @@ impl Shared {
         before: &SavedTenants,
         after: &SavedTenants,
     ) -> anyhow::Result<()> {
-        let changed: Vec<&String> = after
+        let changed = after
             .iter()
             .filter(|(name, t)| before.get(*name) != Some(t))
             .map(|(name, _)| name)
-            .chain(before.keys().filter(|name| !after.contains_key(*name)))
-            .collect();
-        // One command at a time: in a Cluster the tenants hash and the
-        // channel live on different nodes. Kept first, announced after: a
-        // runner that hears of a change finds it.
+            .chain(before.keys().filter(|name| !after.contains_key(*name)));
+        for name in changed {
+            self.save_tenant(name, after.get(name)).await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps tenant `name` as `value` (`None`: removed), then announces it.
+    /// The write to the hash is the commit: once it is done the change is
+    /// the fleet's, and every runner's next resync applies it even if the
+    /// announcement is lost, so a failed announcement is logged, not
+    /// reported as a failed change. One command at a time: in a Cluster the
+    /// hash and the channel live on different nodes.
+    pub async fn save_tenant(&self, name: &str, value: Option<&SavedTenant>) -> anyhow::Result<()> {
         let timeout = self.timeout * 4;
-        for name in &changed {
-            let write = match after.get(*name) {
-                Some(t) => {
-                    let json = serde_json::to_string(t).context("encoding a tenant")?;
-                    let mut hset = ::redis::cmd("HSET");
-                    hset.arg(self.tenants_key()).arg(name.as_str()).arg(json);
-                    hset
-                }
-                None => {
-                    let mut hdel = ::redis::cmd("HDEL");
-                    hdel.arg(self.tenants_key()).arg(name.as_str());
-                    hdel
-                }
-            };
-            self.query::<()>(&write, timeout)
-                .await
-                .with_context(|| format!("keeping tenant {name:?} in Redis"))?;
-            let mut publish = ::redis::cmd("PUBLISH");
-            publish.arg(self.channel()).arg(name.as_str());
-            self.query::<()>(&publish, timeout)
-                .await
-                .with_context(|| format!("announcing tenant {name:?} on Redis"))?;
+        let write = match value {
+            Some(t) => {
+                let json = serde_json::to_string(t).context("encoding a tenant")?;
+                let mut hset = ::redis::cmd("HSET");
+                hset.arg(self.tenants_key()).arg(name).arg(json);
+                hset
+            }
+            None => {
+                let mut hdel = ::redis::cmd("HDEL");
+                hdel.arg(self.tenants_key()).arg(name);
+                hdel
+            }
+        };
+        self.query::<()>(&write, timeout)
+            .await
+            .with_context(|| format!("keeping tenant {name:?} in Redis"))?;
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish.arg(self.channel()).arg(name);
+        if let Err(e) = self.query::<()>(&publish, timeout).await {
+            tracing::warn!(
+                tenant = %name,
+                "announcing the change on Redis: {e:#}; the other runners apply it at their next resync (within {}s)",
+                crate::follow::RESYNC_EVERY.as_secs()
+            );
         }
         Ok(())
     }
@@ -288,14 +313,18 @@ impl Shared {
             .query(&all, self.transfer_timeout())
             .await
             .context("reading the deployed tenants from Redis")?;
-        found
+        // One unreadable entry (written by hand, or by a newer runner) is
+        // that tenant's problem, not the whole fleet's.
+        Ok(found
             .into_iter()
-            .map(|(name, json)| {
-                let tenant = serde_json::from_str(&json)
-                    .with_context(|| format!("tenant {name:?} in Redis is not readable"))?;
-                Ok((name, tenant))
+            .filter_map(|(name, json)| match serde_json::from_str(&json) {
+                Ok(tenant) => Some((name, tenant)),
+                Err(e) => {
+                    tracing::error!(tenant = %name, "its entry in Redis is not readable, so it is not served: {e}");
+                    None
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Tenant `name` as Redis has it now; `None`: not deployed.

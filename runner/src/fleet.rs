@@ -310,7 +310,17 @@ impl Fleet {
         };
         let tenant = match self.prepare(name, component, limits).await {
             Ok(Some(tenant)) => tenant,
-            Ok(None) => return Ok(Change::Unchanged),
+            // A shared store may hold another version than this runner
+            // serves (a peer's change not followed yet): it gets this one.
+            Ok(None) if source != Source::Api || self.shared().is_none() => {
+                return Ok(Change::Unchanged);
+            }
+            Ok(None) => {
+                self.save_one(name, Some(saved))
+                    .await
+                    .map_err(Refused::Failed)?;
+                return Ok(Change::Unchanged);
+            }
             Err(e) => {
                 self.reassert_quotas([name]);
                 return Err(Refused::Invalid(e));
@@ -319,12 +329,7 @@ impl Fleet {
         if source == Source::Api {
             // Kept before it is served: an acknowledged deploy survives a
             // restart.
-            let kept = self
-                .save(|tenants| {
-                    tenants.insert(name.to_string(), saved);
-                })
-                .await;
-            if let Err(e) = kept {
+            if let Err(e) = self.save_one(name, Some(saved)).await {
                 self.reassert_quotas([name]);
                 return Err(Refused::Failed(e));
             }
@@ -370,6 +375,34 @@ impl Fleet {
         written
     }
 
+    /// [`Fleet::save`] for one tenant (`None`: removed). A shared store is
+    /// written whatever this runner held, so the last acknowledged change
+    /// is the one every runner ends with.
+    async fn save_one(&self, name: &str, value: Option<SavedTenant>) -> anyhow::Result<()> {
+        let Some((keeper, tenants)) = &self.deployed else {
+            return Ok(());
+        };
+        let Some(shared) = keeper.shared() else {
+            return self
+                .save(|tenants| match value {
+                    Some(t) => {
+                        tenants.insert(name.to_string(), t);
+                    }
+                    None => {
+                        tenants.remove(name);
+                    }
+                })
+                .await;
+        };
+        shared.save_tenant(name, value.as_ref()).await?;
+        let mut tenants = tenants.lock();
+        match value {
+            Some(t) => tenants.insert(name.to_string(), t),
+            None => tenants.remove(name),
+        };
+        Ok(())
+    }
+
     /// Brings back the tenants deployed through the API that the keeper
     /// kept, except those `configured` names (the tenants file owns the
     /// names it lists, at start-up as on reload). Returns how many.
@@ -381,13 +414,29 @@ impl Fleet {
         let listed: HashSet<&str> = configured.iter().map(|t| t.name.as_str()).collect();
         kept.retain(|name, _| !listed.contains(name.as_str()));
         let mut built = Vec::with_capacity(kept.len());
+        let mut refused = Vec::new();
         for (name, t) in &kept {
-            let (component, limits) = self.resolve(keeper, name, t).await?;
-            let prepared = self
-                .prepare(name, &component, limits)
-                .await
-                .with_context(|| who(name))?;
-            built.extend(prepared);
+            let prepared = match self.resolve(keeper, name, t).await {
+                Ok((component, limits)) => self
+                    .prepare(name, &component, limits)
+                    .await
+                    .with_context(|| who(name)),
+                Err(e) => Err(e),
+            };
+            match prepared {
+                Ok(prepared) => built.extend(prepared),
+                // One peer's tenant that cannot run here (say its max-memory
+                // is above this runner's pool) must not keep this runner
+                // from serving the rest.
+                Err(e) if keeper.shared().is_some() => {
+                    tracing::error!(tenant = %name, "not serving it here: {e:#}");
+                    refused.push(name.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for name in &refused {
+            kept.remove(name);
         }
         let _one_at_a_time = self.changes.lock().await;
         self.install(built, Source::Startup);
@@ -439,21 +488,22 @@ impl Fleet {
         Ok((component, limits))
     }
 
-    /// Applies what the fleet's shared store now holds for tenant `name`
-    /// (`remote`; `None`: not deployed), as another runner left it: the
-    /// tenant is created, updated or removed here to match, its data left
-    /// as it is (the runner that removed it purged it, if asked to). A name
-    /// this runner's tenants file lists stays as the file says. Returns
-    /// what changed, if anything.
-    pub async fn follow(
-        &self,
-        name: &str,
-        remote: Option<SavedTenant>,
-    ) -> anyhow::Result<Option<Change>> {
+    /// Applies what the fleet's shared store holds for tenant `name` now
+    /// (read under the change lock, so no change of this runner's comes
+    /// between the read and its application), as another runner left it:
+    /// the tenant is created, updated or removed here to match, its data
+    /// left as it is (the runner that removed it purged it, if asked to).
+    /// A name this runner's tenants file lists stays as the file says.
+    /// Returns what changed, if anything.
+    pub async fn follow(&self, name: &str) -> anyhow::Result<Option<Change>> {
         let Some((keeper, saved)) = &self.deployed else {
             return Ok(None);
         };
+        let Some(shared) = keeper.shared() else {
+            return Ok(None);
+        };
         let _one_at_a_time = self.changes.lock().await;
+        let remote = shared.load_tenant(name).await?;
         let local = saved.lock().get(name).cloned();
         if local == remote || (local.is_none() && self.get(name).is_some()) {
             return Ok(None);
@@ -465,6 +515,9 @@ impl Fleet {
             };
             self.metrics.tenants.set(self.len() as f64);
             self.retire(&old, false, Source::Peer);
+            // What this process knows of its data (usage, buckets opened)
+            // may be stale now: a peer may purge it.
+            self.backend.forget(name);
             return Ok(Some(Change::Removed));
         };
         let (component, limits) = self.resolve(keeper, name, &remote).await?;
@@ -482,24 +535,25 @@ impl Fleet {
         }))
     }
 
-    /// [`Fleet::follow`] for every tenant the shared store holds or this
-    /// runner holds from it: after a reconnect, when announcements may have
-    /// been missed. Returns how many changed; a tenant that cannot be
-    /// applied is logged and left as it was.
+    /// [`Fleet::follow`] for every tenant the shared store holds that this
+    /// runner holds otherwise, or not: after a reconnect, when
+    /// announcements may have been missed. Returns how many changed; a
+    /// tenant that cannot be applied is logged and left as it was.
     pub async fn resync(&self) -> anyhow::Result<usize> {
-        let Some(shared) = self.shared() else {
+        let (Some(shared), Some((_, saved))) = (self.shared(), &self.deployed) else {
             return Ok(0);
         };
-        let mut remote = shared.load_tenants().await?;
-        let local: Vec<String> = match &self.deployed {
-            Some((_, saved)) => saved.lock().keys().cloned().collect(),
-            None => Vec::new(),
-        };
-        let mut names: Vec<String> = remote.keys().cloned().collect();
-        names.extend(local.into_iter().filter(|n| !remote.contains_key(n)));
+        let remote = shared.load_tenants().await?;
+        let local = saved.lock().clone();
+        let names: Vec<&String> = remote
+            .iter()
+            .filter(|(name, t)| local.get(*name) != Some(t))
+            .map(|(name, _)| name)
+            .chain(local.keys().filter(|name| !remote.contains_key(*name)))
+            .collect();
         let mut changed = 0;
         for name in names {
-            match self.follow(&name, remote.remove(&name)).await {
+            match self.follow(name).await {
                 Ok(Some(Change::Unchanged) | None) => {}
                 Ok(Some(_)) => changed += 1,
                 Err(e) => tracing::error!(tenant = %name, "following the shared store: {e:#}"),
@@ -707,13 +761,24 @@ impl Fleet {
     ) -> Result<(), Refused> {
         let _one_at_a_time = self.changes.lock().await;
         if self.get(name).is_none() {
-            return Err(Refused::NotFound(format!("no tenant {name:?}")));
+            // A peer's deployment this runner has not followed yet is still
+            // the fleet's to remove.
+            let held = match self.shared() {
+                Some(shared) => shared.load_tenant(name).await.map_err(Refused::Failed)?,
+                None => None,
+            };
+            if held.is_none() {
+                return Err(Refused::NotFound(format!("no tenant {name:?}")));
+            }
+            self.save_one(name, None).await.map_err(Refused::Failed)?;
+            if purge {
+                self.backend.purge(name).await.map_err(|e| {
+                    Refused::Failed(anyhow::Error::from(e).context("purging its key-value data"))
+                })?;
+            }
+            return Ok(());
         }
-        self.save(|tenants| {
-            tenants.remove(name);
-        })
-        .await
-        .map_err(Refused::Failed)?;
+        self.save_one(name, None).await.map_err(Refused::Failed)?;
         let Some(old) = self.tenants.write().remove(name) else {
             return Err(Refused::NotFound(format!("no tenant {name:?}")));
         };

@@ -31,13 +31,14 @@ pub async fn follow(fleet: Arc<Fleet>) {
         return;
     };
     let (urls, channel) = (shared.urls().to_vec(), shared.channel());
+    let shared_timeout = shared.timeout();
     let mut backoff = Duration::from_millis(50);
     let mut node = 0;
     let mut away = false;
     loop {
         let url = &urls[node % urls.len()];
         let subscribed = async {
-            let client = ::redis::Client::open(url.as_str())?;
+            let client = crate::store::redis::client(url, shared_timeout)?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, ::redis::RedisError>(pubsub)
@@ -82,15 +83,7 @@ pub async fn follow(fleet: Arc<Fleet>) {
                     let Ok(name) = message.get_payload::<String>() else {
                         continue;
                     };
-                    let read = match fleet.shared() {
-                        Some(shared) => shared.load_tenant(&name).await,
-                        None => return,
-                    };
-                    let applied = match read {
-                        Ok(remote) => fleet.follow(&name, remote).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = applied {
+                    if let Err(e) = fleet.follow(&name).await {
                         tracing::error!(tenant = %name, "following the fleet's change: {e:#}");
                     }
                 }

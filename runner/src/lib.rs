@@ -170,7 +170,7 @@ impl Runner {
         if restored > 0 {
             let from = match &config.server.store {
                 store::redis::Location::Redis { .. } => "the fleet's Redis",
-                store::redis::Location::Memory => "the data directory",
+                _ => "the data directory",
             };
             tracing::info!(
                 restored,
@@ -280,5 +280,6 @@ async fn open_store(
             (Arc::new(durable), Some(deployed::Keeper::Files(kept)))
         }
         (Location::Memory, None) => (Arc::new(store::memory::Store::new(config.shards)), None),
+        (Location::Invalid(why), _) => anyhow::bail!("store: {why}"),
     })
 }

@@ -315,7 +315,10 @@ macro_rules! settings {
                     long,
                     default_value = $default,
                     value_parser = <$ty as $crate::settings::Setting>::parse_flag,
-                    help_heading = $heading
+                    help_heading = $heading,
+                    // `--help` names the variable, never its value, which
+                    // may be a secret (a Redis URL's password).
+                    hide_env_values = true
                     $(, env = $env)?
                 )]
                 pub $field: $ty,

@@ -37,6 +37,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Deletes everything `tenant` holds, durably where the backend is
     /// durable; its next namespace starts empty.
     async fn purge(&self, tenant: &str) -> Result<(), Error>;
+
+    /// Drops what this process keeps about `tenant`'s data besides the
+    /// data (cached usage, buckets known to exist), because another process
+    /// sharing the store removed the tenant and may purge it. A backend
+    /// only this process reaches keeps nothing such.
+    fn forget(&self, _tenant: &str) {}
 }
 
 /// One tenant's buckets and usage.

@@ -106,7 +106,7 @@ impl Connection {
         let unavailable = |e: ::redis::RedisError| Error::Unavailable(format!("redis: {e}"));
         match urls {
             [url] if !cluster => {
-                let client = ::redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let client = client(url, timeout).map_err(unavailable)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
                     .set_response_timeout(Some(timeout))
@@ -121,6 +121,7 @@ impl Connection {
             }
             seeds => {
                 let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                    .tcp_settings(tcp_settings(timeout))
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     .retries(2)
@@ -133,6 +134,35 @@ impl Connection {
     }
 }
 
+/// How every connection to Redis is set up: no Nagle delay on small
+/// commands, and a dead peer detected by the kernel (keepalive probes on an
+/// idle connection, a bound on unacknowledged data on a busy one), so the
+/// connection errors and is replaced instead of timing calls out for as
+/// long as TCP would retransmit.
+fn tcp_settings(timeout: Duration) -> ::redis::io::tcp::TcpSettings {
+    use ::redis::io::tcp::socket2::TcpKeepalive;
+    let settings = ::redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(
+            TcpKeepalive::new()
+                .with_time(Duration::from_secs(5))
+                .with_interval(Duration::from_secs(1))
+                .with_retries(3),
+        );
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout((timeout * 4).max(Duration::from_secs(1)));
+    settings
+}
+
+/// A client for one node, its connections set up as [`tcp_settings`] says.
+pub fn client(url: &str, timeout: Duration) -> ::redis::RedisResult<::redis::Client> {
+    use ::redis::IntoConnectionInfo as _;
+    let info = url
+        .into_connection_info()?
+        .set_tcp_settings(tcp_settings(timeout));
+    ::redis::Client::open(info)
+}
+
 /// Where key-value data lives (`--store`): in this process, or in Redis.
 #[derive(Clone, PartialEq, Eq, PartialOrd)]
 pub enum Location {
@@ -143,6 +173,10 @@ pub enum Location {
         urls: Vec<String>,
         cluster: bool,
     },
+    /// A value that is neither, and why, its password already hidden: the
+    /// configuration refuses it ([`Location::check`]). Parsing never fails
+    /// itself, since the command-line parser would echo the value whole.
+    Invalid(String),
 }
 
 /// The scheme suffix that makes one URL a Cluster's seed.
@@ -161,6 +195,15 @@ impl Location {
                     _ => shown.join(","),
                 }
             }
+            Location::Invalid(_) => "invalid".into(),
+        }
+    }
+
+    /// Refuses a value that names no store.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Location::Invalid(why) => Err(why.clone()),
+            _ => Ok(()),
         }
     }
 }
@@ -170,8 +213,10 @@ fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // The user part ends at the last `@` before any query or fragment: a
+    // password may hold a `/`.
+    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
         Some(at) => {
             let user = rest[..at]
                 .split_once(':')
@@ -192,6 +237,24 @@ impl fmt::Debug for Location {
 
 impl crate::settings::Setting for Location {
     fn parse_flag(text: &str) -> Result<Self, String> {
+        Ok(Self::parse(text).unwrap_or_else(Location::Invalid))
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        crate::settings::from_toml_string(value, "memory or a redis:// URL")
+    }
+
+    fn show(&self) -> String {
+        self.redacted()
+    }
+
+    fn is_zero(&self) -> bool {
+        false
+    }
+}
+
+impl Location {
+    fn parse(text: &str) -> Result<Self, String> {
         if text == "memory" {
             return Ok(Location::Memory);
         }
@@ -217,18 +280,6 @@ impl crate::settings::Setting for Location {
         }
         cluster |= urls.len() > 1;
         Ok(Location::Redis { urls, cluster })
-    }
-
-    fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        crate::settings::from_toml_string(value, "memory or a redis:// URL")
-    }
-
-    fn show(&self) -> String {
-        self.redacted()
-    }
-
-    fn is_zero(&self) -> bool {
-        false
     }
 }
 
@@ -340,16 +391,29 @@ impl backend::Backend for Store {
 
     async fn purge(&self, tenant: &str) -> Result<(), Error> {
         let names = Names::new(&self.shared.prefix, tenant);
-        self.shared
-            .script::<()>(
-                PURGE
-                    .key(names.usage())
-                    .key(names.buckets())
-                    .arg(&names.tag),
-            )
-            .await?;
+        // In bounded steps: one script over a tenant of millions of keys
+        // would hold Redis, and every runner's calls, for seconds.
+        loop {
+            let done: i64 = self
+                .shared
+                .script(
+                    PURGE
+                        .key(names.usage())
+                        .key(names.buckets())
+                        .arg(&names.tag)
+                        .arg(PURGE_STEP),
+                )
+                .await?;
+            if done == 1 {
+                break;
+            }
+        }
         self.tenants.lock().remove(tenant);
         Ok(())
+    }
+
+    fn forget(&self, tenant: &str) {
+        self.tenants.lock().remove(tenant);
     }
 }
 
@@ -921,26 +985,36 @@ return 1
     )
 });
 
-/// Deletes everything a tenant holds: each bucket in its set KEYS[2] (its
-/// keys, found through its index, and the index), the set, and its usage
-/// KEYS[1]. ARGV[1] is the tenant's tag, from which the script names the
-/// bucket keys as `Names` does.
+/// Keys one purge step deletes.
+const PURGE_STEP: usize = 1000;
+
+/// One step of deleting everything a tenant holds: up to ARGV[2] keys of
+/// the buckets in its set KEYS[2] (found through each bucket's index, and
+/// taken out of it), each bucket whose index is then empty, and once none
+/// is left the set and the usage KEYS[1]. Answers 1 when done, 0 when
+/// there is more. ARGV[1] is the tenant's tag, from which the script names
+/// the bucket keys as `Names` does.
 static PURGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local tag = ARGV[1]
+local tag, budget = ARGV[1], tonumber(ARGV[2])
 for _, bucket in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local head = #bucket .. ':' .. bucket
   local index = tag .. 'i' .. head
-  local members = redis.call('ZRANGE', index, 0, -1)
-  for i = 1, #members, 500 do
+  local members = redis.call('ZRANGE', index, 0, budget - 1)
+  if #members > 0 then
     local batch = {}
-    for j = i, math.min(i + 499, #members) do
-      batch[#batch + 1] = tag .. 'd' .. head .. members[j]
+    for j = 1, #members do
+      batch[j] = tag .. 'd' .. head .. members[j]
     end
     redis.call('DEL', unpack(batch))
+    redis.call('ZREM', index, unpack(members))
+    budget = budget - #members
   end
-  redis.call('DEL', index)
+  if redis.call('EXISTS', index) == 0 then
+    redis.call('SREM', KEYS[2], bucket)
+  end
+  if budget <= 0 then return 0 end
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 return 1
@@ -1080,6 +1154,50 @@ mod tests {
             task.await.unwrap();
         }
         assert_eq!(b.get("1").await.unwrap().as_deref(), Some(&b"1000"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_larger_than_one_step_takes_everything_in_steps() {
+        let Some(store) = fresh() else { return };
+        let quotas = Quotas {
+            max_keys: 10_000,
+            ..Quotas::default()
+        };
+        let big = Front::new(&store, "big", quotas).unwrap();
+        let other = Front::new(&store, "other", Quotas::default()).unwrap();
+        let pairs = |n: usize| -> Vec<(String, Bytes)> {
+            (0..n)
+                .map(|i| (format!("k{i}"), Bytes::from_static(b"v")))
+                .collect()
+        };
+        // 2,500 keys over two buckets: three steps of 1,000.
+        for bucket in ["", "named"] {
+            let b = big.open(bucket).await.unwrap();
+            for chunk in pairs(1250).chunks(500) {
+                b.set_many(chunk.to_vec()).await.unwrap();
+            }
+        }
+        other
+            .open("")
+            .await
+            .unwrap()
+            .set("k0".into(), Bytes::from_static(b"kept"))
+            .await
+            .unwrap();
+        backend::Backend::purge(&store, "big").await.unwrap();
+        // Nothing of the tenant is left in Redis.
+        let mut scan = ::redis::cmd("KEYS");
+        scan.arg(format!("{}*", Names::new(&store.shared.prefix, "big").tag));
+        let left: Vec<String> = store.shared.call(&scan).await.unwrap();
+        assert!(left.is_empty(), "{left:?}");
+        let fresh = Front::new(&store, "big", Quotas::default()).unwrap();
+        for bucket in ["", "named"] {
+            let b = fresh.open(bucket).await.unwrap();
+            assert_eq!(b.get("k7").await.unwrap(), None);
+            assert!(crate::store::conformance::walk(&b).await.is_empty());
+        }
+        let kept = other.open("").await.unwrap().get("k0").await.unwrap();
+        assert_eq!(kept.as_deref(), Some(&b"kept"[..]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -446,3 +446,43 @@ async fn rediss_reaches_a_tls_only_redis_that_the_system_store_trusts() {
         exit.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_acknowledged_change_wins_even_where_a_runner_lags() {
+    let Some(redis) = Redis::start() else { return };
+    let token = Token::new();
+    let [a, _b] = pair(
+        &redis,
+        &["--tenants", "1", "--admin-token-file", token.path()],
+    );
+    let api = Admin::new(a.admin, &token);
+    let v1 = serde_json::json!({ "component": "default", "limits": { "fuel": 5_000_000 } });
+    assert_eq!(
+        api.put_tenant("x", v1.clone()).await.status,
+        StatusCode::CREATED
+    );
+    let kept = |name: &str| redis.cli(&["hget", "runner:fleet:tenants", name]);
+    let as_v1 = kept("x");
+    assert!(as_v1.contains(r#""fuel":5000000"#), "{as_v1}");
+
+    // A peer's change that runner a has not followed yet (written behind
+    // its back, with no announcement): Redis holds another version.
+    redis.cli(&[
+        "hset",
+        "runner:fleet:tenants",
+        "x",
+        &as_v1.trim().replace("5000000", "7000000"),
+    ]);
+    // The same deploy again: unchanged on a, and still written, so Redis,
+    // and every runner after it, ends with what was acknowledged last.
+    let res = api.put_tenant("x", v1).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.json()["change"], "unchanged");
+    assert_eq!(kept("x"), as_v1);
+
+    // A deployment only Redis holds is still the fleet's to remove.
+    redis.cli(&["hset", "runner:fleet:tenants", "y", as_v1.trim()]);
+    let res = api.delete("/v1/tenants/y").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(kept("y").trim(), "");
+}
