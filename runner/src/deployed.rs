@@ -224,8 +224,12 @@ impl Shared {
         cmd: &::redis::Cmd,
         timeout: Duration,
     ) -> anyhow::Result<T> {
-        let mut connection = self.connection.clone();
-        match tokio::time::timeout(timeout, cmd.query_async(&mut connection)).await {
+        let mut connection = self.connection.current();
+        let outcome = tokio::time::timeout(timeout, cmd.query_async(&mut connection)).await;
+        if let Ok(Err(e)) = &outcome {
+            connection.renew_after(e);
+        }
+        match outcome {
             Ok(result) => result.context("redis"),
             Err(_) => anyhow::bail!(
                 "redis did not answer within {}",

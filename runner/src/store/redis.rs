@@ -55,14 +55,26 @@ use super::{DEFAULT_BUCKET, Error};
 /// it, and requests from many tasks are pipelined on it.
 #[derive(Clone)]
 pub enum Connection {
-    Single(ConnectionManager),
+    /// This clone's manager, its generation, and where the latest is.
+    Single(ConnectionManager, u64, Arc<Renewal>),
     Cluster(ClusterConnection),
+}
+
+/// The latest connection manager to a single node, replaced when the node
+/// turns out to be a replica: after a failover behind one DNS name, the
+/// old primary may stay up as a replica, and a kept connection to it would
+/// answer READONLY to every write for as long as it lives. redis-rs
+/// reconnects on a broken connection only, so the backend renews it.
+pub struct Renewal {
+    client: ::redis::Client,
+    config: ConnectionManagerConfig,
+    latest: parking_lot::RwLock<(u64, ConnectionManager)>,
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Connection::Single(_) => "Connection::Single",
+            Connection::Single(..) => "Connection::Single",
             Connection::Cluster(_) => "Connection::Cluster",
         })
     }
@@ -71,7 +83,7 @@ impl fmt::Debug for Connection {
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Single(c, ..) => c.req_packed_command(cmd),
             Connection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -83,14 +95,14 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Single(c, ..) => c.req_packed_commands(pipeline, offset, count),
             Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Connection::Single(c) => c.get_db(),
+            Connection::Single(c, ..) => c.get_db(),
             Connection::Cluster(c) => c.get_db(),
         }
     }
@@ -116,8 +128,14 @@ impl Connection {
                     .set_min_delay(Duration::from_millis(20))
                     .set_max_delay(Duration::from_millis(500));
                 let manager =
-                    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-                Ok(Connection::Single(manager))
+                    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                        .map_err(unavailable)?;
+                let renewal = Renewal {
+                    client,
+                    config,
+                    latest: parking_lot::RwLock::new((0, manager.clone())),
+                };
+                Ok(Connection::Single(manager, 0, Arc::new(renewal)))
             }
             seeds => {
                 let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
@@ -130,6 +148,61 @@ impl Connection {
                 let connection = within(timeout, client.get_async_connection()).await?;
                 Ok(Connection::Cluster(connection))
             }
+        }
+    }
+
+    /// The connection to send a call on: the latest one.
+    pub fn current(&self) -> Self {
+        match self {
+            Connection::Single(_, _, renewal) => {
+                let (generation, manager) = renewal.latest.read().clone();
+                Connection::Single(manager, generation, renewal.clone())
+            }
+            Connection::Cluster(_) => self.clone(),
+        }
+    }
+
+    /// After `error` on this connection: a READONLY answer means the node
+    /// it reaches is a replica now, so the next call gets a new connection
+    /// (to whatever the URL's name resolves to then), once for all the
+    /// calls that failed on this one.
+    pub fn renew_after(&self, error: &::redis::RedisError) {
+        let Connection::Single(_, generation, renewal) = self else {
+            return;
+        };
+        if error.kind() != ::redis::ErrorKind::Server(::redis::ServerErrorKind::ReadOnly) {
+            return;
+        }
+        let mut latest = renewal.latest.write();
+        if latest.0 != *generation {
+            return;
+        }
+        match ConnectionManager::new_lazy_with_config(
+            renewal.client.clone(),
+            renewal.config.clone(),
+        ) {
+            Ok(manager) => {
+                tracing::warn!("Redis answered READONLY: reconnecting, in case it failed over");
+                *latest = (generation + 1, manager);
+            }
+            Err(e) => tracing::error!("reconnecting to Redis after READONLY: {e}"),
+        }
+    }
+
+    /// Runs `call`'s outcome through [`Connection::renew_after`] and the
+    /// error mapping of [`within`].
+    fn settle<T>(
+        &self,
+        timeout: Duration,
+        outcome: Result<::redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, Error> {
+        if let Ok(Err(e)) = &outcome {
+            self.renew_after(e);
+        }
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(Error::Unavailable(format!("redis: {e}"))),
+            Err(_) => Err(timed_out(timeout)),
         }
     }
 }
@@ -292,11 +365,15 @@ async fn within<T>(
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Error::Unavailable(format!("redis: {e}"))),
-        Err(_) => Err(Error::Unavailable(format!(
-            "redis did not answer within {}",
-            humantime::format_duration(timeout)
-        ))),
+        Err(_) => Err(timed_out(timeout)),
     }
+}
+
+fn timed_out(timeout: Duration) -> Error {
+    Error::Unavailable(format!(
+        "redis did not answer within {}",
+        humantime::format_duration(timeout)
+    ))
 }
 
 /// The Redis backend; one per process, shared by every tenant.
@@ -315,16 +392,19 @@ struct Shared {
 
 impl Shared {
     async fn call<T: ::redis::FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Error> {
-        let mut connection = self.connection.clone();
-        within(self.timeout, cmd.query_async(&mut connection)).await
+        let mut connection = self.connection.current();
+        let outcome = tokio::time::timeout(self.timeout, cmd.query_async(&mut connection)).await;
+        connection.settle(self.timeout, outcome)
     }
 
     async fn script<T: ::redis::FromRedisValue>(
         &self,
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> Result<T, Error> {
-        let mut connection = self.connection.clone();
-        within(self.timeout, invocation.invoke_async(&mut connection)).await
+        let mut connection = self.connection.current();
+        let outcome =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut connection)).await;
+        connection.settle(self.timeout, outcome)
     }
 }
 
@@ -1198,6 +1278,96 @@ mod tests {
         }
         let kept = other.open("").await.unwrap().get("k0").await.unwrap();
         assert_eq!(kept.as_deref(), Some(&b"kept"[..]));
+    }
+
+    /// A TCP proxy on a free port that sends each new connection to
+    /// whatever `target` says then, as a DNS name does across a failover:
+    /// connections made before a switch stay with the old node.
+    async fn proxy(target: Arc<parking_lot::Mutex<std::net::SocketAddr>>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let to = *target.lock();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failover_behind_one_name_writes_reach_the_new_primary() {
+        let (Some(old), Some(new)) = (Redis::start(), Redis::start()) else {
+            return;
+        };
+        let target = Arc::new(parking_lot::Mutex::new(old.addr));
+        let via = proxy(target.clone()).await;
+        let urls = [format!("redis://{via}")];
+        let connection = Connection::open(&urls, false, TIMEOUT).await.unwrap();
+        let store = Store::new(connection, PREFIX, TIMEOUT);
+        let b = Front::new(&store, "t", Quotas::default())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        b.set("k".into(), Bytes::from_static(b"before"))
+            .await
+            .unwrap();
+
+        // The new node replicates the old, then they trade places, and the
+        // name points at the new primary.
+        let port = old.addr.port().to_string();
+        new.cli(&["replicaof", "127.0.0.1", &port]);
+        let start = std::time::Instant::now();
+        while !new
+            .cli(&["info", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "replication did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        while new
+            .cli(&[
+                "get",
+                &format!("{}d7:defaultk", Names::new(PREFIX, "t").tag),
+            ])
+            .trim()
+            != "before"
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the key did not replicate"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        *target.lock() = new.addr;
+        new.cli(&["replicaof", "no", "one"]);
+        let new_port = new.addr.port().to_string();
+        old.cli(&["replicaof", "127.0.0.1", &new_port]);
+
+        // The kept connection reaches the old node, a replica now: the
+        // first write fails with its READONLY, and the next goes to the
+        // new primary.
+        let first = b.set("k".into(), Bytes::from_static(b"after")).await;
+        if let Err(e) = &first {
+            assert!(e.to_string().contains("read only replica"), "{e}");
+            b.set("k".into(), Bytes::from_static(b"after"))
+                .await
+                .unwrap();
+        }
+        let on_new = new.cli(&[
+            "get",
+            &format!("{}d7:defaultk", Names::new(PREFIX, "t").tag),
+        ]);
+        assert_eq!(on_new.trim(), "after");
+        assert_eq!(b.get("k").await.unwrap().as_deref(), Some(&b"after"[..]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
