@@ -24,6 +24,7 @@ fn main() {
         "common",
         "default",
         "hostile",
+        "p3",
     ] {
         println!("cargo:rerun-if-changed={}", guest.join(path).display());
     }
@@ -64,6 +65,7 @@ fn main() {
         ("RUNNER_DEFAULT_GUEST", "guest_default.wasm"),
         ("RUNNER_HOSTILE_GUEST", "guest_hostile.wasm"),
         ("RUNNER_BENCH_GUEST", "guest_bench.wasm"),
+        ("RUNNER_P3_GUEST", "guest_p3.wasm"),
     ] {
         let path = out.join(file);
         assert!(path.is_file(), "{} was not built", path.display());

@@ -28,7 +28,7 @@ use wasmtime_wasi_http::{FieldMapError, WasiHttpView};
 
 use crate::compiled::Cache;
 use crate::component::{self, Digest};
-use crate::host::{self, GuestPre, Host};
+use crate::host::{self, Handler, HandlerPre, Host};
 use crate::http::Admission;
 use crate::http::body::{Failed, Guarded};
 use crate::instances::{Instance, Reaper, Registry};
@@ -89,7 +89,7 @@ pub struct Runtime {
 #[derive(Clone)]
 pub struct Loaded {
     pub digest: Digest,
-    pub pre: GuestPre<Host>,
+    pub pre: HandlerPre,
     /// The initial linear memory it needs, in bytes.
     pub needed: u64,
 }
@@ -149,6 +149,8 @@ impl Runtime {
         let mut wasm = Config::new();
         wasm.consume_fuel(true)
             .epoch_interruption(true)
+            // WASIp3 components: async functions, streams and futures.
+            .wasm_component_model_async(true)
             .wasm_backtrace_max_frames(None)
             .max_wasm_stack(config.max_wasm_stack)
             .async_stack_size(config.max_wasm_stack + (512 << 10))
@@ -252,7 +254,7 @@ impl Runtime {
 
     /// Compiles `bytes`, or reads what an earlier run compiled from them,
     /// and links it.
-    fn compile(&self, bytes: &[u8], digest: &Digest) -> wasmtime::Result<GuestPre<Host>> {
+    fn compile(&self, bytes: &[u8], digest: &Digest) -> wasmtime::Result<HandlerPre> {
         let cached = self
             .cache
             .as_ref()
@@ -286,8 +288,7 @@ impl Runtime {
                 });
             }
         };
-        GuestPre::new(instance_pre)
-            .context("the component does not export wasi:http/incoming-handler")
+        HandlerPre::new(instance_pre)
     }
 
     /// A fresh store for `tenant`: its limits, and an epoch callback that
@@ -391,18 +392,14 @@ impl Runtime {
             let mut instance = None;
             let run = async {
                 let instance = instance.insert(runtime.instance(&tenant, deadline).await?);
-                let mut http = instance.store.data_mut().http();
-                let request = http
-                    .new_incoming_request(Scheme::Http, request)
-                    .context("passing the request to the guest")?;
-                let outparam = http
-                    .new_response_outparam(sender)
-                    .context("creating the response slot")?;
-                instance
-                    .guest
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut instance.store, request, outparam)
-                    .await
+                match &instance.guest {
+                    Handler::P2(guest) => {
+                        serve_p2(&mut instance.store, guest, request, sender).await
+                    }
+                    Handler::P3(service) => {
+                        serve_p3(&mut instance.store, service, request, sender).await
+                    }
+                }
             };
             // The epoch callback ends a guest that computes past its
             // deadline; this ends one blocked in a host call.
@@ -446,7 +443,7 @@ impl Runtime {
                         guarded(response, Failed::Known(true)),
                         Box::new(failure),
                     ),
-                    (Ok(Err(code)), _) => guest_error(code),
+                    (Ok(Err(code)), _) => guest_error(&code),
                     (Err(_), failure) => failure.unwrap_or_else(no_response),
                 }
             },
@@ -465,7 +462,7 @@ impl Runtime {
                 });
                 match sent {
                     Ok(Ok(response)) => Outcome::Streaming(response, ended_later),
-                    Ok(Err(code)) => guest_error(code),
+                    Ok(Err(code)) => guest_error(&code),
                     // Unreachable while the guest's store, which holds the
                     // sender, is alive; handled all the same.
                     Err(_) => no_response(),
@@ -473,6 +470,84 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The guest's response head, or the error code it answered with instead.
+type Head = Result<http::Response<crate::http::body::OutBody>, String>;
+
+/// Runs one request through a WASIp2 handler: returns when `handle` does,
+/// with the response head sent on `head` as soon as the guest set it.
+async fn serve_p2<B>(
+    store: &mut Store<Host>,
+    guest: &host::Guest,
+    request: http::Request<B>,
+    head: oneshot::Sender<Head>,
+) -> wasmtime::Result<()>
+where
+    B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+{
+    let mut http = store.data_mut().http();
+    let request = http
+        .new_incoming_request(Scheme::Http, request)
+        .context("passing the request to the guest")?;
+    let outparam = http
+        .new_response_outparam_from_callback(move |result| {
+            let _ = head.send(result.map_err(|code| format!("{code:?}")));
+        })
+        .context("creating the response slot")?;
+    guest
+        .wasi_http_incoming_handler()
+        .call_handle(store, request, outparam)
+        .await
+}
+
+/// Runs one request through a WASIp3 handler, in the store's concurrent
+/// event loop: the response head is sent on `head` when `handle` returns
+/// it, and this returns once the guest's task has exited, which a guest
+/// writing its body after returning (the usual WASIp3 shape) does when
+/// the body is written.
+async fn serve_p3<B>(
+    store: &mut Store<Host>,
+    service: &wasmtime_wasi_http::p3::bindings::Service,
+    request: http::Request<B>,
+    head: oneshot::Sender<Head>,
+) -> wasmtime::Result<()>
+where
+    B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+{
+    let (mut parts, body) = request.into_parts();
+    // The guest sees the scheme as WASIp2 guests do.
+    if parts.uri.scheme().is_none() {
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        parts.uri = http::Uri::from_parts(uri).context("passing the request to the guest")?;
+    }
+    let (request, request_io) = wasmtime_wasi_http::p3::Request::from_http(
+        store.data_mut().http().hooks,
+        http::Request::from_parts(parts, body),
+    );
+    let view: fn(&mut Host) -> wasmtime_wasi_http::WasiHttpCtxView<'_> = Host::http;
+    store
+        .run_concurrent(async move |accessor| -> wasmtime::Result<()> {
+            let request = accessor
+                .with(|mut store| view(store.get()).table.push(request))
+                .context("passing the request to the guest")?;
+            let answer = service
+                .wasi_http_handler()
+                .call_handle(accessor, request)
+                .await?;
+            let sent = match answer {
+                Ok(response) => Ok(accessor.with(|mut store| {
+                    let response = view(store.get()).table.delete(response)?;
+                    response.into_http_with_getter(&mut store, request_io, view)
+                })?),
+                Err(code) => Err(format!("{code:?}")),
+            };
+            let _ = head.send(sent);
+            std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)).await;
+            Ok(())
+        })
+        .await?
 }
 
 /// Starts a request in `store`: the host's per-request state, a whole fuel
@@ -493,8 +568,8 @@ fn guarded(
     response.map(|body| Guarded::wrap(body, failed))
 }
 
-fn guest_error(code: wasmtime_wasi_http::p2::bindings::http::types::ErrorCode) -> Outcome {
-    Outcome::GuestError(format!("the guest failed the request: {code:?}"))
+fn guest_error(code: &str) -> Outcome {
+    Outcome::GuestError(format!("the guest failed the request: {code}"))
 }
 
 fn no_response() -> Outcome {

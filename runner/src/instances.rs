@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use wasmtime::Store;
 
 use crate::engine::Periodic;
-use crate::host::{Guest, Host};
+use crate::host::{Handler, Host};
 use crate::tenant::Tenant;
 
 /// How often the reaper looks for instances past their idle timeout: an idle
@@ -32,7 +32,7 @@ pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
 /// A live instance of a tenant's component, in its own store.
 pub struct Instance {
     pub store: Store<Host>,
-    pub guest: Guest,
+    pub guest: Handler,
     /// Requests it has started, this one included.
     pub served: u64,
 }

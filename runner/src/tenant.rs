@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 
 use crate::component::Digest;
 use crate::engine::Loaded;
-use crate::host::{GuestPre, Host, LogRate};
+use crate::host::{HandlerPre, LogRate};
 use crate::instances::IdleInstances;
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
@@ -20,7 +20,7 @@ pub struct Tenant {
     name: Arc<str>,
     limits: Limits,
     component: Digest,
-    pre: GuestPre<Host>,
+    pre: HandlerPre,
     namespace: Namespace,
     /// Bounds this tenant's share of the runner: one tenant's flood cannot
     /// take every instance slot.
@@ -82,7 +82,7 @@ impl Tenant {
         self.component
     }
 
-    pub fn pre(&self) -> &GuestPre<Host> {
+    pub fn pre(&self) -> &HandlerPre {
         &self.pre
     }
 

@@ -4,6 +4,8 @@
 #[path = "e2e/admin.rs"]
 mod admin;
 mod harness;
+#[path = "e2e/p3.rs"]
+mod p3;
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -59,6 +59,57 @@ mod bindings {
 }
 
 pub use bindings::{Guest, GuestPre};
+use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
+
+/// A tenant's component, linked and ready to instantiate: a WASIp2 handler
+/// (`wasi:http/incoming-handler@0.2.x`) or a WASIp3 one
+/// (`wasi:http/handler@0.3.0`), told apart by its exports when it is
+/// loaded.
+#[derive(Clone)]
+pub enum HandlerPre {
+    P2(GuestPre<Host>),
+    P3(ServicePre<Host>),
+}
+
+/// A live instance of a tenant's component.
+pub enum Handler {
+    P2(Guest),
+    P3(Service),
+}
+
+impl HandlerPre {
+    /// The handler `pre` exports, WASIp3 first: a component exporting both
+    /// is served through its WASIp3 handler, as `wasmtime serve` does.
+    pub fn new(pre: wasmtime::component::InstancePre<Host>) -> wasmtime::Result<Self> {
+        if let Ok(p3) = ServicePre::new(pre.clone()) {
+            return Ok(HandlerPre::P3(p3));
+        }
+        GuestPre::new(pre).map(HandlerPre::P2).map_err(|_| {
+            wasmtime::format_err!(
+                "the component exports neither wasi:http/incoming-handler@0.2.x (WASIp2) nor \
+                 wasi:http/handler@0.3.0 (WASIp3)"
+            )
+        })
+    }
+
+    pub async fn instantiate_async(
+        &self,
+        store: &mut wasmtime::Store<Host>,
+    ) -> wasmtime::Result<Handler> {
+        Ok(match self {
+            HandlerPre::P2(pre) => Handler::P2(pre.instantiate_async(store).await?),
+            HandlerPre::P3(pre) => Handler::P3(pre.instantiate_async(store).await?),
+        })
+    }
+
+    /// The handler interface it exports, as the admin API and logs name it.
+    pub fn world(&self) -> &'static str {
+        match self {
+            HandlerPre::P2(_) => "wasi:http/incoming-handler@0.2",
+            HandlerPre::P3(_) => "wasi:http/handler@0.3.0",
+        }
+    }
+}
 
 /// Everything one guest instance can reach.
 pub struct Host {
@@ -257,6 +308,12 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     sockets::udp::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
     sockets::udp_create_socket::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)?;
+    // WASI 0.3 beside 0.2 (the versions differ, so both link): a WASIp3
+    // component imports wasi:http@0.3.0 and, from Rust's std, WASI 0.2.
+    // Sockets and the filesystem are denied and empty as above, and
+    // outgoing requests are refused by the same hooks.
+    wasmtime_wasi::p3::add_to_linker(l)?;
+    wasmtime_wasi_http::p3::add_to_linker(l)?;
 
     {
         use bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
