@@ -28,6 +28,7 @@ use wasmtime_wasi_http::{FieldMapError, WasiHttpView};
 
 use crate::compiled::Cache;
 use crate::component::{self, Digest};
+use crate::concurrent::{Job, Reply};
 use crate::host::{self, Handler, HandlerPre, Host};
 use crate::http::Admission;
 use crate::http::body::{Failed, Guarded};
@@ -313,6 +314,7 @@ impl Runtime {
     /// removed.
     pub fn forget(&self, tenant: &Tenant) {
         self.reaper.registry().forget(tenant);
+        tenant.workers().close();
     }
 
     /// Instantiates the tenant's component once, under its own limits, so a
@@ -346,6 +348,13 @@ impl Runtime {
             tenant.metrics().instances_reused.increment(1);
             return Ok(kept);
         }
+        self.fresh(tenant, deadline).await
+    }
+
+    /// A new instance of `tenant`'s component, begun with its fuel and
+    /// `deadline`. A full pool first evicts kept instances, any tenant's,
+    /// before it refuses.
+    async fn fresh(&self, tenant: &Arc<Tenant>, deadline: Instant) -> wasmtime::Result<Instance> {
         loop {
             let mut store = self.store(tenant);
             begin(&mut store, tenant, deadline)?;
@@ -383,6 +392,9 @@ impl Runtime {
     where
         B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
     {
+        if tenant.limits().max_instance_concurrency > 1 && tenant.pre().is_p3() {
+            return self.call_shared(tenant, request, admission).await;
+        }
         let deadline = Instant::now() + tenant.limits().timeout;
         let (sender, mut head) = oneshot::channel();
         let runtime = self.clone();
@@ -473,7 +485,7 @@ impl Runtime {
 }
 
 /// The guest's response head, or the error code it answered with instead.
-type Head = Result<http::Response<crate::http::body::OutBody>, String>;
+pub(crate) type Head = Result<http::Response<crate::http::body::OutBody>, String>;
 
 /// Runs one request through a WASIp2 handler: returns when `handle` does,
 /// with the response head sent on `head` as soon as the guest set it.
@@ -550,6 +562,60 @@ where
         .await?
 }
 
+impl Runtime {
+    /// Runs one request of `tenant` in one of its WASIp3 instances that
+    /// serve several requests at once ([`crate::concurrent`]), making a new
+    /// one when none has room. `admission` is held until the response head.
+    async fn call_shared<B>(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        request: http::Request<B>,
+        admission: Admission,
+    ) -> Outcome
+    where
+        B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    {
+        use http_body_util::BodyExt as _;
+
+        let limits = tenant.limits();
+        let deadline = Instant::now() + limits.timeout;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            request: request.map(|body| body.boxed_unsync()),
+            deadline,
+            reply,
+        };
+        let taken = match tenant.workers().offer(job, limits.max_instance_concurrency) {
+            Ok(taken) => taken,
+            Err(job) => match self.fresh(tenant, deadline).await {
+                Ok(Instance {
+                    mut store,
+                    guest: Handler::P3(service),
+                    ..
+                }) => {
+                    // The worker adds each request's budget as it starts.
+                    let _ = store.set_fuel(0);
+                    tenant.workers().start(tenant.clone(), store, service, *job)
+                }
+                Ok(_) => return Outcome::HostFault("a WASIp2 instance of a WASIp3 tenant".into()),
+                Err(e) => return classify(&e, None, tenant),
+            },
+        };
+        let outcome = match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(Reply::Head(Ok(response)))) => Outcome::Served(response),
+            Ok(Ok(Reply::Head(Err(code)))) => guest_error(&code),
+            Ok(Ok(Reply::Failed(outcome))) => outcome,
+            Ok(Err(_dropped)) => no_response(),
+            Err(_elapsed) => {
+                tenant.workers().expired(&taken);
+                deadline_exceeded(tenant)
+            }
+        };
+        drop(admission);
+        outcome
+    }
+}
+
 /// Starts a request in `store`: the host's per-request state, a whole fuel
 /// budget, and the first epoch check one tick away.
 fn begin(store: &mut Store<Host>, tenant: &Tenant, deadline: Instant) -> wasmtime::Result<()> {
@@ -588,9 +654,18 @@ impl std::fmt::Display for DeadlineExceeded {
 
 impl std::error::Error for DeadlineExceeded {}
 
+/// A request that ran past its deadline.
+pub(crate) fn deadline_exceeded(tenant: &Tenant) -> Outcome {
+    classify(&DeadlineExceeded.into(), None, tenant)
+}
+
 /// Names the limit or trap behind a failed call. Counting is left to the
 /// request's end, so each outcome is counted once.
-fn classify(error: &wasmtime::Error, limiter_hit: Option<Limit>, tenant: &Tenant) -> Outcome {
+pub(crate) fn classify(
+    error: &wasmtime::Error,
+    limiter_hit: Option<Limit>,
+    tenant: &Tenant,
+) -> Outcome {
     let limits = tenant.limits();
     if error.is::<DeadlineExceeded>() {
         return Outcome::LimitHit(

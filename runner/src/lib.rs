@@ -7,9 +7,12 @@
 //!   range, help), from which [`config`] and [`limits`] build theirs.
 //! - [`compiled`]: compiled components kept on disk between runs.
 //! - [`engine`]: the wasmtime engine, pooling allocator, epoch ticker, and
-//!   the per-request call path (a fresh or kept instance, fuel, deadline).
+//!   the per-request call path (a fresh or kept instance, fuel, deadline;
+//!   WASIp2 and WASIp3 handlers).
 //! - [`instances`]: instances kept between a tenant's requests (opt-in
 //!   reuse), their idle timeout and eviction when the pool is full.
+//! - [`concurrent`]: WASIp3 instances that serve several of a tenant's
+//!   requests at once (opt-in), and what each limit means there.
 //! - [`host`]: the per-instance host state and the imports guests use
 //!   (`wasi:keyvalue`, `wasi:logging`, and WASI from wasmtime-wasi).
 //! - [`store`]: the key-value store: the backend seam (async traits), the
@@ -39,6 +42,7 @@
 pub mod client;
 pub mod compiled;
 pub mod component;
+pub mod concurrent;
 pub mod config;
 pub mod deployed;
 pub mod engine;

@@ -38,6 +38,13 @@ settings! {
         /// that request left them (fuel and the deadline are still per
         /// request).
         max_instance_reuse: u64 = "1", Range::Positive(1_000_000u64), env "RUNNER_MAX_INSTANCE_REUSE";
+        /// Requests one instance of a WASIp3 component may serve at once.
+        /// 1 (the default) runs one request at a time per instance; above
+        /// 1, requests of the tenant share instances (and their fuel tank,
+        /// memory and failures: the README says how), up to this many
+        /// waiting for their response in each. No effect on WASIp2
+        /// components, which cannot be called concurrently.
+        max_instance_concurrency: usize = "1", Range::Positive(1000usize), env "RUNNER_MAX_INSTANCE_CONCURRENCY";
         /// How long a kept instance waits for its tenant's next request
         /// before it is dropped (with max-instance-reuse above 1).
         instance_idle_timeout: Duration = "1s", Range::Between(Duration::from_millis(1), Duration::from_secs(3600));

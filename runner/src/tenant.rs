@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::component::Digest;
+use crate::concurrent::Workers;
 use crate::engine::Loaded;
 use crate::host::{HandlerPre, LogRate};
 use crate::instances::IdleInstances;
@@ -29,6 +30,9 @@ pub struct Tenant {
     log_rate: Arc<LogRate>,
     /// Instances kept for its next requests (with max-instance-reuse).
     idle: IdleInstances,
+    /// Its WASIp3 instances serving several requests at once (with
+    /// max-instance-concurrency).
+    workers: Workers,
     /// Shared with the other tenants past the labelled ones.
     metrics: Arc<TenantMetrics>,
 }
@@ -61,6 +65,7 @@ impl Tenant {
             pre: component.pre.clone(),
             namespace,
             idle: IdleInstances::default(),
+            workers: Workers::default(),
             metrics,
         }
     }
@@ -100,6 +105,10 @@ impl Tenant {
 
     pub fn permits(&self) -> &Arc<Semaphore> {
         &self.permits
+    }
+
+    pub fn workers(&self) -> &Workers {
+        &self.workers
     }
 
     pub fn idle(&self) -> &IdleInstances {

@@ -102,6 +102,10 @@ impl HandlerPre {
         })
     }
 
+    pub fn is_p3(&self) -> bool {
+        matches!(self, HandlerPre::P3(_))
+    }
+
     /// The handler interface it exports, as the admin API and logs name it.
     pub fn world(&self) -> &'static str {
         match self {
@@ -169,6 +173,16 @@ impl Host {
             .refill(crate::limits::bytes(self.tenant.limits().max_log_bytes));
     }
 
+    /// Starts one more request on an instance whose requests run
+    /// concurrently: the instance lives until the latest deadline of its
+    /// requests, and each request that starts refills the shared log
+    /// budget.
+    pub fn join_request(&mut self, deadline: Instant) {
+        self.deadline = self.deadline.max(deadline);
+        self.log_budget
+            .refill(crate::limits::bytes(self.tenant.limits().max_log_bytes));
+    }
+
     fn take_log_budget(&self, bytes: usize) -> bool {
         self.log_budget.take_line(bytes, self.tenant.name())
     }
@@ -199,7 +213,7 @@ impl WasiHttpView for Host {
 
 /// Tenants may not make outgoing HTTP requests: the runner is not their
 /// network egress, and a request could reach the host's own loopback.
-struct DenyOutgoing;
+pub(crate) struct DenyOutgoing;
 
 impl WasiHttpHooks for DenyOutgoing {
     fn send_request(

@@ -155,3 +155,99 @@ async fn a_p3_guest_logs_with_its_tenant() {
     let line = r.wait_for_log("hello log");
     assert!(line.contains("tenant=three"), "{line}");
 }
+
+/// Sends `n` requests for `path` at once and returns each reply's status
+/// and text, in order.
+async fn at_once(r: &Runner, path: &str, n: usize) -> Vec<(StatusCode, String)> {
+    let replies = futures::future::join_all((0..n).map(|_| get(r.addr, path))).await;
+    replies
+        .into_iter()
+        .map(|res| (res.status, res.text()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_p3_instance_only_when_asked() {
+    let t = p3(
+        Tenants::new(),
+        "shared",
+        "max-instance-concurrency = 8\nmax-instance-reuse = 100",
+    );
+    let t = p3(t, "alone", "");
+    let r = Runner::start_with(&t, &[]);
+    // An instance exists; a burst that finds none starts several, as
+    // each request that finds no room starts one.
+    assert_eq!(get(r.addr, "/t/shared/count").await.text(), "1");
+    let slept = vec![(StatusCode::OK, "slept 300 ms".to_string()); 8];
+    assert_eq!(at_once(&r, "/t/shared/sleep?ms=300", 8).await, slept);
+    assert_eq!(at_once(&r, "/t/alone/sleep?ms=300", 8).await, slept);
+    // Eight requests waiting at once: one instance took them all, where
+    // without concurrency each had its own.
+    for (tenant, created, reused) in [("shared", 1.0, 8.0), ("alone", 8.0, 0.0)] {
+        let labels = format!("tenant=\"{tenant}\"");
+        assert_eq!(
+            r.metric("runner_instances_created_total", &labels).await,
+            created,
+            "{tenant}"
+        );
+        assert_eq!(
+            r.metric("runner_instances_reused_total", &labels).await,
+            reused,
+            "{tenant}"
+        );
+    }
+    // The shared instance is kept for the next requests, with its state.
+    assert_eq!(get(r.addr, "/t/shared/count").await.text(), "10");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_its_deadline_in_a_shared_instance_ends_alone() {
+    let t = p3(
+        Tenants::new(),
+        "a",
+        "max-instance-concurrency = 4\nmax-instance-reuse = 100\ntimeout = \"500ms\"",
+    );
+    let r = Runner::start_with(&t, &[]);
+    let (long, short) = futures::join!(get(r.addr, "/t/a/sleep?ms=60000"), async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        at_once(&r, "/t/a/sleep?ms=100", 2).await
+    });
+    long.assert_limit(
+        StatusCode::GATEWAY_TIMEOUT,
+        "deadline",
+        "deadline exceeded: the request ran past its 500ms timeout",
+    );
+    assert_eq!(short, vec![(StatusCode::OK, "slept 100 ms".to_string()); 2]);
+    // The instance took no more requests after one expired: the next one
+    // gets a fresh instance.
+    assert_eq!(get(r.addr, "/t/a/count").await.text(), "1");
+    let labels = "tenant=\"a\"";
+    assert_eq!(
+        r.metric("runner_instances_created_total", labels).await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_instance_that_runs_out_of_fuel_fails_every_request_in_it() {
+    let t = p3(
+        Tenants::new(),
+        "a",
+        "max-instance-concurrency = 4\nmax-instance-reuse = 100\nfuel = 5000000\ntimeout = \"5s\"",
+    );
+    let r = Runner::start_with(&t, &[]);
+    let (waiting, spinning) = futures::join!(get(r.addr, "/t/a/sleep?ms=2000"), async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        get(r.addr, "/t/a/spin").await
+    });
+    // The tank held both requests' budgets; the spinning one burned them.
+    let fuel = "fuel exhausted: the request burned its whole budget of 5000000 fuel units";
+    spinning.assert_limit(StatusCode::SERVICE_UNAVAILABLE, "fuel", fuel);
+    waiting.assert_limit(StatusCode::SERVICE_UNAVAILABLE, "fuel", fuel);
+    assert_eq!(get(r.addr, "/t/a/count").await.text(), "1");
+    assert_eq!(
+        r.metric("runner_instances_created_total", "tenant=\"a\"")
+            .await,
+        2.0
+    );
+}

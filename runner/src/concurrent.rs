@@ -1,0 +1,323 @@
+//! WASIp3 instances that serve several requests at once, for tenants with
+//! `max-instance-concurrency` above 1.
+//!
+//! Such an instance is a worker: a task that owns the instance's store and
+//! runs its concurrent event loop (`Store::run_concurrent`), starting each
+//! request it is handed as one more guest task beside those already
+//! running, as `wasmtime serve` does with WASIp3 components. A tenant's
+//! request goes to the first of its workers with room; when none has any, a
+//! new instance is made for it. An instance belongs to one tenant (one
+//! version of it) for its life.
+//!
+//! What the per-request limits mean when requests share an instance:
+//! - fuel: each request adds its whole budget to the instance's tank when it
+//!   starts, so the tank always holds what the requests in it brought, less
+//!   what they burned. One request may burn what another brought; an
+//!   instance that runs dry traps, and every request in it fails with the
+//!   fuel limit.
+//! - deadline: each request's `timeout` ends that request alone (504); the
+//!   instance takes no more requests after one of its requests expired, and
+//!   is dropped once the others are answered. A guest still computing past
+//!   the latest deadline of the requests in it is trapped by the epoch
+//!   callback, which ends the instance and every request in it.
+//! - memory, tables, host resources and the log budget are the instance's,
+//!   shared by its requests (each request that starts refills the log
+//!   budget to `max-log-bytes`).
+//! - a trap ends the instance and fails every request in it that has no
+//!   response yet, with the trap's error.
+//!
+//! A request counts against its instance's concurrency until its response
+//! head comes; its body may still be streaming after that, as with
+//! `wasmtime serve`. A worker is dropped after `max-instance-reuse`
+//! requests, after `instance-idle-timeout` with none, after one of its
+//! requests expired, after a trap, or when its tenant is replaced or
+//! removed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
+use http_body_util::combinators::UnsyncBoxBody;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc, oneshot};
+use wasmtime::component::Accessor;
+use wasmtime::error::Context as _;
+use wasmtime::{AsContextMut as _, Store};
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p3::bindings::Service;
+
+use crate::host::{DenyOutgoing, Host};
+use crate::outcome::Outcome;
+use crate::tenant::Tenant;
+
+/// A request body as a worker takes it, whatever the caller's body type.
+pub type JobBody = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
+
+/// One request handed to a worker.
+pub struct Job {
+    pub request: http::Request<JobBody>,
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// What a worker answers a request with.
+pub enum Reply {
+    /// The guest's response head, or the error code it answered instead.
+    Head(crate::engine::Head),
+    /// The request failed before its response: a limit, a trap, the
+    /// instance ending.
+    Failed(Outcome),
+}
+
+/// One tenant's workers.
+#[derive(Default)]
+pub struct Workers {
+    list: Mutex<Vec<Arc<Worker>>>,
+}
+
+impl Workers {
+    /// Hands `job` to a worker with room (fewer than `max` requests
+    /// waiting for their response), and says which; gives the job back
+    /// when none has any.
+    pub fn offer(&self, job: Job, max: usize) -> Result<Taken, Box<Job>> {
+        let list = self.list.lock();
+        let Some(worker) = list.iter().find(|w| {
+            w.load
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then(|| n + 1)
+                })
+                .is_ok()
+        }) else {
+            return Err(Box::new(job));
+        };
+        // The worker leaves the list before it stops taking jobs, and the
+        // list is locked here, so the send cannot miss it.
+        match worker.jobs.send(job) {
+            Ok(()) => Ok(Taken(worker.clone())),
+            Err(refused) => Err(Box::new(refused.0)),
+        }
+    }
+
+    /// Takes `store` and `service`, a fresh instance, as a new worker that
+    /// serves `job` first, and starts it.
+    pub fn start(
+        &self,
+        tenant: Arc<Tenant>,
+        store: Store<Host>,
+        service: Service,
+        job: Job,
+    ) -> Taken {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let worker = Arc::new(Worker {
+            jobs,
+            load: AtomicUsize::new(1),
+            closed: Notify::new(),
+        });
+        worker
+            .jobs
+            .send(job)
+            .expect("the receiver is alive: it is moved into the task below");
+        self.list.lock().push(worker.clone());
+        tokio::spawn(run(tenant, worker.clone(), store, service, queue));
+        Taken(worker)
+    }
+
+    /// Takes the worker that has `job`'s request off the list: the request
+    /// expired, and no more requests join an instance after that. The
+    /// worker closes itself when it sees the expiry, but the caller sees it
+    /// at the same instant and may send its next request first.
+    pub fn expired(&self, taken: &Taken) {
+        self.remove(&taken.0);
+    }
+
+    /// Takes `worker` off the list, so it gets no more jobs.
+    fn remove(&self, worker: &Arc<Worker>) {
+        self.list.lock().retain(|w| !Arc::ptr_eq(w, worker));
+    }
+
+    /// Closes every worker: the tenant was replaced or removed. Requests
+    /// already in them finish.
+    pub fn close(&self) {
+        for worker in self.list.lock().drain(..) {
+            worker.closed.notify_one();
+        }
+    }
+}
+
+/// The worker a job was handed to.
+pub struct Taken(Arc<Worker>);
+
+struct Worker {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Requests handed to it that have no response yet.
+    load: AtomicUsize,
+    /// Told when its tenant closed it.
+    closed: Notify,
+}
+
+/// Requests accepted by a worker that have no answer yet, by number: the
+/// worker answers them all if its instance fails.
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Reply>>>>;
+
+/// The worker's task: runs the instance's event loop until the worker is
+/// done, then answers whatever it could not serve with why.
+async fn run(
+    tenant: Arc<Tenant>,
+    worker: Arc<Worker>,
+    mut store: Store<Host>,
+    service: Service,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+) {
+    let limits = tenant.limits().clone();
+    let pending: Pending = Arc::default();
+    // Requests it took, and the fuel they brought.
+    let served = AtomicU64::new(0);
+    let budget = AtomicU64::new(0);
+    let result = {
+        let (pending, served, budget) = (&pending, &served, &budget);
+        let (tenant, worker, service) = (&tenant, &worker, &service);
+        let queue = &mut queue;
+        store
+            .run_concurrent(async |accessor| -> wasmtime::Result<()> {
+                let mut running = FuturesUnordered::new();
+                let mut open = true;
+                let accept = |job: Job, running: &mut FuturesUnordered<_>| {
+                    let id = served.fetch_add(1, Ordering::Relaxed) + 1;
+                    budget.fetch_add(limits.fuel, Ordering::Relaxed);
+                    if id > 1 {
+                        tenant.metrics().instances_reused.increment(1);
+                    }
+                    running.push(serve(accessor, service, job, id, pending.clone(), tenant));
+                    id
+                };
+                loop {
+                    if !open {
+                        // Jobs sent before the worker left its tenant's
+                        // list are served; no more can come.
+                        while let Ok(job) = queue.try_recv() {
+                            accept(job, &mut running);
+                        }
+                        if running.is_empty() {
+                            break;
+                        }
+                    }
+                    let idle = tokio::time::sleep(limits.instance_idle_timeout);
+                    tokio::select! {
+                        Some(job) = queue.recv(), if open => {
+                            if accept(job, &mut running) >= limits.max_instance_reuse {
+                                open = false;
+                                tenant.workers().remove(worker);
+                            }
+                        }
+                        Some(done) = running.next() => {
+                            worker.load.fetch_sub(1, Ordering::AcqRel);
+                            if !done? && open {
+                                // A request expired: no more join it.
+                                open = false;
+                                tenant.workers().remove(worker);
+                            }
+                        }
+                        () = worker.closed.notified(), if open => open = false,
+                        () = idle, if open && running.is_empty() => {
+                            open = false;
+                            tenant.workers().remove(worker);
+                        }
+                    }
+                }
+                // Guest tasks still running (one that outlived its
+                // request's deadline, say) end with the instance, at the
+                // latest deadline its requests had.
+                let last = accessor.with(|mut store| store.get().deadline);
+                let _ = tokio::time::timeout_at(
+                    last.into(),
+                    std::future::poll_fn(|cx| accessor.poll_no_interesting_tasks(cx)),
+                )
+                .await;
+                Ok(())
+            })
+            .await
+            .and_then(|inner| inner)
+    };
+    tenant.workers().remove(&worker);
+    let fuel = store.get_fuel().unwrap_or(0);
+    tenant
+        .metrics()
+        .fuel_consumed(budget.into_inner().saturating_sub(fuel));
+    metrics::histogram!(crate::metrics::INSTANCE_REQUESTS).record(served.into_inner() as f64);
+    let failure = result.err();
+    let hit = store.data().limiter.hit;
+    let mut unanswered: Vec<_> = pending.lock().drain().map(|(_, reply)| reply).collect();
+    // Jobs that arrived as it ended.
+    queue.close();
+    while let Ok(job) = queue.try_recv() {
+        unanswered.push(job.reply);
+    }
+    for reply in unanswered {
+        let outcome = match &failure {
+            Some(error) => crate::engine::classify(error, hit, &tenant),
+            None => Outcome::GuestError("the guest ended without sending a response".into()),
+        };
+        let _ = reply.send(Reply::Failed(outcome));
+    }
+}
+
+/// Starts one request in the instance and answers it with its response
+/// head, or its deadline. `Ok(false)`: it expired.
+async fn serve(
+    accessor: &Accessor<Host>,
+    service: &Service,
+    job: Job,
+    id: u64,
+    pending: Pending,
+    tenant: &Tenant,
+) -> wasmtime::Result<bool> {
+    let fuel = tenant.limits().fuel;
+    let Job {
+        request,
+        deadline,
+        reply,
+    } = job;
+    pending.lock().insert(id, reply);
+    // Forbidden headers are stripped as the store's own hooks would: they
+    // differ from these only in refusing outgoing requests.
+    let (request, io) = wasmtime_wasi_http::p3::Request::from_http(&mut DenyOutgoing, request);
+    let request = accessor.with(|mut store| -> wasmtime::Result<_> {
+        let mut context = store.as_context_mut();
+        let fuel = context.get_fuel()?.saturating_add(fuel);
+        context.set_fuel(fuel)?;
+        let host = store.get();
+        host.join_request(deadline);
+        host.http()
+            .table
+            .push(request)
+            .context("passing the request to the guest")
+    })?;
+    let call = service.wasi_http_handler().call_handle(accessor, request);
+    let answer = match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(answer) => answer?,
+        Err(_elapsed) => {
+            // The caller gives up at the same deadline; whichever sees it
+            // first answers.
+            if let Some(reply) = pending.lock().remove(&id) {
+                let _ = reply.send(Reply::Failed(crate::engine::deadline_exceeded(tenant)));
+            }
+            return Ok(false);
+        }
+    };
+    let head = match answer {
+        Ok(response) => Ok(accessor.with(|mut store| {
+            let response = store.get().http().table.delete(response)?;
+            let view: fn(&mut Host) -> wasmtime_wasi_http::WasiHttpCtxView<'_> = Host::http;
+            response.into_http_with_getter(&mut store, io, view)
+        })?),
+        Err(code) => Err(format!("{code:?}")),
+    };
+    if let Some(reply) = pending.lock().remove(&id) {
+        let _ = reply.send(Reply::Head(head));
+    }
+    Ok(true)
+}
