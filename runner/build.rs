@@ -25,6 +25,7 @@ fn main() {
         "default",
         "hostile",
         "p3",
+        "bench-p3",
     ] {
         println!("cargo:rerun-if-changed={}", guest.join(path).display());
     }
@@ -66,6 +67,7 @@ fn main() {
         ("RUNNER_HOSTILE_GUEST", "guest_hostile.wasm"),
         ("RUNNER_BENCH_GUEST", "guest_bench.wasm"),
         ("RUNNER_P3_GUEST", "guest_p3.wasm"),
+        ("RUNNER_BENCH_P3_GUEST", "guest_bench_p3.wasm"),
     ] {
         let path = out.join(file);
         assert!(path.is_file(), "{} was not built", path.display());

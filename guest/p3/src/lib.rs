@@ -13,8 +13,15 @@
 //! - `GET /trap`: panics
 //! - `GET /stream?chunks=N`: answers at once, then writes N lines of the
 //!   body after the handler has returned
-//! - `GET /kv/{key}`, `PUT /kv/{key}`: the key in the default bucket
-//! - `POST /log`: logs the body at info level through `wasi:logging`
+//! - `GET /kv/{key}`, `PUT /kv/{key}`: the key in the default bucket,
+//!   through `wasi:keyvalue@0.2.0-draft`
+//! - `/wc/...`: the same store through `wasmcloud:keyvalue@0.2.0` (async,
+//!   typed errors; see [`wc`])
+//! - `POST /log`: writes the body to stdout, which the runner logs with
+//!   the tenant
+//!
+//! It imports only what `wasmtime serve -S cli -S keyvalue` links, so the
+//! benchmarks run it under both servers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,7 +36,6 @@ wasip3::wit_bindgen::generate!({
 });
 
 use wasi::keyvalue0_2_0_draft::store;
-use wasi::logging::logging;
 
 struct Service;
 
@@ -62,17 +68,18 @@ impl wasip3::exports::http::handler::Guest for Service {
             (Method::Get, "/stream") => Ok(stream(param(query, "chunks").unwrap_or(3))),
             (Method::Post, "/log") => {
                 let body = read_body(request).await?;
-                logging::log(
-                    logging::Level::Info,
-                    "p3",
-                    &String::from_utf8_lossy(&body),
-                );
+                println!("{}", String::from_utf8_lossy(&body));
                 Ok(text(204, ""))
             }
-            (method, path) => match path.strip_prefix("/kv/") {
-                Some(key) => kv(method, key, request).await,
-                None => Ok(text(404, "no such route")),
-            },
+            (method, path) => {
+                if let Some(key) = path.strip_prefix("/kv/") {
+                    kv(method, key, request).await
+                } else if let Some(rest) = path.strip_prefix("/wc/") {
+                    wc::route(method, rest, query, request).await
+                } else {
+                    Ok(text(404, "no such route"))
+                }
+            }
         }
     }
 }
@@ -113,6 +120,198 @@ fn store_error(error: &store::Error) -> Response {
                 _ => 500,
             };
             text(status, message)
+        }
+    }
+}
+
+/// The routes on `wasmcloud:keyvalue@0.2.0`, all in the default bucket:
+///
+/// - `GET /wc/get/{key}`; `PUT /wc/set/{key}[?ttl-ms=N][&if-not-exists=1]`
+///   with the value as the body; `DELETE /wc/delete/{key}`;
+///   `GET /wc/exists/{key}` (`true` or `false`)
+/// - `GET /wc/list[?prefix=P][&cursor=C]`: one page, as lines: the keys,
+///   then `cursor: C` or `cursor: none`
+/// - `POST /wc/incr/{key}?by=N` (N may be negative)
+/// - `GET /wc/current/{key}`: `{version}\n{value}`
+/// - `PUT /wc/swap/{key}[?version=V][&value=X]` with the new value as the
+///   body: `swapped`, or 409 with the current entry (`{version}\n{value}`,
+///   or `absent`)
+/// - `POST /wc/cas-incr/{key}`: adds 1 to the decimal under the key by
+///   versioned compare-and-swap, retrying until its swap lands; answers the
+///   sum
+/// - `POST /wc/get-many` with keys as body lines: a line per key,
+///   `key=value` or `key absent`
+///
+/// Typed errors answer with their status: quota-exceeded 507,
+/// invalid-argument 400, precondition-failed 412, store-unavailable 503,
+/// timeout 504, anything else 500 with its text.
+mod wc {
+    use super::wasmcloud::keyvalue::{atomics, batch, cas, store, types};
+    use super::{ErrorCode, Method, Request, Response, query_text, read_body, text};
+
+    pub async fn route(
+        method: Method,
+        rest: &str,
+        query: &str,
+        request: Request,
+    ) -> Result<Response, ErrorCode> {
+        let bucket = match store::open("".to_string()).await {
+            Ok(bucket) => bucket,
+            Err(e) => return Ok(error(&e)),
+        };
+        let (op, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let key = key.to_string();
+        Ok(match (method, op) {
+            (Method::Get, "get") => match bucket.get(key).await {
+                Ok(Some(value)) => super::bytes(200, value),
+                Ok(None) => text(404, "key not found"),
+                Err(e) => error(&e),
+            },
+            (Method::Put, "set") => {
+                let value = read_body(request).await?;
+                let options = types::SetOptions {
+                    ttl_ms: query_text(query, "ttl-ms").and_then(|v| v.parse().ok()),
+                    if_not_exists: query_text(query, "if-not-exists").is_some(),
+                };
+                match bucket.set(key, value, Some(options)).await {
+                    Ok(()) => text(204, ""),
+                    Err(e) => error(&e),
+                }
+            }
+            (Method::Delete, "delete") => match bucket.delete(key).await {
+                Ok(()) => text(204, ""),
+                Err(e) => error(&e),
+            },
+            (Method::Get, "exists") => match bucket.exists(key).await {
+                Ok(found) => text(200, &found.to_string()),
+                Err(e) => error(&e),
+            },
+            (Method::Get, "list") => {
+                let prefix = query_text(query, "prefix").map(str::to_string);
+                let cursor = query_text(query, "cursor").map(str::to_string);
+                match bucket.list_keys(prefix, cursor).await {
+                    Ok(page) => {
+                        let mut out = String::new();
+                        for key in page.keys {
+                            out.push_str(&key);
+                            out.push('\n');
+                        }
+                        out.push_str(&format!(
+                            "cursor: {}",
+                            page.cursor.as_deref().unwrap_or("none")
+                        ));
+                        text(200, &out)
+                    }
+                    Err(e) => error(&e),
+                }
+            }
+            (Method::Post, "incr") => {
+                let by = query_text(query, "by").and_then(|v| v.parse().ok()).unwrap_or(1);
+                match atomics::increment(&bucket, key, by).await {
+                    Ok(sum) => text(200, &sum.to_string()),
+                    Err(e) => error(&e),
+                }
+            }
+            (Method::Get, "current") => match cas::current(&bucket, key).await {
+                Ok(Some(entry)) => entry_response(200, &entry),
+                Ok(None) => text(404, "absent"),
+                Err(e) => error(&e),
+            },
+            (Method::Put, "swap") => {
+                let value = read_body(request).await?;
+                let options = cas::CasOptions {
+                    require_version: query_text(query, "version").map(str::to_string),
+                    require_value: query_text(query, "value").map(|v| v.as_bytes().to_vec()),
+                };
+                match cas::swap(&bucket, key, value, options).await {
+                    Ok(cas::CasResult::Swapped) => text(200, "swapped"),
+                    Ok(cas::CasResult::Stale(Some(entry))) => entry_response(409, &entry),
+                    Ok(cas::CasResult::Stale(None)) => text(409, "absent"),
+                    Err(e) => error(&e),
+                }
+            }
+            (Method::Post, "cas-incr") => loop {
+                let current = match cas::current(&bucket, key.clone()).await {
+                    Ok(current) => current,
+                    Err(e) => break error(&e),
+                };
+                let (sum, version) = match &current {
+                    Some(entry) => {
+                        let n: u64 = String::from_utf8_lossy(&entry.value).parse().unwrap_or(0);
+                        (n + 1, Some(entry.version.clone()))
+                    }
+                    None => (1, None),
+                };
+                // An absent key has no version to require: it is created
+                // with set-if-absent instead, which only one writer wins.
+                let options = cas::CasOptions {
+                    require_version: version,
+                    require_value: None,
+                };
+                let value = sum.to_string().into_bytes();
+                let landed = if options.require_version.is_none() {
+                    let create = types::SetOptions {
+                        ttl_ms: None,
+                        if_not_exists: true,
+                    };
+                    match bucket.set(key.clone(), value, Some(create)).await {
+                        Ok(()) => true,
+                        Err(types::Error::PreconditionFailed) => false,
+                        Err(e) => break error(&e),
+                    }
+                } else {
+                    match cas::swap(&bucket, key.clone(), value, options).await {
+                        Ok(cas::CasResult::Swapped) => true,
+                        Ok(cas::CasResult::Stale(_)) => false,
+                        Err(e) => break error(&e),
+                    }
+                };
+                if landed {
+                    break text(200, &sum.to_string());
+                }
+            },
+            (Method::Post, "get-many") => {
+                let body = read_body(request).await?;
+                let keys: Vec<String> = String::from_utf8_lossy(&body)
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                match batch::get_many(&bucket, keys.clone()).await {
+                    Ok(values) => {
+                        let lines: Vec<String> = keys
+                            .iter()
+                            .zip(values)
+                            .map(|(key, value)| match value {
+                                Some((_, v)) => format!("{key}={}", String::from_utf8_lossy(&v)),
+                                None => format!("{key} absent"),
+                            })
+                            .collect();
+                        text(200, &lines.join("\n"))
+                    }
+                    Err(e) => error(&e),
+                }
+            }
+            _ => text(404, "no such route"),
+        })
+    }
+
+    fn entry_response(status: u16, entry: &cas::Entry) -> Response {
+        let mut body = entry.version.clone().into_bytes();
+        body.push(b'\n');
+        body.extend_from_slice(&entry.value);
+        super::bytes(status, body)
+    }
+
+    fn error(error: &types::Error) -> Response {
+        match error {
+            types::Error::NoSuchStore => text(404, "no-such-store"),
+            types::Error::AccessDenied => text(403, "access-denied"),
+            types::Error::InvalidArgument => text(400, "invalid-argument"),
+            types::Error::PreconditionFailed => text(412, "precondition-failed"),
+            types::Error::Timeout => text(504, "timeout"),
+            types::Error::StoreUnavailable => text(503, "store-unavailable"),
+            types::Error::QuotaExceeded => text(507, "quota-exceeded"),
+            types::Error::Other(message) => text(500, message),
         }
     }
 }
@@ -169,9 +368,14 @@ fn stream(chunks: u64) -> Response {
 }
 
 fn param(query: &str, name: &str) -> Option<u64> {
+    query_text(query, name).and_then(|v| v.parse().ok())
+}
+
+/// A query parameter's text as sent (`name` alone gives `""`).
+fn query_text<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
-        .filter_map(|pair| pair.split_once('='))
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.parse().ok())
+        .map(|(_, v)| v)
 }

@@ -21,7 +21,7 @@ use crate::metrics::KvOp;
 use crate::store::{Bucket, Error, Swap};
 
 /// What a guest's `bucket` resource points at.
-pub struct BucketHandle(Bucket);
+pub struct BucketHandle(pub(super) Bucket);
 
 /// A draft2 compare-and-swap in progress: the key and the value it had
 /// when the handle was made, which `swap` expects to find still there.

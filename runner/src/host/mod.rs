@@ -10,6 +10,7 @@ mod keyvalue;
 mod limiter;
 mod logging;
 mod output;
+mod wasmcloud;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,7 +32,7 @@ use crate::tenant::Tenant;
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "runner:tenant/guest",
+        world: "runner:tenant/runner-host",
         // Key-value calls are async so that a backend may wait on a disk
         // or a network; everything else the host does never waits.
         imports: {
@@ -54,11 +55,12 @@ mod bindings {
             "wasi:keyvalue/store@0.2.0-draft.bucket": super::BucketHandle,
             "wasi:keyvalue/store@0.2.0-draft2.bucket": super::BucketHandle,
             "wasi:keyvalue/atomics@0.2.0-draft2.cas": super::CasHandle,
+            "wasmcloud:keyvalue/types.bucket": super::BucketHandle,
         },
     });
 }
 
-pub use bindings::{Guest, GuestPre};
+pub use bindings::{RunnerHost as Guest, RunnerHostPre as GuestPre};
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
 /// A tenant's component, linked and ready to instantiate: a WASIp2 handler
@@ -268,7 +270,7 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Selects the [`Host`] itself as the implementation of our own interfaces.
-struct HostData;
+pub(crate) struct HostData;
 
 impl HasData for HostData {
     type Data<'a> = &'a mut Host;
@@ -342,6 +344,14 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         batch::add_to_linker::<Host, HostData>(l, |h| h)?;
     }
     bindings::wasi::logging::logging::add_to_linker::<Host, HostData>(l, |h| h)?;
+    {
+        use bindings::wasmcloud::keyvalue::{atomics, batch, cas, store, types};
+        types::add_to_linker::<Host, HostData>(l, |h| h)?;
+        store::add_to_linker::<Host, HostData>(l, |h| h)?;
+        atomics::add_to_linker::<Host, HostData>(l, |h| h)?;
+        cas::add_to_linker::<Host, HostData>(l, |h| h)?;
+        batch::add_to_linker::<Host, HostData>(l, |h| h)?;
+    }
     Ok(())
 }
 

@@ -12,7 +12,8 @@
 //!   200 updated or unchanged.
 //! - `GET /v1/tenants[?limit=N&cursor=C]`: names and components in name
 //!   order, with the cursor of the next page.
-//! - `GET /v1/tenants/{name}`: component, effective limits, usage.
+//! - `GET /v1/tenants/{name}`: component, the handler it exports (WASIp2
+//!   or WASIp3), effective limits, usage.
 //! - `DELETE /v1/tenants/{name}[?purge=true]`.
 //!
 //! Errors are `{"error": "..."}` with the status: 400 bad input, 401 no or
@@ -343,6 +344,7 @@ fn describe(tenant: &Tenant) -> Value {
     json!({
         "name": tenant.name(),
         "component": tenant.component().to_string(),
+        "handler": tenant.pre().world(),
         "limits": limits.to_json(),
         "usage": {
             "keys": usage.keys,

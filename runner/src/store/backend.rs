@@ -95,6 +95,107 @@ pub trait BucketBackend: Send + Sync {
     /// returned exactly once, and a page stays within `limits` unless a
     /// single indivisible group of keys is larger.
     async fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Result<Page, Error>;
+
+    /// Stores `value` under `key` with the options of
+    /// `wasmcloud:keyvalue`'s `set`; `Ok(false)`: `if_absent` was set and
+    /// the key exists, so nothing was written. A backend that cannot keep
+    /// an expiry refuses a `ttl` rather than ignore it; this default keeps
+    /// none, and does `if_absent` by compare-and-swap.
+    async fn set_with(
+        &self,
+        key: String,
+        value: Bytes,
+        options: SetOptions,
+    ) -> Result<bool, Error> {
+        if options.ttl.is_some() {
+            return Err(unsupported("expiry (ttl-ms)"));
+        }
+        if options.if_absent {
+            let swap = self.compare_and_swap(key, None, value).await?;
+            return Ok(swap == Swap::Done);
+        }
+        self.set(key, value).await.map(|()| true)
+    }
+
+    /// `key`'s value and its version: an opaque token that changes with
+    /// every write of the key, so a value changed and changed back has
+    /// another version.
+    async fn current(&self, _key: &str) -> Result<Option<Versioned>, Error> {
+        Err(unsupported("versioned compare-and-swap"))
+    }
+
+    /// Sets `key` to `value` if every requirement holds (an absent key has
+    /// no version and no value, so it meets none), atomically with every
+    /// other write of the key; otherwise changes nothing and answers the
+    /// current entry.
+    async fn swap(&self, _key: String, _value: Bytes, _require: Require) -> Result<Swapped, Error> {
+        Err(unsupported("versioned compare-and-swap"))
+    }
+
+    /// The keys starting with `prefix`, in key order, after `after` (the
+    /// last key of the previous page): every such key that exists for a
+    /// whole walk is returned exactly once, at a cost that follows the keys
+    /// under the prefix, not the bucket.
+    async fn list_prefix(
+        &self,
+        _prefix: &str,
+        _after: Option<&str>,
+        _limits: PageLimits,
+    ) -> Result<KeyPage, Error> {
+        Err(unsupported("prefix listing"))
+    }
+}
+
+/// The error of a backend without a feature.
+pub fn unsupported(feature: &str) -> Error {
+    Error::Unsupported(format!("{feature} is not supported by this store backend"))
+}
+
+/// How `set_with` writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    /// The entry expires this long after the write.
+    pub ttl: Option<std::time::Duration>,
+    /// Write only if the key does not exist.
+    pub if_absent: bool,
+}
+
+/// A value and the version of the write that stored it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    pub value: Bytes,
+    pub version: String,
+}
+
+/// What a versioned swap requires of the current entry; at least one is
+/// set (the front checks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Require {
+    pub version: Option<String>,
+    pub value: Option<Bytes>,
+}
+
+impl Require {
+    /// Whether `current` meets every requirement.
+    pub fn met_by(&self, current: Option<&Versioned>) -> bool {
+        let version = self
+            .version
+            .as_ref()
+            .is_none_or(|want| current.is_some_and(|c| &c.version == want));
+        let value = self
+            .value
+            .as_ref()
+            .is_none_or(|want| current.is_some_and(|c| &c.value == want));
+        version && value
+    }
+}
+
+/// How a versioned swap ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Swapped {
+    Done,
+    /// A requirement did not hold; the entry as it is (`None`: absent).
+    Stale(Option<Versioned>),
 }
 
 /// An increment's amount, which also says how the stored decimal is read:
@@ -172,6 +273,15 @@ pub enum Swap {
     Done,
     /// The value had changed; this is what it is now (`None`: absent).
     Changed(Option<Bytes>),
+}
+
+/// One page of a key-ordered walk.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<String>,
+    /// The last key of this page, where the next starts after; `None` once
+    /// the walk is done.
+    pub next: Option<String>,
 }
 
 /// How much one list-keys page may hold.

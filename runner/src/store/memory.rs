@@ -24,12 +24,15 @@
 //! namespace starts from what the journal saved, hash seed included; see
 //! [`super::durable`].
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 use std::collections::HashMap;
 use std::collections::btree_map::Entry as Place;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -50,6 +53,12 @@ pub struct Store {
     hash_mask: u64,
     namespaces: Mutex<HashMap<Box<str>, Arc<Namespace>>>,
     journal: Option<Arc<Journal>>,
+    /// When every namespace's clock started.
+    clock: Clock,
+    /// Namespaces with entries to expire, and the thread that expires them
+    /// (it stops when the store is dropped).
+    expiries: Arc<Expiries>,
+    _reaper: crate::engine::Periodic,
 }
 
 impl fmt::Debug for Store {
@@ -70,11 +79,20 @@ impl Store {
             shards.is_power_of_two(),
             "shard count {shards} is not a power of two"
         );
+        let expiries = Arc::new(Expiries::default());
+        let reaped = Arc::downgrade(&expiries);
         Self {
             shard_bits: shards.trailing_zeros(),
             hash_mask: u64::MAX,
             namespaces: Mutex::new(HashMap::new()),
             journal: None,
+            clock: Clock(std::time::Instant::now()),
+            expiries,
+            _reaper: crate::engine::Periodic::start("store-expiry", EXPIRY_INTERVAL, move || {
+                if let Some(expiries) = reaped.upgrade() {
+                    expiries.reap();
+                }
+            }),
         }
     }
 
@@ -130,14 +148,17 @@ impl Store {
         let hasher = SeedableRandomState::with_seed(seed, SharedSeed::global_fixed());
         let account = Arc::new(Account::new(quotas));
         let journal = self.journal.clone().map(|j| (j, tenant.into()));
+        let shared = Arc::new(Shared::new(self.clock, Arc::downgrade(&self.expiries)));
         let namespace = Arc::new(Namespace {
-            default: Arc::new(Bucket::new(
+            default: Bucket::new(
                 &hasher,
                 self.shard_bits,
                 self.hash_mask,
                 &account,
+                &shared,
                 bucket_journal(&journal, DEFAULT_BUCKET),
-            )),
+            ),
+            shared,
             named: RwLock::new(HashMap::new()),
             shard_bits: self.shard_bits,
             hash_mask: self.hash_mask,
@@ -219,6 +240,7 @@ pub(super) struct Namespace {
     shard_bits: u32,
     hash_mask: u64,
     account: Arc<Account>,
+    shared: Arc<Shared>,
     default: Arc<Bucket>,
     named: RwLock<HashMap<Box<str>, Arc<Bucket>>>,
     /// The journal and this tenant's name in it.
@@ -257,13 +279,14 @@ impl Namespace {
     }
 
     fn insert_bucket(&self, named: &mut HashMap<Box<str>, Arc<Bucket>>, name: &str) -> Arc<Bucket> {
-        let bucket = Arc::new(Bucket::new(
+        let bucket = Bucket::new(
             &self.hasher,
             self.shard_bits,
             self.hash_mask,
             &self.account,
+            &self.shared,
             bucket_journal(&self.journal, name),
-        ));
+        );
         named.insert(name.into(), bucket.clone());
         bucket
     }
@@ -313,13 +336,47 @@ impl Namespace {
 
 #[derive(Debug)]
 struct Entry {
-    key: Box<str>,
+    /// Shared with the shard's key-ordered index.
+    key: Arc<str>,
     value: Bytes,
+    /// The write that stored it, numbered in its namespace.
+    version: u64,
+    /// When it expires, in [`Clock`] milliseconds; 0: never.
+    expires: u64,
 }
 
 impl Entry {
     fn size(&self) -> u64 {
         (self.key.len() + self.value.len()) as u64
+    }
+
+    /// Whether it is still there at `now` (an expired entry waits for the
+    /// reaper, and no read sees it meanwhile).
+    fn live(&self, now: &Now) -> bool {
+        self.expires == 0 || self.expires > now.get()
+    }
+}
+
+/// The current time, read from the clock only if an entry asks: most
+/// entries never expire, and their reads need no clock.
+struct Now<'a> {
+    clock: &'a Clock,
+    read: std::cell::Cell<u64>,
+}
+
+impl<'a> Now<'a> {
+    fn of(clock: &'a Clock) -> Self {
+        Self {
+            clock,
+            read: std::cell::Cell::new(0),
+        }
+    }
+
+    fn get(&self) -> u64 {
+        if self.read.get() == 0 {
+            self.read.set(self.clock.now());
+        }
+        self.read.get()
     }
 }
 
@@ -346,13 +403,205 @@ impl Slot {
         }
         self.rest.iter_mut().find(|e| &*e.key == key)
     }
+}
 
-    fn len(&self) -> usize {
-        1 + self.rest.len()
+/// One shard of a bucket: its entries by hash (the draft's cursor order),
+/// and its keys in key order with their expiry (prefix listing).
+#[derive(Default)]
+struct Shard {
+    slots: BTreeMap<u64, Slot>,
+    keys: BTreeMap<Arc<str>, u64>,
+}
+
+impl Shard {
+    /// The live entry under `key`.
+    fn live(&self, hash: u64, key: &str, now: &Now) -> Option<&Entry> {
+        self.slots
+            .get(&hash)
+            .and_then(|slot| slot.find(key))
+            .filter(|e| e.live(now))
+    }
+
+    /// Removes the entry under `key`, whatever its state.
+    fn remove(&mut self, hash: u64, key: &str) -> Option<Entry> {
+        let slot = self.slots.get_mut(&hash)?;
+        let removed = if &*slot.first.key == key {
+            match slot.rest.pop() {
+                Some(next) => Some(std::mem::replace(&mut slot.first, next)),
+                None => self.slots.remove(&hash).map(|slot| slot.first),
+            }
+        } else {
+            let at = slot.rest.iter().position(|e| &*e.key == key);
+            at.map(|i| slot.rest.swap_remove(i))
+        }?;
+        self.keys.remove(key);
+        Some(removed)
     }
 }
 
-type Shard = BTreeMap<u64, Slot>;
+/// Milliseconds since the store started, never 0 (0 means "never" in an
+/// entry's expiry). Monotonic: expiry does not follow the wall clock.
+#[derive(Clone, Copy, Debug)]
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn now(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64 + 1
+    }
+}
+
+/// What a namespace's buckets share: the version counter, the clock and
+/// the queue of entries that will expire.
+struct Shared {
+    /// Random per namespace and process: versions from another process
+    /// (before a restart) never match one of this process's.
+    epoch: u64,
+    versions: std::sync::atomic::AtomicU64,
+    clock: Clock,
+    expiring: Mutex<BinaryHeap<Reverse<Due>>>,
+    /// When the earliest entry in `expiring` expires; `u64::MAX`: none.
+    next_due: std::sync::atomic::AtomicU64,
+    /// Where the reaper finds namespaces with entries to expire.
+    reaper: Weak<Expiries>,
+    registered: std::sync::atomic::AtomicBool,
+}
+
+/// An entry that expires at `at`, if it is still the write `version`.
+struct Due {
+    at: u64,
+    version: u64,
+    bucket: Weak<Bucket>,
+    key: Arc<str>,
+}
+
+impl PartialEq for Due {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.version) == (other.at, other.version)
+    }
+}
+
+impl Eq for Due {}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.version).cmp(&(other.at, other.version))
+    }
+}
+
+/// Most entries one namespace expires per reaper round, so one tenant's
+/// mass expiry cannot hold the reaper from the others for long.
+const REAP_BATCH: usize = 10_000;
+
+impl Shared {
+    fn new(clock: Clock, reaper: Weak<Expiries>) -> Self {
+        Self {
+            epoch: random_seed(),
+            versions: std::sync::atomic::AtomicU64::new(0),
+            clock,
+            expiring: Mutex::new(BinaryHeap::new()),
+            next_due: std::sync::atomic::AtomicU64::new(u64::MAX),
+            reaper,
+            registered: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn next_version(&self) -> u64 {
+        self.versions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn token(&self, version: u64) -> String {
+        format!("{:x}.{version}", self.epoch)
+    }
+
+    /// The version number a token names, if this namespace made it.
+    fn parse(&self, token: &str) -> Option<u64> {
+        let (epoch, version) = token.split_once('.')?;
+        (u64::from_str_radix(epoch, 16).ok()? == self.epoch)
+            .then(|| version.parse().ok())
+            .flatten()
+    }
+
+    fn schedule(self: &Arc<Self>, due: Due) {
+        let at = due.at;
+        self.expiring.lock().push(Reverse(due));
+        self.next_due.fetch_min(at, Ordering::AcqRel);
+        if !self.registered.swap(true, Ordering::AcqRel)
+            && let Some(reaper) = self.reaper.upgrade()
+        {
+            reaper.namespaces.lock().push(Arc::downgrade(self));
+        }
+    }
+
+    /// Removes the entries whose time has come, up to `limit` of them, so
+    /// they stop counting against the tenant's quotas; cheap when none is
+    /// due (one atomic load). Returns how many it removed.
+    fn expire_due(&self, limit: usize) -> usize {
+        if self.next_due.load(Ordering::Acquire) == u64::MAX {
+            return 0;
+        }
+        let now = self.clock.now();
+        if self.next_due.load(Ordering::Acquire) > now {
+            return 0;
+        }
+        let mut removed = 0;
+        for _ in 0..limit {
+            let due = {
+                let mut heap = self.expiring.lock();
+                match heap.peek() {
+                    Some(Reverse(next)) if next.at <= now => heap.pop().map(|r| r.0),
+                    Some(Reverse(next)) => {
+                        self.next_due.store(next.at, Ordering::Release);
+                        None
+                    }
+                    None => {
+                        self.next_due.store(u64::MAX, Ordering::Release);
+                        None
+                    }
+                }
+            };
+            let Some(due) = due else {
+                return removed;
+            };
+            if let Some(bucket) = due.bucket.upgrade() {
+                removed += usize::from(bucket.expire(&due.key, due.version, now));
+            }
+        }
+        removed
+    }
+}
+
+/// The namespaces of a store that have entries to expire, for the reaper
+/// thread.
+#[derive(Default)]
+pub(super) struct Expiries {
+    namespaces: Mutex<Vec<Weak<Shared>>>,
+}
+
+impl Expiries {
+    /// One reaper round: every namespace's due entries, and forgets
+    /// namespaces that are gone.
+    fn reap(&self) {
+        let namespaces: Vec<Arc<Shared>> = {
+            let mut list = self.namespaces.lock();
+            list.retain(|n| n.strong_count() > 0);
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        for namespace in namespaces {
+            namespace.expire_due(REAP_BATCH);
+        }
+    }
+}
+
+/// How often the reaper removes expired entries: an expired entry is
+/// never read after its time, and is removed (its quota given back) within
+/// this long, or at the tenant's next write, whichever comes first.
+pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One bucket: its keys spread over shards by the top bits of their hash.
 pub(super) struct Bucket {
@@ -361,6 +610,9 @@ pub(super) struct Bucket {
     hash_mask: u64,
     shards: Box<[RwLock<Shard>]>,
     account: Arc<Account>,
+    shared: Arc<Shared>,
+    /// Itself, for the expiry queue.
+    me: Weak<Bucket>,
     /// The journal and this bucket's prefix in it.
     journal: Option<(Arc<Journal>, Box<[u8]>)>,
 }
@@ -373,24 +625,38 @@ impl fmt::Debug for Bucket {
     }
 }
 
+/// How a write stores its entry.
+#[derive(Clone, Copy)]
+struct Write {
+    /// Expiry in clock milliseconds; 0: never.
+    expires: u64,
+}
+
+impl Write {
+    const PLAIN: Write = Write { expires: 0 };
+}
+
 impl Bucket {
     fn new(
         hasher: &SeedableRandomState,
         shard_bits: u32,
         hash_mask: u64,
         account: &Arc<Account>,
+        shared: &Arc<Shared>,
         journal: Option<(Arc<Journal>, Box<[u8]>)>,
-    ) -> Self {
-        Self {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
             hasher: hasher.clone(),
             shard_bits,
             hash_mask,
             shards: (0..1usize << shard_bits)
-                .map(|_| RwLock::new(Shard::new()))
+                .map(|_| RwLock::new(Shard::default()))
                 .collect(),
             account: account.clone(),
+            shared: shared.clone(),
+            me: me.clone(),
             journal,
-        }
+        })
     }
 
     fn hash(&self, key: &str) -> u64 {
@@ -413,18 +679,23 @@ impl Bucket {
         &self.shards[self.shard_index(hash)]
     }
 
+    fn now(&self) -> Now<'_> {
+        Now::of(&self.shared.clock)
+    }
+
     /// Deletes every key, shard by shard, each journaled as a delete.
     fn clear(&self) -> Result<Pending, Error> {
         let mut pending = Pending::NONE;
         for shard in &self.shards {
             let mut shard = shard.write();
-            for slot in shard.values() {
+            for slot in shard.slots.values() {
                 for entry in slot.entries() {
                     pending = pending.then(self.record(&entry.key, None)?);
                     self.account.release(1, entry.size());
                 }
             }
-            shard.clear();
+            shard.slots.clear();
+            shard.keys.clear();
         }
         Ok(pending)
     }
@@ -440,35 +711,33 @@ impl Bucket {
     pub(super) fn get(&self, key: &str) -> Option<Bytes> {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
-        shard
-            .get(&hash)
-            .and_then(|slot| slot.find(key))
-            .map(|e| e.value.clone())
+        shard.live(hash, key, &self.now()).map(|e| e.value.clone())
     }
 
     pub(super) fn exists(&self, key: &str) -> bool {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
-        shard
-            .get(&hash)
-            .is_some_and(|slot| slot.find(key).is_some())
+        shard.live(hash, key, &self.now()).is_some()
     }
 
     pub(super) fn set(&self, key: String, value: Bytes) -> Result<Pending, Error> {
+        self.shared.expire_due(usize::MAX);
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
-        self.put(&mut shard, hash, key, value)
+        self.put(&mut shard, hash, key, value, Write::PLAIN)
     }
 
     /// Inserts or overwrites under the caller's shard lock, with exact
     /// quota accounting: room is reserved, the write journaled, and only
-    /// then applied, so a refusal at either step changes nothing.
+    /// then applied, so a refusal at either step changes nothing. An
+    /// expired entry still held is replaced as if absent.
     fn put(
         &self,
         shard: &mut Shard,
         hash: u64,
         key: String,
         value: Bytes,
+        write: Write,
     ) -> Result<Pending, Error> {
         let account = &self.account;
         let new_size = (key.len() + value.len()) as u64;
@@ -478,55 +747,92 @@ impl Bucket {
             self.record(&key, Some(&value))
                 .inspect_err(|_| account.release(new_keys, grow))
         };
-        match shard.entry(hash) {
-            Place::Occupied(mut occupied) => {
-                let slot = occupied.get_mut();
-                match slot.find_mut(&key) {
-                    Some(entry) => {
-                        let old_size = entry.size();
-                        let pending = admit(0, new_size.saturating_sub(old_size))?;
-                        account.release(0, old_size.saturating_sub(new_size));
-                        entry.value = value;
-                        Ok(pending)
-                    }
-                    None => {
-                        let pending = admit(1, new_size)?;
-                        slot.rest.push(Entry {
-                            key: key.into_boxed_str(),
-                            value,
+        let version = self.shared.next_version();
+        let existing = shard.slots.get_mut(&hash).and_then(|s| s.find_mut(&key));
+        let (pending, key) = match existing {
+            Some(entry) => {
+                let old_size = entry.size();
+                let pending = admit(0, new_size.saturating_sub(old_size))?;
+                account.release(0, old_size.saturating_sub(new_size));
+                entry.value = value;
+                entry.version = version;
+                let changed = entry.expires != write.expires;
+                entry.expires = write.expires;
+                let key = entry.key.clone();
+                if changed && let Some(expires) = shard.keys.get_mut(&*key) {
+                    *expires = write.expires;
+                }
+                (pending, key)
+            }
+            None => {
+                let pending = admit(1, new_size)?;
+                let key: Arc<str> = key.into();
+                let entry = Entry {
+                    key: key.clone(),
+                    value,
+                    version,
+                    expires: write.expires,
+                };
+                match shard.slots.entry(hash) {
+                    Place::Occupied(mut slot) => slot.get_mut().rest.push(entry),
+                    Place::Vacant(vacant) => {
+                        vacant.insert(Slot {
+                            first: entry,
+                            rest: Vec::new(),
                         });
-                        Ok(pending)
                     }
                 }
+                shard.keys.insert(key.clone(), write.expires);
+                (pending, key)
             }
-            Place::Vacant(vacant) => {
-                let pending = admit(1, new_size)?;
-                let first = Entry {
-                    key: key.into_boxed_str(),
-                    value,
-                };
-                vacant.insert(Slot {
-                    first,
-                    rest: Vec::new(),
-                });
-                Ok(pending)
-            }
+        };
+        if write.expires != 0 {
+            self.shared.schedule(Due {
+                at: write.expires,
+                version,
+                bucket: self.me.clone(),
+                key,
+            });
         }
+        Ok(pending)
+    }
+
+    /// Removes `key` if it is still the write `version` and has expired by
+    /// `now`; true if it did.
+    fn expire(&self, key: &str, version: u64, now: u64) -> bool {
+        let hash = self.hash(key);
+        let mut shard = self.shard(hash).write();
+        let due = shard
+            .slots
+            .get(&hash)
+            .and_then(|slot| slot.find(key))
+            .is_some_and(|e| e.version == version && e.expires != 0 && e.expires <= now);
+        if !due {
+            return false;
+        }
+        if let Some(entry) = shard.remove(hash, key) {
+            self.account.release(1, entry.size());
+        }
+        true
     }
 
     /// Puts a saved entry back at start-up: no quota check, no journal.
     fn restore(&self, key: String, value: Bytes) {
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
+        let key: Arc<str> = key.into();
         let entry = Entry {
-            key: key.into_boxed_str(),
+            key: key.clone(),
             value,
+            version: self.shared.next_version(),
+            expires: 0,
         };
         self.account.restore(1, entry.size());
-        match shard.get_mut(&hash) {
+        shard.keys.insert(key, 0);
+        match shard.slots.get_mut(&hash) {
             Some(slot) => slot.rest.push(entry),
             None => {
-                shard.insert(
+                shard.slots.insert(
                     hash,
                     Slot {
                         first: entry,
@@ -538,39 +844,35 @@ impl Bucket {
     }
 
     /// Removes `key`; a missing key is no write, so nothing is journaled.
+    /// An expired entry still held is removed all the same.
     pub(super) fn delete(&self, key: &str) -> Result<Pending, Error> {
         let hash = self.hash(key);
         let mut shard = self.shard(hash).write();
-        let Some(slot) = shard.get_mut(&hash) else {
-            return Ok(Pending::NONE);
-        };
-        if slot.find(key).is_none() {
+        if shard.slots.get(&hash).and_then(|s| s.find(key)).is_none() {
             return Ok(Pending::NONE);
         }
         let pending = self.record(key, None)?;
-        let removed = if &*slot.first.key == key {
-            match slot.rest.pop() {
-                Some(next) => Some(std::mem::replace(&mut slot.first, next)),
-                None => shard.remove(&hash).map(|slot| slot.first),
-            }
-        } else {
-            let at = slot.rest.iter().position(|e| &*e.key == key);
-            at.map(|i| slot.rest.swap_remove(i))
-        };
-        if let Some(entry) = removed {
+        if let Some(entry) = shard.remove(hash, key) {
             self.account.release(1, entry.size());
         }
         Ok(pending)
     }
 
     /// Reads, adds and writes under one shard lock, so it is atomic with
-    /// every other write of the key.
+    /// every other write of the key. The sum does not expire.
     pub(super) fn increment(&self, key: String, delta: Delta) -> Result<(i128, Pending), Error> {
+        self.shared.expire_due(usize::MAX);
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
-        let stored = shard.get(&hash).and_then(|slot| slot.find(&key));
+        let stored = shard.live(hash, &key, &self.now());
         let sum = delta.add_to(&key, stored.map(|e| &e.value[..]))?;
-        let pending = self.put(&mut shard, hash, key, Bytes::from(sum.to_string()))?;
+        let pending = self.put(
+            &mut shard,
+            hash,
+            key,
+            Bytes::from(sum.to_string()),
+            Write::PLAIN,
+        )?;
         Ok((sum, pending))
     }
 
@@ -582,17 +884,132 @@ impl Bucket {
         expected: Option<Bytes>,
         value: Bytes,
     ) -> Result<(Swap, Pending), Error> {
+        self.shared.expire_due(usize::MAX);
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
-        let current = shard
-            .get(&hash)
-            .and_then(|slot| slot.find(&key))
-            .map(|e| e.value.clone());
+        let current = shard.live(hash, &key, &self.now()).map(|e| e.value.clone());
         if current != expected {
             return Ok((Swap::Changed(current), Pending::NONE));
         }
-        let pending = self.put(&mut shard, hash, key, value)?;
+        let pending = self.put(&mut shard, hash, key, value, Write::PLAIN)?;
         Ok((Swap::Done, pending))
+    }
+
+    /// `wasmcloud:keyvalue`'s set: with an expiry, and only if absent when
+    /// asked. The durable backend keeps no expiry in its journal, so it
+    /// refuses one rather than lose it at a restart.
+    pub(super) fn set_with(
+        &self,
+        key: String,
+        value: Bytes,
+        options: backend::SetOptions,
+    ) -> Result<(bool, Pending), Error> {
+        if options.ttl.is_some() && self.journal.is_some() {
+            return Err(Error::Unsupported(
+                "the data directory keeps no expiry (ttl-ms) yet: set the key without one, or \
+                 run without --data-dir"
+                    .into(),
+            ));
+        }
+        self.shared.expire_due(usize::MAX);
+        let hash = self.hash(&key);
+        let mut shard = self.shard(hash).write();
+        let now = self.now();
+        if options.if_absent && shard.live(hash, &key, &now).is_some() {
+            return Ok((false, Pending::NONE));
+        }
+        let expires = match options.ttl {
+            None => 0,
+            Some(ttl) => now.get().saturating_add(ttl.as_millis().max(1) as u64),
+        };
+        let pending = self.put(&mut shard, hash, key, value, Write { expires })?;
+        Ok((true, pending))
+    }
+
+    pub(super) fn current(&self, key: &str) -> Option<backend::Versioned> {
+        let hash = self.hash(key);
+        let shard = self.shard(hash).read();
+        shard
+            .live(hash, key, &self.now())
+            .map(|e| self.versioned(e))
+    }
+
+    fn versioned(&self, entry: &Entry) -> backend::Versioned {
+        backend::Versioned {
+            value: entry.value.clone(),
+            version: self.shared.token(entry.version),
+        }
+    }
+
+    /// A versioned compare-and-swap, under one shard lock.
+    pub(super) fn swap(
+        &self,
+        key: String,
+        value: Bytes,
+        require: &backend::Require,
+    ) -> Result<(backend::Swapped, Pending), Error> {
+        self.shared.expire_due(usize::MAX);
+        let hash = self.hash(&key);
+        let mut shard = self.shard(hash).write();
+        let current = shard
+            .live(hash, &key, &self.now())
+            .map(|e| self.versioned(e));
+        // A token of another namespace or process names no write here.
+        let foreign = require
+            .version
+            .as_ref()
+            .is_some_and(|v| self.shared.parse(v).is_none());
+        if foreign || !require.met_by(current.as_ref()) {
+            return Ok((backend::Swapped::Stale(current), Pending::NONE));
+        }
+        let pending = self.put(&mut shard, hash, key, value, Write::PLAIN)?;
+        Ok((backend::Swapped::Done, pending))
+    }
+
+    /// The live keys starting with `prefix` after `after`, in key order, cut
+    /// at `limits`: each shard's index is read from the first such key, so
+    /// a page costs its own keys (times the shard count), whatever else the
+    /// bucket holds.
+    pub(super) fn list_prefix(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limits: PageLimits,
+    ) -> backend::KeyPage {
+        use std::ops::Bound;
+        let start: Bound<&str> = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        let now = self.now();
+        let mut found: Vec<Arc<str>> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.read();
+            found.extend(
+                shard
+                    .keys
+                    .range::<str, _>((start, Bound::Unbounded))
+                    .take_while(|(key, _)| key.starts_with(prefix))
+                    .filter(|(_, expires)| **expires == 0 || **expires > now.get())
+                    .take(limits.max_keys)
+                    .map(|(key, _)| key.clone()),
+            );
+        }
+        found.sort_unstable();
+        let mut bytes = 0usize;
+        let mut keys = Vec::new();
+        for key in &found {
+            bytes += key.len();
+            if keys.len() == limits.max_keys || (bytes > limits.max_bytes && !keys.is_empty()) {
+                break;
+            }
+            keys.push(key.to_string());
+        }
+        // Each shard gave at most a page, so a full page may have more
+        // after it.
+        let more = found.len() > keys.len() || keys.len() == limits.max_keys;
+        let next = if more { keys.last().cloned() } else { None };
+        backend::KeyPage { keys, next }
     }
 
     /// The page of keys after `cursor` (from the start when `None`). A
@@ -613,18 +1030,23 @@ impl Bucket {
             max_keys,
             max_bytes,
         } = limits;
+        let now = self.now();
         let mut bytes = 0usize;
         for index in self.shard_index(from)..self.shards.len() {
             from = from.max(self.shard_start(index));
             let shard = self.shards[index].read();
-            for (&hash, slot) in shard.range(from..) {
-                let slot_bytes: usize = slot.entries().map(|e| e.key.len()).sum();
-                let full =
-                    page.keys.len() + slot.len() > max_keys || bytes + slot_bytes > max_bytes;
+            for (&hash, slot) in shard.slots.range(from..) {
+                let live = || slot.entries().filter(|e| e.live(&now));
+                let slot_keys = live().count();
+                if slot_keys == 0 {
+                    continue;
+                }
+                let slot_bytes: usize = live().map(|e| e.key.len()).sum();
+                let full = page.keys.len() + slot_keys > max_keys || bytes + slot_bytes > max_bytes;
                 if full && !page.keys.is_empty() {
                     return page;
                 }
-                page.keys.extend(slot.entries().map(|e| e.key.to_string()));
+                page.keys.extend(live().map(|e| e.key.to_string()));
                 bytes += slot_bytes;
                 page.cursor = Some(hash);
             }
@@ -699,6 +1121,41 @@ impl backend::BucketBackend for Bucket {
 
     async fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Result<Page, Error> {
         Ok(Bucket::list_keys(self, cursor, limits))
+    }
+
+    async fn set_with(
+        &self,
+        key: String,
+        value: Bytes,
+        options: backend::SetOptions,
+    ) -> Result<bool, Error> {
+        let (written, pending) = Bucket::set_with(self, key, value, options)?;
+        pending.wait().await?;
+        Ok(written)
+    }
+
+    async fn current(&self, key: &str) -> Result<Option<backend::Versioned>, Error> {
+        Ok(Bucket::current(self, key))
+    }
+
+    async fn swap(
+        &self,
+        key: String,
+        value: Bytes,
+        require: backend::Require,
+    ) -> Result<backend::Swapped, Error> {
+        let (swapped, pending) = Bucket::swap(self, key, value, &require)?;
+        pending.wait().await?;
+        Ok(swapped)
+    }
+
+    async fn list_prefix(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limits: PageLimits,
+    ) -> Result<backend::KeyPage, Error> {
+        Ok(Bucket::list_prefix(self, prefix, after, limits))
     }
 }
 

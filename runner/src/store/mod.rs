@@ -36,7 +36,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use self::backend::{
-    Backend, BucketBackend, Delta, NamespaceBackend, Page, PageLimits, Swap, Usage,
+    Backend, BucketBackend, Delta, KeyPage, NamespaceBackend, Page, PageLimits, Require,
+    SetOptions, Swap, Swapped, Usage, Versioned,
 };
 use self::durable::Pending;
 pub use self::quota::{Quota, Quotas};
@@ -64,6 +65,10 @@ pub enum Error {
     /// later.
     #[error("store-unavailable: {0}")]
     Unavailable(String),
+    /// The backend does not offer the feature the call needs (expiry on
+    /// a backend that cannot keep it, say); the call never succeeds there.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -80,6 +85,7 @@ impl Error {
             Error::Quota { .. } => "quota-exceeded",
             Error::Invalid(_) => "invalid-argument",
             Error::Unavailable(_) => "store-unavailable",
+            Error::Unsupported(_) => "unsupported",
         }
     }
 }
@@ -354,6 +360,77 @@ impl Bucket {
             max_bytes: self.quotas.max_call_bytes,
         };
         call!(self, b => Ok(b.list_keys(cursor, limits)), b.list_keys(cursor, limits))
+    }
+}
+
+/// The longest expiry a write may ask for: ten years, far past any real
+/// use, and far from overflowing a clock.
+pub const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 24 * 3600);
+
+impl Bucket {
+    /// `wasmcloud:keyvalue`'s set: `Ok(false)` when `options.if_absent`
+    /// found the key there, and nothing was written. An expiry the backend
+    /// cannot keep is refused, never ignored.
+    pub async fn set_with(
+        &self,
+        key: String,
+        value: Bytes,
+        options: SetOptions,
+    ) -> Result<bool, Error> {
+        self.quotas.check_key(&key)?;
+        self.quotas.check_value(&value)?;
+        if let Some(ttl) = options.ttl
+            && (ttl.is_zero() || ttl > MAX_TTL)
+        {
+            return Err(Error::Invalid(format!(
+                "an expiry of {} ms is outside 1 ms to {} ms",
+                ttl.as_millis(),
+                MAX_TTL.as_millis()
+            )));
+        }
+        call!(self, b => {
+            let (written, pending) = b.set_with(key, value, options)?;
+            pending.wait().await?;
+            Ok(written)
+        }, b.set_with(key, value, options))
+    }
+
+    /// `key`'s value and version, for a later [`Bucket::swap`].
+    pub async fn current(&self, key: &str) -> Result<Option<Versioned>, Error> {
+        call!(self, b => Ok(b.current(key)), b.current(key))
+    }
+
+    /// Sets `key` to `value` if the current entry meets `require` (at least
+    /// one requirement: an unconditional write is `set`'s).
+    pub async fn swap(
+        &self,
+        key: String,
+        value: Bytes,
+        require: Require,
+    ) -> Result<Swapped, Error> {
+        if require.version.is_none() && require.value.is_none() {
+            return Err(Error::Invalid(
+                "a swap needs at least one precondition (require-version or require-value)".into(),
+            ));
+        }
+        self.quotas.check_key(&key)?;
+        self.quotas.check_value(&value)?;
+        call!(self, b => {
+            let (swapped, pending) = b.swap(key, value, &require)?;
+            pending.wait().await?;
+            Ok(swapped)
+        }, b.swap(key, value, require))
+    }
+
+    /// The page of keys starting with `prefix` after `cursor` (the last key
+    /// of the previous page), in key order, cut at the page and call-size
+    /// limits.
+    pub async fn list_prefix(&self, prefix: &str, cursor: Option<&str>) -> Result<KeyPage, Error> {
+        let limits = PageLimits {
+            max_keys: self.quotas.max_page_keys.max(1),
+            max_bytes: self.quotas.max_call_bytes,
+        };
+        call!(self, b => Ok(b.list_prefix(prefix, cursor, limits)), b.list_prefix(prefix, cursor, limits))
     }
 }
 

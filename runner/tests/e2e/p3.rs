@@ -3,6 +3,8 @@
 //! the p3 example guest (guest/p3).
 
 use http::{Method, StatusCode};
+use serde_json::json;
+use system_tests::admin::{Admin, Token};
 
 use crate::harness::{Observed as _, Runner, Tenants, get, request};
 
@@ -249,5 +251,339 @@ async fn a_shared_instance_that_runs_out_of_fuel_fails_every_request_in_it() {
         r.metric("runner_instances_created_total", "tenant=\"a\"")
             .await,
         2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p3_component_deploys_through_the_admin_api_and_says_what_it_exports() {
+    let token = Token::new();
+    let r = Runner::start(&["--admin-token-file", token.path(), "--tenants", "1"]);
+    let admin = Admin::new(r.admin, &token);
+    let bytes = std::fs::read(env!("RUNNER_P3_GUEST")).unwrap();
+    let uploaded = admin.put_component(bytes).await;
+    assert_eq!(uploaded.status, StatusCode::CREATED);
+    let digest = uploaded.json()["digest"].as_str().unwrap().to_string();
+    let limits = json!({ "max-instance-concurrency": 16, "max-instance-reuse": 128 });
+    let res = admin
+        .put_tenant("three", json!({ "component": digest, "limits": limits }))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED);
+    let shown = admin.get("/v1/tenants/three").await.json();
+    assert_eq!(shown["handler"], "wasi:http/handler@0.3.0");
+    assert_eq!(shown["limits"]["max-instance-concurrency"], 16);
+    let p2 = admin.get("/v1/tenants/t0").await.json();
+    assert_eq!(p2["handler"], "wasi:http/incoming-handler@0.2");
+    assert_eq!(get(r.addr, "/t/three/hello").await.text(), "hello from p3");
+    // The limit's range is checked as for every other.
+    let res = admin
+        .put_tenant(
+            "three",
+            json!({ "component": digest, "limits": { "max-instance-concurrency": 0 } }),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.json()["error"],
+        "limits: max-instance-concurrency must be greater than zero"
+    );
+}
+
+async fn put(r: &Runner, path: &str, body: &str) -> (StatusCode, String) {
+    let res = request(r.addr, Method::PUT, path, body.as_bytes().to_vec()).await;
+    (res.status, res.text())
+}
+
+async fn post(r: &Runner, path: &str, body: &str) -> (StatusCode, String) {
+    let res = request(r.addr, Method::POST, path, body.as_bytes().to_vec()).await;
+    (res.status, res.text())
+}
+
+async fn read(r: &Runner, path: &str) -> (StatusCode, String) {
+    let res = get(r.addr, path).await;
+    (res.status, res.text())
+}
+
+fn ok(text: &str) -> (StatusCode, String) {
+    (StatusCode::OK, text.to_string())
+}
+
+fn done() -> (StatusCode, String) {
+    (StatusCode::NO_CONTENT, String::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasmcloud_keyvalue_reaches_the_same_data_as_wasi_keyvalue() {
+    let t = p3(Tenants::new(), "a", "");
+    let t = p3(t, "b", "");
+    let r = Runner::start_with(&t, &[]);
+    assert_eq!(put(&r, "/t/a/kv/k", "from draft").await, done());
+    assert_eq!(read(&r, "/t/a/wc/get/k").await, ok("from draft"));
+    assert_eq!(put(&r, "/t/a/wc/set/j", "from wasmcloud").await, done());
+    assert_eq!(read(&r, "/t/a/kv/j").await, ok("from wasmcloud"));
+    assert_eq!(read(&r, "/t/a/wc/exists/j").await, ok("true"));
+    assert_eq!(post(&r, "/t/a/wc/incr/n?by=-5", "").await, ok("-5"));
+    assert_eq!(
+        post(&r, "/t/a/wc/get-many", "k\nnope\nn").await,
+        ok("k=from draft\nnope absent\nn=-5")
+    );
+    assert_eq!(
+        request(r.addr, Method::DELETE, "/t/a/wc/delete/k", vec![])
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        read(&r, "/t/a/kv/k").await,
+        (StatusCode::NOT_FOUND, "key not found".into())
+    );
+    // Another tenant sees none of it, through either package.
+    assert_eq!(read(&r, "/t/b/wc/exists/j").await, ok("false"));
+    assert_eq!(read(&r, "/t/b/wc/list").await, ok("cursor: none"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_past_its_ttl_is_gone_from_every_read_path_and_gives_its_quota_back() {
+    let t = p3(Tenants::new(), "a", "max-keys = 2");
+    let r = Runner::start_with(&t, &[]);
+    assert_eq!(put(&r, "/t/a/wc/set/brief?ttl-ms=300", "x").await, done());
+    assert_eq!(put(&r, "/t/a/wc/set/kept", "y").await, done());
+    assert_eq!(
+        put(&r, "/t/a/wc/set/third", "z").await,
+        (StatusCode::INSUFFICIENT_STORAGE, "quota-exceeded".into())
+    );
+    assert_eq!(read(&r, "/t/a/wc/get/brief").await, ok("x"));
+    assert_eq!(read(&r, "/t/a/kv/brief").await, ok("x"));
+    assert_eq!(
+        read(&r, "/t/a/wc/list").await,
+        ok("brief\nkept\ncursor: none")
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let gone = (StatusCode::NOT_FOUND, "key not found".to_string());
+    assert_eq!(read(&r, "/t/a/wc/get/brief").await, gone);
+    assert_eq!(read(&r, "/t/a/kv/brief").await, gone);
+    assert_eq!(read(&r, "/t/a/wc/exists/brief").await, ok("false"));
+    assert_eq!(
+        post(&r, "/t/a/wc/get-many", "brief\nkept").await,
+        ok("brief absent\nkept=y")
+    );
+    assert_eq!(read(&r, "/t/a/wc/list").await, ok("kept\ncursor: none"));
+    assert_eq!(
+        read(&r, "/t/a/wc/current/brief").await,
+        (StatusCode::NOT_FOUND, "absent".into())
+    );
+    // Its key no longer counts: the quota has room again, and the metric
+    // shows what is held.
+    assert_eq!(put(&r, "/t/a/wc/set/third", "z").await, done());
+    assert_eq!(r.metric("runner_kv_keys", "tenant=\"a\"").await, 2.0);
+    // A plain write of an expiring key makes it permanent again.
+    assert_eq!(
+        request(r.addr, Method::DELETE, "/t/a/wc/delete/third", vec![])
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(put(&r, "/t/a/wc/set/again?ttl-ms=200", "1").await, done());
+    assert_eq!(put(&r, "/t/a/kv/again", "2").await, done());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(read(&r, "/t/a/wc/get/again").await, ok("2"));
+    // Expiry bounds are checked.
+    for bad in ["0", "315360000001"] {
+        assert_eq!(
+            put(&r, &format!("/t/a/wc/set/k?ttl-ms={bad}"), "v").await,
+            (StatusCode::BAD_REQUEST, "invalid-argument".into()),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_keys_are_reclaimed_in_the_background() {
+    let t = p3(Tenants::new(), "a", "");
+    let r = Runner::start_with(&t, &[]);
+    for i in 0..50 {
+        assert_eq!(
+            put(&r, &format!("/t/a/wc/set/k{i}?ttl-ms=100"), "v").await,
+            done()
+        );
+    }
+    assert_eq!(r.metric("runner_kv_keys", "tenant=\"a\"").await, 50.0);
+    // No request touches the tenant meanwhile: the reaper removes them.
+    r.wait_for_metric("runner_kv_keys", "tenant=\"a\"", 0.0)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_not_exists_lets_exactly_one_writer_in() {
+    let t = p3(Tenants::new(), "a", "max-tenant-in-flight = 100");
+    let r = Runner::start_with(&t, &[]);
+    let writers = (0..20).map(|i| {
+        let path = "/t/a/wc/set/lock?if-not-exists";
+        let addr = r.addr;
+        async move { request(addr, Method::PUT, path, format!("w{i}").into_bytes()).await }
+    });
+    let replies = futures::future::join_all(writers).await;
+    let won: Vec<_> = replies
+        .iter()
+        .filter(|res| res.status == StatusCode::NO_CONTENT)
+        .collect();
+    assert_eq!(won.len(), 1);
+    let lost = replies
+        .iter()
+        .filter(|res| {
+            (res.status, res.text())
+                == (
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition-failed".into(),
+                )
+        })
+        .count();
+    assert_eq!(lost, 19);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versioned_swaps_race_exactly_and_catch_what_a_value_check_misses() {
+    let t = p3(Tenants::new(), "a", "max-tenant-in-flight = 100");
+    let r = Runner::start_with(&t, &[]);
+    let incr = (0..40).map(|_| {
+        let addr = r.addr;
+        async move { request(addr, Method::POST, "/t/a/wc/cas-incr/n", vec![]).await }
+    });
+    let mut sums: Vec<u64> = futures::future::join_all(incr)
+        .await
+        .into_iter()
+        .map(|res| {
+            assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+            res.text().parse().unwrap()
+        })
+        .collect();
+    sums.sort();
+    // Each swap landed once, on the value the one before it left.
+    assert_eq!(sums, (1..=40).collect::<Vec<u64>>());
+    assert_eq!(read(&r, "/t/a/wc/get/n").await, ok("40"));
+
+    // A -> B -> A: the value is back, the version is not.
+    assert_eq!(put(&r, "/t/a/wc/set/k", "a").await, done());
+    let (status, seen) = read(&r, "/t/a/wc/current/k").await;
+    assert_eq!(status, StatusCode::OK);
+    let (version, value) = seen.split_once('\n').unwrap();
+    assert_eq!(value, "a");
+    assert_eq!(put(&r, "/t/a/wc/set/k", "b").await, done());
+    assert_eq!(put(&r, "/t/a/wc/set/k", "a").await, done());
+    let (status, now) = put(&r, &format!("/t/a/wc/swap/k?version={version}"), "c").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (newer, value) = now.split_once('\n').unwrap();
+    assert_ne!(newer, version);
+    assert_eq!(value, "a");
+    assert_eq!(put(&r, "/t/a/wc/swap/k?value=a", "c").await, ok("swapped"));
+    assert_eq!(
+        put(&r, &format!("/t/a/wc/swap/k?version={newer}"), "d")
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    // A version this store never made, and a swap with no precondition.
+    assert_eq!(
+        put(&r, "/t/a/wc/swap/k?version=junk", "d").await.0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        put(&r, "/t/a/wc/swap/k", "d").await,
+        (StatusCode::BAD_REQUEST, "invalid-argument".into())
+    );
+    assert_eq!(
+        put(&r, "/t/a/wc/swap/absent?value=x", "d").await,
+        (StatusCode::CONFLICT, "absent".into())
+    );
+    assert_eq!(read(&r, "/t/a/wc/get/k").await, ok("c"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefix_listing_pages_by_cursor_in_key_order() {
+    let t = p3(Tenants::new(), "a", "max-page-keys = 10");
+    let r = Runner::start_with(&t, &[]);
+    let mut expected = Vec::new();
+    for i in 0..25 {
+        let key = format!("user/{i:02}");
+        assert_eq!(put(&r, &format!("/t/a/wc/set/{key}"), "v").await, done());
+        expected.push(key);
+    }
+    for i in 0..10 {
+        assert_eq!(
+            put(&r, &format!("/t/a/wc/set/other/{i}"), "v").await,
+            done()
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/t/a/wc/list?prefix=user/&cursor={c}"),
+            None => "/t/a/wc/list?prefix=user/".to_string(),
+        };
+        let (status, body) = read(&r, &path).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut lines: Vec<&str> = body.lines().collect();
+        let last = lines.pop().unwrap();
+        assert!(lines.len() <= 10, "{body}");
+        seen.extend(lines.iter().map(|k| k.to_string()));
+        pages += 1;
+        match last.strip_prefix("cursor: ").unwrap() {
+            "none" => break,
+            next => cursor = Some(next.to_string()),
+        }
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(pages, 3);
+    assert_eq!(
+        read(&r, "/t/a/wc/list?prefix=nobody/").await,
+        ok("cursor: none")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_sees_a_typed_error_for_each_limit() {
+    let t = p3(
+        Tenants::new(),
+        "a",
+        "max-value-bytes = 4\nmax-key-bytes = 8",
+    );
+    let r = Runner::start_with(&t, &[]);
+    let quota = (
+        StatusCode::INSUFFICIENT_STORAGE,
+        "quota-exceeded".to_string(),
+    );
+    assert_eq!(put(&r, "/t/a/wc/set/k", "12345").await, quota);
+    assert_eq!(put(&r, "/t/a/wc/set/a-long-key", "1").await, quota);
+    assert_eq!(put(&r, "/t/a/wc/swap/k?value=1", "12345").await, quota);
+    assert_eq!(put(&r, "/t/a/wc/set/k", "abcd").await, done());
+    // Not a number: the increment's argument is invalid.
+    assert_eq!(
+        post(&r, "/t/a/wc/incr/k", "").await,
+        (StatusCode::BAD_REQUEST, "invalid-argument".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_refuses_an_expiry_it_cannot_keep() {
+    let dir = system_tests::TempDir::new();
+    let t = p3(Tenants::new(), "a", "");
+    let r = Runner::start_with(&t, &["--data-dir", dir.path.to_str().unwrap()]);
+    assert_eq!(
+        put(&r, "/t/a/wc/set/k?ttl-ms=1000", "v").await,
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "unsupported: the data directory keeps no expiry (ttl-ms) yet: set the key \
+             without one, or run without --data-dir"
+                .into()
+        )
+    );
+    assert_eq!(read(&r, "/t/a/wc/exists/k").await, ok("false"));
+    // Everything else works there, versions included.
+    assert_eq!(put(&r, "/t/a/wc/set/k?if-not-exists", "v").await, done());
+    assert_eq!(put(&r, "/t/a/wc/swap/k?value=v", "w").await, ok("swapped"));
+    assert_eq!(
+        read(&r, "/t/a/wc/list?prefix=k").await,
+        ok("k\ncursor: none")
     );
 }
