@@ -1248,6 +1248,185 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn prefix_walks_return_each_unchanged_key_once_in_order_under_writes() {
+        let store = Store::new(8);
+        let quotas = Quotas {
+            max_page_keys: 7,
+            ..Quotas::default()
+        };
+        let b = Namespace::new(&store, "t", quotas)
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        let mut expected = Vec::new();
+        for i in 0..300 {
+            b.set(format!("p/{i:03}"), Bytes::new()).await.unwrap();
+            b.set(format!("q/{i:03}"), Bytes::new()).await.unwrap();
+            expected.push(format!("p/{i:03}"));
+        }
+        // Keys under the prefix come and go while the walk runs; the ones
+        // that stay put are each seen once.
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        for round in 0.. {
+            b.set(format!("p/{round:03}x"), Bytes::new()).await.unwrap();
+            if round > 0 {
+                b.delete(&format!("p/{:03}x", round - 1)).await.unwrap();
+            }
+            let page = b.list_prefix("p/", cursor.as_deref()).await.unwrap();
+            assert!(page.keys.len() <= 7);
+            seen.extend(page.keys.into_iter().filter(|k| !k.ends_with('x')));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected);
+        // A cursor before the prefix starts at the prefix.
+        let page = b.list_prefix("q/", Some("a")).await.unwrap();
+        assert_eq!(page.keys[0], "q/000");
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_is_hidden_then_reclaimed_and_its_quota_given_back() {
+        use crate::store::SetOptions;
+        let store = Store::new(4);
+        let quotas = Quotas {
+            max_keys: 2,
+            ..Quotas::default()
+        };
+        let ns = Namespace::new(&store, "t", quotas).unwrap();
+        let b = ns.open("").await.unwrap();
+        let brief = SetOptions {
+            ttl: Some(std::time::Duration::from_millis(50)),
+            if_absent: false,
+        };
+        assert!(
+            b.set_with("a".into(), Bytes::from("1"), brief)
+                .await
+                .unwrap()
+        );
+        b.set("b".into(), Bytes::from("2")).await.unwrap();
+        assert!(b.set("c".into(), Bytes::from("3")).await.is_err());
+        assert_eq!(ns.usage().keys, 2);
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        // Hidden at once, from every read.
+        assert_eq!(b.get("a").await.unwrap(), None);
+        assert!(!b.exists("a").await.unwrap());
+        assert_eq!(b.current("a").await.unwrap(), None);
+        assert_eq!(b.list_prefix("", None).await.unwrap().keys, ["b"]);
+        assert_eq!(walk(&b).await, ["b"]);
+        // The next write removes it first, so the quota has room.
+        b.set("c".into(), Bytes::from("3")).await.unwrap();
+        assert_eq!(ns.usage().keys, 2);
+        // If-absent treats an expired key as absent.
+        assert!(
+            b.set_with(
+                "a".into(),
+                Bytes::from("4"),
+                SetOptions {
+                    ttl: None,
+                    if_absent: true
+                }
+            )
+            .await
+            .is_err()
+        );
+        b.delete("b").await.unwrap();
+        let once = SetOptions {
+            ttl: None,
+            if_absent: true,
+        };
+        assert!(
+            b.set_with("a".into(), Bytes::from("4"), once)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !b.set_with("a".into(), Bytes::from("5"), once)
+                .await
+                .unwrap()
+        );
+        assert_eq!(b.get("a").await.unwrap(), Some(Bytes::from("4")));
+    }
+
+    #[tokio::test]
+    async fn the_reaper_reclaims_without_a_write() {
+        use crate::store::SetOptions;
+        let store = Store::new(4);
+        let ns = Namespace::new(&store, "t", Quotas::default()).unwrap();
+        let b = ns.open("").await.unwrap();
+        let brief = SetOptions {
+            ttl: Some(std::time::Duration::from_millis(20)),
+            if_absent: false,
+        };
+        for i in 0..100 {
+            b.set_with(format!("k{i}"), Bytes::from("v"), brief)
+                .await
+                .unwrap();
+        }
+        assert_eq!(ns.usage().keys, 100);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ns.usage().keys > 0 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", ns.usage());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(ns.usage().bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn every_write_has_a_new_version_and_swaps_check_it() {
+        use crate::store::{Require, Swapped};
+        let store = Store::new(4);
+        let b = Namespace::new(&store, "t", Quotas::default())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        b.set("k".into(), Bytes::from("a")).await.unwrap();
+        let first = b.current("k").await.unwrap().unwrap();
+        b.set("k".into(), Bytes::from("a")).await.unwrap();
+        let second = b.current("k").await.unwrap().unwrap();
+        assert_eq!(first.value, second.value);
+        assert_ne!(first.version, second.version);
+        let stale = Require {
+            version: Some(first.version.clone()),
+            value: None,
+        };
+        assert_eq!(
+            b.swap("k".into(), Bytes::from("b"), stale).await.unwrap(),
+            Swapped::Stale(Some(second.clone()))
+        );
+        let both = Require {
+            version: Some(second.version.clone()),
+            value: Some(Bytes::from("a")),
+        };
+        assert_eq!(
+            b.swap("k".into(), Bytes::from("b"), both).await.unwrap(),
+            Swapped::Done
+        );
+        assert_eq!(b.get("k").await.unwrap(), Some(Bytes::from("b")));
+        // Another store's token names nothing here.
+        let other = Store::new(4);
+        let ob = Namespace::new(&other, "t", Quotas::default())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        ob.set("k".into(), Bytes::from("b")).await.unwrap();
+        let foreign = ob.current("k").await.unwrap().unwrap().version;
+        let require = Require {
+            version: Some(foreign),
+            value: None,
+        };
+        assert!(matches!(
+            b.swap("k".into(), Bytes::from("c"), require).await.unwrap(),
+            Swapped::Stale(Some(_))
+        ));
+    }
+
+    #[tokio::test]
     async fn single_shard_store_works() {
         let store = Store::new(1);
         let b = Namespace::new(&store, "t", Quotas::default())

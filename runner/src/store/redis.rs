@@ -1163,6 +1163,69 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_it_cannot_keep_it_refuses_and_if_absent_is_atomic() {
+        use crate::store::{Require, SetOptions};
+        let Some(served) = fresh() else { return };
+        let bucket = Front::new(&served, "t", Quotas::default())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        let expiring = SetOptions {
+            ttl: Some(Duration::from_secs(1)),
+            if_absent: false,
+        };
+        let refused = |feature: &str| {
+            Some(Error::Unsupported(format!(
+                "{feature} is not supported by this store backend"
+            )))
+        };
+        assert_eq!(
+            bucket
+                .set_with("k".into(), Bytes::from_static(b"v"), expiring)
+                .await
+                .err(),
+            refused("expiry (ttl-ms)")
+        );
+        assert_eq!(bucket.get("k").await.unwrap(), None);
+        assert_eq!(
+            bucket.current("k").await.err(),
+            refused("versioned compare-and-swap")
+        );
+        let require = Require {
+            version: None,
+            value: Some(Bytes::from_static(b"v")),
+        };
+        assert_eq!(
+            bucket
+                .swap("k".into(), Bytes::from_static(b"w"), require)
+                .await
+                .err(),
+            refused("versioned compare-and-swap")
+        );
+        assert_eq!(
+            bucket.list_prefix("", None).await.err(),
+            refused("prefix listing")
+        );
+        // Once only, with concurrent writers.
+        let absent = SetOptions {
+            ttl: None,
+            if_absent: true,
+        };
+        let writers = (0..10).map(|i| {
+            let bucket = bucket.clone();
+            async move {
+                bucket
+                    .set_with("lock".into(), Bytes::from(format!("w{i}")), absent)
+                    .await
+                    .unwrap()
+            }
+        });
+        let won = futures::future::join_all(writers).await;
+        assert_eq!(won.iter().filter(|w| **w).count(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn names_are_injective_and_tenants_share_nothing() {
         let Some(served) = fresh() else { return };
         // "a" + bucket "b:c" and "a:b" + bucket "c" would meet under a
