@@ -13,14 +13,23 @@
 #                   PAGEMAP_SCAN, fuel and a 1s timeout (the runner's limits)
 #   wasmtime-reuse  the same with --max-instance-reuse-count $REUSE
 #   native          runner/examples/native (same routes, no wasm)
+# and, for WASIp3 components, requests sharing an instance:
+#   runner-concurrent    runner-reuse plus --max-instance-concurrency $CONCURRENCY
+#   wasmtime-concurrent  wasmtime-reuse plus
+#                        --max-instance-concurrent-reuse-count $CONCURRENCY
+#                        (wasmtime serve's own default for WASIp3)
+# `wasmtime` and `wasmtime-reuse` pass --max-instance-concurrent-reuse-count
+# 1, so that on a WASIp3 component they serve one request at a time per
+# instance, as the runner's do.
 # Each does `wrk -t1 -c$CONNECTIONS -d$DURATION` on each path in PATHS (the
 # runner's get /t/t0 in front). Prints every round, then the median req/s of
-# each server and path and its ratio to `wasmtime-reuse`, with the
-# min-max of the per-round ratios.
+# each server and path and its ratio to $BASELINE, with the min-max of the
+# per-round ratios.
 #
 # Settings (environment): ROUNDS (3), DURATION (5s), CONNECTIONS (32),
-# REUSE (128), PATHS ("/hello /setget/k"), NATIVE (1; 0 leaves it out, for
-# guests whose routes it does not have), SERVERS (all five, space-separated).
+# REUSE (128), CONCURRENCY (16), PATHS ("/hello /setget/k"), NATIVE (1; 0
+# leaves it out, for guests whose routes it does not have), SERVERS (the
+# first five, space-separated), BASELINE (wasmtime-reuse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMPONENT=${1:?usage: bench/reuse.sh COMPONENT.wasm [WASMTIME]}
@@ -29,6 +38,8 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-32}
 REUSE=${REUSE:-128}
+CONCURRENCY=${CONCURRENCY:-16}
+BASELINE=${BASELINE:-wasmtime-reuse}
 PATHS=${PATHS:-/hello /setget/k}
 SERVERS=${SERVERS:-runner runner-reuse wasmtime wasmtime-reuse native}
 [[ ${NATIVE:-1} == 1 ]] || SERVERS=${SERVERS/native/}
@@ -54,17 +65,21 @@ start() {
     local port
     port=$(free_port)
     case $1 in
-    runner | runner-reuse)
+    runner | runner-reuse | runner-concurrent)
         local extra=()
-        [[ $1 == runner-reuse ]] && extra=(--max-instance-reuse "$REUSE")
+        [[ $1 != runner ]] && extra=(--max-instance-reuse "$REUSE")
+        [[ $1 == runner-concurrent ]] && extra+=(--max-instance-concurrency "$CONCURRENCY")
         "$TARGET_DIR/release/runner" --tenants 1 --component "$COMPONENT" --log warn \
             --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 "${extra[@]}" \
             >"$WORK/out" 2>&1 &
         BASE=http://127.0.0.1:$port/t/t0
         ;;
-    wasmtime | wasmtime-reuse)
-        local extra=()
-        [[ $1 == wasmtime-reuse ]] && extra=(--max-instance-reuse-count "$REUSE")
+    wasmtime | wasmtime-reuse | wasmtime-concurrent)
+        local extra=(--max-instance-reuse-count 1 --max-instance-concurrent-reuse-count 1)
+        [[ $1 == wasmtime-reuse ]] && extra=(--max-instance-reuse-count "$REUSE"
+            --max-instance-concurrent-reuse-count 1)
+        [[ $1 == wasmtime-concurrent ]] && extra=(--max-instance-reuse-count "$REUSE"
+            --max-instance-concurrent-reuse-count "$CONCURRENCY")
         "$WASMTIME" serve "${WASMTIME_BEST[@]}" "${extra[@]}" --addr "127.0.0.1:$port" \
             "$COMPONENT" >"$WORK/out" 2>&1 &
         BASE=http://127.0.0.1:$port
@@ -104,7 +119,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 echo
-awk -F'\t' -v servers="$SERVERS" '
+awk -F'\t' -v servers="$SERVERS" -v baseline="$BASELINE" '
     { rps[$1, $2, $3] = $4; paths[$2] = 1; rounds[$3] = 1 }
     function median(a, n,    i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
@@ -112,12 +127,12 @@ awk -F'\t' -v servers="$SERVERS" '
     }
     END {
         ns = split(servers, list, " ")
-        printf "server\tpath\tmedian req/s\tvs wasmtime-reuse (median)\tper-round min-max\n"
+        printf "server\tpath\tmedian req/s\tvs %s (median)\tper-round min-max\n", baseline
         for (p in paths) for (k = 1; k <= ns; k++) {
             s = list[k]; n = 0; m = 0; lo = ""; hi = ""
             for (r in rounds) {
                 v[++n] = rps[s, p, r]
-                base = rps["wasmtime-reuse", p, r]
+                base = rps[baseline, p, r]
                 if (base > 0) {
                     q = rps[s, p, r] / base
                     if (lo == "" || q < lo) lo = q

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use futures::FutureExt as _;
 use tokio::sync::oneshot;
 use wasmtime::component::{Component, Linker, ResourceTableError};
 use wasmtime::error::Context as _;
@@ -415,9 +416,16 @@ impl Runtime {
             };
             // The epoch callback ends a guest that computes past its
             // deadline; this ends one blocked in a host call.
-            let result = match tokio::time::timeout_at(deadline.into(), run).await {
-                Ok(result) => result,
-                Err(_elapsed) => Err(DeadlineExceeded.into()),
+            let result = match (Backstop {
+                inner: std::pin::pin!(run),
+                deadline,
+                timer: None,
+                waited: 0,
+            })
+            .await
+            {
+                Some(result) => result,
+                None => Err(DeadlineExceeded.into()),
             };
             let hit = instance.as_ref().and_then(|i| i.store.data().limiter.hit);
             let failure = result.err().map(|e| classify(&e, hit, &tenant));
@@ -435,31 +443,45 @@ impl Runtime {
         // that is still running when its response head arrives (streaming a
         // body, say) continues in a task of its own.
         let registry = self.reaper.registry();
+        // How a request ends once its guest has: the instance kept or
+        // dropped, and the response whole or cut short.
+        let finished = |(failure, instance): (Option<Outcome>, Option<Instance>),
+                        head: Option<Head>,
+                        admission: Admission| {
+            let clean = failure.is_none() && matches!(head, Some(Ok(_)));
+            if let Some(instance) = instance {
+                if failure.is_none() && head.is_none() && instance.served > 1 {
+                    registry.refuse(tenant);
+                }
+                registry.release(tenant, instance, clean);
+            }
+            drop(admission);
+            match (head, failure) {
+                // Done and whole: nothing to guard, and no box per request.
+                (Some(Ok(response)), None) => Outcome::Served(response),
+                // It answered, then failed before its body was done.
+                (Some(Ok(response)), Some(failure)) => Outcome::CutShort(
+                    guarded(response, Failed::Known(true)),
+                    Box::new(failure),
+                ),
+                (Some(Err(code)), _) => guest_error(&code),
+                (None, failure) => failure.unwrap_or_else(no_response),
+            }
+        };
         tokio::select! {
             biased;
-            (failure, instance) = &mut guest => {
-                let head = head.try_recv();
-                let clean = failure.is_none() && matches!(head, Ok(Ok(_)));
-                if let Some(instance) = instance {
-                    if failure.is_none() && head.is_err() && instance.served > 1 {
-                        registry.refuse(tenant);
-                    }
-                    registry.release(tenant, instance, clean);
-                }
-                drop(admission);
-                match (head, failure) {
-                    // Done and whole: nothing to guard, and no box per request.
-                    (Ok(Ok(response)), None) => Outcome::Served(response),
-                    // It answered, then failed before its body was done.
-                    (Ok(Ok(response)), Some(failure)) => Outcome::CutShort(
-                        guarded(response, Failed::Known(true)),
-                        Box::new(failure),
-                    ),
-                    (Ok(Err(code)), _) => guest_error(&code),
-                    (Err(_), failure) => failure.unwrap_or_else(no_response),
-                }
-            },
+            ended = &mut guest => finished(ended, head.try_recv().ok(), admission),
             sent = &mut head => {
+                // A guest that answers before it has written its body (the
+                // usual WASIp3 shape: a task of the guest's writes it, into
+                // a channel that holds the first chunk) is often done a few
+                // polls later; then the response goes out whole, in one
+                // write, and no task is spawned.
+                for _ in 0..EAGER_POLLS {
+                    if let Some(ended) = (&mut guest).now_or_never() {
+                        return finished(ended, sent.ok(), admission);
+                    }
+                }
                 let answered = matches!(sent, Ok(Ok(_)));
                 let (ended, ended_later) = oneshot::channel();
                 let tenant = tenant.clone();
@@ -480,6 +502,54 @@ impl Runtime {
                     Err(_) => no_response(),
                 }
             }
+        }
+    }
+}
+
+/// Polls of a guest that has sent its response head, before it is left to
+/// finish in a task of its own.
+const EAGER_POLLS: usize = 4;
+
+/// `inner` until `deadline` (`None` past it), with the timer armed only
+/// once `inner` has kept waiting: most guests finish within a few polls,
+/// and a timer armed per request costs a wake-up of the runtime's driver
+/// (a system call) each time. Until then it asks to be polled again at
+/// once, which is cheap.
+struct Backstop<F> {
+    inner: F,
+    deadline: Instant,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    waited: usize,
+}
+
+/// Pending polls of a guest before its deadline timer is armed: past the
+/// eager polls after its response head, so a guest that finishes within
+/// them never arms one.
+const UNTIMED_POLLS: usize = EAGER_POLLS + 2;
+
+impl<F: Future + Unpin> Future for Backstop<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Poll::Ready(done) = std::pin::Pin::new(&mut this.inner).poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        if this.timer.is_none() {
+            if this.waited < UNTIMED_POLLS && Instant::now() < this.deadline {
+                this.waited += 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            this.timer = Some(Box::pin(tokio::time::sleep_until(this.deadline.into())));
+        }
+        match this.timer.as_mut().map(|timer| timer.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
         }
     }
 }

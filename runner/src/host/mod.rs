@@ -26,9 +26,10 @@ use self::output::{GuestOutput, LogBudget};
 
 use crate::tenant::Tenant;
 
-/// Host bindings for the world in `wit/world.wit`. Only `wasi:keyvalue` and
-/// `wasi:logging` are implemented here; every other WASI interface maps onto
-/// wasmtime-wasi and wasmtime-wasi-http.
+/// Host bindings for the `runner-host` world in `wit/world.wit`. Only
+/// `wasi:keyvalue`, `wasmcloud:keyvalue` and `wasi:logging` are implemented
+/// here; every WASI interface, 0.2 and 0.3, maps onto wasmtime-wasi and
+/// wasmtime-wasi-http.
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
