@@ -265,6 +265,10 @@ async fn run(
     }
 }
 
+/// Turns of the instance's event loop between a response head and its
+/// reply to the caller.
+const SETTLE_TURNS: usize = 2;
+
 /// Starts one request in the instance and answers it with its response
 /// head, or its deadline. `Ok(false)`: it expired.
 async fn serve(
@@ -316,6 +320,13 @@ async fn serve(
         })?),
         Err(code) => Err(format!("{code:?}")),
     };
+    // The guest usually writes its body from a task of its own right after
+    // it returns the response: a few turns of the event loop let it, so the
+    // caller gets a response whose body is already there and writes it
+    // whole, head and body in one system call.
+    for _ in 0..SETTLE_TURNS {
+        tokio::task::yield_now().await;
+    }
     if let Some(reply) = pending.lock().remove(&id) {
         let _ = reply.send(Reply::Head(head));
     }
