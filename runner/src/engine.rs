@@ -15,8 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 use futures::FutureExt as _;
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use wasmtime::component::{Component, Linker, ResourceTableError};
 use wasmtime::error::Context as _;
@@ -460,10 +460,9 @@ impl Runtime {
                 // Done and whole: nothing to guard, and no box per request.
                 (Some(Ok(response)), None) => Outcome::Served(response),
                 // It answered, then failed before its body was done.
-                (Some(Ok(response)), Some(failure)) => Outcome::CutShort(
-                    guarded(response, Failed::Known(true)),
-                    Box::new(failure),
-                ),
+                (Some(Ok(response)), Some(failure)) => {
+                    Outcome::CutShort(guarded(response, Failed::Known(true)), Box::new(failure))
+                }
                 (Some(Err(code)), _) => guest_error(&code),
                 (None, failure) => failure.unwrap_or_else(no_response),
             }
@@ -503,6 +502,58 @@ impl Runtime {
                 }
             }
         }
+    }
+
+    /// Runs one request of `tenant` in one of its WASIp3 instances that
+    /// serve several requests at once ([`crate::concurrent`]), making a new
+    /// one when none has room. `admission` is held until the response head.
+    async fn call_shared<B>(
+        self: &Arc<Self>,
+        tenant: &Arc<Tenant>,
+        request: http::Request<B>,
+        admission: Admission,
+    ) -> Outcome
+    where
+        B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+    {
+        use http_body_util::BodyExt as _;
+
+        let limits = tenant.limits();
+        let deadline = Instant::now() + limits.timeout;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            request: request.map(|body| body.boxed_unsync()),
+            deadline,
+            reply,
+        };
+        let taken = match tenant.workers().offer(job, limits.max_instance_concurrency) {
+            Ok(taken) => taken,
+            Err(job) => match self.fresh(tenant, deadline).await {
+                Ok(Instance {
+                    mut store,
+                    guest: Handler::P3(service),
+                    ..
+                }) => {
+                    // The worker adds each request's budget as it starts.
+                    let _ = store.set_fuel(0);
+                    tenant.workers().start(tenant.clone(), store, service, *job)
+                }
+                Ok(_) => return Outcome::HostFault("a WASIp2 instance of a WASIp3 tenant".into()),
+                Err(e) => return classify(&e, None, tenant),
+            },
+        };
+        let outcome = match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(Reply::Head(Ok(response)))) => Outcome::Served(response),
+            Ok(Ok(Reply::Head(Err(code)))) => guest_error(&code),
+            Ok(Ok(Reply::Failed(outcome))) => outcome,
+            Ok(Err(_dropped)) => no_response(),
+            Err(_elapsed) => {
+                tenant.workers().expired(&taken);
+                deadline_exceeded(tenant)
+            }
+        };
+        drop(admission);
+        outcome
     }
 }
 
@@ -630,60 +681,6 @@ where
             Ok(())
         })
         .await?
-}
-
-impl Runtime {
-    /// Runs one request of `tenant` in one of its WASIp3 instances that
-    /// serve several requests at once ([`crate::concurrent`]), making a new
-    /// one when none has room. `admission` is held until the response head.
-    async fn call_shared<B>(
-        self: &Arc<Self>,
-        tenant: &Arc<Tenant>,
-        request: http::Request<B>,
-        admission: Admission,
-    ) -> Outcome
-    where
-        B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
-    {
-        use http_body_util::BodyExt as _;
-
-        let limits = tenant.limits();
-        let deadline = Instant::now() + limits.timeout;
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            request: request.map(|body| body.boxed_unsync()),
-            deadline,
-            reply,
-        };
-        let taken = match tenant.workers().offer(job, limits.max_instance_concurrency) {
-            Ok(taken) => taken,
-            Err(job) => match self.fresh(tenant, deadline).await {
-                Ok(Instance {
-                    mut store,
-                    guest: Handler::P3(service),
-                    ..
-                }) => {
-                    // The worker adds each request's budget as it starts.
-                    let _ = store.set_fuel(0);
-                    tenant.workers().start(tenant.clone(), store, service, *job)
-                }
-                Ok(_) => return Outcome::HostFault("a WASIp2 instance of a WASIp3 tenant".into()),
-                Err(e) => return classify(&e, None, tenant),
-            },
-        };
-        let outcome = match tokio::time::timeout_at(deadline.into(), answer).await {
-            Ok(Ok(Reply::Head(Ok(response)))) => Outcome::Served(response),
-            Ok(Ok(Reply::Head(Err(code)))) => guest_error(&code),
-            Ok(Ok(Reply::Failed(outcome))) => outcome,
-            Ok(Err(_dropped)) => no_response(),
-            Err(_elapsed) => {
-                tenant.workers().expired(&taken);
-                deadline_exceeded(tenant)
-            }
-        };
-        drop(admission);
-        outcome
-    }
 }
 
 /// Starts a request in `store`: the host's per-request state, a whole fuel

@@ -19,6 +19,8 @@
 //!   typed errors; see [`wc`])
 //! - `POST /log`: writes the body to stdout, which the runner logs with
 //!   the tenant
+//! - `GET /fetch`: tries an outgoing request (`wasi:http/client@0.3.0`) and
+//!   a TCP connection (`wasi:sockets@0.3.0`), and answers how each failed
 //!
 //! It imports only what `wasmtime serve -S cli -S keyvalue` links, so the
 //! benchmarks run it under both servers.
@@ -66,6 +68,7 @@ impl wasip3::exports::http::handler::Guest for Service {
             }
             (Method::Get, "/trap") => panic!("the p3 guest panicked on purpose"),
             (Method::Get, "/stream") => Ok(stream(param(query, "chunks").unwrap_or(3))),
+            (Method::Get, "/fetch") => Ok(text(200, &reach_out().await)),
             (Method::Post, "/log") => {
                 let body = read_body(request).await?;
                 println!("{}", String::from_utf8_lossy(&body));
@@ -314,6 +317,36 @@ mod wc {
             types::Error::Other(message) => text(500, message),
         }
     }
+}
+
+/// What the network says to this guest: the error of an outgoing HTTP
+/// request to example.com and of a TCP connection to 127.0.0.1:80.
+async fn reach_out() -> String {
+    use wasip3::sockets::types::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, TcpSocket};
+
+    let (_done, trailers) = wit_future::new(|| Ok(None));
+    let (outgoing, _sent) = Request::new(Fields::new(), None, trailers, None);
+    let _ = outgoing.set_scheme(Some(&wasip3::http::types::Scheme::Http));
+    let _ = outgoing.set_authority(Some("example.com"));
+    let _ = outgoing.set_path_with_query(Some("/"));
+    let http = match wasip3::http::client::send(outgoing).await {
+        Ok(_) => "sent".to_string(),
+        Err(code) => format!("{code:?}"),
+    };
+    let tcp = match TcpSocket::create(IpAddressFamily::Ipv4) {
+        Err(code) => format!("{code:?}"),
+        Ok(socket) => {
+            let address = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                port: 80,
+                address: (127, 0, 0, 1),
+            });
+            match socket.connect(address).await {
+                Ok(()) => "connected".to_string(),
+                Err(code) => format!("{code:?}"),
+            }
+        }
+    };
+    format!("http: {http}\ntcp: {tcp}")
 }
 
 /// The whole request body.

@@ -587,3 +587,13 @@ async fn the_data_directory_refuses_an_expiry_it_cannot_keep() {
         ok("k\ncursor: none")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p3_guest_has_no_network() {
+    let t = p3(Tenants::new(), "a", "");
+    let r = Runner::start_with(&t, &[]);
+    assert_eq!(
+        read(&r, "/t/a/fetch").await,
+        ok("http: ErrorCode::HttpRequestDenied\ntcp: ErrorCode::AccessDenied")
+    );
+}
