@@ -15,11 +15,12 @@ start_runner() {
     PID=$!
     ADDR= ADMIN=
     local i=0
-    while [[ -z $ADMIN && $i -lt 600 ]]; do
+    # Both lines: they may come in either order.
+    while [[ (-z $ADDR || -z $ADMIN) && $i -lt 600 ]]; do
         ADDR=$(sed -n 's|^listening on http://||p' "$out" | head -1)
         ADMIN=$(sed -n 's|^metrics on http://||p' "$out" | head -1)
-        [[ -n $ADMIN ]] || sleep 0.1
+        [[ -n $ADDR && -n $ADMIN ]] || sleep 0.1
         i=$((i + 1))
     done
-    [[ -n $ADMIN ]] || { cat "$err" >&2; exit 1; }
+    [[ -n $ADDR && -n $ADMIN ]] || { cat "$err" >&2; exit 1; }
 }

@@ -27,6 +27,30 @@ pub fn initial_memory(bytes: &[u8]) -> Result<u64, wasmparser::BinaryReaderError
     Ok(largest)
 }
 
+/// Whether the component exports a WASIp3 HTTP handler
+/// (`wasi:http/handler@0.3.x`), which decides the engine it is compiled
+/// for. Only the outer component's exports count; bytes that do not parse
+/// are left to the compiler to refuse.
+pub fn exports_p3_handler(bytes: &[u8]) -> bool {
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        match payload {
+            Ok(wasmparser::Payload::Version { .. }) => depth += 1,
+            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
+            Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 1 => {
+                for export in exports.into_iter().flatten() {
+                    if export.name.name.starts_with("wasi:http/handler@0.3") {
+                        return true;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
 /// The refusal for a component whose initial memory is over `limit`.
 pub fn memory_too_small(needed: u64, limit: u64) -> String {
     format!(
@@ -48,6 +72,7 @@ pub fn memory_too_small(needed: u64, limit: u64) -> String {
 pub fn missing_imports(
     engine: &Engine,
     component: &Component,
+    p3: bool,
 ) -> wasmtime::Result<Vec<(String, String)>> {
     let imports: Vec<(String, ComponentItem)> = component
         .component_type()
@@ -55,7 +80,7 @@ pub fn missing_imports(
         .map(|(name, item)| (name.to_owned(), item.ty))
         .collect();
     let mut scratch = Linker::new(engine);
-    crate::host::add_to_linker(&mut scratch)?;
+    crate::host::add_to_linker(&mut scratch, p3)?;
     scratch.allow_shadowing(true);
     let mut missing = Vec::new();
     // Each round stubs one import, so there are at most that many rounds.
@@ -217,7 +242,7 @@ mod linking {
         .unwrap();
         let engine = Engine::default();
         let component = Component::new(&engine, &bytes).unwrap();
-        let missing = missing_imports(&engine, &component).unwrap();
+        let missing = missing_imports(&engine, &component, false).unwrap();
         let names: Vec<&str> = missing.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             names,
@@ -242,7 +267,7 @@ mod linking {
     fn a_component_that_links_has_nothing_missing() {
         let engine = Engine::default();
         let component = Component::new(&engine, crate::DEFAULT_GUEST).unwrap();
-        let missing = missing_imports(&engine, &component).unwrap();
+        let missing = missing_imports(&engine, &component, false).unwrap();
         assert!(missing.is_empty(), "{missing:?}");
     }
 }

@@ -72,19 +72,44 @@ impl Default for EngineConfig {
 }
 
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<Host>,
+    /// WASIp2 components run here: an engine without concurrency support,
+    /// because with it wasmtime sends every call, WASIp2 ones included,
+    /// through its concurrent event loop, which cost a tenth of a WASIp2
+    /// request (BENCHMARKS.md).
+    p2: Flavor,
+    /// WASIp3 components run here, with their own pool of `pool_size` slots.
+    p3: Flavor,
     config: EngineConfig,
     metrics: RunnerMetrics,
     /// Components compiled so far, by digest, so tenants that run the
     /// same component share one compilation.
     compiled: Mutex<HashMap<Digest, Loaded>>,
-    /// Compiled components kept on disk, where `--cache-dir` is given.
-    cache: Option<Cache>,
     /// Tenants' kept instances, and the thread that drops idle ones.
     reaper: Reaper,
     /// Advances the engine's epoch every tick.
     _ticker: Periodic,
+}
+
+/// An engine, the linker of what its components may import, and its
+/// compiled components on disk.
+struct Flavor {
+    engine: Engine,
+    linker: Linker<Host>,
+    /// Where `--cache-dir` is given.
+    cache: Option<Cache>,
+}
+
+impl Flavor {
+    fn new(wasm: &Config, p3: bool, cache_dir: Option<&std::path::Path>) -> wasmtime::Result<Self> {
+        let engine = Engine::new(wasm).context("configuring the wasmtime engine")?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker, p3).context("linking host interfaces")?;
+        Ok(Self {
+            cache: cache_dir.map(|dir| Cache::new(dir.to_path_buf(), &engine)),
+            engine,
+            linker,
+        })
+    }
 }
 
 /// A compiled, linked component, ready to instantiate.
@@ -151,27 +176,28 @@ impl Runtime {
         let mut wasm = Config::new();
         wasm.consume_fuel(true)
             .epoch_interruption(true)
-            // WASIp3 components: async functions, streams and futures.
-            .wasm_component_model_async(true)
+            .wasm_component_model_async(false)
+            .concurrency_support(false)
             .wasm_backtrace_max_frames(None)
             .max_wasm_stack(config.max_wasm_stack)
             .async_stack_size(config.max_wasm_stack + (512 << 10))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm).context("configuring the wasmtime engine")?;
-
-        let mut linker = Linker::new(&engine);
-        host::add_to_linker(&mut linker).context("linking host interfaces")?;
+        let cache_dir = config.cache_dir.as_deref();
+        let p2 = Flavor::new(&wasm, false, cache_dir)?;
+        // WASIp3 components: async functions, streams and futures.
+        wasm.concurrency_support(true)
+            .wasm_component_model_async(true);
+        let p3 = Flavor::new(&wasm, true, cache_dir)?;
 
         Ok(Self {
             _ticker: {
-                let engine = engine.clone();
+                let engines = [p2.engine.clone(), p3.engine.clone()];
                 Periodic::start("epoch-ticker", config.epoch_tick, move || {
-                    engine.increment_epoch()
+                    engines.iter().for_each(Engine::increment_epoch)
                 })
             },
-            cache: config.cache_dir.clone().map(|dir| Cache::new(dir, &engine)),
-            engine,
-            linker,
+            p2,
+            p3,
             config,
             metrics: RunnerMetrics::new(),
             compiled: Mutex::new(HashMap::new()),
@@ -179,8 +205,14 @@ impl Runtime {
         })
     }
 
+    /// The engine WASIp2 components run on.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.p2.engine
+    }
+
+    /// Each engine, by the kind of component it runs: `wasip2`, `wasip3`.
+    pub fn engines(&self) -> [(&'static str, &Engine); 2] {
+        [("wasip2", &self.p2.engine), ("wasip3", &self.p3.engine)]
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -257,10 +289,14 @@ impl Runtime {
     /// Compiles `bytes`, or reads what an earlier run compiled from them,
     /// and links it.
     fn compile(&self, bytes: &[u8], digest: &Digest) -> wasmtime::Result<HandlerPre> {
-        let cached = self
+        // The exports say which engine: a component that exports both
+        // handlers is served as WASIp3 (see `HandlerPre::new`).
+        let p3 = component::exports_p3_handler(bytes);
+        let flavor = if p3 { &self.p3 } else { &self.p2 };
+        let cached = flavor
             .cache
             .as_ref()
-            .and_then(|cache| cache.load(&self.engine, digest));
+            .and_then(|cache| cache.load(&flavor.engine, digest));
         let component = match cached {
             Some(component) => {
                 self.metrics.cached.increment(1);
@@ -268,18 +304,18 @@ impl Runtime {
             }
             None => {
                 let component =
-                    Component::new(&self.engine, bytes).context("compiling the component")?;
+                    Component::new(&flavor.engine, bytes).context("compiling the component")?;
                 self.metrics.compiled.increment(1);
-                if let Some(cache) = &self.cache {
+                if let Some(cache) = &flavor.cache {
                     cache.store(digest, &component);
                 }
                 component
             }
         };
-        let instance_pre = match self.linker.instantiate_pre(&component) {
+        let instance_pre = match flavor.linker.instantiate_pre(&component) {
             Ok(pre) => pre,
             Err(first) => {
-                let missing = component::missing_imports(&self.engine, &component);
+                let missing = component::missing_imports(&flavor.engine, &component, p3);
                 return Err(match missing {
                     Ok(missing) if !missing.is_empty() => {
                         wasmtime::format_err!(component::describe_missing(&missing))
@@ -296,7 +332,7 @@ impl Runtime {
     /// A fresh store for `tenant`: its limits, and an epoch callback that
     /// yields every tick and traps at the current request's deadline.
     fn store(&self, tenant: &Arc<Tenant>) -> Store<Host> {
-        let mut store = Store::new(&self.engine, Host::new(tenant.clone()));
+        let mut store = Store::new(tenant.pre().engine(), Host::new(tenant.clone()));
         store.limiter(|host| &mut host.limiter);
         let yields = self.metrics.epoch_yields.clone();
         // Set once per store and reading the deadline from the store's data,

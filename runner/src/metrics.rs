@@ -165,13 +165,13 @@ impl Recorder {
     /// key-value usage, the process figures) and renders the exposition.
     pub fn render(
         &self,
-        engine: &wasmtime::Engine,
+        engines: &[(&'static str, &wasmtime::Engine)],
         pool_capacity: usize,
         usage: impl Iterator<Item = (String, store::Usage)>,
     ) -> String {
         self.scope(|| {
             self.process.collect();
-            sample(engine, pool_capacity, usage);
+            sample(engines, pool_capacity, usage);
             if let Some(dropped) = self.log_drops.get() {
                 metrics::counter!(LOG_LINES_DROPPED).absolute(dropped());
             }
@@ -586,15 +586,20 @@ impl Default for RunnerMetrics {
 /// Sets the gauges that are read from state rather than counted: pool use
 /// and each tenant label's key-value usage.
 fn sample(
-    engine: &wasmtime::Engine,
+    engines: &[(&'static str, &wasmtime::Engine)],
     pool_capacity: usize,
     usage: impl Iterator<Item = (String, store::Usage)>,
 ) {
-    if let Some(pool) = engine.pooling_allocator_metrics() {
-        metrics::gauge!(POOL_INSTANCES_IN_USE).set(pool.component_instances() as f64);
-        metrics::gauge!(POOL_MEMORIES_IN_USE).set(pool.memories() as f64);
+    // One pool per engine: WASIp2 and WASIp3 components each have their
+    // own `pool-size` slots.
+    for &(kind, engine) in engines {
+        if let Some(pool) = engine.pooling_allocator_metrics() {
+            metrics::gauge!(POOL_INSTANCES_IN_USE, "pool" => kind)
+                .set(pool.component_instances() as f64);
+            metrics::gauge!(POOL_MEMORIES_IN_USE, "pool" => kind).set(pool.memories() as f64);
+        }
+        metrics::gauge!(POOL_INSTANCES_CAPACITY, "pool" => kind).set(pool_capacity as f64);
     }
-    metrics::gauge!(POOL_INSTANCES_CAPACITY).set(pool_capacity as f64);
     let mut sums: std::collections::BTreeMap<String, store::Usage> = Default::default();
     for (label, u) in usage {
         let sum = sums.entry(label).or_default();

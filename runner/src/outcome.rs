@@ -359,13 +359,13 @@ mod tests {
         let recorder = Recorder::new().unwrap();
         let (runtime, tenant) = crate::tenant::for_tests(&recorder);
         let shown = |name: &str, labels: &str| {
-            let text = recorder.render(runtime.engine(), 4, std::iter::empty());
+            let text = recorder.render(&runtime.engines(), 4, std::iter::empty());
             series(&text, name, &format!("tenant=\"t0\",{labels}"))
         };
         let requests =
             |outcome: &str| shown("runner_requests_total", &format!("outcome=\"{outcome}\""));
         let in_flight = || {
-            let text = recorder.render(runtime.engine(), 4, std::iter::empty());
+            let text = recorder.render(&runtime.engines(), 4, std::iter::empty());
             series(&text, "runner_requests_in_flight", "tenant=\"t0\"")
         };
 
@@ -450,7 +450,7 @@ mod tests {
             assert_eq!(body(response).await, text);
         }
         drop(Request::start(&tenant));
-        let shown = recorder.render(runtime.engine(), 4, std::iter::empty());
+        let shown = recorder.render(&runtime.engines(), 4, std::iter::empty());
         let requests = |outcome: &str| {
             series(
                 &shown,

@@ -651,7 +651,14 @@ async fn metrics_count_outcomes_per_tenant_and_bound_the_label_set() {
         !text.contains("tenant=\"t2\""),
         "tenants past the cap share _other"
     );
-    assert_eq!(r.metric("runner_pool_instances_capacity", "").await, 1000.0);
+    // One pool per kind of component, each of --pool-size slots.
+    for pool in ["wasip2", "wasip3"] {
+        let labels = format!("pool=\"{pool}\"");
+        assert_eq!(
+            r.metric("runner_pool_instances_capacity", &labels).await,
+            1000.0
+        );
+    }
     assert!(r.metric("process_resident_memory_bytes", "").await > 1e6);
     assert!(r.metric("process_open_fds", "").await >= 3.0);
     assert!(r.metric("process_start_time_seconds", "").await > 1.7e9);

@@ -109,6 +109,14 @@ impl HandlerPre {
         matches!(self, HandlerPre::P3(_))
     }
 
+    /// The engine it was compiled for, which its stores must use.
+    pub fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            HandlerPre::P2(pre) => pre.instance_pre().engine(),
+            HandlerPre::P3(pre) => pre.instance_pre().engine(),
+        }
+    }
+
     /// The handler interface it exports, as the admin API and logs name it.
     pub fn world(&self) -> &'static str {
         match self {
@@ -280,8 +288,11 @@ impl HasData for HostData {
 /// Links every import a tenant component may use: the whole of WASI 0.2 but
 /// `wasi:cli/run` (an export) and the unstable interfaces, so components
 /// from any toolchain load. Sockets are linked with every operation denied.
-/// Anything else a component imports makes it fail to load, naming it.
-pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+/// With `p3`, for WASIp3 components (on an engine with concurrency
+/// support), also WASI 0.3 and `wasmcloud:keyvalue`, whose functions are
+/// `async`. Anything else a component imports makes it fail to load,
+/// naming it.
+pub fn add_to_linker(linker: &mut Linker<Host>, p3: bool) -> wasmtime::Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
     use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
@@ -325,12 +336,6 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     sockets::udp::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
     sockets::udp_create_socket::add_to_linker::<Host, WasiSockets>(l, Host::sockets)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(l)?;
-    // WASI 0.3 beside 0.2 (the versions differ, so both link): a WASIp3
-    // component imports wasi:http@0.3.0 and, from Rust's std, WASI 0.2.
-    // Sockets and the filesystem are denied and empty as above, and
-    // outgoing requests are refused by the same hooks.
-    wasmtime_wasi::p3::add_to_linker(l)?;
-    wasmtime_wasi_http::p3::add_to_linker(l)?;
 
     {
         use bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
@@ -345,6 +350,15 @@ pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         batch::add_to_linker::<Host, HostData>(l, |h| h)?;
     }
     bindings::wasi::logging::logging::add_to_linker::<Host, HostData>(l, |h| h)?;
+    if !p3 {
+        return Ok(());
+    }
+    // WASI 0.3 beside 0.2 (the versions differ, so both link): a WASIp3
+    // component imports wasi:http@0.3.0 and, from Rust's std, WASI 0.2.
+    // Sockets and the filesystem are denied and empty as above, and
+    // outgoing requests are refused by the same hooks.
+    wasmtime_wasi::p3::add_to_linker(l)?;
+    wasmtime_wasi_http::p3::add_to_linker(l)?;
     {
         use bindings::wasmcloud::keyvalue::{atomics, batch, cas, store, types};
         types::add_to_linker::<Host, HostData>(l, |h| h)?;

@@ -55,7 +55,7 @@ impl Admin {
                     .iter()
                     .map(|t| (t.metrics().label().to_string(), t.namespace().usage()));
                 let body = self.recorder.render(
-                    self.runtime.engine(),
+                    &self.runtime.engines(),
                     self.runtime.config().pool_size as usize,
                     usage,
                 );

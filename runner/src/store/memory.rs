@@ -411,9 +411,18 @@ impl Slot {
 struct Shard {
     slots: BTreeMap<u64, Slot>,
     keys: BTreeMap<Arc<str>, u64>,
+    /// The last write's version. A key stays in one shard, so numbering
+    /// writes per shard gives each key's writes distinct, rising versions,
+    /// under the lock the write holds anyway.
+    versions: u64,
 }
 
 impl Shard {
+    fn next_version(&mut self) -> u64 {
+        self.versions += 1;
+        self.versions
+    }
+
     /// The live entry under `key`.
     fn live(&self, hash: u64, key: &str, now: &Now) -> Option<&Entry> {
         self.slots
@@ -456,7 +465,6 @@ struct Shared {
     /// Random per namespace and process: versions from another process
     /// (before a restart) never match one of this process's.
     epoch: u64,
-    versions: std::sync::atomic::AtomicU64,
     clock: Clock,
     expiring: Mutex<BinaryHeap<Reverse<Due>>>,
     /// When the earliest entry in `expiring` expires; `u64::MAX`: none.
@@ -502,17 +510,12 @@ impl Shared {
     fn new(clock: Clock, reaper: Weak<Expiries>) -> Self {
         Self {
             epoch: random_seed(),
-            versions: std::sync::atomic::AtomicU64::new(0),
             clock,
             expiring: Mutex::new(BinaryHeap::new()),
             next_due: std::sync::atomic::AtomicU64::new(u64::MAX),
             reaper,
             registered: std::sync::atomic::AtomicBool::new(false),
         }
-    }
-
-    fn next_version(&self) -> u64 {
-        self.versions.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     fn token(&self, version: u64) -> String {
@@ -747,7 +750,7 @@ impl Bucket {
             self.record(&key, Some(&value))
                 .inspect_err(|_| account.release(new_keys, grow))
         };
-        let version = self.shared.next_version();
+        let version = shard.next_version();
         let existing = shard.slots.get_mut(&hash).and_then(|s| s.find_mut(&key));
         let (pending, key) = match existing {
             Some(entry) => {
@@ -758,8 +761,12 @@ impl Bucket {
                 entry.version = version;
                 let changed = entry.expires != write.expires;
                 entry.expires = write.expires;
+                // The key is needed again only where the expiry is.
+                if !changed && write.expires == 0 {
+                    return Ok(pending);
+                }
                 let key = entry.key.clone();
-                if changed && let Some(expires) = shard.keys.get_mut(&*key) {
+                if let Some(expires) = shard.keys.get_mut(&*key) {
                     *expires = write.expires;
                 }
                 (pending, key)
@@ -824,7 +831,7 @@ impl Bucket {
         let entry = Entry {
             key: key.clone(),
             value,
-            version: self.shared.next_version(),
+            version: shard.next_version(),
             expires: 0,
         };
         self.account.restore(1, entry.size());
