@@ -185,7 +185,7 @@ impl Require {
         let value = self
             .value
             .as_ref()
-            .is_none_or(|want| current.is_some_and(|c| &c.value == want));
+            .is_none_or(|want| current.is_some_and(|c| c.value == want));
         version && value
     }
 }
