@@ -145,7 +145,9 @@ settings! {
         /// among the tenants at start-up and the default limit.
         pool_max_memory: Auto<ByteSize> = "auto", Range::Between(ByteSize::kib(64), ByteSize::gib(4));
         /// Instance slots in the pooling allocator: the most guest instances
-        /// alive at once. Each reserves address space, not memory.
+        /// alive at once, for WASIp2 and for WASIp3 components each (they
+        /// run on engines of their own). Each reserves address space, not
+        /// memory.
         pool_size: u32 = "1000", Range::Positive(100_000u32), env "RUNNER_POOL_SIZE";
         /// Requests in flight across all tenants; more get 503 with
         /// Retry-After. `auto` is --pool-size.

@@ -42,7 +42,8 @@ use crate::tenant::Tenant;
 /// Engine-wide settings; per-tenant limits must fit inside them.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// Component instances that can exist at once (pooling allocator slots).
+    /// Component instances that can exist at once (pooling allocator
+    /// slots), in each engine's pool.
     pub pool_size: u32,
     /// The largest linear memory any tenant may have, in bytes.
     pub max_memory: usize,
