@@ -590,9 +590,16 @@ impl Journal {
 impl Drop for Journal {
     /// Commits and fsyncs what is queued, then stops the committer.
     fn drop(&mut self) {
-        self.shared
-            .stop
-            .store(true, std::sync::atomic::Ordering::Release);
+        // Set under the queue's lock: the committer checks the flag under
+        // it before it waits, so the wake-up below cannot fall between its
+        // check and its wait and be lost (the committer would sleep on, and
+        // this join with it).
+        {
+            let _queue = self.shared.queue.lock();
+            self.shared
+                .stop
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
         self.shared.wake.notify_one();
         if let Some(committer) = self.committer.take() {
             let _ = committer.join();
