@@ -1350,17 +1350,7 @@ async fn a_reused_instance_keeps_its_own_state_for_its_own_tenant_only() {
         );
     }
     for (tenant, created, reused) in [("a", 2.0, 3.0), ("b", 2.0, 2.0), ("c", 2.0, 0.0)] {
-        let labels = format!("tenant=\"{tenant}\"");
-        assert_eq!(
-            r.metric("runner_instances_created_total", &labels).await,
-            created,
-            "{tenant}"
-        );
-        assert_eq!(
-            r.metric("runner_instances_reused_total", &labels).await,
-            reused,
-            "{tenant}"
-        );
+        harness::assert_instances(&r, tenant, created, reused).await;
     }
     // a's second instance and b's second instance are parked.
     assert_eq!(r.metric("runner_instances_idle", "").await, 2.0);

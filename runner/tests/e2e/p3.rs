@@ -186,17 +186,7 @@ async fn concurrent_requests_share_one_p3_instance_only_when_asked() {
     // Eight requests waiting at once: one instance took them all, where
     // without concurrency each had its own.
     for (tenant, created, reused) in [("shared", 1.0, 8.0), ("alone", 8.0, 0.0)] {
-        let labels = format!("tenant=\"{tenant}\"");
-        assert_eq!(
-            r.metric("runner_instances_created_total", &labels).await,
-            created,
-            "{tenant}"
-        );
-        assert_eq!(
-            r.metric("runner_instances_reused_total", &labels).await,
-            reused,
-            "{tenant}"
-        );
+        crate::harness::assert_instances(&r, tenant, created, reused).await;
     }
     // The shared instance is kept for the next requests, with its state.
     assert_eq!(get(r.addr, "/t/shared/count").await.text(), "10");

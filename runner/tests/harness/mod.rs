@@ -157,3 +157,17 @@ impl std::io::Write for Sink {
         Ok(())
     }
 }
+
+/// Asserts how many instances `tenant` created, and how many of its
+/// requests ran on an instance kept from an earlier one.
+pub async fn assert_instances(r: &Runner, tenant: &str, created: f64, reused: f64) {
+    let labels = format!("tenant=\"{tenant}\"");
+    assert_eq!(
+        (
+            r.metric("runner_instances_created_total", &labels).await,
+            r.metric("runner_instances_reused_total", &labels).await,
+        ),
+        (created, reused),
+        "{tenant}: instances created, requests on a reused instance"
+    );
+}
