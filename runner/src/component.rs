@@ -126,6 +126,15 @@ pub fn describe_missing(missing: &[(String, String)]) -> String {
             let _ = write!(text, "{name} ({reason})");
         }
     }
+    // A WASIp2 component reaches only what WASIp2 components are linked
+    // with; say so, or the refusal reads as if these did not exist.
+    let p3_only = |name: &str| name.starts_with("wasmcloud:keyvalue/") || name.contains("@0.3.");
+    if missing.iter().any(|(name, _)| p3_only(name)) {
+        text.push_str(
+            ". wasmcloud:keyvalue and WASI 0.3 are linked for WASIp3 components only (those \
+             exporting wasi:http/handler@0.3.0)",
+        );
+    }
     text
 }
 
@@ -170,6 +179,21 @@ mod tests {
 
     fn wat_component(text: &str) -> Vec<u8> {
         wat::parse_str(text).expect("the test component parses")
+    }
+
+    #[test]
+    fn a_wasip2_component_missing_wasip3_imports_is_told_why() {
+        let missing = [(
+            "wasmcloud:keyvalue/store@0.2.0".to_string(),
+            "instance export `open` has the wrong type".to_string(),
+        )];
+        assert_eq!(
+            describe_missing(&missing),
+            "the component imports one interface the runner does not provide: \
+             wasmcloud:keyvalue/store@0.2.0 (instance export `open` has the wrong type). \
+             wasmcloud:keyvalue and WASI 0.3 are linked for WASIp3 components only (those \
+             exporting wasi:http/handler@0.3.0)"
+        );
     }
 
     #[test]
