@@ -1,25 +1,44 @@
 // An example tenant component in JavaScript, built with ComponentizeJS.
 //
 // It serves the same routes as the hostile guest's hello and key-value ones
-// (see guest/README.md) through the standard interfaces only: a fetch-event
-// handler (wasi:http's incoming handler) and wasi:keyvalue@0.2.0-draft.
+// (see guest/README.md) through the standard interfaces only: wasi:http's
+// incoming handler and wasi:keyvalue@0.2.0-draft.
 // Nothing in it is specific to this runner.
 
 import { open } from "wasi:keyvalue/store@0.2.0-draft";
 import { increment } from "wasi:keyvalue/atomics@0.2.0-draft";
+import {
+  Fields,
+  IncomingBody,
+  OutgoingBody,
+  OutgoingResponse,
+  ResponseOutparam,
+} from "wasi:http/types@0.2.10";
 
-addEventListener("fetch", (event) => event.respondWith(handle(event.request)));
-
-async function handle(request) {
-  try {
-    return await route(request);
-  } catch (error) {
-    if (error instanceof Reply) {
-      return text(error.status, error.message);
+// The handler is exported directly rather than through a `fetch` event
+// listener: ComponentizeJS 0.22's engine cannot dispatch a second fetch
+// event in one instance (StarlingMonkey issue #247), so a host that reuses
+// instances (`max-instance-reuse`) would get no response from the second
+// request. An exported `incomingHandler` serves any number of them.
+export const incomingHandler = {
+  handle(request, responseOut) {
+    let reply;
+    try {
+      reply = route(request);
+    } catch (error) {
+      if (!(error instanceof Reply)) {
+        throw error;
+      }
+      reply = text(error.status, error.message);
+    } finally {
+      // Handles are given back when the garbage collector gets to them,
+      // which on a reused instance may be after a thousand requests: past
+      // the host's limit on resources held at once.
+      request[Symbol.dispose]();
     }
-    throw error;
-  }
-}
+    respond(responseOut, reply);
+  },
+};
 
 class Reply extends Error {
   constructor(status, message) {
@@ -28,10 +47,10 @@ class Reply extends Error {
   }
 }
 
-async function route(request) {
-  const url = new URL(request.url);
+function route(request) {
+  const url = new URL(request.pathWithQuery() ?? "/", "http://guest");
   const path = url.pathname;
-  const method = request.method;
+  const method = request.method().tag.toUpperCase();
   if (path === "/hello") {
     expect(method, "GET");
     return text(200, "hello");
@@ -53,15 +72,12 @@ async function route(request) {
       if (value === undefined) {
         return text(404, "key not found");
       }
-      return new Response(value, {
-        status: 200,
-        headers: { "content-type": "application/octet-stream" },
-      });
+      return { status: 200, type: "application/octet-stream", body: value };
     }
     if (method === "PUT") {
-      const value = new Uint8Array(await request.arrayBuffer());
+      const value = readBody(request);
       store(() => bucket(url).set(key, value));
-      return new Response(null, { status: 204 });
+      return { status: 204, body: null };
     }
     throw new Reply(405, "method not allowed; allowed: GET, PUT");
   }
@@ -75,11 +91,59 @@ async function route(request) {
   throw new Reply(404, "no such route");
 }
 
+const encoder = new TextEncoder();
+
 function text(status, message) {
-  return new Response(message, {
-    status,
-    headers: { "content-type": "text/plain; charset=utf-8" },
-  });
+  return { status, type: "text/plain; charset=utf-8", body: encoder.encode(message) };
+}
+
+// The most `blocking-write-and-flush` takes at once.
+const WRITE_CHUNK = 4096;
+
+function respond(responseOut, { status, type, body }) {
+  const headers = type === undefined ? [] : [["content-type", encoder.encode(type)]];
+  const response = new OutgoingResponse(Fields.fromList(headers));
+  response.setStatusCode(status);
+  const outgoing = response.body();
+  ResponseOutparam.set(responseOut, { tag: "ok", val: response });
+  if (body !== null) {
+    const stream = outgoing.write();
+    for (let at = 0; at < body.length; at += WRITE_CHUNK) {
+      stream.blockingWriteAndFlush(body.subarray(at, at + WRITE_CHUNK));
+    }
+    stream[Symbol.dispose]();
+  }
+  OutgoingBody.finish(outgoing, undefined);
+}
+
+// The whole request body; the runner has already bounded its size.
+function readBody(request) {
+  const incoming = request.consume();
+  const stream = incoming.stream();
+  const chunks = [];
+  let length = 0;
+  for (;;) {
+    let chunk;
+    try {
+      chunk = stream.blockingRead(65536n);
+    } catch (error) {
+      if (error.payload?.tag === "closed") {
+        break;
+      }
+      throw error;
+    }
+    chunks.push(chunk);
+    length += chunk.length;
+  }
+  stream[Symbol.dispose]();
+  IncomingBody.finish(incoming);
+  const value = new Uint8Array(length);
+  let at = 0;
+  for (const chunk of chunks) {
+    value.set(chunk, at);
+    at += chunk.length;
+  }
+  return value;
 }
 
 function expect(method, allowed) {

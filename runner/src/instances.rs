@@ -161,8 +161,9 @@ impl Registry {
 
     /// Turns reuse off for `tenant` after a kept instance returned without
     /// answering a request, which some toolchains' components do on every
-    /// call after their first (ComponentizeJS 0.22); its parked instances
-    /// are dropped and the log says why, once.
+    /// call after their first (ComponentizeJS with a `fetch` event
+    /// listener); its parked instances are dropped and the log says why,
+    /// once.
     pub fn refuse(&self, tenant: &Tenant) {
         if !tenant.idle().refused.swap(true, Ordering::AcqRel) {
             tracing::warn!(

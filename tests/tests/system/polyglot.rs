@@ -9,6 +9,7 @@ use std::path::Path;
 use http::{Method, StatusCode};
 use system_tests::http::{get, request};
 use system_tests::polyglot::{self, Toolchain};
+use system_tests::probe::Observed as _;
 use system_tests::{Runner, Tenants};
 
 /// Every tenant's fuel budget (the default): `/burn` past it is refused.
@@ -47,6 +48,48 @@ async fn the_javascript_guest_runs_unchanged() {
         return;
     };
     exercise(&component).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_guest_serves_many_requests_per_instance() {
+    let Some(component) = polyglot::build(Toolchain::Python) else {
+        return;
+    };
+    reused(&component).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_guest_serves_many_requests_per_instance() {
+    let Some(component) = polyglot::build(Toolchain::JavaScript) else {
+        return;
+    };
+    reused(&component).await;
+}
+
+/// With `max-instance-reuse`, one instance answers a run of requests,
+/// key-value writes and reads among them, each correctly.
+async fn reused(component: &Path) {
+    const REQUESTS: usize = 30;
+    let tenant = format!("component = {component:?}\nmax-instance-reuse = 1000");
+    let runner = Runner::start_with(&Tenants::new().tenant("a", &tenant), &[]);
+    let addr = runner.addr;
+    for i in 0..REQUESTS / 3 {
+        let res = get(addr, "/t/a/hello").await;
+        assert_eq!((res.status, res.text().as_str()), (StatusCode::OK, "hello"));
+        let value = format!("value {i}");
+        let res = request(addr, Method::PUT, "/t/a/kv/k", value.clone().into_bytes()).await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text());
+        let res = get(addr, "/t/a/kv/k").await;
+        assert_eq!((res.status, res.text()), (StatusCode::OK, value));
+    }
+    let labels = "tenant=\"a\"";
+    assert_eq!(
+        (
+            runner.metric("runner_instances_created_total", labels).await,
+            runner.metric("runner_instances_reused_total", labels).await,
+        ),
+        (1.0, (REQUESTS - 1) as f64)
+    );
 }
 
 /// The routes both guests share, on two tenants of one component: a
