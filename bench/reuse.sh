@@ -20,7 +20,12 @@
 #                        (wasmtime serve's own default for WASIp3)
 # `wasmtime` and `wasmtime-reuse` pass --max-instance-concurrent-reuse-count
 # 1, so that on a WASIp3 component they serve one request at a time per
-# instance, as the runner's do.
+# instance, as the runner's do. `wasmtime serve`'s fuel is the instance's,
+# not each request's, so a reusing `wasmtime serve` gets the runner's
+# per-request budget times $REUSE (with only the budget it would trap
+# instances of a guest that burns a lot per request, such as JavaScript).
+# Responses other than 2xx are counted (wrk's "Non-2xx") and shown: a
+# server answering errors fast does not pass for a fast one.
 # Each does `wrk -t1 -c$CONNECTIONS -d$DURATION` on each path in PATHS (the
 # runner's get /t/t0 in front). Prints every round, then the median req/s of
 # each server and path and its ratio to $BASELINE, with the min-max of the
@@ -53,7 +58,8 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 WASMTIME_BEST=(-S cli -S keyvalue
     -O pooling-memory-keep-resident=2097152 -O pooling-table-keep-resident=65536
     -O pooling-async-stack-keep-resident=65536 -O pooling-pagemap-scan=y
-    -W fuel=100000000 -W timeout=1s)
+    -W timeout=1s)
+FUEL=100000000
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -75,11 +81,12 @@ start() {
         BASE=http://127.0.0.1:$port/t/t0
         ;;
     wasmtime | wasmtime-reuse | wasmtime-concurrent)
-        local extra=(--max-instance-reuse-count 1 --max-instance-concurrent-reuse-count 1)
+        local extra=(--max-instance-reuse-count 1 --max-instance-concurrent-reuse-count 1
+            -W fuel=$FUEL)
         [[ $1 == wasmtime-reuse ]] && extra=(--max-instance-reuse-count "$REUSE"
-            --max-instance-concurrent-reuse-count 1)
+            --max-instance-concurrent-reuse-count 1 -W fuel=$((FUEL * REUSE)))
         [[ $1 == wasmtime-concurrent ]] && extra=(--max-instance-reuse-count "$REUSE"
-            --max-instance-concurrent-reuse-count "$CONCURRENCY")
+            --max-instance-concurrent-reuse-count "$CONCURRENCY" -W fuel=$((FUEL * REUSE)))
         "$WASMTIME" serve "${WASMTIME_BEST[@]}" "${extra[@]}" --addr "127.0.0.1:$port" \
             "$COMPONENT" >"$WORK/out" 2>&1 &
         BASE=http://127.0.0.1:$port
@@ -101,18 +108,20 @@ start() {
     exit 1
 }
 
-printf 'server\tpath\tround\treq/s\n'
+printf 'server\tpath\tround\treq/s\tnon-2xx\n'
 for ((round = 1; round <= ROUNDS; round++)); do
     for server in $SERVERS; do
         start "$server"
         for path in $PATHS; do
             # One second of warm-up, outside the measurement.
             wrk -t1 -c"$CONNECTIONS" -d1s "$BASE$path" >/dev/null
-            rps=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$BASE$path" |
-                awk '/^Requests\/sec/ { printf "%d", $2 }')
-            non2xx=$(curl -s -o /dev/null -w '%{http_code}' "$BASE$path")
-            [[ $non2xx == 200 ]] || echo "warning: $server $path answers $non2xx" >&2
-            printf '%s\t%s\t%s\t%s\n' "$server" "$path" "$round" "$rps" | tee -a "$WORK/results.tsv"
+            wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "$BASE$path" >"$WORK/wrk"
+            rps=$(awk '/^Requests\/sec/ { printf "%d", $2 }' "$WORK/wrk")
+            errors=$(awk '/Non-2xx/ { n = $NF } END { print n + 0 }' "$WORK/wrk")
+            status=$(curl -s -o /dev/null -w '%{http_code}' "$BASE$path")
+            [[ $status == 200 ]] || echo "warning: $server $path answers $status" >&2
+            printf '%s\t%s\t%s\t%s\t%s\n' "$server" "$path" "$round" "$rps" "$errors" |
+                tee -a "$WORK/results.tsv"
         done
         kill "$PID"
         wait "$PID" 2>/dev/null || true
@@ -120,14 +129,14 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 echo
 awk -F'\t' -v servers="$SERVERS" -v baseline="$BASELINE" '
-    { rps[$1, $2, $3] = $4; paths[$2] = 1; rounds[$3] = 1 }
+    { rps[$1, $2, $3] = $4; errors[$1, $2] += $5; paths[$2] = 1; rounds[$3] = 1 }
     function median(a, n,    i, j, t) {
         for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
         return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
     }
     END {
         ns = split(servers, list, " ")
-        printf "server\tpath\tmedian req/s\tvs %s (median)\tper-round min-max\n", baseline
+        printf "server\tpath\tmedian req/s\tvs %s (median)\tper-round min-max\tnon-2xx\n", baseline
         for (p in paths) for (k = 1; k <= ns; k++) {
             s = list[k]; n = 0; m = 0; lo = ""; hi = ""
             for (r in rounds) {
@@ -143,6 +152,6 @@ awk -F'\t' -v servers="$SERVERS" -v baseline="$BASELINE" '
             med = median(v, n)
             ratio = m ? sprintf("%.2f", med / median(b, m)) : "-"
             range = m ? sprintf("%.2f-%.2f", lo, hi) : "-"
-            printf "%s\t%s\t%d\t%s\t%s\n", s, p, med, ratio, range
+            printf "%s\t%s\t%d\t%s\t%s\t%d\n", s, p, med, ratio, range, errors[s, p]
         }
     }' "$WORK/results.tsv"

@@ -85,7 +85,9 @@ async fn reused(component: &Path) {
     let labels = "tenant=\"a\"";
     assert_eq!(
         (
-            runner.metric("runner_instances_created_total", labels).await,
+            runner
+                .metric("runner_instances_created_total", labels)
+                .await,
             runner.metric("runner_instances_reused_total", labels).await,
         ),
         (1.0, (REQUESTS - 1) as f64)
