@@ -18,6 +18,9 @@ use crate::{repo_root, target_dir};
 pub enum Toolchain {
     /// componentize-py, on PATH.
     Python,
+    /// The Python guest built for its `serve` world: without wasi:logging,
+    /// so that `wasmtime serve` runs it too (bench/reuse.sh).
+    PythonServe,
     /// ComponentizeJS, in guest/js/node_modules.
     JavaScript,
 }
@@ -25,14 +28,22 @@ pub enum Toolchain {
 impl Toolchain {
     fn dir(self) -> &'static str {
         match self {
-            Toolchain::Python => "python",
+            Toolchain::Python | Toolchain::PythonServe => "python",
             Toolchain::JavaScript => "js",
+        }
+    }
+
+    /// The world to build, where not the guest's default one.
+    fn world(self) -> Option<&'static str> {
+        match self {
+            Toolchain::PythonServe => Some("serve"),
+            _ => None,
         }
     }
 
     fn installed(self) -> bool {
         match self {
-            Toolchain::Python => Command::new("componentize-py")
+            Toolchain::Python | Toolchain::PythonServe => Command::new("componentize-py")
                 .arg("--version")
                 .output()
                 .is_ok_and(|out| out.status.success()),
@@ -44,7 +55,9 @@ impl Toolchain {
 
     fn install_hint(self) -> &'static str {
         match self {
-            Toolchain::Python => "pip install -r guest/python/requirements.txt",
+            Toolchain::Python | Toolchain::PythonServe => {
+                "pip install -r guest/python/requirements.txt"
+            }
             Toolchain::JavaScript => "npm ci --prefix guest/js",
         }
     }
@@ -55,9 +68,11 @@ impl Toolchain {
 /// and not required. A failed build panics with the toolchain's output.
 pub fn build(toolchain: Toolchain) -> Option<PathBuf> {
     static PYTHON: OnceLock<Option<PathBuf>> = OnceLock::new();
+    static PYTHON_SERVE: OnceLock<Option<PathBuf>> = OnceLock::new();
     static JAVASCRIPT: OnceLock<Option<PathBuf>> = OnceLock::new();
     let cell = match toolchain {
         Toolchain::Python => &PYTHON,
+        Toolchain::PythonServe => &PYTHON_SERVE,
         Toolchain::JavaScript => &JAVASCRIPT,
     };
     cell.get_or_init(|| build_now(toolchain)).clone()
@@ -80,13 +95,18 @@ fn build_now(toolchain: Toolchain) -> Option<PathBuf> {
     }
     let out_dir = target_dir().join("polyglot");
     std::fs::create_dir_all(&out_dir).expect("creating target/polyglot");
-    let out = out_dir.join(format!("{}.wasm", toolchain.dir()));
+    let name = match toolchain.world() {
+        Some(world) => format!("{}-{world}", toolchain.dir()),
+        None => toolchain.dir().to_string(),
+    };
+    let out = out_dir.join(format!("{name}.wasm"));
     let script = repo_root()
         .join("guest")
         .join(toolchain.dir())
         .join("build.sh");
     let output = Command::new(&script)
         .arg(&out)
+        .args(toolchain.world())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
     assert!(

@@ -42,6 +42,28 @@ async fn the_python_guest_runs_unchanged() {
     );
 }
 
+/// The Python guest's `serve` world, which the speed comparisons run under
+/// `wasmtime serve` too: no wasi:logging import, the same routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_guest_builds_without_wasi_logging_for_wasmtime_serve() {
+    let (Some(full), Some(serve)) = (
+        polyglot::build(Toolchain::Python),
+        polyglot::build(Toolchain::PythonServe),
+    ) else {
+        return;
+    };
+    let imports_logging = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        let name = b"wasi:logging/logging@0.1.0-draft";
+        bytes.windows(name.len()).any(|w| w == name)
+    };
+    assert_eq!(
+        (imports_logging(&full), imports_logging(&serve)),
+        (true, false)
+    );
+    exercise(&serve).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_guest_runs_unchanged() {
     let Some(component) = polyglot::build(Toolchain::JavaScript) else {
