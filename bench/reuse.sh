@@ -34,7 +34,9 @@
 # Settings (environment): ROUNDS (3), DURATION (5s), CONNECTIONS (32),
 # REUSE (128), CONCURRENCY (16), PATHS ("/hello /setget/k"), NATIVE (1; 0
 # leaves it out, for guests whose routes it does not have), SERVERS (the
-# first five, space-separated), BASELINE (wasmtime-reuse).
+# first five, space-separated), BASELINE (wasmtime-reuse), PROFILE (the
+# Cargo profile the runner and native are built with: dist, the build to
+# deploy, or release, the quicker one the tests use; default dist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMPONENT=${1:?usage: bench/reuse.sh COMPONENT.wasm [WASMTIME]}
@@ -48,8 +50,9 @@ BASELINE=${BASELINE:-wasmtime-reuse}
 PATHS=${PATHS:-/hello /setget/k}
 SERVERS=${SERVERS:-runner runner-reuse wasmtime wasmtime-reuse native}
 [[ ${NATIVE:-1} == 1 ]] || SERVERS=${SERVERS/native/}
+PROFILE=${PROFILE:-dist}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet -p runner --bin runner --example native
+cargo build --profile "$PROFILE" --quiet -p runner --bin runner --example native
 command -v wrk >/dev/null || { echo "wrk is not installed: apt-get install -y wrk" >&2; exit 1; }
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/runner-reuse.XXXXXX")
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -75,7 +78,7 @@ start() {
         local extra=()
         [[ $1 != runner ]] && extra=(--max-instance-reuse "$REUSE")
         [[ $1 == runner-concurrent ]] && extra+=(--max-instance-concurrency "$CONCURRENCY")
-        "$TARGET_DIR/release/runner" --tenants 1 --component "$COMPONENT" --log warn \
+        "$TARGET_DIR/$PROFILE/runner" --tenants 1 --component "$COMPONENT" --log warn \
             --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 "${extra[@]}" \
             >"$WORK/out" 2>&1 &
         BASE=http://127.0.0.1:$port/t/t0
@@ -92,7 +95,7 @@ start() {
         BASE=http://127.0.0.1:$port
         ;;
     native)
-        "$TARGET_DIR/release/examples/native" "127.0.0.1:$port" >"$WORK/out" 2>&1 &
+        "$TARGET_DIR/$PROFILE/examples/native" "127.0.0.1:$port" >"$WORK/out" 2>&1 &
         BASE=http://127.0.0.1:$port/t/t0
         ;;
     esac

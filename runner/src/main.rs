@@ -8,6 +8,9 @@ use runner::Runner;
 use runner::config::{Config, Invocation};
 use tokio::net::TcpListener;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     disable_library_backtraces();
     let (cli, mut config) = match Invocation::from_args() {

@@ -119,6 +119,9 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// A fresh registry with every metric described and the build info set.
     pub fn new() -> anyhow::Result<Self> {
+        // The TSC clock the host calls time themselves with calibrates on
+        // first use (milliseconds): here, not in a tenant's first request.
+        quanta::Instant::now();
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), REQUEST_BUCKETS)?
             .set_buckets_for_metric(

@@ -9,9 +9,10 @@
 //! accessor only to read the tenant and the bucket handle; the store is
 //! awaited outside it, so no access to the store is held across an await.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use quanta::Instant;
 use wasmtime::component::{Accessor, Resource};
 
 use super::bindings::wasmcloud::keyvalue::{atomics, batch, cas, store, types};
