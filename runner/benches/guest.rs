@@ -2,7 +2,9 @@
 //! instantiate the default guest, and what one key-value call from the guest
 //! adds to a request.
 //!
-//! Run with `cargo bench -p runner --bench guest`.
+//! Run with `cargo bench -p runner --bench guest` (or, for the build the
+//! runner is deployed as, `cargo bench --profile dist -p runner --bench
+//! guest`). It allocates with jemalloc, as the `runner` binary does.
 //!
 //! The tenant is built the way `Runner::build` builds one: the production
 //! engine (`Runtime::new` with `EngineConfig::default()`: pooling allocator,
@@ -412,6 +414,9 @@ fn benches(c: &mut Criterion) {
 }
 
 criterion_group!(guest, benches);
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() {
     disable_library_backtraces();
