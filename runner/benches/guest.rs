@@ -18,7 +18,7 @@
 //!   (and dropped) outside the timed part.
 //! - `drop_store`: dropping that store after instantiation, which returns
 //!   the pooled slot (and resets its memory) — paid by every request.
-//! - `preflight`: `Runtime::preflight`: the production store set-up (host
+//! - `preflight`: `call::preflight`: the production store set-up (host
 //!   state, limiter, fuel, epoch callback), instantiation and drop.
 //! - `call/hello`: `GET /hello`: instantiate plus handle, no store access.
 //! - `call/kv_get` and `call/kv_put`: `GET` and `PUT /kv/{key}` with a
@@ -49,9 +49,9 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Full};
+use runner::admission::{Admission, GlobalCap};
 use runner::engine::{EngineConfig, Loaded, Runtime};
 use runner::host::Host;
-use runner::http::{Admission, GlobalCap};
 use runner::limits::Limits;
 use runner::metrics::{Recorder, TenantMetrics};
 use runner::outcome::Outcome;
@@ -105,7 +105,7 @@ impl Bench {
             },
         );
         let tenant = tenant("t0", Limits::default());
-        rt.block_on(runtime.preflight(&tenant))
+        rt.block_on(runner::call::preflight(&runtime, &tenant))
             .expect("the default guest instantiates under the default limits");
         let bench = Self {
             runtime: Arc::new(runtime),
@@ -145,10 +145,10 @@ impl Bench {
             .uri(format!("http://localhost{path}"))
             .body(Full::new(body).map_err(|never: Infallible| match never {}))
             .expect("a valid request");
-        let admission = Admission::try_admit(&self.global, tenant)
+        let admission = Admission::try_admit(&self.global, tenant.scope())
             .expect("one request at a time fits every cap");
         // A guest still writing its body when the head is ready streams it.
-        let response = match self.runtime.call(tenant, request, admission).await {
+        let response = match runner::call::run(&self.runtime, tenant, request, admission).await {
             Outcome::Served(response) | Outcome::Streaming(response, _) => response,
             _ => panic!("the guest answers"),
         };
@@ -209,7 +209,10 @@ impl Bench {
     /// A store like a request's (fuel, a far epoch deadline), without the
     /// limiter and the deadline callback, which only `Runtime` can attach.
     fn store(&self) -> wasmtime::Store<Host> {
-        let mut store = wasmtime::Store::new(self.runtime.engine(), Host::new(self.tenant.clone()));
+        let mut store = wasmtime::Store::new(
+            self.runtime.engine(),
+            Host::new(self.tenant.scope().clone()),
+        );
         store
             .set_fuel(self.tenant.limits().fuel)
             .expect("the engine consumes fuel");
@@ -259,9 +262,7 @@ fn instantiation(c: &mut Criterion, bench: &Bench) {
             bench.rt.block_on(async {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    bench
-                        .runtime
-                        .preflight(&bench.tenant)
+                    runner::call::preflight(&bench.runtime, &bench.tenant)
                         .await
                         .expect("the default guest instantiates");
                 }

@@ -2,7 +2,7 @@
 //! same binary, as `spin` and `wash` ship theirs.
 //!
 //! Each subcommand is one or two requests to `/v1` (see
-//! [`crate::http::api`]); what the API refuses is printed as it says it,
+//! [`crate::ingress::api`]); what the API refuses is printed as it says it,
 //! and the exit code is 1.
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 
-use crate::config::ADMIN_TOKEN_VAR;
+use crate::ingress::api::ADMIN_TOKEN_VAR;
 use crate::limits::Limits;
 
 /// Deploy, list, show and remove tenants of a running runner, through its

@@ -21,10 +21,12 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
-use crate::component::Digest;
 use crate::engine::EngineConfig;
-use crate::http::HttpLimits;
-use crate::http::server::ConnectionLimits;
+use crate::engine::component::Digest;
+pub use crate::fleet::{ComponentSource, TenantConfig};
+use crate::ingress::HttpLimits;
+pub use crate::ingress::api::{ADMIN_TOKEN_VAR, AdminApi};
+use crate::ingress::server::ConnectionLimits;
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
 use crate::settings::{Auto, OptionalPath, Range, Setting as _, settings};
@@ -241,21 +243,6 @@ struct TenantEntry {
     limits: LimitsFile,
 }
 
-/// Where a tenant's component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ComponentSource {
-    /// The default guest built into the runner binary.
-    Embedded,
-    File(PathBuf),
-}
-
-#[derive(Debug, Clone)]
-pub struct TenantConfig {
-    pub name: String,
-    pub component: ComponentSource,
-    pub limits: Limits,
-}
-
 /// Everything `run` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -274,21 +261,25 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
 }
 
-/// The admin API's settings.
-#[derive(Clone, Debug)]
-pub struct AdminApi {
-    /// The SHA-256 of the bearer token, never the token itself, so that
-    /// no debug print or log line can show it; `None`: the API is off.
-    pub token: Option<Digest>,
-    pub max_component_bytes: u64,
-    /// How long a removal with purge waits for the tenant's requests in
-    /// flight, and a client for the request body.
-    pub grace: Duration,
-    pub body_read_timeout: Duration,
+/// The engine's settings: the server's, with the pool's memory size
+/// decided.
+fn engine_config(server: &ServerSettings, max_memory: ByteSize) -> EngineConfig {
+    EngineConfig {
+        pool_size: server.pool_size,
+        max_memory: limits::bytes(max_memory),
+        max_wasm_stack: limits::bytes(server.max_wasm_stack),
+        epoch_tick: server.epoch_tick,
+        keep_resident: limits::bytes(server.pool_keep_resident),
+        cache_dir: server.cache_dir.0.clone(),
+    }
 }
 
-/// The variable that can carry the admin token itself.
-pub const ADMIN_TOKEN_VAR: &str = "RUNNER_ADMIN_TOKEN";
+/// The declared defaults: a pool sized for the default tenant limits.
+impl Default for EngineConfig {
+    fn default() -> Self {
+        engine_config(&ServerSettings::default(), Limits::default().max_memory)
+    }
+}
 
 /// Reads the admin token: from the file if one is given, else from
 /// [`ADMIN_TOKEN_VAR`]; an empty one is refused rather than taken as "any".
@@ -514,14 +505,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         );
     }
     Ok(Config {
-        engine: EngineConfig {
-            pool_size: server.pool_size,
-            max_memory: limits::bytes(max_memory),
-            max_wasm_stack: limits::bytes(server.max_wasm_stack),
-            epoch_tick: server.epoch_tick,
-            keep_resident: limits::bytes(server.pool_keep_resident),
-            cache_dir: server.cache_dir.0.clone(),
-        },
+        engine: engine_config(server, max_memory),
         http: HttpLimits {
             max_in_flight: server.max_in_flight.or_else(|| server.pool_size as usize),
             max_request_body: server.max_request_body.as_u64(),

@@ -1,59 +1,65 @@
 //! An async multi-tenant WebAssembly component runner.
 //!
-//! Map of the crate:
-//! - [`config`]: the command line and tenants file, merged and validated.
-//! - [`client`]: `runner tenant ...`, the admin API's client.
+//! Map of the crate, from the bottom up: each module imports only from the
+//! modules listed above it (`tests/layers.rs` holds the code to this).
+//!
+//! Leaves, shared by every layer:
 //! - [`settings`]: one declaration per setting (flag, config key, default,
 //!   range, help), from which [`config`] and [`limits`] build theirs.
-//! - [`compiled`]: compiled components kept on disk between runs.
-//! - [`engine`]: the wasmtime engine, pooling allocator, epoch ticker, and
-//!   the per-request call path (a fresh or kept instance, fuel, deadline;
-//!   WASIp2 and WASIp3 handlers).
-//! - [`instances`]: instances kept between a tenant's requests (opt-in
-//!   reuse), their idle timeout and eviction when the pool is full.
-//! - [`concurrent`]: WASIp3 instances that serve several of a tenant's
-//!   requests at once (opt-in), and what each limit means there.
-//! - [`host`]: the per-instance host state and the imports guests use
-//!   (`wasi:keyvalue`, `wasi:logging`, and WASI from wasmtime-wasi).
-//! - [`store`]: the key-value store: the backend seam (async traits), the
-//!   sharded in-memory backend, quotas, and the conformance suite every
-//!   backend runs.
-//! - [`tenant`]: a tenant's component, limits, namespace and metrics.
-//! - [`deployed`]: what the admin API deployed, kept in the data directory
-//!   or in the Redis several runners share.
-//! - [`follow`]: keeps a runner's fleet in step with the others on its
-//!   Redis.
-//! - [`fleet`]: the tenants served now, and the one way they are created,
-//!   updated and removed (at start-up, through the admin API, on reload).
+//! - [`periodic`]: the background thread behind the epoch ticker, the
+//!   instance reaper and the store's expiry, stopped on drop.
+//! - [`store`]: the key-value store: the backend seam, the sharded
+//!   in-memory backend (and its journal on disk), Redis, quotas, and the
+//!   conformance suite every backend runs.
 //! - [`limits`]: every per-tenant limit, declared, and the token and status
 //!   of each limit a request can run into.
-//! - [`http`]: the HTTP listeners (one accept loop for both), admission,
-//!   bodies and routing; the admin routes.
-//! - [`outcome`]: how a request ended, decided once; the response, the log
-//!   line and the metrics come from it.
 //! - [`metrics`]: every Prometheus metric name, label and bucket, and the
 //!   runner's own registry.
+//! - [`body`]: host-made responses and the size-limited request body.
+//! - [`tenant::Scope`]: what a tenant's requests and instances see of it
+//!   (name, limits, namespace, metric handles, log rate, permits); the rest
+//!   of [`tenant`] sits with the lifetimes below.
+//! - [`outcome`]: how a request ended, decided once, and the
+//!   classification of a failed call; the response, the log line and the
+//!   metrics come from it.
+//! - [`admission`]: the global and per-tenant in-flight caps.
 //!
-//! Lifetimes are kept apart: the process owns the engine, linker, store and
-//! metrics; a tenant owns its pre-instantiated component, namespace and
-//! kept instances; a request owns one wasmtime `Store` while it runs,
-//! dropped when it ends unless its tenant reuses instances.
+//! Lifetimes, process to request:
+//! - [`host`]: the per-instance host state and the imports guests use
+//!   (`wasi:keyvalue`, `wasmcloud:keyvalue`, `wasi:logging`, and WASI from
+//!   wasmtime-wasi); it holds the tenant's [`tenant::Scope`], never the
+//!   tenant.
+//! - [`engine`]: the process's wasmtime engines, linker, epoch ticker,
+//!   compiled components, the embedded default guest, and the pool of
+//!   instances kept between requests.
+//! - [`tenant`]: a tenant's component, limits, namespace and metrics, and
+//!   the instances it keeps.
+//! - [`call`]: one request in an instance: fresh, kept or shared, WASIp2
+//!   or WASIp3, under its fuel and deadline.
+//!
+//! Above them:
+//! - [`fleet`]: the tenants served now, and the one way they are created,
+//!   updated and removed (at start-up, through the admin API, on reload);
+//!   what was deployed, kept on disk or in Redis, and following the other
+//!   runners on a shared Redis.
+//! - [`ingress`]: the HTTP listeners (one accept loop for both), routing,
+//!   the admin routes and API.
+//! - [`client`]: `runner tenant ...`, the admin API's client.
+//! - [`config`]: the command line and tenants file, merged and validated.
 
+pub mod admission;
+pub mod body;
+pub mod call;
 pub mod client;
-pub mod compiled;
-pub mod component;
-pub mod concurrent;
 pub mod config;
-pub mod deployed;
 pub mod engine;
 pub mod fleet;
-pub mod follow;
 pub mod host;
-pub mod http;
-pub mod instances;
+pub mod ingress;
 pub mod limits;
 pub mod metrics;
 pub mod outcome;
+pub mod periodic;
 pub mod settings;
 pub mod store;
 pub mod tenant;
@@ -68,13 +74,13 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::engine::Runtime;
 use crate::fleet::{Change, Fleet, Source};
-use crate::http::Ingress;
-use crate::http::admin::Admin;
-use crate::http::api::Api;
+use crate::fleet::{deployed, follow};
+use crate::ingress::Ingress;
+use crate::ingress::admin::Admin;
+use crate::ingress::api::Api;
 use crate::metrics::Recorder;
 
-/// The default guest component, built from `guest/default` by `build.rs`.
-pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("RUNNER_DEFAULT_GUEST"));
+pub use crate::engine::DEFAULT_GUEST;
 
 /// A runner with every tenant loaded, ready to serve.
 pub struct Runner {
@@ -233,7 +239,7 @@ impl Runner {
             ready: ready.clone(),
         });
         let connections = self.ingress.limits().connections.clone();
-        let follower = tokio::spawn(follow::follow(self.fleet.clone()));
+        let follower = follow::Follower::start(self.fleet.clone());
         let admin_task = tokio::spawn(async move {
             admin
                 .serve(admin_listener, &connections, async {
@@ -249,7 +255,7 @@ impl Runner {
         self.ingress
             .serve(listener, stopping, self.config.server.shutdown_timeout)
             .await;
-        follower.abort();
+        drop(follower);
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         Ok(())

@@ -103,6 +103,13 @@ pub fn bytes(size: ByteSize) -> usize {
     usize::try_from(size.as_u64()).unwrap_or(usize::MAX)
 }
 
+/// The declared defaults of the key-value limits.
+impl Default for Quotas {
+    fn default() -> Self {
+        Limits::default().quotas()
+    }
+}
+
 impl Limits {
     /// The key-value quotas among these limits.
     pub fn quotas(&self) -> Quotas {

@@ -1,7 +1,8 @@
 //! How one tenant request ended, decided once.
 //!
-//! Every path that ends a request (admission, the engine, the guest's own
-//! answer, the client hanging up) produces one [`Outcome`]. [`Request::end`]
+//! Every path that ends a request (admission, the call, the guest's own
+//! answer, the client hanging up) produces one [`Outcome`]; [`classify`]
+//! names the limit or trap behind a failed call. [`Request::end`]
 //! derives the response, the log line and every metric from it, in one
 //! place, so they cannot disagree.
 
@@ -10,11 +11,14 @@ use std::time::Instant;
 
 use ::http::{HeaderValue, Response, StatusCode, header};
 use tokio::sync::oneshot;
+use wasmtime::component::ResourceTableError;
+use wasmtime::{PoolConcurrencyLimitError, Trap};
+use wasmtime_wasi_http::FieldMapError;
 
-use crate::http::body::{Guarded, OutBody, text};
-use crate::limits::Limit;
-use crate::metrics::TrapKind;
-use crate::tenant::Tenant;
+use crate::body::{Guarded, OutBody, text};
+use crate::limits::{Limit, Limits};
+use crate::metrics::{Ended, Kind, TrapKind};
+use crate::tenant::scope::Scope;
 
 /// How a request ended.
 pub enum Outcome {
@@ -65,57 +69,6 @@ impl std::fmt::Debug for Outcome {
     }
 }
 
-/// The `outcome` label of `runner_requests_total`: a bounded set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Ok,
-    Guest4xx,
-    Guest5xx,
-    Trap,
-    FuelExhausted,
-    DeadlineExceeded,
-    Rejected,
-    HostError,
-    ClientGone,
-}
-
-impl Kind {
-    /// A request the guest answered whole, by the status it chose.
-    fn answered(status: StatusCode) -> Kind {
-        match status.as_u16() {
-            400..=499 => Kind::Guest4xx,
-            500..=599 => Kind::Guest5xx,
-            _ => Kind::Ok,
-        }
-    }
-
-    pub const ALL: [Kind; 9] = [
-        Kind::Ok,
-        Kind::Guest4xx,
-        Kind::Guest5xx,
-        Kind::Trap,
-        Kind::FuelExhausted,
-        Kind::DeadlineExceeded,
-        Kind::Rejected,
-        Kind::HostError,
-        Kind::ClientGone,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Ok => "ok",
-            Kind::Guest4xx => "guest_4xx",
-            Kind::Guest5xx => "guest_5xx",
-            Kind::Trap => "trap",
-            Kind::FuelExhausted => "fuel_exhausted",
-            Kind::DeadlineExceeded => "deadline_exceeded",
-            Kind::Rejected => "rejected",
-            Kind::HostError => "host_error",
-            Kind::ClientGone => "client_gone",
-        }
-    }
-}
-
 impl Outcome {
     /// The metric label for this outcome.
     pub fn kind(&self) -> Kind {
@@ -141,6 +94,15 @@ impl Outcome {
         }
     }
 
+    /// The labels it is counted under.
+    pub fn ended(&self) -> Ended {
+        Ended {
+            kind: self.kind(),
+            limit: self.limit(),
+            trap: self.trap(),
+        }
+    }
+
     /// The trap this outcome counts under, if the guest trapped.
     pub fn trap(&self) -> Option<TrapKind> {
         match self {
@@ -158,7 +120,7 @@ impl Outcome {
     }
 
     /// The response the client gets, and the log line that goes with it.
-    fn respond(self, tenant: &Tenant) -> Response<OutBody> {
+    fn respond(self, tenant: &Scope) -> Response<OutBody> {
         let name = tenant.name();
         match self {
             Outcome::Served(response) => response,
@@ -207,39 +169,15 @@ fn limit_response(limit: Limit, message: String) -> Response<OutBody> {
 /// (the client hung up, so hyper dropped its future) is recorded as
 /// `client_gone` by `Drop`, so the in-flight gauge never leaks.
 pub struct Request<'t> {
-    tenant: &'t Arc<Tenant>,
+    tenant: &'t Arc<Scope>,
     started: Instant,
     ended: bool,
     /// A HEAD request: its response carries no body.
     head: bool,
 }
 
-/// How a streamed request ended, sent from the guest's task once it has.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ended {
-    pub kind: Kind,
-    pub limit: Option<Limit>,
-    pub trap: Option<TrapKind>,
-}
-
-impl Ended {
-    pub fn of(outcome: &Outcome) -> Self {
-        Self {
-            kind: outcome.kind(),
-            limit: outcome.limit(),
-            trap: outcome.trap(),
-        }
-    }
-
-    pub const CLIENT_GONE: Ended = Ended {
-        kind: Kind::ClientGone,
-        limit: None,
-        trap: None,
-    };
-}
-
 impl<'t> Request<'t> {
-    pub fn start(tenant: &'t Arc<Tenant>) -> Self {
+    pub fn start(tenant: &'t Arc<Scope>) -> Self {
         tenant.metrics().request_started();
         Self {
             tenant,
@@ -326,14 +264,130 @@ impl Drop for Request<'_> {
     }
 }
 
+/// The error the epoch callback and the wall-clock backstop raise.
+#[derive(Debug)]
+pub(crate) struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// A request that ran past its deadline.
+pub(crate) fn deadline_exceeded(limits: &Limits) -> Outcome {
+    classify(&DeadlineExceeded.into(), None, limits)
+}
+
+/// Names the limit or trap behind a failed call. Counting is left to the
+/// request's end, so each outcome is counted once.
+pub(crate) fn classify(
+    error: &wasmtime::Error,
+    limiter_hit: Option<Limit>,
+    limits: &Limits,
+) -> Outcome {
+    if error.is::<DeadlineExceeded>() {
+        return Outcome::LimitHit(
+            Limit::Deadline,
+            format!(
+                "deadline exceeded: the request ran past its {} timeout",
+                humantime::format_duration(limits.timeout)
+            ),
+        );
+    }
+    let table_full = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<ResourceTableError>(),
+            Some(ResourceTableError::Full)
+        )
+    });
+    if table_full {
+        return Outcome::LimitHit(
+            Limit::HostResources,
+            format!(
+                "host resource limit exceeded: a request may hold at most {} host resources \
+                 (headers, bodies, streams) at once",
+                limits.max_host_resources
+            ),
+        );
+    }
+    let fields_full = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<FieldMapError>(),
+            Some(FieldMapError::TotalSizeTooBig | FieldMapError::TooManyFields)
+        )
+    });
+    if fields_full {
+        return Outcome::LimitHit(
+            Limit::HeaderFields,
+            format!(
+                "header limit exceeded: one set of header fields may hold at most {} bytes",
+                limits.max_header_field_bytes.as_u64()
+            ),
+        );
+    }
+    if let Some(pool) = error.downcast_ref::<PoolConcurrencyLimitError>() {
+        return Outcome::Refused(
+            Limit::InstancePool,
+            format!("instance pool exhausted ({pool}); retry later"),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Outcome::LimitHit(
+            Limit::Fuel,
+            format!(
+                "fuel exhausted: the request burned its whole budget of {} fuel units",
+                limits.fuel
+            ),
+        ),
+        Some(Trap::StackOverflow) => Outcome::LimitHit(
+            Limit::StackOverflow,
+            "stack overflow: the guest exhausted its wasm stack".into(),
+        ),
+        Some(trap) => match limiter_hit {
+            // Most guests abort when memory.grow fails; the trap that
+            // follows is the limit's doing.
+            Some(Limit::Memory) => Outcome::LimitHit(
+                Limit::Memory,
+                format!(
+                    "memory limit exceeded: a linear memory may grow to at most {} bytes",
+                    limits.max_memory.as_u64()
+                ),
+            ),
+            Some(Limit::TableElements) => Outcome::LimitHit(
+                Limit::TableElements,
+                format!(
+                    "table limit exceeded: a table may grow to at most {} elements",
+                    limits.max_table_elements
+                ),
+            ),
+            _ => {
+                let kind = if *trap == Trap::UnreachableCodeReached {
+                    TrapKind::Unreachable
+                } else {
+                    TrapKind::Other
+                };
+                let what = trap.to_string();
+                let what = what.strip_prefix("wasm trap: ").unwrap_or(&what);
+                Outcome::Trap(kind, format!("guest trapped: {what}"))
+            }
+        },
+        // Not a trap and not a limit: a host call failed, which is the
+        // runner's fault, not the tenant's.
+        None => Outcome::HostFault(format!("{error:#}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::StatusCode;
     use http_body_util::BodyExt;
 
-    use super::{Outcome, Request};
-    use crate::http::body::text;
-    use crate::limits::Limit;
+    use super::{DeadlineExceeded, Outcome, Request, classify};
+    use crate::body::text;
+    use crate::limits::{Limit, Limits};
     use crate::metrics::{Recorder, TrapKind};
 
     /// The value of one series in `exposition`, 0 when absent.
@@ -355,17 +409,16 @@ mod tests {
     /// left by the client.
     #[tokio::test]
     async fn a_streamed_request_counts_when_its_body_ends() {
-        use super::Ended;
         let recorder = Recorder::new().unwrap();
-        let (runtime, tenant) = crate::tenant::for_tests(&recorder);
+        let tenant = crate::tenant::scope::Scope::for_tests(&recorder);
         let shown = |name: &str, labels: &str| {
-            let text = recorder.render(&runtime.engines(), 4, std::iter::empty());
+            let text = recorder.render(&[], 4, std::iter::empty());
             series(&text, name, &format!("tenant=\"t0\",{labels}"))
         };
         let requests =
             |outcome: &str| shown("runner_requests_total", &format!("outcome=\"{outcome}\""));
         let in_flight = || {
-            let text = recorder.render(&runtime.engines(), 4, std::iter::empty());
+            let text = recorder.render(&[], 4, std::iter::empty());
             series(&text, "runner_requests_in_flight", "tenant=\"t0\"")
         };
 
@@ -385,7 +438,7 @@ mod tests {
             ended,
         ));
         let deadline = Outcome::LimitHit(Limit::Deadline, "deadline".into());
-        guest.send(Some(Ended::of(&deadline))).unwrap();
+        guest.send(Some(deadline.ended())).unwrap();
         assert!(response.into_body().collect().await.is_err());
         assert_eq!(requests("deadline_exceeded"), 1.0);
         assert_eq!(shown("runner_limit_hits_total", "limit=\"deadline\""), 1.0);
@@ -406,7 +459,7 @@ mod tests {
     #[tokio::test]
     async fn each_outcome_gives_its_response_and_counts_once() {
         let recorder = Recorder::new().unwrap();
-        let (runtime, tenant) = crate::tenant::for_tests(&recorder);
+        let tenant = crate::tenant::scope::Scope::for_tests(&recorder);
         let cases = [
             (
                 Outcome::Served(text(StatusCode::OK, "hi".into())),
@@ -450,7 +503,7 @@ mod tests {
             assert_eq!(body(response).await, text);
         }
         drop(Request::start(&tenant));
-        let shown = recorder.render(&runtime.engines(), 4, std::iter::empty());
+        let shown = recorder.render(&[], 4, std::iter::empty());
         let requests = |outcome: &str| {
             series(
                 &shown,
@@ -495,5 +548,26 @@ mod tests {
             series(&shown, "runner_requests_in_flight", "tenant=\"t0\""),
             0.0
         );
+    }
+
+    #[test]
+    fn errors_that_are_not_traps_are_host_faults() {
+        let limits = Limits::default();
+        let fault = wasmtime::Error::msg("resource table broke");
+        assert!(matches!(
+            classify(&fault, None, &limits),
+            Outcome::HostFault(m) if m == "resource table broke"
+        ));
+        let trap = wasmtime::Error::from(wasmtime::Trap::UnreachableCodeReached);
+        assert!(matches!(classify(&trap, None, &limits), Outcome::Trap(..)));
+        assert!(matches!(
+            classify(&trap, Some(Limit::Memory), &limits),
+            Outcome::LimitHit(Limit::Memory, _)
+        ));
+        let late = wasmtime::Error::from(DeadlineExceeded);
+        assert!(matches!(
+            classify(&late, None, &limits),
+            Outcome::LimitHit(Limit::Deadline, _)
+        ));
     }
 }

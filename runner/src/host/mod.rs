@@ -21,10 +21,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 pub use self::keyvalue::{BucketHandle, CasHandle};
 pub use self::limiter::Limiter;
-pub use self::output::LogRate;
 use self::output::{GuestOutput, LogBudget};
 
-use crate::tenant::Tenant;
+use crate::tenant::scope::Scope;
 
 /// Host bindings for the `runner-host` world in `wit/world.wit`. Only
 /// `wasi:keyvalue`, `wasmcloud:keyvalue` and `wasi:logging` are implemented
@@ -128,7 +127,7 @@ impl HandlerPre {
 
 /// Everything one guest instance can reach.
 pub struct Host {
-    tenant: Arc<Tenant>,
+    tenant: Arc<Scope>,
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
@@ -140,7 +139,7 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(tenant: Arc<Tenant>) -> Self {
+    pub fn new(tenant: Arc<Scope>) -> Self {
         let limits = tenant.limits();
         let log_budget = LogBudget::new(
             crate::limits::bytes(limits.max_log_bytes),
@@ -198,7 +197,7 @@ impl Host {
         self.log_budget.take_line(bytes, self.tenant.name())
     }
 
-    pub fn tenant(&self) -> &Arc<Tenant> {
+    pub fn tenant(&self) -> &Arc<Scope> {
         &self.tenant
     }
 }

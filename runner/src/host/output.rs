@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
+
+use crate::tenant::scope::LogRate;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
@@ -65,38 +66,6 @@ impl LogBudget {
             tracing::warn!(target: "guest", %tenant, "{why}; dropping the rest of its output");
         }
         false
-    }
-}
-
-/// A tenant's log rate: a token bucket of bytes per second shared by all
-/// its requests, holding at most one second's worth.
-#[derive(Debug)]
-pub struct LogRate {
-    per_second: f64,
-    state: parking_lot::Mutex<(f64, Instant)>,
-}
-
-impl LogRate {
-    pub fn new(bytes_per_second: usize) -> Self {
-        let per_second = bytes_per_second as f64;
-        Self {
-            per_second,
-            state: parking_lot::Mutex::new((per_second, Instant::now())),
-        }
-    }
-
-    fn take(&self, n: usize) -> bool {
-        let mut state = self.state.lock();
-        let (tokens, last) = &mut *state;
-        let now = Instant::now();
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
-            .min(self.per_second);
-        *last = now;
-        if *tokens < n as f64 {
-            return false;
-        }
-        *tokens -= n as f64;
-        true
     }
 }
 

@@ -37,7 +37,7 @@ fn typed(error: kv::Error) -> types::Error {
 fn bucket<T>(
     accessor: &Accessor<T, HostData>,
     handle: &Resource<BucketHandle>,
-) -> wasmtime::Result<(Bucket, std::sync::Arc<crate::tenant::Tenant>)> {
+) -> wasmtime::Result<(Bucket, std::sync::Arc<crate::tenant::scope::Scope>)> {
     accessor.with(|mut access| {
         let host: &mut Host = access.get();
         let bucket = host.table.get(handle)?.0.clone();
@@ -48,7 +48,7 @@ fn bucket<T>(
 /// Records the call in the tenant's metrics and gives the guest its typed
 /// error.
 fn finish<T>(
-    tenant: &crate::tenant::Tenant,
+    tenant: &crate::tenant::scope::Scope,
     op: KvOp,
     started: Instant,
     result: std::result::Result<T, kv::Error>,

@@ -8,6 +8,12 @@
 //!
 //! The promises every backend keeps are written once, as the conformance
 //! suite in `store/conformance.rs`, and every backend runs it.
+//!
+//! A tenant's calls reach a backend's [`NamespaceBackend`] and
+//! [`BucketBackend`] through the front's enum of backends
+//! ([`super::Namespace`]), never through a trait object: their `async fn`s
+//! are called on concrete types, so a backend that never waits (the
+//! in-memory one) costs no boxed future per call.
 
 use std::sync::Arc;
 
@@ -16,23 +22,15 @@ use bytes::Bytes;
 
 use super::{Error, Quotas};
 
-/// Where every tenant's data lives; one per process.
+/// Where every tenant's data lives; one per process. Reached once per
+/// tenant deployed or removed, so a trait object is fine here.
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
-    /// `tenant`'s namespace, created empty on first use. Two calls with the
-    /// same tenant reach the same data, under the quotas of the later call
-    /// (a tenant's limits changed at runtime apply to what it holds).
-    fn namespace(&self, tenant: &str, quotas: &Quotas) -> Result<Arc<dyn NamespaceBackend>, Error>;
-
-    /// `tenant`'s namespace behind the store's front. A backend need not
-    /// override this; the in-memory one does, to be called without a boxed
-    /// future per call.
-    fn front(&self, tenant: &str, quotas: Quotas) -> Result<super::Namespace, Error> {
-        Ok(super::Namespace::through(
-            self.namespace(tenant, &quotas)?,
-            quotas,
-        ))
-    }
+    /// `tenant`'s namespace behind the store's front, created empty on
+    /// first use. Two calls with the same tenant reach the same data, under
+    /// the quotas of the later call (a tenant's limits changed at runtime
+    /// apply to what it holds).
+    fn front(&self, tenant: &str, quotas: Quotas) -> Result<super::Namespace, Error>;
 
     /// Deletes everything `tenant` holds, durably where the backend is
     /// durable; its next namespace starts empty.
@@ -46,18 +44,26 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 }
 
 /// One tenant's buckets and usage.
-#[async_trait]
+#[expect(
+    async_fn_in_trait,
+    reason = "called only on concrete backends, whose futures are known to be Send"
+)]
 pub trait NamespaceBackend: Send + Sync {
+    type Bucket: BucketBackend;
+
     /// Opens (creating on first use) the bucket `name`, refusing a new one
     /// past the tenant's bucket quota.
-    async fn open(&self, name: &str) -> Result<Arc<dyn BucketBackend>, Error>;
+    async fn open(&self, name: &str) -> Result<Arc<Self::Bucket>, Error>;
 
     /// Keys and bytes the tenant holds; may lag writes in flight.
     fn usage(&self) -> Usage;
 }
 
 /// One bucket of one tenant.
-#[async_trait]
+#[expect(
+    async_fn_in_trait,
+    reason = "called only on concrete backends, whose futures are known to be Send"
+)]
 pub trait BucketBackend: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, Error>;
 

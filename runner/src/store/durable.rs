@@ -53,7 +53,7 @@ use fjall::{KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Condvar, Mutex};
 
 use super::Error;
-use crate::metrics;
+use crate::metrics::names as metrics;
 
 /// The data directory's format; a directory written in another one is
 /// refused at start-up rather than misread.

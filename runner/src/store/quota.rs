@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use super::{Error, Usage};
 
 /// Per-tenant limits on what the store holds and what one call may copy.
+/// Their defaults are the declared `max-key-bytes`, `max-keys`, ... limits
+/// ([`crate::limits`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quotas {
     /// Longest key, in bytes.
@@ -29,21 +31,6 @@ pub struct Quotas {
     pub max_call_bytes: usize,
     /// Most keys one batch call (get-many, set-many, delete-many) may name.
     pub max_batch_keys: usize,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self {
-            max_key_bytes: 1024,
-            max_value_bytes: 1 << 20,
-            max_keys: 100_000,
-            max_bytes: 64 << 20,
-            max_buckets: 100,
-            max_page_keys: 1000,
-            max_call_bytes: 8 << 20,
-            max_batch_keys: 1000,
-        }
-    }
 }
 
 impl Quotas {

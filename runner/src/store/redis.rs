@@ -458,15 +458,15 @@ impl Store {
 
 #[async_trait]
 impl backend::Backend for Store {
-    fn namespace(
-        &self,
-        tenant: &str,
-        quotas: &Quotas,
-    ) -> Result<Arc<dyn backend::NamespaceBackend>, Error> {
-        Ok(Arc::new(Namespace {
+    fn front(&self, tenant: &str, quotas: Quotas) -> Result<super::Namespace, Error> {
+        let namespace = Arc::new(Namespace {
             shared: self.shared.clone(),
-            tenant: self.tenant(tenant, quotas),
-        }))
+            tenant: self.tenant(tenant, &quotas),
+        });
+        Ok(super::Namespace::over(
+            super::NamespaceRef::Redis(namespace),
+            quotas,
+        ))
     }
 
     async fn purge(&self, tenant: &str) -> Result<(), Error> {
@@ -604,14 +604,15 @@ impl TenantState {
     }
 }
 
-struct Namespace {
+pub(super) struct Namespace {
     shared: Arc<Shared>,
     tenant: Arc<TenantState>,
 }
 
-#[async_trait]
 impl backend::NamespaceBackend for Namespace {
-    async fn open(&self, name: &str) -> Result<Arc<dyn backend::BucketBackend>, Error> {
+    type Bucket = Bucket;
+
+    async fn open(&self, name: &str) -> Result<Arc<Bucket>, Error> {
         let known = name == DEFAULT_BUCKET || self.tenant.opened.lock().contains(name);
         if !known {
             let max = self.tenant.max_buckets.load(Ordering::Relaxed);
@@ -651,7 +652,7 @@ impl backend::NamespaceBackend for Namespace {
     }
 }
 
-struct Bucket {
+pub(super) struct Bucket {
     shared: Arc<Shared>,
     tenant: Arc<TenantState>,
     name: String,
@@ -791,7 +792,6 @@ impl Bucket {
     }
 }
 
-#[async_trait]
 impl backend::BucketBackend for Bucket {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
         let value: Option<Vec<u8>> = self

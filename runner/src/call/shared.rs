@@ -35,128 +35,28 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use http_body_util::combinators::UnsyncBoxBody;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::Accessor;
-use wasmtime::error::Context as _;
 use wasmtime::{AsContextMut as _, Store};
-use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p3::bindings::Service;
 
+use super::handoff::{handle_p3, with_scheme};
 use crate::host::{DenyOutgoing, Host};
-use crate::outcome::Outcome;
+use crate::outcome::{self, Outcome};
 use crate::tenant::Tenant;
+use crate::tenant::workers::{Job, Reply, Taken, Worker};
 
-/// A request body as a worker takes it, whatever the caller's body type.
-pub type JobBody = UnsyncBoxBody<Bytes, wasmtime_wasi_http::Error>;
-
-/// One request handed to a worker.
-pub struct Job {
-    pub request: http::Request<JobBody>,
-    pub deadline: Instant,
-    pub reply: oneshot::Sender<Reply>,
-}
-
-/// What a worker answers a request with.
-pub enum Reply {
-    /// The guest's response head, or the error code it answered instead.
-    Head(crate::engine::Head),
-    /// The request failed before its response: a limit, a trap, the
-    /// instance ending.
-    Failed(Outcome),
-}
-
-/// One tenant's workers.
-#[derive(Default)]
-pub struct Workers {
-    list: Mutex<Vec<Arc<Worker>>>,
-}
-
-impl Workers {
-    /// Hands `job` to a worker with room (fewer than `max` requests
-    /// waiting for their response), and says which; gives the job back
-    /// when none has any.
-    pub fn offer(&self, job: Job, max: usize) -> Result<Taken, Box<Job>> {
-        let list = self.list.lock();
-        let Some(worker) = list.iter().find(|w| {
-            w.load
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < max).then(|| n + 1)
-                })
-                .is_ok()
-        }) else {
-            return Err(Box::new(job));
-        };
-        // The worker leaves the list before it stops taking jobs, and the
-        // list is locked here, so the send cannot miss it.
-        match worker.jobs.send(job) {
-            Ok(()) => Ok(Taken(worker.clone())),
-            Err(refused) => Err(Box::new(refused.0)),
-        }
-    }
-
-    /// Takes `store` and `service`, a fresh instance, as a new worker that
-    /// serves `job` first, and starts it.
-    pub fn start(
-        &self,
-        tenant: Arc<Tenant>,
-        store: Store<Host>,
-        service: Service,
-        job: Job,
-    ) -> Taken {
-        let (jobs, queue) = mpsc::unbounded_channel();
-        let worker = Arc::new(Worker {
-            jobs,
-            load: AtomicUsize::new(1),
-            closed: Notify::new(),
-        });
-        worker
-            .jobs
-            .send(job)
-            .expect("the receiver is alive: it is moved into the task below");
-        self.list.lock().push(worker.clone());
-        tokio::spawn(run(tenant, worker.clone(), store, service, queue));
-        Taken(worker)
-    }
-
-    /// Takes the worker that has `job`'s request off the list: the request
-    /// expired, and no more requests join an instance after that. The
-    /// worker closes itself when it sees the expiry, but the caller sees it
-    /// at the same instant and may send its next request first.
-    pub fn expired(&self, taken: &Taken) {
-        self.remove(&taken.0);
-    }
-
-    /// Takes `worker` off the list, so it gets no more jobs.
-    fn remove(&self, worker: &Arc<Worker>) {
-        self.list.lock().retain(|w| !Arc::ptr_eq(w, worker));
-    }
-
-    /// Closes every worker: the tenant was replaced or removed. Requests
-    /// already in them finish.
-    pub fn close(&self) {
-        for worker in self.list.lock().drain(..) {
-            worker.closed.notify_one();
-        }
-    }
-}
-
-/// The worker a job was handed to.
-pub struct Taken(Arc<Worker>);
-
-struct Worker {
-    jobs: mpsc::UnboundedSender<Job>,
-    /// Requests handed to it that have no response yet.
-    load: AtomicUsize,
-    /// Told when its tenant closed it.
-    closed: Notify,
+/// Takes `store` and `service`, a fresh instance of `tenant`'s component,
+/// as a new worker that serves `job` first, and starts it.
+pub(super) fn start(tenant: Arc<Tenant>, store: Store<Host>, service: Service, job: Job) -> Taken {
+    let (worker, queue) = tenant.workers().add(job);
+    tokio::spawn(run(tenant, worker.clone(), store, service, queue));
+    Taken(worker)
 }
 
 /// Requests accepted by a worker that have no answer yet, by number: the
@@ -258,7 +158,7 @@ async fn run(
     }
     for reply in unanswered {
         let outcome = match &failure {
-            Some(error) => crate::engine::classify(error, hit, &tenant),
+            Some(error) => outcome::classify(error, hit, tenant.limits()),
             None => Outcome::GuestError("the guest ended without sending a response".into()),
         };
         let _ = reply.send(Reply::Failed(outcome));
@@ -287,38 +187,27 @@ async fn serve(
     } = job;
     pending.lock().insert(id, reply);
     // Forbidden headers are stripped as the store's own hooks would: they
-    // differ from these only in refusing outgoing requests.
-    let (request, io) = wasmtime_wasi_http::p3::Request::from_http(&mut DenyOutgoing, request);
-    let request = accessor.with(|mut store| -> wasmtime::Result<_> {
+    // are these.
+    let (request, io) =
+        wasmtime_wasi_http::p3::Request::from_http(&mut DenyOutgoing, with_scheme(request)?);
+    accessor.with(|mut store| -> wasmtime::Result<_> {
         let mut context = store.as_context_mut();
         let fuel = context.get_fuel()?.saturating_add(fuel);
         context.set_fuel(fuel)?;
-        let host = store.get();
-        host.join_request(deadline);
-        host.http()
-            .table
-            .push(request)
-            .context("passing the request to the guest")
+        store.get().join_request(deadline);
+        Ok(())
     })?;
-    let call = service.wasi_http_handler().call_handle(accessor, request);
-    let answer = match tokio::time::timeout_at(deadline.into(), call).await {
-        Ok(answer) => answer?,
+    let call = handle_p3(accessor, service, request, io);
+    let head = match tokio::time::timeout_at(deadline.into(), call).await {
+        Ok(head) => head?,
         Err(_elapsed) => {
             // The caller gives up at the same deadline; whichever sees it
             // first answers.
             if let Some(reply) = pending.lock().remove(&id) {
-                let _ = reply.send(Reply::Failed(crate::engine::deadline_exceeded(tenant)));
+                let _ = reply.send(Reply::Failed(outcome::deadline_exceeded(tenant.limits())));
             }
             return Ok(false);
         }
-    };
-    let head = match answer {
-        Ok(response) => Ok(accessor.with(|mut store| {
-            let response = store.get().http().table.delete(response)?;
-            let view: fn(&mut Host) -> wasmtime_wasi_http::WasiHttpCtxView<'_> = Host::http;
-            response.into_http_with_getter(&mut store, io, view)
-        })?),
-        Err(code) => Err(format!("{code:?}")),
     };
     // The guest usually writes its body from a task of its own right after
     // it returns the response: a few turns of the event loop let it, so the

@@ -3,45 +3,43 @@
 //! start-up or through the admin API) and never changed after: an update
 //! builds a new one, and requests already running keep the one they
 //! started on.
+//!
+//! - [`Scope`]: the part its requests and instances see.
+//! - [`workers`]: its WASIp3 instances that serve several requests at once.
+
+pub mod scope;
+pub mod workers;
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::component::Digest;
-use crate::concurrent::Workers;
+pub use self::scope::{LogRate, Scope};
+use self::workers::Workers;
 use crate::engine::Loaded;
-use crate::host::{HandlerPre, LogRate};
-use crate::instances::IdleInstances;
+use crate::engine::component::Digest;
+use crate::engine::kept::IdleInstances;
+use crate::host::HandlerPre;
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
 use crate::store::Namespace;
 
 pub struct Tenant {
-    name: Arc<str>,
-    limits: Limits,
+    scope: Arc<Scope>,
     component: Digest,
     pre: HandlerPre,
-    namespace: Namespace,
-    /// Bounds this tenant's share of the runner: one tenant's flood cannot
-    /// take every instance slot.
-    permits: Arc<Semaphore>,
-    /// The log rate all its requests share.
-    log_rate: Arc<LogRate>,
     /// Instances kept for its next requests (with max-instance-reuse).
-    idle: IdleInstances,
+    idle: Arc<IdleInstances>,
     /// Its WASIp3 instances serving several requests at once (with
     /// max-instance-concurrency).
     workers: Workers,
-    /// Shared with the other tenants past the labelled ones.
-    metrics: Arc<TenantMetrics>,
 }
 
 impl std::fmt::Debug for Tenant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tenant")
-            .field("name", &self.name)
-            .field("limits", &self.limits)
+            .field("name", &self.name())
+            .field("limits", self.limits())
             .finish_non_exhaustive()
     }
 }
@@ -54,32 +52,31 @@ impl Tenant {
         namespace: Namespace,
         metrics: Arc<TenantMetrics>,
     ) -> Self {
+        let idle = IdleInstances::new(
+            name.into(),
+            limits.instance_idle_timeout,
+            limits.max_instance_reuse,
+        );
         Self {
-            name: name.into(),
-            permits: Arc::new(Semaphore::new(limits.max_tenant_in_flight)),
-            log_rate: Arc::new(LogRate::new(crate::limits::bytes(
-                limits.max_log_bytes_per_second,
-            ))),
-            limits,
+            scope: Arc::new(Scope::new(name, limits, namespace, metrics)),
             component: component.digest,
             pre: component.pre.clone(),
-            namespace,
-            idle: IdleInstances::default(),
+            idle: Arc::new(idle),
             workers: Workers::default(),
-            metrics,
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    /// What its requests and instances see of it.
+    pub fn scope(&self) -> &Arc<Scope> {
+        &self.scope
     }
 
-    pub(crate) fn shared_name(&self) -> Arc<str> {
-        self.name.clone()
+    pub fn name(&self) -> &str {
+        self.scope.name()
     }
 
     pub fn limits(&self) -> &Limits {
-        &self.limits
+        self.scope.limits()
     }
 
     /// The digest of the component it runs.
@@ -92,26 +89,22 @@ impl Tenant {
     }
 
     pub fn namespace(&self) -> &Namespace {
-        &self.namespace
+        self.scope.namespace()
     }
 
     pub fn metrics(&self) -> &TenantMetrics {
-        &self.metrics
-    }
-
-    pub fn log_rate(&self) -> &Arc<LogRate> {
-        &self.log_rate
+        self.scope.metrics()
     }
 
     pub fn permits(&self) -> &Arc<Semaphore> {
-        &self.permits
+        self.scope.permits()
     }
 
     pub fn workers(&self) -> &Workers {
         &self.workers
     }
 
-    pub fn idle(&self) -> &IdleInstances {
+    pub fn idle(&self) -> &Arc<IdleInstances> {
         &self.idle
     }
 }
@@ -131,32 +124,6 @@ pub fn validate_name(name: &str) -> Result<(), String> {
             "tenant name {name:?} must be 1 to 64 ASCII letters, digits, '-' or '_'"
         ))
     }
-}
-
-/// A tenant on the embedded default guest with the default limits, its
-/// metrics in `recorder`, for unit tests that need a real one.
-#[cfg(test)]
-pub(crate) fn for_tests(
-    recorder: &crate::metrics::Recorder,
-) -> (crate::engine::Runtime, Arc<Tenant>) {
-    use crate::engine::{EngineConfig, Runtime};
-    use crate::store::{Namespace, Quotas, memory};
-
-    let config = EngineConfig {
-        pool_size: 4,
-        ..EngineConfig::default()
-    };
-    let runtime = recorder
-        .scope(|| Runtime::new(config))
-        .expect("the test engine builds");
-    let loaded = runtime
-        .load(crate::DEFAULT_GUEST, usize::MAX)
-        .expect("the default guest loads");
-    let namespace =
-        Namespace::new(&memory::Store::new(1), "t0", Quotas::default()).expect("a fresh namespace");
-    let metrics = Arc::new(recorder.scope(|| TenantMetrics::new("t0".into())));
-    let tenant = Tenant::new("t0", Limits::default(), &loaded, namespace, metrics);
-    (runtime, Arc::new(tenant))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::Limit;
 use crate::outcome::Outcome;
-use crate::tenant::Tenant;
+use crate::tenant::scope::Scope;
 
 /// The cap on requests in flight across all tenants.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ impl GlobalCap {
 }
 
 /// A request's place in the global and the tenant's in-flight caps. The
-/// engine holds it until the guest's store is dropped, so the caps bound
+/// call holds it until the guest's store is dropped, so the caps bound
 /// live instances, not just response heads.
 #[derive(Debug)]
 pub struct Admission {
@@ -36,7 +36,7 @@ pub struct Admission {
 
 impl Admission {
     /// Takes a slot of each cap, or refuses for the first one that is full.
-    pub fn try_admit(global: &GlobalCap, tenant: &Tenant) -> Result<Self, Refusal> {
+    pub fn try_admit(global: &GlobalCap, tenant: &Scope) -> Result<Self, Refusal> {
         let Ok(global_permit) = global.permits.clone().try_acquire_owned() else {
             return Err(Refusal(
                 Limit::GlobalConcurrency,

@@ -21,8 +21,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::component::Digest;
+use crate::engine::component::Digest;
 use crate::store::redis::Connection;
+
+/// How often every runner on a shared Redis reads every tenant again,
+/// whatever was announced (see [`super::follow`]).
+pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 
 /// A tenant as deployed: what `PUT /v1/tenants/{name}` would send again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -304,7 +308,7 @@ impl Shared {
             tracing::warn!(
                 tenant = %name,
                 "announcing the change on Redis: {e:#}; the other runners apply it at their next resync (within {}s)",
-                crate::follow::RESYNC_EVERY.as_secs()
+                RESYNC_EVERY.as_secs()
             );
         }
         Ok(())

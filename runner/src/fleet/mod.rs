@@ -2,7 +2,7 @@
 //!
 //! Tenants are created, updated and removed while requests run: at
 //! start-up from the tenants file and flags, later through the admin API
-//! ([`crate::http::api`]) and a reload of the tenants file on SIGHUP. Every
+//! ([`crate::ingress::api`]) and a reload of the tenants file on SIGHUP. Every
 //! path goes through [`Fleet::put`] and [`Fleet::remove`], so each change
 //! is checked, logged and counted the same way.
 //!
@@ -14,10 +14,18 @@
 //! finish on the old version and new ones start on the new one; nothing
 //! fails because of the switch. The old version's kept instances are
 //! dropped, so no instance serves two versions.
+//!
+//! - [`deployed`]: what the admin API deployed, kept in the data directory
+//!   or in the Redis several runners share.
+//! - [`follow`]: keeps a runner's fleet in step with the others on its
+//!   Redis.
+
+pub mod deployed;
+pub mod follow;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,14 +33,28 @@ use anyhow::Context as _;
 use metrics::{Counter, Gauge};
 use parking_lot::{Mutex, RwLock};
 
-use crate::component::Digest;
-use crate::config::{ComponentSource, TenantConfig};
-use crate::deployed::{Keeper, SavedTenant, SavedTenants};
+use self::deployed::{Keeper, SavedTenant, SavedTenants};
+use crate::engine::component::Digest;
 use crate::engine::{Loaded, Runtime};
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{Recorder, TenantLabelMode, TenantLabels, TenantMetrics};
 use crate::store::{self, Backend};
 use crate::tenant::Tenant;
+
+/// Where a tenant's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentSource {
+    /// The default guest built into the runner binary.
+    Embedded,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub name: String,
+    pub component: ComponentSource,
+    pub limits: Limits,
+}
 
 /// Names a kept deployment in an error.
 fn who(name: &str) -> String {
@@ -176,7 +198,7 @@ impl Fleet {
             changes: tokio::sync::Mutex::new(()),
             defaults: RwLock::new(defaults),
             deployed: deployed.map(|d| (d, Mutex::new(SavedTenants::new()))),
-            default_guest: Digest::of(crate::DEFAULT_GUEST),
+            default_guest: Digest::of(crate::engine::DEFAULT_GUEST),
             metrics,
         }
     }
@@ -256,7 +278,7 @@ impl Fleet {
         match self.runtime.loaded(&self.default_guest) {
             Some(found) => Ok(found),
             None => self
-                .add_component(crate::DEFAULT_GUEST, None)
+                .add_component(crate::engine::DEFAULT_GUEST, None)
                 .map(|(c, _)| c),
         }
     }
@@ -563,7 +585,7 @@ impl Fleet {
     }
 
     /// The Redis the fleet shares with other runners, if any.
-    pub fn shared(&self) -> Option<&crate::deployed::Shared> {
+    pub fn shared(&self) -> Option<&deployed::Shared> {
         self.deployed
             .as_ref()
             .and_then(|(keeper, _)| keeper.shared())
@@ -693,7 +715,7 @@ impl Fleet {
             .map(|(tenant, old)| {
                 let change = match old {
                     Some(old) => {
-                        self.runtime.forget(&old);
+                        crate::call::forget(&self.runtime, &old);
                         self.metrics.updated.increment(1);
                         Change::Updated
                     }
@@ -742,7 +764,7 @@ impl Fleet {
         let key = (component.digest, format!("{limits:?}"));
         let tenant = Arc::new(Tenant::new(name, limits, component, namespace, metrics));
         if !self.checked.lock().contains(&key) {
-            self.runtime.preflight(&tenant).await?;
+            crate::call::preflight(&self.runtime, &tenant).await?;
             self.checked.lock().insert(key);
         }
         Ok(tenant)
@@ -807,7 +829,7 @@ impl Fleet {
     /// and counted.
     fn retire(&self, old: &Tenant, purge: bool, source: Source) {
         self.metrics.removed.increment(1);
-        self.runtime.forget(old);
+        crate::call::forget(&self.runtime, old);
         tracing::info!(tenant = %old.name(), purge, "tenant removed through the {source}");
     }
 

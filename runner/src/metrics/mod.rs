@@ -15,50 +15,12 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+pub mod names;
+
 use crate::limits::Limit;
-use crate::outcome::Kind;
 use crate::store::{self, Quota};
 
-pub const BUILD_INFO: &str = "runner_build_info";
-pub const TENANTS: &str = "runner_tenants";
-pub const COMPONENTS: &str = "runner_components";
-pub const COMPONENT_LOADS: &str = "runner_component_loads_total";
-pub const TENANT_CHANGES: &str = "runner_tenant_changes_total";
-pub const ADMIN_REQUESTS: &str = "runner_admin_requests_total";
-pub const REQUESTS: &str = "runner_requests_total";
-pub const REQUEST_DURATION: &str = "runner_request_duration_seconds";
-pub const REQUESTS_IN_FLIGHT: &str = "runner_requests_in_flight";
-pub const INSTANTIATION_DURATION: &str = "runner_instantiation_duration_seconds";
-pub const INSTANCES_CREATED: &str = "runner_instances_created_total";
-pub const INSTANCES_REUSED: &str = "runner_instances_reused_total";
-pub const INSTANCES_IDLE: &str = "runner_instances_idle";
-pub const INSTANCE_REQUESTS: &str = "runner_instance_requests";
-pub const FUEL_CONSUMED: &str = "runner_fuel_consumed_total";
-pub const TRAPS: &str = "runner_traps_total";
-pub const LIMIT_HITS: &str = "runner_limit_hits_total";
-pub const EPOCH_YIELDS: &str = "runner_epoch_yields_total";
-pub const POOL_INSTANCES_IN_USE: &str = "runner_pool_instances_in_use";
-pub const POOL_INSTANCES_CAPACITY: &str = "runner_pool_instances_capacity";
-pub const POOL_MEMORIES_IN_USE: &str = "runner_pool_memories_in_use";
-pub const KV_OPERATIONS: &str = "runner_kv_operations_total";
-pub const KV_OPERATION_DURATION: &str = "runner_kv_operation_duration_seconds";
-pub const KV_KEYS: &str = "runner_kv_keys";
-pub const KV_BYTES: &str = "runner_kv_bytes";
-pub const KV_QUOTA_REJECTIONS: &str = "runner_kv_quota_rejections_total";
-pub const STORE_UNAVAILABLE: &str = "runner_store_unavailable_total";
-pub const LOG_LINES_DROPPED: &str = "runner_log_lines_dropped_total";
-pub const STORE_COMMITS: &str = "runner_store_commits_total";
-pub const STORE_WRITES: &str = "runner_store_writes_total";
-pub const STORE_FSYNCS: &str = "runner_store_fsyncs_total";
-pub const STORE_FSYNC_DURATION: &str = "runner_store_fsync_duration_seconds";
-pub const CONNECTIONS_OPEN: &str = "runner_http_connections_open";
-pub const CONNECTIONS_REJECTED: &str = "runner_http_connections_rejected_total";
-pub const UNROUTED: &str = "runner_unrouted_requests_total";
-// The standard process metrics (process_cpu_seconds_total,
-// process_resident_memory_bytes, process_open_fds, ...) come from
-// metrics-process, under the names every Prometheus client library uses, so
-// stock dashboards work.
-const PROCESS_CPU: &str = "process_cpu_seconds_total";
+pub use self::names::*;
 
 /// An fsync takes from tens of microseconds (cache) to seconds (a busy
 /// disk).
@@ -352,6 +314,73 @@ impl crate::settings::Setting for TenantLabelMode {
 pub struct TenantLabels {
     pub mode: TenantLabelMode,
     pub max_tenants: usize,
+}
+
+/// The `outcome` label of `runner_requests_total`: a bounded set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Ok,
+    Guest4xx,
+    Guest5xx,
+    Trap,
+    FuelExhausted,
+    DeadlineExceeded,
+    Rejected,
+    HostError,
+    ClientGone,
+}
+
+impl Kind {
+    /// A request the guest answered whole, by the status it chose.
+    pub fn answered(status: http::StatusCode) -> Kind {
+        match status.as_u16() {
+            400..=499 => Kind::Guest4xx,
+            500..=599 => Kind::Guest5xx,
+            _ => Kind::Ok,
+        }
+    }
+
+    pub const ALL: [Kind; 9] = [
+        Kind::Ok,
+        Kind::Guest4xx,
+        Kind::Guest5xx,
+        Kind::Trap,
+        Kind::FuelExhausted,
+        Kind::DeadlineExceeded,
+        Kind::Rejected,
+        Kind::HostError,
+        Kind::ClientGone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ok => "ok",
+            Kind::Guest4xx => "guest_4xx",
+            Kind::Guest5xx => "guest_5xx",
+            Kind::Trap => "trap",
+            Kind::FuelExhausted => "fuel_exhausted",
+            Kind::DeadlineExceeded => "deadline_exceeded",
+            Kind::Rejected => "rejected",
+            Kind::HostError => "host_error",
+            Kind::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// How a streamed request ended, sent from the guest's task once it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub kind: Kind,
+    pub limit: Option<Limit>,
+    pub trap: Option<TrapKind>,
+}
+
+impl Ended {
+    pub const CLIENT_GONE: Ended = Ended {
+        kind: Kind::ClientGone,
+        limit: None,
+        trap: None,
+    };
 }
 
 /// Why a guest trapped.

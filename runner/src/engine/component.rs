@@ -290,7 +290,7 @@ mod linking {
     #[test]
     fn a_component_that_links_has_nothing_missing() {
         let engine = Engine::default();
-        let component = Component::new(&engine, crate::DEFAULT_GUEST).unwrap();
+        let component = Component::new(&engine, crate::engine::DEFAULT_GUEST).unwrap();
         let missing = missing_imports(&engine, &component, false).unwrap();
         assert!(missing.is_empty(), "{missing:?}");
     }

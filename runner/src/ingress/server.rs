@@ -14,8 +14,8 @@ use metrics::{Counter, Gauge};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use super::body::OutBody;
 use super::idle::IdleIo;
+use crate::body::OutBody;
 
 /// What a listener enforces on its connections.
 #[derive(Debug, Clone)]

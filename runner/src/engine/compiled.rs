@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::component::Digest;
+use crate::engine::component::Digest;
 
 #[derive(Debug)]
 pub struct Cache {

@@ -21,9 +21,8 @@ use metrics::{Gauge, Histogram};
 use parking_lot::Mutex;
 use wasmtime::Store;
 
-use crate::engine::Periodic;
 use crate::host::{Handler, Host};
-use crate::tenant::Tenant;
+use crate::periodic::Periodic;
 
 /// How often the reaper looks for instances past their idle timeout: an idle
 /// instance is dropped within this long after its timeout.
@@ -37,9 +36,15 @@ pub struct Instance {
     pub served: u64,
 }
 
-/// One tenant's parked instances, most recently used last.
-#[derive(Default)]
+/// One tenant's parked instances, most recently used last, and the limits
+/// they are kept under.
 pub struct IdleInstances {
+    /// The tenant's name, for the log.
+    tenant: Arc<str>,
+    /// Its `instance-idle-timeout`.
+    timeout: Duration,
+    /// Its `max-instance-reuse`.
+    max_reuse: u64,
     parked: Mutex<VecDeque<(Instance, Instant)>>,
     /// Whether the tenant is in the [`Registry`] yet.
     registered: AtomicBool,
@@ -51,6 +56,17 @@ pub struct IdleInstances {
 }
 
 impl IdleInstances {
+    pub fn new(tenant: Arc<str>, timeout: Duration, max_reuse: u64) -> Self {
+        Self {
+            tenant,
+            timeout,
+            max_reuse,
+            parked: Mutex::default(),
+            registered: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
+        }
+    }
+
     /// The most recently parked instance that is still within `timeout`;
     /// older ones that are past it are handed back to be dropped.
     fn take(&self, now: Instant, timeout: Duration) -> (Option<Instance>, Vec<Instance>) {
@@ -111,7 +127,7 @@ fn expired(
 /// Every tenant that has parked an instance, for the reaper and for
 /// eviction when the pool is full.
 pub struct Registry {
-    tenants: Mutex<Vec<Weak<Tenant>>>,
+    tenants: Mutex<Vec<Weak<IdleInstances>>>,
     idle: Gauge,
     lifetimes: Histogram,
 }
@@ -127,12 +143,11 @@ impl Registry {
 
     /// A parked instance of `tenant` for a new request, if one is within
     /// its idle timeout.
-    pub fn take(&self, tenant: &Tenant) -> Option<Instance> {
-        if tenant.idle().refused.load(Ordering::Relaxed) {
+    pub fn take(&self, idle: &IdleInstances) -> Option<Instance> {
+        if idle.refused.load(Ordering::Relaxed) {
             return None;
         }
-        let timeout = tenant.limits().instance_idle_timeout;
-        let (found, stale) = tenant.idle().take(Instant::now(), timeout);
+        let (found, stale) = idle.take(Instant::now(), idle.timeout);
         if found.is_some() {
             self.idle.decrement(1.0);
         }
@@ -143,14 +158,10 @@ impl Registry {
     /// Ends a request's use of `instance`: parks it if `clean` (the request
     /// ended without a trap or a limit and the guest sent its response) and
     /// it may serve more, else drops it.
-    pub fn release(&self, tenant: &Arc<Tenant>, instance: Instance, clean: bool) {
-        let idle = tenant.idle();
-        if clean
-            && instance.served < tenant.limits().max_instance_reuse
-            && !idle.refused.load(Ordering::Relaxed)
-        {
+    pub fn release(&self, idle: &Arc<IdleInstances>, instance: Instance, clean: bool) {
+        if clean && instance.served < idle.max_reuse && !idle.refused.load(Ordering::Relaxed) {
             if !idle.registered.swap(true, Ordering::AcqRel) {
-                self.tenants.lock().push(Arc::downgrade(tenant));
+                self.tenants.lock().push(Arc::downgrade(idle));
             }
             idle.put(instance, Instant::now());
             self.idle.increment(1.0);
@@ -164,32 +175,32 @@ impl Registry {
     /// call after their first (ComponentizeJS with a `fetch` event
     /// listener); its parked instances are dropped and the log says why,
     /// once.
-    pub fn refuse(&self, tenant: &Tenant) {
-        if !tenant.idle().refused.swap(true, Ordering::AcqRel) {
+    pub fn refuse(&self, idle: &IdleInstances) {
+        if !idle.refused.swap(true, Ordering::AcqRel) {
             tracing::warn!(
-                tenant = %tenant.name(),
+                tenant = %idle.tenant,
                 "a reused instance of this tenant's component returned without sending a \
                  response: the component cannot serve more than one request per instance, \
                  so it gets a fresh instance per request from now on (set max-instance-reuse \
                  = 1 for it)"
             );
-            self.retire(tenant.idle().drain());
+            self.retire(idle.drain());
         }
     }
 
     /// Drops `tenant`'s parked instances and parks no more of them: it was
     /// replaced by an update or removed, and its requests still running
     /// finish on instances that are then dropped.
-    pub fn forget(&self, tenant: &Tenant) {
-        tenant.idle().refused.store(true, Ordering::Release);
-        self.retire(tenant.idle().drain());
+    pub fn forget(&self, idle: &IdleInstances) {
+        idle.refused.store(true, Ordering::Release);
+        self.retire(idle.drain());
     }
 
     /// Drops the parked instance that has waited longest, whichever
     /// tenant's, to free its pool slot; false if none was parked. Only a
     /// full pool calls this, so it may look at every tenant.
     pub fn evict_one(&self) -> bool {
-        let tenants: Vec<Arc<Tenant>> = self
+        let tenants: Vec<Arc<IdleInstances>> = self
             .tenants
             .lock()
             .iter()
@@ -197,17 +208,16 @@ impl Registry {
             .collect();
         let oldest = tenants
             .iter()
-            .filter_map(|t| Some((t.idle().oldest_since()?, t)))
+            .filter_map(|t| Some((t.oldest_since()?, t)))
             .min_by_key(|(since, _)| *since);
         // Another request may take it first; then the caller tries again.
-        match oldest.and_then(|(_, tenant)| tenant.idle().oldest()) {
+        match oldest.and_then(|(_, idle)| idle.oldest()) {
             Some(instance) => {
                 self.retire(vec![instance]);
                 true
             }
             None => tenants.iter().any(|t| {
-                t.idle()
-                    .oldest()
+                t.oldest()
                     .map(|instance| self.retire(vec![instance]))
                     .is_some()
             }),
@@ -218,29 +228,26 @@ impl Registry {
     /// forgets tenants that are gone.
     fn reap(&self) {
         let now = Instant::now();
-        let tenants: Vec<Arc<Tenant>> = {
+        let tenants: Vec<Arc<IdleInstances>> = {
             let mut list = self.tenants.lock();
             list.retain(|t| t.strong_count() > 0);
             list.iter().filter_map(Weak::upgrade).collect()
         };
-        for tenant in tenants {
-            let stale = tenant
-                .idle()
-                .expire(now, tenant.limits().instance_idle_timeout);
-            self.retire(stale);
+        for idle in tenants {
+            self.retire(idle.expire(now, idle.timeout));
         }
     }
 
     /// Drops every parked instance of every tenant.
     fn drain(&self) {
-        let tenants: Vec<Arc<Tenant>> = self
+        let tenants: Vec<Arc<IdleInstances>> = self
             .tenants
             .lock()
             .drain(..)
             .filter_map(|t| t.upgrade())
             .collect();
-        for tenant in tenants {
-            self.retire(tenant.idle().drain());
+        for idle in tenants {
+            self.retire(idle.drain());
         }
     }
 

@@ -2,7 +2,7 @@
 //!
 //! A runner that changes a tenant through the admin API keeps the change
 //! in Redis and then publishes the tenant's name (see
-//! [`crate::deployed::Shared`]). Every runner subscribes; on a name it
+//! [`crate::fleet::deployed::Shared`]). Every runner subscribes; on a name it
 //! reads that tenant from Redis and applies what it finds
 //! ([`Fleet::follow`]), so a change reaches the whole fleet in about one
 //! round trip. Pub/sub is not a queue: a runner whose subscription drops
@@ -16,17 +16,34 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 
-use crate::fleet::Fleet;
-
-/// How often every tenant is read again, whatever was announced.
-pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
+use super::Fleet;
+use super::deployed::RESYNC_EVERY;
 
 /// Longest wait between two attempts to subscribe while Redis is away.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The task that follows the fleet's announcements, stopped when this is
+/// dropped.
+#[derive(Debug)]
+pub struct Follower(tokio::task::JoinHandle<()>);
+
+impl Follower {
+    /// Starts following `fleet`'s Redis; the task does nothing where the
+    /// fleet shares none.
+    pub fn start(fleet: Arc<Fleet>) -> Self {
+        Self(tokio::spawn(follow(fleet)))
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Follows the fleet's announcements until the task is dropped; does
 /// nothing where the fleet shares no Redis.
-pub async fn follow(fleet: Arc<Fleet>) {
+async fn follow(fleet: Arc<Fleet>) {
     let Some(shared) = fleet.shared() else {
         return;
     };

@@ -30,12 +30,27 @@ use metrics::Counter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::body::{OutBody, full};
-use crate::component::Digest;
-use crate::config::AdminApi;
+use crate::body::{OutBody, full};
+use crate::engine::component::Digest;
 use crate::fleet::{Change, Fleet, Refused, Source};
 use crate::limits::LimitsFile;
 use crate::tenant::Tenant;
+
+/// The admin API's settings.
+#[derive(Clone, Debug)]
+pub struct AdminApi {
+    /// The SHA-256 of the bearer token, never the token itself, so that
+    /// no debug print or log line can show it; `None`: the API is off.
+    pub token: Option<Digest>,
+    pub max_component_bytes: u64,
+    /// How long a removal with purge waits for the tenant's requests in
+    /// flight, and a client for the request body.
+    pub grace: Duration,
+    pub body_read_timeout: Duration,
+}
+
+/// The variable that can carry the admin token itself.
+pub const ADMIN_TOKEN_VAR: &str = "RUNNER_ADMIN_TOKEN";
 
 /// Tenants per page when the client does not say, and the most it may ask.
 const PAGE: usize = 100;

@@ -14,10 +14,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::outcome::Ended;
+use crate::metrics::Ended;
 
 /// The response body type wasmtime-wasi-http produces; host answers use it too.
 pub type OutBody = HyperOutgoingBody;
+
+/// The guest's response head, or the error code it answered with instead.
+pub type Head = Result<Response<OutBody>, String>;
 
 pub fn full(body: impl Into<Bytes>) -> OutBody {
     Full::new(body.into())

@@ -1,10 +1,8 @@
-//! HTTP: the tenant listener (`/t/{tenant}/...`) and the admin listener
-//! (`/metrics`, `/healthz`, `/readyz`).
+//! Where requests come in: the tenant listener (`/t/{tenant}/...`) and the
+//! admin listener (`/metrics`, `/healthz`, `/readyz`, the admin API).
 //!
 //! - [`server`]: the accept loop both listeners share (connection bound,
 //!   accept back-off, header limits, idle timeout, graceful drain).
-//! - [`admission`]: the global and per-tenant in-flight caps.
-//! - [`body`]: host-made responses and the size-limited request body.
 //! - [`idle`]: the socket wrapper behind the idle timeout.
 //! - [`admin`]: the admin listener's routes.
 //! - [`api`]: the admin API (`/v1`): tenants deployed at runtime.
@@ -13,9 +11,7 @@
 //! request's end is recorded once, through [`crate::outcome`].
 
 pub mod admin;
-pub mod admission;
 pub mod api;
-pub mod body;
 mod idle;
 pub mod server;
 
@@ -28,9 +24,9 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-pub use self::admission::{Admission, GlobalCap};
-use self::body::{GuestBody, LimitedBody, OutBody, body_too_large, text};
 use self::server::{ConnectionLimits, ConnectionMetrics};
+use crate::admission::{Admission, GlobalCap};
+use crate::body::{GuestBody, LimitedBody, OutBody, body_too_large, text};
 use crate::engine::Runtime;
 use crate::fleet::Fleet;
 use crate::limits::Limit;
@@ -115,7 +111,8 @@ impl Ingress {
             return text(StatusCode::NOT_FOUND, format!("unknown tenant {name:?}"));
         };
         let rest_len = rest.len();
-        let request = outcome::Request::start(&tenant).head(req.method() == http::Method::HEAD);
+        let request =
+            outcome::Request::start(tenant.scope()).head(req.method() == http::Method::HEAD);
         let outcome = self.admit_and_call(&tenant, req, rest_len).await;
         request.end(outcome)
     }
@@ -160,14 +157,12 @@ impl Ingress {
             }
             _ => GuestBody::Streaming(body),
         };
-        let admission = match Admission::try_admit(&self.global, tenant) {
+        let admission = match Admission::try_admit(&self.global, tenant.scope()) {
             Ok(admission) => admission,
             Err(refused) => return refused.into(),
         };
-        let outcome = self
-            .runtime
-            .call(tenant, Request::from_parts(parts, body), admission)
-            .await;
+        let request = Request::from_parts(parts, body);
+        let outcome = crate::call::run(&self.runtime, tenant, request, admission).await;
         if tripped.load(Ordering::Relaxed) {
             return Outcome::Refused(Limit::RequestBody, body_too_large(max_body));
         }

@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 use super::api::Api;
-use super::body::{OutBody, full, text};
 use super::server::{self, ConnectionLimits};
+use crate::body::{OutBody, full, text};
 use crate::engine::Runtime;
 use crate::fleet::Fleet;
 use crate::metrics::Recorder;

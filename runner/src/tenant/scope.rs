@@ -1,0 +1,130 @@
+//! What a tenant's requests and instances see of it: its name, limits,
+//! key-value namespace, metric handles, log rate and in-flight permits.
+//!
+//! Host state holds a [`Scope`], not the whole tenant: the tenant owns its
+//! kept instances, and an instance that held its tenant would keep it
+//! alive in a cycle.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use crate::limits::Limits;
+use crate::metrics::TenantMetrics;
+use crate::store::Namespace;
+
+pub struct Scope {
+    name: Arc<str>,
+    limits: Limits,
+    namespace: Namespace,
+    /// Bounds this tenant's share of the runner: one tenant's flood cannot
+    /// take every instance slot.
+    permits: Arc<Semaphore>,
+    /// The log rate all its requests share.
+    log_rate: Arc<LogRate>,
+    /// Shared with the other tenants past the labelled ones.
+    metrics: Arc<TenantMetrics>,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scope {
+    pub fn new(
+        name: &str,
+        limits: Limits,
+        namespace: Namespace,
+        metrics: Arc<TenantMetrics>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            permits: Arc::new(Semaphore::new(limits.max_tenant_in_flight)),
+            log_rate: Arc::new(LogRate::new(crate::limits::bytes(
+                limits.max_log_bytes_per_second,
+            ))),
+            limits,
+            namespace,
+            metrics,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    pub fn metrics(&self) -> &TenantMetrics {
+        &self.metrics
+    }
+
+    pub fn log_rate(&self) -> &Arc<LogRate> {
+        &self.log_rate
+    }
+
+    pub fn permits(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+}
+
+/// A tenant's log rate: a token bucket of bytes per second shared by all
+/// its requests, holding at most one second's worth.
+#[derive(Debug)]
+pub struct LogRate {
+    per_second: f64,
+    state: parking_lot::Mutex<(f64, Instant)>,
+}
+
+impl LogRate {
+    pub fn new(bytes_per_second: usize) -> Self {
+        let per_second = bytes_per_second as f64;
+        Self {
+            per_second,
+            state: parking_lot::Mutex::new((per_second, Instant::now())),
+        }
+    }
+
+    pub(crate) fn take(&self, n: usize) -> bool {
+        let mut state = self.state.lock();
+        let (tokens, last) = &mut *state;
+        let now = Instant::now();
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second)
+            .min(self.per_second);
+        *last = now;
+        if *tokens < n as f64 {
+            return false;
+        }
+        *tokens -= n as f64;
+        true
+    }
+}
+
+impl Scope {
+    /// The scope of a tenant `t0` with the default limits, its metrics in
+    /// `recorder`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(recorder: &crate::metrics::Recorder) -> Arc<Self> {
+        use crate::store::{Quotas, memory};
+        let namespace = Namespace::new(&memory::Store::new(1), "t0", Quotas::default())
+            .expect("a fresh namespace");
+        let metrics = Arc::new(recorder.scope(|| TenantMetrics::new("t0".into())));
+        Arc::new(Self::new("t0", Limits::default(), namespace, metrics))
+    }
+}
