@@ -230,11 +230,16 @@ impl Client {
         if status.is_success() {
             return Ok(value);
         }
-        let message = value["error"]
+        // A problem document's `detail` (`error` from runners before it).
+        let message = value["detail"]
             .as_str()
+            .or_else(|| value["error"].as_str())
             .map(str::to_string)
             .unwrap_or_else(|| value.to_string());
-        if status == StatusCode::NOT_FOUND && value.get("error").is_none() {
+        if status == StatusCode::NOT_FOUND
+            && value.get("type").is_none()
+            && value.get("error").is_none()
+        {
             bail!("{method} {path}: 404: {message} (is the runner's admin API on?)");
         }
         bail!("{method} {path}: {}: {message}", status.as_u16())

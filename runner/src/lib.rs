@@ -1,7 +1,7 @@
 //! An async multi-tenant WebAssembly component runner.
 //!
 //! Map of the crate, from the bottom up: each module imports only from the
-//! modules listed above it (`tests/layers.rs` holds the code to this).
+//! modules listed above it (`tests/integration/layers.rs` holds the code to this).
 //!
 //! Leaves, shared by every layer:
 //! - [`settings`]: one declaration per setting (flag, config key, default,
@@ -48,18 +48,18 @@
 //! - [`config`]: the command line and tenants file, merged and validated.
 
 pub mod admission;
-pub mod body;
+pub(crate) mod body;
 pub mod call;
 pub mod client;
 pub mod config;
 pub mod engine;
 pub mod fleet;
 pub mod host;
-pub mod ingress;
+pub(crate) mod ingress;
 pub mod limits;
 pub mod metrics;
 pub mod outcome;
-pub mod periodic;
+pub(crate) mod periodic;
 pub mod settings;
 pub mod store;
 pub mod tenant;

@@ -13,7 +13,7 @@
 
 pub mod compiled;
 pub mod component;
-pub mod kept;
+pub(crate) mod kept;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -16,9 +16,10 @@
 //!   or WASIp3), effective limits, usage.
 //! - `DELETE /v1/tenants/{name}[?purge=true]`.
 //!
-//! Errors are `{"error": "..."}` with the status: 400 bad input, 401 no or
-//! wrong token, 404 no such tenant or component, 413 too large a
-//! component, 422 a component or limits that cannot run here.
+//! Errors are RFC 9457 problem details (`application/problem+json`): a
+//! stable `type` per kind of error (`urn:runner:problem:<token>`, see
+//! [`Problem`]), its `title`, the `status`, and a `detail` that says what
+//! was wrong in this request.
 
 use std::time::Duration;
 
@@ -81,22 +82,110 @@ struct Results {
 }
 
 /// An answer that is not a success.
-struct Failure(StatusCode, String);
+struct Failure(Problem, String);
+
+/// Every kind of error the API answers, each with its stable token (the
+/// end of its problem `type`), title and status. Clients branch on the
+/// token; the `detail` beside it is for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// No token, or not the runner's.
+    Unauthorized,
+    /// A request the API cannot read: a bad tenant name, JSON, limits,
+    /// query parameter or body.
+    BadRequest,
+    /// No such tenant or component.
+    NotFound,
+    /// No such route.
+    NoRoute,
+    /// The route exists, not with this method.
+    MethodNotAllowed,
+    /// The body did not arrive within the body-read timeout.
+    BodyTimeout,
+    /// The body is larger than its limit.
+    BodyTooLarge,
+    /// The tenant changed under the request (removed meanwhile).
+    Conflict,
+    /// A component or limits that cannot run here.
+    CannotRun,
+    /// The change was made in part and a later step failed (the store).
+    Failed,
+}
+
+impl Problem {
+    /// The stable token, the last part of the problem's `type`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Problem::Unauthorized => "unauthorized",
+            Problem::BadRequest => "bad-request",
+            Problem::NotFound => "not-found",
+            Problem::NoRoute => "no-route",
+            Problem::MethodNotAllowed => "method-not-allowed",
+            Problem::BodyTimeout => "body-timeout",
+            Problem::BodyTooLarge => "body-too-large",
+            Problem::Conflict => "conflict",
+            Problem::CannotRun => "cannot-run",
+            Problem::Failed => "failed",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Problem::Unauthorized => "missing or wrong admin token",
+            Problem::BadRequest => "the request cannot be read",
+            Problem::NotFound => "no such tenant or component",
+            Problem::NoRoute => "no such route",
+            Problem::MethodNotAllowed => "method not allowed on this route",
+            Problem::BodyTimeout => "the request body did not arrive in time",
+            Problem::BodyTooLarge => "the request body is too large",
+            Problem::Conflict => "the tenant changed during the request",
+            Problem::CannotRun => "the component or limits cannot run on this runner",
+            Problem::Failed => "the change failed part way",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Problem::Unauthorized => StatusCode::UNAUTHORIZED,
+            Problem::BadRequest => StatusCode::BAD_REQUEST,
+            Problem::NotFound | Problem::NoRoute => StatusCode::NOT_FOUND,
+            Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Problem::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Problem::Conflict => StatusCode::CONFLICT,
+            Problem::CannotRun => StatusCode::UNPROCESSABLE_ENTITY,
+            Problem::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem document for one occurrence.
+    fn document(self, detail: &str) -> Value {
+        json!({
+            "type": format!("{PROBLEM_TYPE}{}", self.token()),
+            "title": self.title(),
+            "status": self.status().as_u16(),
+            "detail": detail,
+        })
+    }
+}
+
+/// What every problem `type` starts with.
+pub const PROBLEM_TYPE: &str = "urn:runner:problem:";
 
 impl Failure {
     fn bad(message: impl Into<String>) -> Self {
-        Failure(StatusCode::BAD_REQUEST, message.into())
+        Failure(Problem::BadRequest, message.into())
     }
 }
 
 impl From<Refused> for Failure {
     fn from(refused: Refused) -> Self {
-        let status = match &refused {
-            Refused::NotFound(_) => StatusCode::NOT_FOUND,
-            Refused::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Refused::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        let problem = match &refused {
+            Refused::NotFound(_) => Problem::NotFound,
+            Refused::Invalid(_) => Problem::CannotRun,
+            Refused::Failed(_) => Problem::Failed,
         };
-        Failure(status, refused.to_string())
+        Failure(problem, refused.to_string())
     }
 }
 
@@ -148,23 +237,25 @@ impl Api {
             self.route(fleet, req).await
         } else {
             Err(Failure(
-                StatusCode::UNAUTHORIZED,
+                Problem::Unauthorized,
                 "unauthorized: send the admin token as Authorization: Bearer <token>".into(),
             ))
         };
-        let (status, body) = match answer {
-            Ok(ok) => {
+        let (status, body, content_type) = match answer {
+            Ok((status, body)) => {
                 self.results.ok.increment(1);
-                ok
+                (status, body, "application/json")
             }
-            Err(Failure(status, message)) => {
+            Err(Failure(problem, detail)) => {
+                let status = problem.status();
                 match status {
                     StatusCode::UNAUTHORIZED => &self.results.unauthorized,
                     s if s.is_server_error() => &self.results.failed,
                     _ => &self.results.refused,
                 }
                 .increment(1);
-                (status, json!({ "error": message }))
+                let body = problem.document(&detail);
+                (status, body, "application/problem+json")
             }
         };
         let mut text = body.to_string();
@@ -172,10 +263,7 @@ impl Api {
         let mut response = Response::new(full(text));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(
                 header::WWW_AUTHENTICATE,
@@ -229,11 +317,11 @@ impl Api {
                 Ok((StatusCode::OK, json!({ "removed": name, "purged": purge })))
             }
             (_, ["components"] | ["tenants"] | ["tenants", _]) => Err(Failure(
-                StatusCode::METHOD_NOT_ALLOWED,
+                Problem::MethodNotAllowed,
                 format!("{} is not allowed on {path}", req.method()),
             )),
             _ => Err(Failure(
-                StatusCode::NOT_FOUND,
+                Problem::NoRoute,
                 format!("no route {path}: the API has /v1/components and /v1/tenants[/{{name}}]"),
             )),
         }
@@ -274,7 +362,7 @@ impl Api {
         let change = fleet.put(name, &component, limits, Source::Api).await?;
         let tenant = fleet.get(name).ok_or_else(|| {
             Failure(
-                StatusCode::CONFLICT,
+                Problem::Conflict,
                 format!("tenant {name:?} was removed meanwhile"),
             )
         })?;
@@ -292,7 +380,7 @@ impl Api {
     async fn body(&self, req: Request<Incoming>, max: u64) -> Result<Bytes, Failure> {
         let too_large = || {
             Failure(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                Problem::BodyTooLarge,
                 format!("the body is larger than the limit of {max} bytes"),
             )
         };
@@ -311,7 +399,7 @@ impl Api {
             Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
             Ok(Err(e)) => Err(Failure::bad(format!("the body could not be read: {e}"))),
             Err(_) => Err(Failure(
-                StatusCode::REQUEST_TIMEOUT,
+                Problem::BodyTimeout,
                 format!(
                     "the body did not arrive within {}",
                     humantime::format_duration(timeout)

@@ -8,7 +8,7 @@
 //! - [`workers`]: its WASIp3 instances that serve several requests at once.
 
 pub mod scope;
-pub mod workers;
+pub(crate) mod workers;
 
 use std::sync::Arc;
 
@@ -100,11 +100,11 @@ impl Tenant {
         self.scope.permits()
     }
 
-    pub fn workers(&self) -> &Workers {
+    pub(crate) fn workers(&self) -> &Workers {
         &self.workers
     }
 
-    pub fn idle(&self) -> &Arc<IdleInstances> {
+    pub(crate) fn idle(&self) -> &Arc<IdleInstances> {
         &self.idle
     }
 }

@@ -19,7 +19,7 @@ use system_tests::probe;
 pub use system_tests::probe::Observed;
 
 /// A runner serving in this process; stopped on drop.
-pub struct Runner {
+pub struct InProcess {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     output: Arc<Mutex<String>>,
@@ -28,7 +28,7 @@ pub struct Runner {
     _config: Option<Tenants>,
 }
 
-impl Runner {
+impl InProcess {
     /// Starts a runner with the binary's `args` (plus port-0 listeners).
     pub fn start(args: &[&str]) -> Self {
         Self::spawn(args, None)
@@ -108,7 +108,7 @@ impl Runner {
     }
 }
 
-impl probe::Observed for Runner {
+impl probe::Observed for InProcess {
     fn admin_addr(&self) -> SocketAddr {
         self.admin
     }
@@ -118,7 +118,7 @@ impl probe::Observed for Runner {
     }
 }
 
-impl Drop for Runner {
+impl Drop for InProcess {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -160,7 +160,7 @@ impl std::io::Write for Sink {
 
 /// Asserts how many instances `tenant` created, and how many of its
 /// requests ran on an instance kept from an earlier one.
-pub async fn assert_instances(r: &Runner, tenant: &str, created: f64, reused: f64) {
+pub async fn assert_instances(r: &InProcess, tenant: &str, created: f64, reused: f64) {
     let labels = format!("tenant=\"{tenant}\"");
     assert_eq!(
         (

@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 use system_tests::admin::{Admin, Token};
 
-use crate::harness::{Observed as _, Runner, Tenants, get, request};
+use crate::harness::{InProcess, Observed as _, Tenants, get, request};
 
 /// A tenant on the p3 example guest, with extra TOML lines.
 fn p3(tenants: Tenants, name: &str, extra: &str) -> Tenants {
@@ -17,7 +17,7 @@ fn p3(tenants: Tenants, name: &str, extra: &str) -> Tenants {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2_and_p3_tenants_are_served_side_by_side() {
     let t = p3(Tenants::new(), "three", "").default("two", "");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let hello = get(r.addr, "/t/three/hello").await;
     assert_eq!(
         (hello.status, hello.text().as_str()),
@@ -58,7 +58,7 @@ async fn p2_and_p3_tenants_are_served_side_by_side() {
 async fn a_p3_guest_reaches_its_own_store_and_no_one_elses() {
     let t = p3(Tenants::new(), "three", "");
     let t = p3(t, "other", "").default("two", "");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let put = request(r.addr, Method::PUT, "/t/three/kv/k", b"from p3".to_vec()).await;
     assert_eq!(put.status, StatusCode::NO_CONTENT);
     let got = get(r.addr, "/t/three/kv/k").await;
@@ -77,7 +77,7 @@ async fn a_p3_guest_reaches_its_own_store_and_no_one_elses() {
     }
     // A quota error reaches the p3 guest with its token.
     let t = p3(Tenants::new(), "small", "max-value-bytes = 4");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let res = request(r.addr, Method::PUT, "/t/small/kv/k", b"12345".to_vec()).await;
     assert_eq!(res.status, StatusCode::INSUFFICIENT_STORAGE);
     assert!(res.text().starts_with("quota-exceeded: "), "{}", res.text());
@@ -87,7 +87,7 @@ async fn a_p3_guest_reaches_its_own_store_and_no_one_elses() {
 async fn a_p3_guest_past_a_limit_or_trapping_fails_only_its_own_request() {
     let t = p3(Tenants::new(), "cpu", "fuel = 5000000\ntimeout = \"10s\"");
     let t = p3(t, "slow", "fuel = 100000000000\ntimeout = \"300ms\"").default("good", "");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
 
     get(r.addr, "/t/cpu/spin").await.assert_limit(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -130,7 +130,7 @@ async fn a_p3_guest_past_a_limit_or_trapping_fails_only_its_own_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reused_p3_instance_keeps_its_state_until_its_count_or_a_trap() {
     let t = p3(Tenants::new(), "a", "max-instance-reuse = 3");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let count = async || get(r.addr, "/t/a/count").await.text();
     for expected in ["1", "2", "3", "1", "2"] {
         assert_eq!(count().await, expected);
@@ -151,7 +151,7 @@ async fn a_reused_p3_instance_keeps_its_state_until_its_count_or_a_trap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p3_guest_logs_with_its_tenant() {
     let t = p3(Tenants::new(), "three", "");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let res = request(r.addr, Method::POST, "/t/three/log", b"hello log".to_vec()).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT);
     let line = r.wait_for_log("hello log");
@@ -160,7 +160,7 @@ async fn a_p3_guest_logs_with_its_tenant() {
 
 /// Sends `n` requests for `path` at once and returns each reply's status
 /// and text, in order.
-async fn at_once(r: &Runner, path: &str, n: usize) -> Vec<(StatusCode, String)> {
+async fn at_once(r: &InProcess, path: &str, n: usize) -> Vec<(StatusCode, String)> {
     let replies = futures::future::join_all((0..n).map(|_| get(r.addr, path))).await;
     replies
         .into_iter()
@@ -176,7 +176,7 @@ async fn concurrent_requests_share_one_p3_instance_only_when_asked() {
         "max-instance-concurrency = 8\nmax-instance-reuse = 100",
     );
     let t = p3(t, "alone", "");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     // An instance exists; a burst that finds none starts several, as
     // each request that finds no room starts one.
     assert_eq!(get(r.addr, "/t/shared/count").await.text(), "1");
@@ -199,7 +199,7 @@ async fn a_request_past_its_deadline_in_a_shared_instance_ends_alone() {
         "a",
         "max-instance-concurrency = 4\nmax-instance-reuse = 100\ntimeout = \"500ms\"",
     );
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let (long, short) = futures::join!(get(r.addr, "/t/a/sleep?ms=60000"), async {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         at_once(&r, "/t/a/sleep?ms=100", 2).await
@@ -227,7 +227,7 @@ async fn a_shared_instance_that_runs_out_of_fuel_fails_every_request_in_it() {
         "a",
         "max-instance-concurrency = 4\nmax-instance-reuse = 100\nfuel = 5000000\ntimeout = \"5s\"",
     );
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let (waiting, spinning) = futures::join!(get(r.addr, "/t/a/sleep?ms=2000"), async {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         get(r.addr, "/t/a/spin").await
@@ -247,7 +247,7 @@ async fn a_shared_instance_that_runs_out_of_fuel_fails_every_request_in_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p3_component_deploys_through_the_admin_api_and_says_what_it_exports() {
     let token = Token::new();
-    let r = Runner::start(&["--admin-token-file", token.path(), "--tenants", "1"]);
+    let r = InProcess::start(&["--admin-token-file", token.path(), "--tenants", "1"]);
     let admin = Admin::new(r.admin, &token);
     let bytes = std::fs::read(env!("RUNNER_P3_GUEST")).unwrap();
     let uploaded = admin.put_component(bytes).await;
@@ -273,22 +273,22 @@ async fn a_p3_component_deploys_through_the_admin_api_and_says_what_it_exports()
         .await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        res.json()["error"],
+        res.json()["detail"],
         "limits: max-instance-concurrency must be greater than zero"
     );
 }
 
-async fn put(r: &Runner, path: &str, body: &str) -> (StatusCode, String) {
+async fn put(r: &InProcess, path: &str, body: &str) -> (StatusCode, String) {
     let res = request(r.addr, Method::PUT, path, body.as_bytes().to_vec()).await;
     (res.status, res.text())
 }
 
-async fn post(r: &Runner, path: &str, body: &str) -> (StatusCode, String) {
+async fn post(r: &InProcess, path: &str, body: &str) -> (StatusCode, String) {
     let res = request(r.addr, Method::POST, path, body.as_bytes().to_vec()).await;
     (res.status, res.text())
 }
 
-async fn read(r: &Runner, path: &str) -> (StatusCode, String) {
+async fn read(r: &InProcess, path: &str) -> (StatusCode, String) {
     let res = get(r.addr, path).await;
     (res.status, res.text())
 }
@@ -305,7 +305,7 @@ fn done() -> (StatusCode, String) {
 async fn wasmcloud_keyvalue_reaches_the_same_data_as_wasi_keyvalue() {
     let t = p3(Tenants::new(), "a", "");
     let t = p3(t, "b", "");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     assert_eq!(put(&r, "/t/a/kv/k", "from draft").await, done());
     assert_eq!(read(&r, "/t/a/wc/get/k").await, ok("from draft"));
     assert_eq!(put(&r, "/t/a/wc/set/j", "from wasmcloud").await, done());
@@ -334,7 +334,7 @@ async fn wasmcloud_keyvalue_reaches_the_same_data_as_wasi_keyvalue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_past_its_ttl_is_gone_from_every_read_path_and_gives_its_quota_back() {
     let t = p3(Tenants::new(), "a", "max-keys = 2");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     assert_eq!(put(&r, "/t/a/wc/set/brief?ttl-ms=300", "x").await, done());
     assert_eq!(put(&r, "/t/a/wc/set/kept", "y").await, done());
     assert_eq!(
@@ -389,7 +389,7 @@ async fn a_key_past_its_ttl_is_gone_from_every_read_path_and_gives_its_quota_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_keys_are_reclaimed_in_the_background() {
     let t = p3(Tenants::new(), "a", "");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     for i in 0..50 {
         assert_eq!(
             put(&r, &format!("/t/a/wc/set/k{i}?ttl-ms=100"), "v").await,
@@ -405,7 +405,7 @@ async fn expired_keys_are_reclaimed_in_the_background() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_not_exists_lets_exactly_one_writer_in() {
     let t = p3(Tenants::new(), "a", "max-tenant-in-flight = 100");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let writers = (0..20).map(|i| {
         let path = "/t/a/wc/set/lock?if-not-exists";
         let addr = r.addr;
@@ -433,7 +433,7 @@ async fn if_not_exists_lets_exactly_one_writer_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versioned_swaps_race_exactly_and_catch_what_a_value_check_misses() {
     let t = p3(Tenants::new(), "a", "max-tenant-in-flight = 100");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let incr = (0..40).map(|_| {
         let addr = r.addr;
         async move { request(addr, Method::POST, "/t/a/wc/cas-incr/n", vec![]).await }
@@ -490,7 +490,7 @@ async fn versioned_swaps_race_exactly_and_catch_what_a_value_check_misses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefix_listing_pages_by_cursor_in_key_order() {
     let t = p3(Tenants::new(), "a", "max-page-keys = 10");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let mut expected = Vec::new();
     for i in 0..25 {
         let key = format!("user/{i:02}");
@@ -538,7 +538,7 @@ async fn a_guest_sees_a_typed_error_for_each_limit() {
         "a",
         "max-value-bytes = 4\nmax-key-bytes = 8",
     );
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     let quota = (
         StatusCode::INSUFFICIENT_STORAGE,
         "quota-exceeded".to_string(),
@@ -558,7 +558,7 @@ async fn a_guest_sees_a_typed_error_for_each_limit() {
 async fn the_data_directory_refuses_an_expiry_it_cannot_keep() {
     let dir = system_tests::TempDir::new();
     let t = p3(Tenants::new(), "a", "");
-    let r = Runner::start_with(&t, &["--data-dir", dir.path.to_str().unwrap()]);
+    let r = InProcess::start_with(&t, &["--data-dir", dir.path.to_str().unwrap()]);
     assert_eq!(
         put(&r, "/t/a/wc/set/k?ttl-ms=1000", "v").await,
         (
@@ -581,7 +581,7 @@ async fn the_data_directory_refuses_an_expiry_it_cannot_keep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p3_guest_has_no_network() {
     let t = p3(Tenants::new(), "a", "");
-    let r = Runner::start_with(&t, &[]);
+    let r = InProcess::start_with(&t, &[]);
     assert_eq!(
         read(&r, "/t/a/fetch").await,
         ok("http: ErrorCode::HttpRequestDenied\ntcp: ErrorCode::AccessDenied")

@@ -10,12 +10,22 @@ use serde_json::json;
 use system_tests::admin::{Admin, Token};
 use system_tests::tenants::hostile_guest;
 
-use crate::harness::{Observed as _, Runner, get, request};
+use crate::harness::{InProcess, Observed as _, get, request};
 
-fn start(token: &Token, args: &[&str]) -> (Runner, Admin) {
+/// The problem document (RFC 9457) the API answers an error with.
+fn problem(token: &str, title: &str, status: StatusCode, detail: &str) -> serde_json::Value {
+    json!({
+        "type": format!("urn:runner:problem:{token}"),
+        "title": title,
+        "status": status.as_u16(),
+        "detail": detail,
+    })
+}
+
+fn start(token: &Token, args: &[&str]) -> (InProcess, Admin) {
     let mut all = vec!["--admin-token-file", token.path()];
     all.extend_from_slice(args);
-    let r = Runner::start(&all);
+    let r = InProcess::start(&all);
     let admin = Admin::new(r.admin, token);
     (r, admin)
 }
@@ -33,7 +43,7 @@ async fn upload_hostile(admin: &Admin) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_is_off_without_a_token() {
-    let r = Runner::start(&["--tenants", "1"]);
+    let r = InProcess::start(&["--tenants", "1"]);
     let res = get(r.admin, "/v1/tenants").await;
     assert_eq!(
         (res.status, res.text().as_str()),
@@ -71,9 +81,15 @@ async fn a_missing_or_wrong_token_gets_401_and_changes_nothing() {
             (res.status, res.json()),
             (
                 StatusCode::UNAUTHORIZED,
-                json!({ "error": "unauthorized: send the admin token as Authorization: Bearer <token>" })
+                problem(
+                    "unauthorized",
+                    "missing or wrong admin token",
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized: send the admin token as Authorization: Bearer <token>"
+                )
             )
         );
+        assert_eq!(res.header("content-type"), Some("application/problem+json"));
         assert_eq!(
             res.header("www-authenticate"),
             Some("Bearer realm=\"runner admin\"")
@@ -220,7 +236,12 @@ async fn deploy_update_and_remove_a_tenant() {
         (res.status, res.json()),
         (
             StatusCode::NOT_FOUND,
-            json!({ "error": "no tenant \"app\"" })
+            problem(
+                "not-found",
+                "no such tenant or component",
+                StatusCode::NOT_FOUND,
+                "no tenant \"app\""
+            )
         )
     );
     let res = admin.delete("/v1/tenants/app").await;
@@ -269,8 +290,13 @@ async fn bad_components_and_bad_limits_get_4xx_naming_the_problem() {
         (res.status, res.json()),
         (
             StatusCode::UNPROCESSABLE_ENTITY,
-            json!({ "error": "reading the component: not a WebAssembly binary (it does not \
-                start with \\0asm)" })
+            problem(
+                "cannot-run",
+                "the component or limits cannot run on this runner",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reading the component: not a WebAssembly binary (it does not \
+                start with \\0asm)"
+            )
         )
     );
     let res = admin.put_component(vec![0; 4097]).await;
@@ -278,7 +304,12 @@ async fn bad_components_and_bad_limits_get_4xx_naming_the_problem() {
         (res.status, res.json()),
         (
             StatusCode::PAYLOAD_TOO_LARGE,
-            json!({ "error": "the body is larger than the limit of 4096 bytes" })
+            problem(
+                "body-too-large",
+                "the request body is too large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is larger than the limit of 4096 bytes"
+            )
         )
     );
     // A component that imports what the runner does not give: the
@@ -288,7 +319,7 @@ async fn bad_components_and_bad_limits_get_4xx_naming_the_problem() {
     )"#;
     let res = admin.put_component(wat::parse_str(wat).unwrap()).await;
     assert_eq!(res.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let error = res.json()["error"].as_str().unwrap().to_string();
+    let error = res.json()["detail"].as_str().unwrap().to_string();
     assert!(
         error.starts_with(
             "the component imports one interface the runner does not provide: acme:cache/get@1.0.0"
@@ -340,7 +371,7 @@ async fn bad_components_and_bad_limits_get_4xx_naming_the_problem() {
         ),
     ] {
         let res = admin.put_tenant("bad", document.clone()).await;
-        let error = res.json()["error"].as_str().unwrap().to_string();
+        let error = res.json()["detail"].as_str().unwrap().to_string();
         assert_eq!(res.status, status, "{document}: {error}");
         assert!(error.starts_with(message), "{document}: {error}");
     }
@@ -365,7 +396,12 @@ async fn bad_components_and_bad_limits_get_4xx_naming_the_problem() {
         (res.status, res.json()),
         (
             StatusCode::METHOD_NOT_ALLOWED,
-            json!({ "error": "POST is not allowed on /v1/tenants" })
+            problem(
+                "method-not-allowed",
+                "method not allowed on this route",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST is not allowed on /v1/tenants"
+            )
         )
     );
     assert_eq!(r.metric("runner_tenants", "").await, 1.0);
@@ -414,7 +450,12 @@ async fn listing_pages_through_every_tenant_exactly_once() {
     let res = admin.get("/v1/tenants?limit=0").await;
     assert_eq!(
         res.json(),
-        json!({ "error": "limit must be a whole number from 1 to 1000, not \"0\"" })
+        problem(
+            "bad-request",
+            "the request cannot be read",
+            StatusCode::BAD_REQUEST,
+            "limit must be a whole number from 1 to 1000, not \"0\""
+        )
     );
 }
 
