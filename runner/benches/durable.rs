@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use runner::store::durable::Fsync;
 use runner::store::memory::Store;
+use runner::store::memory::journal::Fsync;
 use runner::store::{Namespace, Quotas};
 
 const RUN: Duration = Duration::from_secs(2);

@@ -30,9 +30,9 @@ use crate::ingress::server::ConnectionLimits;
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
 use crate::settings::{Auto, OptionalPath, Range, Setting as _, settings};
-use crate::store::durable::{DataDir, Fsync};
+use crate::store::location::Location;
 use crate::store::memory::Store;
-use crate::store::redis::Location;
+use crate::store::memory::journal::{DataDir, Fsync};
 use crate::tenant;
 
 /// An async multi-tenant WebAssembly component runner.

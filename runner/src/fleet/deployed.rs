@@ -372,7 +372,7 @@ mod tests {
 
     #[test]
     fn components_and_tenants_round_trip_and_damage_is_named() {
-        let root = crate::store::durable::scratch_dir();
+        let root = crate::store::memory::journal::scratch_dir();
         let deployed = Deployed::open(&root).unwrap();
         assert_eq!(deployed.load_tenants().unwrap(), SavedTenants::new());
         let digest = Digest::of(b"\0asm bytes");

@@ -6,8 +6,10 @@
 //!   are async, so a backend may wait on a disk or a network; the in-memory
 //!   one never does, and is called through the same seam without a boxed
 //!   future.
-//! - [`memory`]: the sharded in-memory backend, the default; with a
-//!   journal from [`durable`] (`--data-dir`), the durable backend.
+//! - [`memory`]: the sharded in-memory backend, the default; with its
+//!   journal on disk ([`memory::journal`], `--data-dir`), the durable
+//!   backend.
+//! - [`location`]: the `--store` setting: in this process, or in Redis.
 //! - [`redis`]: the Redis backend (`--store redis://...`), for several
 //!   runners sharing their tenants' data.
 //! - [`quota`]: the quotas, and the exact account of keys and bytes that a
@@ -25,7 +27,7 @@
 //! it.
 
 pub mod backend;
-pub mod durable;
+pub mod location;
 pub mod memory;
 pub mod quota;
 pub mod redis;

@@ -22,7 +22,9 @@
 //! write is queued to the journal under its shard lock and returns a
 //! [`Pending`] that the caller awaits before acknowledging it, and each
 //! namespace starts from what the journal saved, hash seed included; see
-//! [`super::durable`].
+//! [`journal`].
+
+pub mod journal;
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -40,8 +42,8 @@ use foldhash::SharedSeed;
 use foldhash::quality::SeedableRandomState;
 use parking_lot::{Mutex, RwLock};
 
+use self::journal::{Fsync, Journal, Pending, random_seed};
 use super::backend::{self, Delta, Page, PageLimits, Swap, Usage};
-use super::durable::{Fsync, Journal, Pending, random_seed};
 use super::quota::{Account, Quotas};
 use super::{DEFAULT_BUCKET, Error};
 
@@ -130,11 +132,7 @@ impl Store {
 impl Store {
     /// `tenant`'s namespace: on first use, empty, or with a journal, as the
     /// journal saved it.
-    pub(super) fn open_namespace(
-        &self,
-        tenant: &str,
-        quotas: &Quotas,
-    ) -> Result<Arc<Namespace>, Error> {
+    fn open_namespace(&self, tenant: &str, quotas: &Quotas) -> Result<Arc<Namespace>, Error> {
         let mut namespaces = self.namespaces.lock();
         if let Some(namespace) = namespaces.get(tenant) {
             namespace.account.set_quotas(quotas);
@@ -241,7 +239,7 @@ pub(super) struct Namespace {
 impl Namespace {
     /// The bucket `name`, created on first use; a creation is journaled,
     /// and the caller awaits the [`Pending`] before using the bucket.
-    pub(super) fn open(&self, name: &str) -> Result<(Arc<Bucket>, Pending), Error> {
+    fn open(&self, name: &str) -> Result<(Arc<Bucket>, Pending), Error> {
         if name == DEFAULT_BUCKET {
             return Ok((self.default.clone(), Pending::NONE));
         }
@@ -285,7 +283,7 @@ impl Namespace {
     /// Lays the journal's saved state into this fresh namespace. Saved data
     /// is kept whole even past quotas lowered since it was written; the
     /// account then shows the overage and refuses growth.
-    fn restore(&self, image: super::durable::Image) {
+    fn restore(&self, image: journal::Image) {
         let mut named = self.named.write();
         for name in &image.buckets {
             if !named.contains_key(name.as_str()) {
@@ -321,7 +319,7 @@ impl backend::NamespaceBackend for Namespace {
 }
 
 impl Namespace {
-    pub(super) fn usage(&self) -> Usage {
+    fn usage(&self) -> Usage {
         self.account.usage()
     }
 }
@@ -703,19 +701,19 @@ impl Bucket {
         }
     }
 
-    pub(super) fn get(&self, key: &str) -> Option<Bytes> {
+    fn get(&self, key: &str) -> Option<Bytes> {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
         shard.live(hash, key, &self.now()).map(|e| e.value.clone())
     }
 
-    pub(super) fn exists(&self, key: &str) -> bool {
+    fn exists(&self, key: &str) -> bool {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
         shard.live(hash, key, &self.now()).is_some()
     }
 
-    pub(super) fn set(&self, key: String, value: Bytes) -> Result<Pending, Error> {
+    fn set(&self, key: String, value: Bytes) -> Result<Pending, Error> {
         self.shared.expire_due(usize::MAX);
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
@@ -844,7 +842,7 @@ impl Bucket {
 
     /// Removes `key`; a missing key is no write, so nothing is journaled.
     /// An expired entry still held is removed all the same.
-    pub(super) fn delete(&self, key: &str) -> Result<Pending, Error> {
+    fn delete(&self, key: &str) -> Result<Pending, Error> {
         let hash = self.hash(key);
         let mut shard = self.shard(hash).write();
         if shard.slots.get(&hash).and_then(|s| s.find(key)).is_none() {
@@ -859,7 +857,7 @@ impl Bucket {
 
     /// Reads, adds and writes under one shard lock, so it is atomic with
     /// every other write of the key. The sum does not expire.
-    pub(super) fn increment(&self, key: String, delta: Delta) -> Result<(i128, Pending), Error> {
+    fn increment(&self, key: String, delta: Delta) -> Result<(i128, Pending), Error> {
         self.shared.expire_due(usize::MAX);
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
@@ -877,7 +875,7 @@ impl Bucket {
 
     /// Compares and sets under one shard lock, so no write of the key can
     /// come between.
-    pub(super) fn compare_and_swap(
+    fn compare_and_swap(
         &self,
         key: String,
         expected: Option<Bytes>,
@@ -897,7 +895,7 @@ impl Bucket {
     /// `wasmcloud:keyvalue`'s set: with an expiry, and only if absent when
     /// asked. The durable backend keeps no expiry in its journal, so it
     /// refuses one rather than lose it at a restart.
-    pub(super) fn set_with(
+    fn set_with(
         &self,
         key: String,
         value: Bytes,
@@ -925,7 +923,7 @@ impl Bucket {
         Ok((true, pending))
     }
 
-    pub(super) fn current(&self, key: &str) -> Option<backend::Versioned> {
+    fn current(&self, key: &str) -> Option<backend::Versioned> {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
         shard
@@ -941,7 +939,7 @@ impl Bucket {
     }
 
     /// A versioned compare-and-swap, under one shard lock.
-    pub(super) fn swap(
+    fn swap(
         &self,
         key: String,
         value: Bytes,
@@ -969,7 +967,7 @@ impl Bucket {
     /// at `limits`: each shard's index is read from the first such key, so
     /// a page costs its own keys (times the shard count), whatever else the
     /// bucket holds.
-    pub(super) fn list_prefix(
+    fn list_prefix(
         &self,
         prefix: &str,
         after: Option<&str>,
@@ -1013,7 +1011,7 @@ impl Bucket {
 
     /// The page of keys after `cursor` (from the start when `None`). A
     /// slot of colliding keys travels whole, so it may pass the limits.
-    pub(super) fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Page {
+    fn list_keys(&self, cursor: Option<u64>, limits: PageLimits) -> Page {
         let mut page = Page {
             keys: Vec::new(),
             cursor: None,

@@ -2,7 +2,7 @@
 //! by fjall, an LSM-tree storage engine.
 //!
 //! Reads never come here. The durable backend is the in-memory store
-//! ([`super::memory`]) with a [`Journal`]: memory serves every read, so
+//! ([`super`]) with a [`Journal`]: memory serves every read, so
 //! reads cost what they cost without a data directory, and the journal
 //! holds the latest value of every key, from which a tenant's namespace is
 //! loaded when it is first opened after a start.
@@ -52,8 +52,8 @@ use bytes::Bytes;
 use fjall::{KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Condvar, Mutex};
 
-use super::Error;
 use crate::metrics::names as metrics;
+use crate::store::Error;
 
 /// The data directory's format; a directory written in another one is
 /// refused at start-up rather than misread.
@@ -848,7 +848,7 @@ mod tests {
         let named = ns.open("named").await.unwrap();
         assert_eq!(walk(&named).await, vec!["a".to_string()]);
         // kept=v2, n=43, a=1: 3 keys of 6, 3 and 2 bytes.
-        assert_eq!(ns.usage(), super::super::Usage { keys: 3, bytes: 11 });
+        assert_eq!(ns.usage(), crate::store::Usage { keys: 3, bytes: 11 });
         // "named" and "empty" were created before: the bucket quota is full.
         match ns.open("third").await {
             Err(Error::Quota {

@@ -39,342 +39,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use ::redis::cluster::ClusterClientBuilder;
-use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Cmd, RedisFuture, Script, Value};
+use ::redis::{Cmd, Script, Value};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::backend::{self, Delta, Page, PageLimits, Swap, Usage};
-use super::quota::{Quota, Quotas};
-use super::{DEFAULT_BUCKET, Error};
+mod connection;
 
-/// A connection to Redis or to a Redis Cluster, multiplexed: clones share
-/// it, and requests from many tasks are pipelined on it.
-#[derive(Clone)]
-pub enum Connection {
-    /// This clone's manager, its generation, and where the latest is.
-    Single(ConnectionManager, u64, Arc<Renewal>),
-    Cluster(ClusterConnection),
-}
-
-/// The latest connection manager to a single node, replaced when the node
-/// turns out to be a replica: after a failover behind one DNS name, the
-/// old primary may stay up as a replica, and a kept connection to it would
-/// answer READONLY to every write for as long as it lives. redis-rs
-/// reconnects on a broken connection only, so the backend renews it.
-pub struct Renewal {
-    client: ::redis::Client,
-    config: ConnectionManagerConfig,
-    latest: parking_lot::RwLock<(u64, ConnectionManager)>,
-}
-
-impl fmt::Debug for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Connection::Single(..) => "Connection::Single",
-            Connection::Cluster(_) => "Connection::Cluster",
-        })
-    }
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Single(c, ..) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a ::redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Single(c, ..) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(c, ..) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-impl Connection {
-    /// Connects to `urls`: one URL is one Redis (`redis://`, or
-    /// `rediss://` for TLS), unless `cluster`; several are seed nodes of one
-    /// Cluster. Each attempt to connect and each reply is bounded by
-    /// `timeout`. A single node is connected on first use, so nothing is
-    /// sent yet.
-    pub async fn open(urls: &[String], cluster: bool, timeout: Duration) -> Result<Self, Error> {
-        let unavailable = |e: ::redis::RedisError| Error::Unavailable(format!("redis: {e}"));
-        match urls {
-            [url] if !cluster => {
-                let client = client(url, timeout).map_err(unavailable)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
-                    // Retries happen within a call's time; past it the call
-                    // fails and the next one tries again.
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(20))
-                    .set_max_delay(Duration::from_millis(500));
-                let manager =
-                    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-                        .map_err(unavailable)?;
-                let renewal = Renewal {
-                    client,
-                    config,
-                    latest: parking_lot::RwLock::new((0, manager.clone())),
-                };
-                Ok(Connection::Single(manager, 0, Arc::new(renewal)))
-            }
-            seeds => {
-                let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
-                    .tcp_settings(tcp_settings(timeout))
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    .retries(2)
-                    .build()
-                    .map_err(unavailable)?;
-                let connection = within(timeout, client.get_async_connection()).await?;
-                Ok(Connection::Cluster(connection))
-            }
-        }
-    }
-
-    /// The connection to send a call on: the latest one.
-    pub fn current(&self) -> Self {
-        match self {
-            Connection::Single(_, _, renewal) => {
-                let (generation, manager) = renewal.latest.read().clone();
-                Connection::Single(manager, generation, renewal.clone())
-            }
-            Connection::Cluster(_) => self.clone(),
-        }
-    }
-
-    /// After `error` on this connection: a READONLY answer means the node
-    /// it reaches is a replica now, so the next call gets a new connection
-    /// (to whatever the URL's name resolves to then), once for all the
-    /// calls that failed on this one.
-    pub fn renew_after(&self, error: &::redis::RedisError) {
-        let Connection::Single(_, generation, renewal) = self else {
-            return;
-        };
-        if error.kind() != ::redis::ErrorKind::Server(::redis::ServerErrorKind::ReadOnly) {
-            return;
-        }
-        let mut latest = renewal.latest.write();
-        if latest.0 != *generation {
-            return;
-        }
-        match ConnectionManager::new_lazy_with_config(
-            renewal.client.clone(),
-            renewal.config.clone(),
-        ) {
-            Ok(manager) => {
-                tracing::warn!("Redis answered READONLY: reconnecting, in case it failed over");
-                *latest = (generation + 1, manager);
-            }
-            Err(e) => tracing::error!("reconnecting to Redis after READONLY: {e}"),
-        }
-    }
-
-    /// Runs `call`'s outcome through [`Connection::renew_after`] and the
-    /// error mapping of [`within`].
-    fn settle<T>(
-        &self,
-        timeout: Duration,
-        outcome: Result<::redis::RedisResult<T>, tokio::time::error::Elapsed>,
-    ) -> Result<T, Error> {
-        if let Ok(Err(e)) = &outcome {
-            self.renew_after(e);
-        }
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(Error::Unavailable(format!("redis: {e}"))),
-            Err(_) => Err(timed_out(timeout)),
-        }
-    }
-}
-
-/// How every connection to Redis is set up: no Nagle delay on small
-/// commands, and a dead peer detected by the kernel (keepalive probes on an
-/// idle connection, a bound on unacknowledged data on a busy one), so the
-/// connection errors and is replaced instead of timing calls out for as
-/// long as TCP would retransmit.
-fn tcp_settings(timeout: Duration) -> ::redis::io::tcp::TcpSettings {
-    use ::redis::io::tcp::socket2::TcpKeepalive;
-    let settings = ::redis::io::tcp::TcpSettings::default()
-        .set_nodelay(true)
-        .set_keepalive(
-            TcpKeepalive::new()
-                .with_time(Duration::from_secs(5))
-                .with_interval(Duration::from_secs(1))
-                .with_retries(3),
-        );
-    #[cfg(target_os = "linux")]
-    let settings = settings.set_user_timeout((timeout * 4).max(Duration::from_secs(1)));
-    settings
-}
-
-/// A client for one node, its connections set up as [`tcp_settings`] says.
-pub fn client(url: &str, timeout: Duration) -> ::redis::RedisResult<::redis::Client> {
-    use ::redis::IntoConnectionInfo as _;
-    let info = url
-        .into_connection_info()?
-        .set_tcp_settings(tcp_settings(timeout));
-    ::redis::Client::open(info)
-}
-
-/// Where key-value data lives (`--store`): in this process, or in Redis.
-#[derive(Clone, PartialEq, Eq, PartialOrd)]
-pub enum Location {
-    Memory,
-    /// One Redis, or with `cluster` a Redis Cluster reached through these
-    /// seed nodes (their URLs as redis-rs reads them).
-    Redis {
-        urls: Vec<String>,
-        cluster: bool,
-    },
-    /// A value that is neither, and why, its password already hidden: the
-    /// configuration refuses it ([`Location::check`]). Parsing never fails
-    /// itself, since the command-line parser would echo the value whole.
-    Invalid(String),
-}
-
-/// The scheme suffix that makes one URL a Cluster's seed.
-const CLUSTER: &str = "+cluster://";
-
-impl Location {
-    /// As written on the command line, any password replaced by `***`, for
-    /// logs and messages.
-    pub fn redacted(&self) -> String {
-        match self {
-            Location::Memory => "memory".into(),
-            Location::Redis { urls, cluster } => {
-                let shown: Vec<String> = urls.iter().map(|u| redact(u)).collect();
-                match shown.as_slice() {
-                    [one] if *cluster => one.replacen("://", CLUSTER, 1),
-                    _ => shown.join(","),
-                }
-            }
-            Location::Invalid(_) => "invalid".into(),
-        }
-    }
-
-    /// Refuses a value that names no store.
-    pub fn check(&self) -> Result<(), String> {
-        match self {
-            Location::Invalid(why) => Err(why.clone()),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// `url` with the password of its user part, if any, hidden.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    // The user part ends at the last `@` before any query or fragment: a
-    // password may hold a `/`.
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at]
-                .split_once(':')
-                .map_or(&rest[..at], |(user, _)| user);
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        None => url.to_string(),
-    }
-}
-
-// Debug shows what `redacted` does: a config printed in a log or a panic
-// never carries the password.
-impl fmt::Debug for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl crate::settings::Setting for Location {
-    fn parse_flag(text: &str) -> Result<Self, String> {
-        Ok(Self::parse(text).unwrap_or_else(Location::Invalid))
-    }
-
-    fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        crate::settings::from_toml_string(value, "memory or a redis:// URL")
-    }
-
-    fn show(&self) -> String {
-        self.redacted()
-    }
-
-    fn is_zero(&self) -> bool {
-        false
-    }
-}
-
-impl Location {
-    fn parse(text: &str) -> Result<Self, String> {
-        if text == "memory" {
-            return Ok(Location::Memory);
-        }
-        let mut cluster = false;
-        let mut urls: Vec<String> = Vec::new();
-        for url in text.split(',').map(str::trim) {
-            let url = match url.split_once(CLUSTER) {
-                Some((scheme @ ("redis" | "rediss"), rest)) => {
-                    cluster = true;
-                    format!("{scheme}://{rest}")
-                }
-                _ => url.to_string(),
-            };
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(format!(
-                    "{:?} is neither memory nor a redis://, rediss:// or redis+cluster:// URL",
-                    redact(&url)
-                ));
-            }
-            ::redis::Client::open(url.as_str())
-                .map_err(|e| format!("{:?} is not a Redis URL: {e}", redact(&url)))?;
-            urls.push(url);
-        }
-        cluster |= urls.len() > 1;
-        Ok(Location::Redis { urls, cluster })
-    }
-}
-
-/// Awaits a Redis call for at most `timeout`; a failure or a timeout is
-/// `store-unavailable`.
-async fn within<T>(
-    timeout: Duration,
-    call: impl Future<Output = ::redis::RedisResult<T>>,
-) -> Result<T, Error> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(Error::Unavailable(format!("redis: {e}"))),
-        Err(_) => Err(timed_out(timeout)),
-    }
-}
-
-fn timed_out(timeout: Duration) -> Error {
-    Error::Unavailable(format!(
-        "redis did not answer within {}",
-        humantime::format_duration(timeout)
-    ))
-}
+pub use self::connection::{Connection, Renewal, client};
+pub use super::location::Location;
+use crate::store::backend::{self, Delta, Page, PageLimits, Swap, Usage};
+use crate::store::quota::{Quota, Quotas};
+use crate::store::{DEFAULT_BUCKET, Error};
 
 /// The Redis backend; one per process, shared by every tenant.
 pub struct Store {
@@ -937,133 +613,25 @@ fn unexpected(reply: &[Value]) -> Error {
 /// is absent), `equal` (only where it holds ARGV[2]). Quotas ARGV[3] keys,
 /// ARGV[4] bytes; ARGV[5] the bucket's name. Stops at the first pair a
 /// quota or a condition refuses; the pairs before stay put and counted.
-static PUT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local usage, buckets, index = KEYS[1], KEYS[2], KEYS[3]
-local mode, expected = ARGV[1], ARGV[2]
-local max_keys, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4])
-local held = redis.call('HMGET', usage, 'k', 'b')
-local keys, bytes = tonumber(held[1] or 0), tonumber(held[2] or 0)
-local function finish(reply)
-  redis.call('HSET', usage, 'k', string.format('%d', keys), 'b', string.format('%d', bytes))
-  return reply
-end
-redis.call('SADD', buckets, ARGV[5])
-for i = 4, #KEYS do
-  local data, key, value = KEYS[i], ARGV[2 * i - 2], ARGV[2 * i - 1]
-  local new_key, grow
-  if mode == 'set' then
-    if redis.call('EXISTS', data) == 1 then
-      new_key, grow = 0, #value - redis.call('STRLEN', data)
-    else
-      new_key, grow = 1, #key + #value
-    end
-  else
-    local old = redis.call('GET', data)
-    if (mode == 'absent' and old) or (mode == 'equal' and old ~= expected) then
-      return finish({'changed', old})
-    end
-    if old then new_key, grow = 0, #value - #old else new_key, grow = 1, #key + #value end
-  end
-  if new_key == 1 and keys + 1 > max_keys then return finish({'keys', keys}) end
-  if grow > 0 and bytes + grow > max_bytes then return finish({'bytes', bytes, grow}) end
-  redis.call('SET', data, value)
-  if new_key == 1 then
-    redis.call('ZADD', index, redis.call('HINCRBY', usage, 's', 1), key)
-    keys = keys + 1
-  end
-  bytes = bytes + grow
-end
-return finish({'ok', keys, bytes})
-"#,
-    )
-});
+static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
 
 /// Adds ARGV[1] (an i64) to the decimal under KEYS[4] with INCRBY, when the
 /// stored value is one INCRBY reads as `Delta::parse` does (canonical, at
 /// most 18 digits, not negative for a u64), under the quotas in ARGV[3]
 /// and ARGV[4]; answers `slow` where it cannot, for the caller's
 /// compare-and-swap loop. ARGV[5] the bucket, ARGV[6] the key.
-static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local usage, buckets, index, data = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local old = redis.call('GET', data)
-if old then
-  if #old > 18 or not (old == '0' or string.match(old, '^%-?[1-9]%d*$')) then return {'slow'} end
-  if ARGV[2] == 'u64' and string.sub(old, 1, 1) == '-' then return {'slow'} end
-end
-local sum = redis.pcall('INCRBY', data, ARGV[1])
-if type(sum) == 'table' and sum.err then return {'slow'} end
-local now = redis.call('GET', data)
-local held = redis.call('HMGET', usage, 'k', 'b')
-local keys, bytes = tonumber(held[1] or 0), tonumber(held[2] or 0)
-local new_key, grow = 0, 0
-if old then grow = #now - #old else new_key, grow = 1, #ARGV[6] + #now end
-local refused
-if new_key == 1 and keys + 1 > tonumber(ARGV[3]) then
-  refused = {'keys', keys}
-elseif grow > 0 and bytes + grow > tonumber(ARGV[4]) then
-  refused = {'bytes', bytes, grow}
-end
-if refused then
-  if old then redis.call('SET', data, old) else redis.call('DEL', data) end
-  return refused
-end
-redis.call('SADD', buckets, ARGV[5])
-if new_key == 1 then
-  redis.call('ZADD', index, redis.call('HINCRBY', usage, 's', 1), ARGV[6])
-end
-keys, bytes = keys + new_key, bytes + grow
-redis.call('HSET', usage, 'k', string.format('%d', keys), 'b', string.format('%d', bytes))
-return {'ok', keys, bytes, now}
-"#,
-    )
-});
+static INCREMENT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("increment.lua")));
 
 /// Deletes each key (KEYS[3..], ARGV the keys themselves) of one bucket
 /// (index KEYS[2]) and gives back what they held; answers the tenant's
 /// keys and bytes after.
-static DELETE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local usage, index = KEYS[1], KEYS[2]
-local keys_freed, bytes_freed = 0, 0
-for i = 3, #KEYS do
-  local data = KEYS[i]
-  if redis.call('EXISTS', data) == 1 then
-    local key = ARGV[i - 2]
-    bytes_freed = bytes_freed + #key + redis.call('STRLEN', data)
-    keys_freed = keys_freed + 1
-    redis.call('DEL', data)
-    redis.call('ZREM', index, key)
-  end
-end
-if keys_freed > 0 then
-  redis.call('HINCRBY', usage, 'k', string.format('%d', -keys_freed))
-  redis.call('HINCRBY', usage, 'b', string.format('%d', -bytes_freed))
-end
-local held = redis.call('HMGET', usage, 'k', 'b')
-return {tonumber(held[1] or 0), tonumber(held[2] or 0)}
-"#,
-    )
-});
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("delete.lua")));
 
 /// Adds bucket ARGV[1] to the tenant's set KEYS[1] unless the tenant has
 /// ARGV[3] named buckets (all but ARGV[2], the default) already: 1 added,
 /// 0 there already, -1 refused.
-static OPEN_BUCKET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return 0 end
-local named = redis.call('SCARD', KEYS[1]) - redis.call('SISMEMBER', KEYS[1], ARGV[2])
-if named >= tonumber(ARGV[3]) then return -1 end
-redis.call('SADD', KEYS[1], ARGV[1])
-return 1
-"#,
-    )
-});
+static OPEN_BUCKET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("open_bucket.lua")));
 
 /// Keys one purge step deletes.
 const PURGE_STEP: usize = 1000;
@@ -1074,33 +642,7 @@ const PURGE_STEP: usize = 1000;
 /// is left the set and the usage KEYS[1]. Answers 1 when done, 0 when
 /// there is more. ARGV[1] is the tenant's tag, from which the script names
 /// the bucket keys as `Names` does.
-static PURGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local tag, budget = ARGV[1], tonumber(ARGV[2])
-for _, bucket in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local head = #bucket .. ':' .. bucket
-  local index = tag .. 'i' .. head
-  local members = redis.call('ZRANGE', index, 0, budget - 1)
-  if #members > 0 then
-    local batch = {}
-    for j = 1, #members do
-      batch[j] = tag .. 'd' .. head .. members[j]
-    end
-    redis.call('DEL', unpack(batch))
-    redis.call('ZREM', index, unpack(members))
-    budget = budget - #members
-  end
-  if redis.call('EXISTS', index) == 0 then
-    redis.call('SREM', KEYS[2], bucket)
-  end
-  if budget <= 0 then return 0 end
-end
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
-"#,
-    )
-});
+static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("purge.lua")));
 
 #[cfg(test)]
 mod tests {
