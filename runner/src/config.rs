@@ -30,7 +30,7 @@ use crate::ingress::server::ConnectionLimits;
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
 use crate::settings::{Auto, OptionalPath, Range, Setting as _, settings};
-use crate::store::location::Location;
+use crate::store::location::{Location, StoreConfig};
 use crate::store::memory::Store;
 use crate::store::memory::journal::{DataDir, Fsync};
 use crate::tenant;
@@ -258,6 +258,8 @@ pub struct Config {
     /// deployment) leaves out: flags over the file's `[defaults]`.
     pub defaults: Limits,
     pub admin: AdminApi,
+    /// The store the runner opens, decided from the server settings.
+    pub store: StoreConfig,
     pub tenants: Vec<TenantConfig>,
 }
 
@@ -415,17 +417,8 @@ fn read_file(path: &Path) -> anyhow::Result<File> {
 fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
     let server = &cli.server;
     server.validate("")?;
-    server
-        .store
-        .check()
+    let store = StoreConfig::decide(&server.store, &server.data_dir, server.fsync)
         .map_err(|why| anyhow::anyhow!("store: {why}"))?;
-    if server.store != Location::Memory && server.data_dir.0.is_some() {
-        bail!(
-            "data-dir keeps the in-memory store on this machine's disk, and store {} keeps data \
-             in Redis: give one or the other",
-            server.store.redacted()
-        );
-    }
     let defaults = &cli.limits;
     let mut tenants = Vec::new();
     let default_component = match &cli.component {
@@ -506,6 +499,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
     }
     Ok(Config {
         engine: engine_config(server, max_memory),
+        store,
         http: HttpLimits {
             max_in_flight: server.max_in_flight.or_else(|| server.pool_size as usize),
             max_request_body: server.max_request_body.as_u64(),

@@ -178,8 +178,8 @@ impl Runner {
         fleet.apply(&config.tenants, &[], Source::Startup).await?;
         let restored = fleet.restore(&config.tenants).await?;
         if restored > 0 {
-            let from = match &config.server.store {
-                store::redis::Location::Redis { .. } => "the fleet's Redis",
+            let from = match &config.store {
+                store::location::StoreConfig::Redis { .. } => "the fleet's Redis",
                 _ => "the data directory",
             };
             tracing::info!(
@@ -269,12 +269,12 @@ async fn open_store(
     config: &Config,
     recorder: &Recorder,
 ) -> anyhow::Result<(Arc<dyn store::Backend>, Option<deployed::Keeper>)> {
-    use store::redis::{Connection, Location, PREFIX};
-    let server = &config.server;
-    Ok(match (&server.store, &server.data_dir.0) {
-        (Location::Redis { urls, cluster }, _) => {
-            let reaching = || format!("reaching the store at {}", server.store.redacted());
-            let timeout = server.store_timeout;
+    use store::location::StoreConfig;
+    use store::redis::{Connection, PREFIX};
+    let timeout = config.server.store_timeout;
+    Ok(match &config.store {
+        StoreConfig::Redis { urls, cluster } => {
+            let reaching = || format!("reaching the store at {}", config.store.describe());
             let connection = Connection::open(urls, *cluster, timeout)
                 .await
                 .with_context(reaching)?;
@@ -283,13 +283,12 @@ async fn open_store(
             let shared = deployed::Shared::new(connection, urls, PREFIX, timeout);
             (Arc::new(redis), Some(deployed::Keeper::Redis(shared)))
         }
-        (Location::Memory, Some(dir)) => {
-            let durable = recorder
-                .scope(|| store::memory::Store::durable(config.shards, dir, server.fsync))?;
+        StoreConfig::Durable { dir, fsync } => {
+            let durable =
+                recorder.scope(|| store::memory::Store::durable(config.shards, dir, *fsync))?;
             let kept = deployed::Deployed::open(dir)?;
             (Arc::new(durable), Some(deployed::Keeper::Files(kept)))
         }
-        (Location::Memory, None) => (Arc::new(store::memory::Store::new(config.shards)), None),
-        (Location::Invalid(why), _) => anyhow::bail!("store: {why}"),
+        StoreConfig::Memory => (Arc::new(store::memory::Store::new(config.shards)), None),
     })
 }

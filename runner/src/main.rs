@@ -70,14 +70,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let tenants = config.tenants.len();
     let warnings = config.warnings();
-    let store = match &config.server.data_dir.0 {
-        Some(dir) => format!(
-            "{} (fsync {})",
-            dir.display(),
-            runner::settings::Setting::show(&config.server.fsync)
-        ),
-        None => config.server.store.redacted(),
-    };
+    let store = config.store.describe();
     let runner = Runner::build(config).await?;
     runner.count_log_drops(log_drops);
     // Said once the tenants loaded, so a start-up error stays the first line.

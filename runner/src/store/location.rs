@@ -1,6 +1,70 @@
 //! Where key-value data lives (`--store`): in this process, or in Redis.
 
 use std::fmt;
+use std::path::PathBuf;
+
+use super::memory::journal::{DataDir, Fsync};
+
+/// The store a runner opens, decided once from `--store`, `--data-dir` and
+/// `--fsync`, when the configuration is validated: the runner opens what
+/// this says and the start-up log names it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In this process only: gone at exit.
+    Memory,
+    /// In this process, every write journaled to a data directory.
+    Durable { dir: PathBuf, fsync: Fsync },
+    /// In a Redis, or a Redis Cluster through these seeds, that several
+    /// runners share.
+    Redis { urls: Vec<String>, cluster: bool },
+}
+
+impl StoreConfig {
+    /// The store the settings name, or why they name none.
+    pub fn decide(location: &Location, data_dir: &DataDir, fsync: Fsync) -> Result<Self, String> {
+        match (location, &data_dir.0) {
+            (Location::Invalid(why), _) => Err(why.clone()),
+            (Location::Memory, None) => Ok(StoreConfig::Memory),
+            (Location::Memory, Some(dir)) => Ok(StoreConfig::Durable {
+                dir: dir.clone(),
+                fsync,
+            }),
+            (Location::Redis { .. }, Some(_)) => Err(format!(
+                "data-dir keeps the in-memory store on this machine's disk, and store {} keeps \
+                 data in Redis: give one or the other",
+                location.redacted()
+            )),
+            (Location::Redis { urls, cluster }, None) => Ok(StoreConfig::Redis {
+                urls: urls.clone(),
+                cluster: *cluster,
+            }),
+        }
+    }
+
+    /// The store as the start-up log names it, any password hidden.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Memory => "memory".into(),
+            StoreConfig::Durable { dir, fsync } => format!(
+                "{} (fsync {})",
+                dir.display(),
+                crate::settings::Setting::show(fsync)
+            ),
+            StoreConfig::Redis { urls, cluster } => Location::Redis {
+                urls: urls.clone(),
+                cluster: *cluster,
+            }
+            .redacted(),
+        }
+    }
+}
+
+// Debug shows what `describe` does, so no password reaches a log.
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
 
 /// Where key-value data lives (`--store`): in this process, or in Redis.
 #[derive(Clone, PartialEq, Eq, PartialOrd)]
@@ -13,7 +77,7 @@ pub enum Location {
         cluster: bool,
     },
     /// A value that is neither, and why, its password already hidden: the
-    /// configuration refuses it ([`Location::check`]). Parsing never fails
+    /// configuration refuses it ([`StoreConfig::decide`]). Parsing never fails
     /// itself, since the command-line parser would echo the value whole.
     Invalid(String),
 }
@@ -35,14 +99,6 @@ impl Location {
                 }
             }
             Location::Invalid(_) => "invalid".into(),
-        }
-    }
-
-    /// Refuses a value that names no store.
-    pub fn check(&self) -> Result<(), String> {
-        match self {
-            Location::Invalid(why) => Err(why.clone()),
-            _ => Ok(()),
         }
     }
 }
@@ -119,5 +175,45 @@ impl Location {
         }
         cluster |= urls.len() > 1;
         Ok(Location::Redis { urls, cluster })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_decided_once_and_shown_without_its_password() {
+        let (none, dir) = (DataDir(None), DataDir(Some("/data".into())));
+        assert_eq!(
+            StoreConfig::decide(&Location::Memory, &none, Fsync::Always),
+            Ok(StoreConfig::Memory)
+        );
+        let durable = StoreConfig::decide(&Location::Memory, &dir, Fsync::Always).unwrap();
+        assert_eq!(
+            durable,
+            StoreConfig::Durable {
+                dir: "/data".into(),
+                fsync: Fsync::Always
+            }
+        );
+        assert_eq!(durable.describe(), "/data (fsync always)");
+        let redis = Location::parse("redis://:secret@cache:6379").unwrap();
+        let shared = StoreConfig::decide(&redis, &none, Fsync::Always).unwrap();
+        assert_eq!(shared.describe(), "redis://:***@cache:6379");
+        assert_eq!(format!("{shared:?}"), "redis://:***@cache:6379");
+        assert_eq!(
+            StoreConfig::decide(&redis, &dir, Fsync::Always),
+            Err(
+                "data-dir keeps the in-memory store on this machine's disk, and store \
+                 redis://:***@cache:6379 keeps data in Redis: give one or the other"
+                    .into()
+            )
+        );
+        let invalid = Location::Invalid("\"x\" is neither".into());
+        assert_eq!(
+            StoreConfig::decide(&invalid, &none, Fsync::Always),
+            Err("\"x\" is neither".into())
+        );
     }
 }
