@@ -35,7 +35,15 @@ pub struct TenantCommand {
 
     /// File holding the admin token; or pass the token itself in
     /// RUNNER_ADMIN_TOKEN.
-    #[arg(long, env = "RUNNER_ADMIN_TOKEN_FILE", global = true)]
+    // An id of its own: the server's `admin_token_file` setting (a path or
+    // "none") has the same name, and clap hands a parent's value of a
+    // same-named argument down to a subcommand, where it has another type.
+    #[arg(
+        id = "client_admin_token_file",
+        long = "admin-token-file",
+        env = "RUNNER_ADMIN_TOKEN_FILE",
+        global = true
+    )]
     pub admin_token_file: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -29,6 +29,24 @@ fn client(r: &Runner, token: &Token, args: &[&str]) -> Output {
         .expect("running runner tenant")
 }
 
+/// `runner tenant list` against `r` with only `env` set of the RUNNER_
+/// variables, and `args` after it.
+fn list_with(r: &Runner, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(binary("runner"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RUNNER_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(["tenant", "list"])
+        .args(args)
+        .env("RUNNER_ADMIN", format!("http://{}", r.admin))
+        .envs(env.iter().copied())
+        .output()
+        .expect("running runner tenant list")
+}
+
 /// Its stdout, after checking it succeeded.
 #[track_caller]
 fn ok(output: Output) -> String {
@@ -43,6 +61,36 @@ fn ok(output: Output) -> String {
 
 fn hostile() -> String {
     hostile_guest().to_str().expect("UTF-8 path").to_string()
+}
+
+/// The token from the variable itself, from a file named by the variable or
+/// by the flag: each lists the tenant; none gives the error that says how,
+/// not a panic.
+#[test]
+fn the_client_takes_its_token_from_each_source() {
+    let token = Token::new();
+    let r = Runner::start(&["--tenants", "1", "--admin-token-file", token.path()]);
+    let listed = ok(list_with(&r, &[("RUNNER_ADMIN_TOKEN", &token.value)], &[]));
+    let digest = listed
+        .strip_prefix("t0\tsha256:")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .unwrap_or_else(|| panic!("one line for t0, not {listed:?}"));
+    assert!(
+        digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{listed:?}"
+    );
+    for (env, args) in [
+        (vec![("RUNNER_ADMIN_TOKEN_FILE", token.path())], vec![]),
+        (vec![], vec!["--admin-token-file", token.path()]),
+    ] {
+        assert_eq!(ok(list_with(&r, &env, &args)), listed, "{env:?} {args:?}");
+    }
+    let none = list_with(&r, &[], &[]);
+    assert_eq!(none.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&none.stderr).trim(),
+        "error: no admin token: pass --admin-token-file or set RUNNER_ADMIN_TOKEN"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
