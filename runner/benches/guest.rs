@@ -10,7 +10,7 @@
 //! engine (`Runtime::new` with `EngineConfig::default()`: pooling allocator,
 //! fuel, 1 ms epochs, 2 MiB kept resident), the embedded default guest, the
 //! default limits and a real Prometheus registry. Requests go through
-//! `Runtime::call`, the same call the ingress makes after admission, on a
+//! `call::run`, the same call the ingress makes after admission, on a
 //! single-threaded tokio runtime; the response body is read to its end.
 //!
 //! What each figure is:
@@ -132,7 +132,7 @@ impl Bench {
         tenant_on(&self.store, &self.recorder, loaded, name, limits)
     }
 
-    /// One request through `Runtime::call`, its body read to the end.
+    /// One request through `call::run`, its body read to the end.
     async fn request(
         &self,
         tenant: &Arc<Tenant>,

@@ -247,7 +247,7 @@ where
 }
 
 /// Runs one request of `tenant` in one of its WASIp3 instances that
-/// serve several requests at once ([`crate::concurrent`]), making a new
+/// serve several requests at once ([`shared`]), making a new
 /// one when none has room. `admission` is held until the response head.
 async fn call_shared<B>(
     runtime: &Runtime,

@@ -220,6 +220,11 @@ impl Fleet {
         self.len() == 0
     }
 
+    /// Whether the key-value store answers now, or why not.
+    pub async fn store_ready(&self) -> Result<(), store::Error> {
+        self.backend.ready().await
+    }
+
     /// Every tenant now, in no order.
     pub fn all(&self) -> Vec<Arc<Tenant>> {
         self.tenants.read().values().cloned().collect()

@@ -40,14 +40,14 @@ impl Admin {
             async move {
                 match &this.api {
                     Some(api) if is_api(req.uri().path()) => api.handle(&this.fleet, req).await,
-                    _ => this.route(&req),
+                    _ => this.route(&req).await,
                 }
             }
         };
         server::serve(listener, limits, None, handler, shutdown, Duration::ZERO).await;
     }
 
-    fn route(&self, req: &Request<Incoming>) -> Response<OutBody> {
+    async fn route(&self, req: &Request<Incoming>) -> Response<OutBody> {
         match req.uri().path() {
             "/metrics" => {
                 let tenants = self.fleet.all();
@@ -67,8 +67,7 @@ impl Admin {
                 response
             }
             "/healthz" => text(StatusCode::OK, "ok".into()),
-            "/readyz" if self.ready.load(Ordering::Relaxed) => text(StatusCode::OK, "ready".into()),
-            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready".into()),
+            "/readyz" => self.readiness().await,
             _ if self.api.is_none() && is_api(req.uri().path()) => text(
                 StatusCode::NOT_FOUND,
                 "not found: the admin API is off; start the runner with an admin token \
@@ -78,6 +77,27 @@ impl Admin {
             _ => text(
                 StatusCode::NOT_FOUND,
                 "not found: try /metrics, /healthz or /readyz".into(),
+            ),
+        }
+    }
+}
+
+impl Admin {
+    /// `/readyz`: 200 while the runner takes requests and its store
+    /// answers; 503 with why not while it shuts down or the store (a Redis
+    /// it shares) cannot be reached, and 200 again once it can.
+    async fn readiness(&self) -> Response<OutBody> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: shutting down".into(),
+            );
+        }
+        match self.fleet.store_ready().await {
+            Ok(()) => text(StatusCode::OK, "ready".into()),
+            Err(e) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: the store cannot be reached: {e}"),
             ),
         }
     }

@@ -36,6 +36,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// durable; its next namespace starts empty.
     async fn purge(&self, tenant: &str) -> Result<(), Error>;
 
+    /// Whether the store answers now, or why not: `/readyz` asks. A
+    /// backend in this process always does.
+    async fn ready(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Drops what this process keeps about `tenant`'s data besides the
     /// data (cached usage, buckets known to exist), because another process
     /// sharing the store removed the tenant and may purge it. A backend

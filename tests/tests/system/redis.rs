@@ -162,6 +162,11 @@ async fn redis_stopped_mid_load_costs_store_calls_only_and_service_recovers() {
         "200ms",
     ]);
     assert_eq!(put(&r, "/t/t0/kv/k", b"v").await, StatusCode::NO_CONTENT);
+    let ready = get(r.admin, "/readyz").await;
+    assert_eq!(
+        (ready.status, ready.text()),
+        (StatusCode::OK, "ready".into())
+    );
     let target = format!("http://{}", r.addr);
     let load = std::thread::spawn(move || {
         loadgen::run(&[
@@ -205,6 +210,16 @@ async fn redis_stopped_mid_load_costs_store_calls_only_and_service_recovers() {
         started.elapsed()
     );
     assert_eq!(get(r.addr, "/t/t1/hello").await.text(), "hello");
+    // Not ready while the store is away, and why.
+    let ready = get(r.admin, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        ready
+            .text()
+            .starts_with("not ready: the store cannot be reached: store-unavailable: redis"),
+        "{}",
+        ready.text()
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     // Back (empty: it keeps nothing on disk), and the runner with it, by
@@ -216,6 +231,11 @@ async fn redis_stopped_mid_load_costs_store_calls_only_and_service_recovers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(get(r.addr, "/t/t0/kv/k").await.text(), "again");
+    let ready = get(r.admin, "/readyz").await;
+    assert_eq!(
+        (ready.status, ready.text()),
+        (StatusCode::OK, "ready".into())
+    );
     let run = load.join().unwrap();
     let by_status = run.report["errors_by_status"]
         .as_object()

@@ -168,6 +168,10 @@ impl backend::Backend for Store {
         Ok(())
     }
 
+    async fn ready(&self) -> Result<(), Error> {
+        self.ping().await
+    }
+
     fn forget(&self, tenant: &str) {
         self.tenants.lock().remove(tenant);
     }
