@@ -207,7 +207,7 @@ impl Bench {
     }
 
     /// A store like a request's (fuel, a far epoch deadline), without the
-    /// limiter and the deadline callback, which only `Runtime` can attach.
+    /// limiter and the deadline callback, which only the call path (`call::preflight`) attaches.
     fn store(&self) -> wasmtime::Store<Host> {
         let mut store = wasmtime::Store::new(
             self.runtime.engine(),

@@ -6,16 +6,18 @@
 //! Leaves, shared by every layer:
 //! - [`settings`]: one declaration per setting (flag, config key, default,
 //!   range, help), from which [`config`] and [`limits`] build theirs.
-//! - [`periodic`]: the background thread behind the epoch ticker, the
+//! - `periodic`: the background thread behind the epoch ticker, the
 //!   instance reaper and the store's expiry, stopped on drop.
+//! - [`metrics::names`]: every metric's name, which the store's own
+//!   counters use too.
 //! - [`store`]: the key-value store: the backend seam, the sharded
 //!   in-memory backend (and its journal on disk), Redis, quotas, and the
 //!   conformance suite every backend runs.
 //! - [`limits`]: every per-tenant limit, declared, and the token and status
 //!   of each limit a request can run into.
-//! - [`metrics`]: every Prometheus metric name, label and bucket, and the
-//!   runner's own registry.
-//! - [`body`]: host-made responses and the size-limited request body.
+//! - [`metrics`]: every Prometheus metric's labels, help and buckets, and
+//!   the runner's own registry.
+//! - `body`: host-made responses and the size-limited request body.
 //! - [`tenant::Scope`]: what a tenant's requests and instances see of it
 //!   (name, limits, namespace, metric handles, log rate, permits); the rest
 //!   of [`tenant`] sits with the lifetimes below.
@@ -42,7 +44,7 @@
 //!   updated and removed (at start-up, through the admin API, on reload);
 //!   what was deployed, kept on disk or in Redis, and following the other
 //!   runners on a shared Redis.
-//! - [`ingress`]: the HTTP listeners (one accept loop for both), routing,
+//! - `ingress`: the HTTP listeners (one accept loop for both), routing,
 //!   the admin routes and API.
 //! - [`client`]: `runner tenant ...`, the admin API's client.
 //! - [`config`]: the command line and tenants file, merged and validated.

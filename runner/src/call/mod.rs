@@ -2,15 +2,15 @@
 //!
 //! Each request gets a fresh `Store` and instance from its tenant's
 //! pre-instantiated component, or, where the tenant reuses instances, one
-//! kept from its own last clean request ([`crate::engine::kept`]), or, for
+//! kept from its own last clean request (`engine::kept`), or, for
 //! a WASIp3 tenant with `max-instance-concurrency`, a place in one of its
-//! instances that serve several requests at once ([`shared`]). A store is
+//! instances that serve several requests at once (`shared`). A store is
 //! dropped after a trap or a limit, so nothing carries over from a failed
 //! request, and never serves another tenant.
 //!
-//! - [`handoff`]: the request into the guest and its response head out,
+//! - `handoff`: the request into the guest and its response head out,
 //!   WASIp2 and WASIp3.
-//! - [`shared`]: WASIp3 instances that serve several requests at once, and
+//! - `shared`: WASIp3 instances that serve several requests at once, and
 //!   what each limit means there.
 
 mod handoff;
@@ -247,7 +247,7 @@ where
 }
 
 /// Runs one request of `tenant` in one of its WASIp3 instances that
-/// serve several requests at once ([`shared`]), making a new
+/// serve several requests at once (`shared`), making a new
 /// one when none has room. `admission` is held until the response head.
 async fn call_shared<B>(
     runtime: &Runtime,
@@ -262,6 +262,12 @@ where
 
     let limits = tenant.limits();
     let deadline = Instant::now() + limits.timeout;
+    // Here, so a request the guest cannot be given fails alone, not the
+    // shared instance it would have joined.
+    let request = match handoff::with_scheme(request) {
+        Ok(request) => request,
+        Err(e) => return classify(&e, None, limits),
+    };
     let (reply, answer) = oneshot::channel();
     let job = Job {
         request: request.map(|body| body.boxed_unsync()),

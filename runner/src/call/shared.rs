@@ -45,7 +45,7 @@ use wasmtime::component::Accessor;
 use wasmtime::{AsContextMut as _, Store};
 use wasmtime_wasi_http::p3::bindings::Service;
 
-use super::handoff::{handle_p3, with_scheme};
+use super::handoff::handle_p3;
 use crate::host::{DenyOutgoing, Host};
 use crate::outcome::{self, Outcome};
 use crate::tenant::Tenant;
@@ -188,8 +188,8 @@ async fn serve(
     pending.lock().insert(id, reply);
     // Forbidden headers are stripped as the store's own hooks would: they
     // are these.
-    let (request, io) =
-        wasmtime_wasi_http::p3::Request::from_http(&mut DenyOutgoing, with_scheme(request)?);
+    // Its scheme was set when the job was made (`call_shared`).
+    let (request, io) = wasmtime_wasi_http::p3::Request::from_http(&mut DenyOutgoing, request);
     accessor.with(|mut store| -> wasmtime::Result<_> {
         let mut context = store.as_context_mut();
         let fuel = context.get_fuel()?.saturating_add(fuel);

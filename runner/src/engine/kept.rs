@@ -165,6 +165,11 @@ impl Registry {
             }
             idle.put(instance, Instant::now());
             self.idle.increment(1.0);
+            // A `forget` between the check above and the put drained
+            // before this instance was there: drop it as forget would.
+            if idle.refused.load(Ordering::Acquire) {
+                self.retire(idle.drain());
+            }
         } else {
             self.lifetimes.record(instance.served as f64);
         }
@@ -268,8 +273,8 @@ impl Default for Registry {
 
 /// Owns the thread that drops idle instances past their timeout, so the
 /// memory reset of a dropped instance happens off the request path; on drop
-/// it stops and drops every parked instance (a parked store holds its
-/// tenant, so this also lets tenants go).
+/// it stops and drops every parked instance of the tenants still there (a
+/// tenant dropped before it takes its parked instances with it).
 pub struct Reaper {
     registry: Arc<Registry>,
     thread: Option<Periodic>,

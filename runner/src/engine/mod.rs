@@ -3,12 +3,12 @@
 //! One [`Runtime`] owns the engines (pooling allocator, fuel, epochs), the
 //! linker of what guests may import, the epoch ticker thread, the compiled
 //! components, and the pool of instances tenants keep between requests
-//! ([`kept`]). Running a request in an instance is [`crate::call`]'s.
+//! (`kept`). Running a request in an instance is [`crate::call`]'s.
 //!
 //! - [`component`]: what a component's bytes say before it is compiled
 //!   (its digest, imports, exports, initial memory).
 //! - [`compiled`]: compiled components kept on disk between runs.
-//! - [`kept`]: instances parked between a tenant's requests, their idle
+//! - `kept`: instances parked between a tenant's requests, their idle
 //!   timeout and eviction when the pool is full.
 
 pub mod compiled;
@@ -36,7 +36,9 @@ use crate::periodic::Periodic;
 pub static DEFAULT_GUEST: &[u8] = include_bytes!(env!("RUNNER_DEFAULT_GUEST"));
 
 /// Engine-wide settings; per-tenant limits must fit inside them. Their
-/// defaults are the `--pool-*` settings' ([`crate::config`]).
+/// defaults come from the declared settings (`--pool-size`,
+/// `--pool-keep-resident`, `--max-wasm-stack`, `--epoch-tick`, and the
+/// default tenant `max-memory`), in [`crate::config`].
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
     /// Component instances that can exist at once (pooling allocator

@@ -5,7 +5,7 @@
 //! started on.
 //!
 //! - [`Scope`]: the part its requests and instances see.
-//! - [`workers`]: its WASIp3 instances that serve several requests at once.
+//! - `workers`: its WASIp3 instances that serve several requests at once.
 
 pub mod scope;
 pub(crate) mod workers;
@@ -52,13 +52,14 @@ impl Tenant {
         namespace: Namespace,
         metrics: Arc<TenantMetrics>,
     ) -> Self {
+        let scope = Scope::new(name, limits, namespace, metrics);
         let idle = IdleInstances::new(
-            name.into(),
-            limits.instance_idle_timeout,
-            limits.max_instance_reuse,
+            scope.shared_name(),
+            scope.limits().instance_idle_timeout,
+            scope.limits().max_instance_reuse,
         );
         Self {
-            scope: Arc::new(Scope::new(name, limits, namespace, metrics)),
+            scope: Arc::new(scope),
             component: component.digest,
             pre: component.pre.clone(),
             idle: Arc::new(idle),
