@@ -74,7 +74,12 @@ async fn serve(
     let runner = Runner::build(config).await?;
     runner.count_log_drops(log_drops);
     // Said once the tenants loaded, so a start-up error stays the first line.
-    for warning in lowered.into_iter().chain(warnings) {
+    // A default fitted to the descriptor limit is news, not a warning: the
+    // operator asked for nothing that was refused.
+    if let Some(lowered) = lowered {
+        tracing::info!("{lowered}");
+    }
+    for warning in warnings {
         tracing::warn!("{warning}");
     }
     let listener = TcpListener::bind(cli.server.listen)
