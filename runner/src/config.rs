@@ -123,21 +123,21 @@ settings! {
     /// Runner-wide settings; config file table `[server]`, same names.
     pub struct ServerSettings, file ServerFile, heading "Server" {
         /// Address for tenant traffic.
-        listen: SocketAddr = "127.0.0.1:8080", Range::<SocketAddr>::Any, env "RUNNER_LISTEN";
+        listen: SocketAddr = "127.0.0.1:8080", Range::<SocketAddr>::Any;
         /// Address for /metrics, /healthz, /readyz and the admin API (/v1,
         /// with an admin token); tenant traffic never reaches it.
-        metrics_listen: SocketAddr = "127.0.0.1:9095", Range::<SocketAddr>::Any, env "RUNNER_METRICS_LISTEN";
+        metrics_listen: SocketAddr = "127.0.0.1:9095", Range::<SocketAddr>::Any;
         /// File holding the admin API's bearer token (surrounding whitespace
         /// ignored). With it, or the token itself in RUNNER_ADMIN_TOKEN, the
         /// admin listener serves /v1 (deploy, update, list and remove
         /// tenants at runtime); without either, /v1 is off (404).
-        admin_token_file: OptionalPath = "none", Range::<OptionalPath>::Any, env "RUNNER_ADMIN_TOKEN_FILE";
+        admin_token_file: OptionalPath = "none", Range::<OptionalPath>::Any;
         /// Keep compiled components in this directory (created if missing),
         /// keyed by the engine's settings and each component's digest, so a
         /// restart compiles nothing it compiled before; `none` compiles every
         /// component at every start. Its entries are loaded as native code:
         /// only the runner's user should be able to write to it.
-        cache_dir: OptionalPath = "none", Range::<OptionalPath>::Any, env "RUNNER_CACHE_DIR";
+        cache_dir: OptionalPath = "none", Range::<OptionalPath>::Any;
         /// Largest component the admin API accepts (PUT /v1/components);
         /// larger gets 413.
         max_component_bytes: ByteSize = "128MiB", Range::Between(ByteSize::kib(1), ByteSize::gib(1));
@@ -150,12 +150,12 @@ settings! {
         /// alive at once, for WASIp2 and for WASIp3 components each (they
         /// run on engines of their own). Each reserves address space, not
         /// memory.
-        pool_size: u32 = "1000", Range::Positive(100_000u32), env "RUNNER_POOL_SIZE";
+        pool_size: u32 = "1000", Range::Positive(100_000u32);
         /// Requests in flight across all tenants; more get 503 with
         /// Retry-After. `auto` is --pool-size.
-        max_in_flight: Auto<usize> = "auto", Range::Positive(1_000_000usize), env "RUNNER_MAX_IN_FLIGHT";
+        max_in_flight: Auto<usize> = "auto", Range::Positive(1_000_000usize);
         /// Open connections on each listener; more are closed at once.
-        max_connections: usize = "10000", Range::Positive(1_000_000usize), env "RUNNER_MAX_CONNECTIONS";
+        max_connections: usize = "10000", Range::Positive(1_000_000usize);
         /// Largest request body; larger gets 413, checked while streaming.
         max_request_body: ByteSize = "4MiB", Range::Between(ByteSize(0), ByteSize::gib(4));
         /// Request bodies declared (Content-Length) this small or smaller are
@@ -180,13 +180,13 @@ settings! {
         /// survives restarts and crashes; `none` keeps it in memory only,
         /// lost when the runner stops. Reads are served from memory either
         /// way. A relative path in the tenants file is relative to the file.
-        data_dir: DataDir = "none", Range::<DataDir>::Any, env "RUNNER_DATA_DIR";
+        data_dir: DataDir = "none", Range::<DataDir>::Any;
         /// With --data-dir, when a write is acknowledged: `always`, once it
         /// is fsynced (concurrent writes share fsyncs); `every=<duration>`,
         /// once the OS has it, with an fsync every <duration>: a crash of the
         /// runner loses nothing, a crash of the machine or a power loss loses
         /// up to <duration> of acknowledged writes.
-        fsync: Fsync = "always", Range::<Fsync>::Any, env "RUNNER_FSYNC";
+        fsync: Fsync = "always", Range::<Fsync>::Any;
         /// Where key-value data lives: `memory`, in this process (on its
         /// disk too with --data-dir); or `redis://[:PASSWORD@]HOST:PORT[/DB]`
         /// (`rediss://` for TLS), a Redis that several runners share, which
@@ -194,15 +194,15 @@ settings! {
         /// every runner on it of each change. Several comma-separated URLs
         /// are seed nodes of one Redis Cluster, as is one
         /// `redis+cluster://` (or `rediss+cluster://`) URL.
-        store: Location = "memory", Range::<Location>::Any, env "RUNNER_STORE";
+        store: Location = "memory", Range::<Location>::Any;
         /// With --store redis://..., the longest one key-value call waits
         /// for Redis, reconnecting included; past it the guest's call fails
         /// with store-unavailable. Keep it well under the tenants' timeout,
         /// so a guest still has time to answer.
-        store_timeout: Duration = "250ms", Range::Between(Duration::from_millis(1), Duration::from_secs(60)), env "RUNNER_STORE_TIMEOUT";
+        store_timeout: Duration = "250ms", Range::Between(Duration::from_millis(1), Duration::from_secs(60));
         /// Shards per key-value bucket (a power of two). `auto` is four per
         /// core, rounded up.
-        shards: Auto<usize> = "auto", Range::Positive(65_536usize), env "RUNNER_SHARDS";
+        shards: Auto<usize> = "auto", Range::Positive(65_536usize);
         /// Native stack wasm may use before it traps with a stack overflow.
         max_wasm_stack: ByteSize = "512KiB", Range::Between(ByteSize::kib(64), ByteSize::mib(64));
         /// How often running guests yield to other requests and their
@@ -260,6 +260,8 @@ pub struct Config {
     pub admin: AdminApi,
     /// The store the runner opens, decided from the server settings.
     pub store: StoreConfig,
+    /// Deprecated environment variables it read, each as a warning.
+    pub deprecated: Vec<String>,
     pub tenants: Vec<TenantConfig>,
 }
 
@@ -336,6 +338,23 @@ impl Config {
         };
         let max_connections_given =
             explicit("max_connections") || file.server.max_connections.is_some();
+        // Variables named before the one rule, still read, with a warning.
+        let mut deprecated = Vec::new();
+        let mut from_old_name = Vec::new();
+        for (old, id) in DEPRECATED_VARS {
+            if explicit(id) {
+                continue;
+            }
+            if let Ok(text) = std::env::var(old) {
+                let new = crate::settings::env_var(id);
+                cli.limits
+                    .set_flag(id, &text)
+                    .map_err(|why| anyhow::anyhow!("{old}: {why}"))?;
+                deprecated.push(format!("{old} is deprecated: set {new} instead"));
+                from_old_name.push(id);
+            }
+        }
+        let explicit = |id: &str| explicit(id) || from_old_name.contains(&id);
         // Paths the file gives are relative to the file; those from flags,
         // to the working directory.
         let from_file = [
@@ -363,11 +382,18 @@ impl Config {
             .context("in the tenants file")?;
         let mut config = build(&cli, file, &base_dir)?;
         config.max_connections_given = max_connections_given;
+        config.deprecated = deprecated;
         Ok((cli, config))
     }
 }
 
-/// The command line, with each setting's range added to its help.
+/// Environment variables named before every setting's was `RUNNER_` and its
+/// flag, and the setting each still sets.
+const DEPRECATED_VARS: [(&str, &str); 1] =
+    [("RUNNER_TENANT_MAX_IN_FLIGHT", "max_tenant_in_flight")];
+
+/// The command line, with each setting's range added to its help and its
+/// environment variable attached.
 pub fn command() -> clap::Command {
     let mut command = Cli::command();
     for (id, range) in ServerSettings::ranges().into_iter().chain(Limits::ranges()) {
@@ -375,6 +401,9 @@ pub fn command() -> clap::Command {
             let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
             arg.help(format!("{help} [range: {range}]"))
         });
+    }
+    for id in ServerSettings::KEYS.iter().chain(Limits::KEYS) {
+        command = command.mut_arg(*id, |arg| arg.env(crate::settings::env_var(id)));
     }
     // `runner tenant deploy` sends only the limits given on its command
     // line: neither the serving defaults nor RUNNER_* variables apply there.
@@ -500,6 +529,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
     Ok(Config {
         engine: engine_config(server, max_memory),
         store,
+        deprecated: Vec::new(),
         http: HttpLimits {
             max_in_flight: server.max_in_flight.or_else(|| server.pool_size as usize),
             max_request_body: server.max_request_body.as_u64(),
@@ -536,12 +566,13 @@ impl Config {
     /// to be logged at start-up.
     pub fn warnings(&self) -> Vec<String> {
         let global = self.http.max_in_flight.min(self.engine.pool_size as usize);
+        let deprecated = self.deprecated.iter().cloned();
         let fsync_alone = (self.server.data_dir.0.is_none() && self.server.fsync != Fsync::Always)
             .then(|| {
                 "fsync has no effect without data-dir: key-value data is in memory only".to_string()
             });
-        fsync_alone
-            .into_iter()
+        deprecated
+            .chain(fsync_alone)
             .chain(self.tenants.iter()
             .filter(|t| t.limits.max_tenant_in_flight >= global)
             .map(|t| {
@@ -947,6 +978,28 @@ mod tests {
             format!("{err:#}"),
             "in the tenants file: [defaults] fuel: expected a whole number, found string"
         );
+    }
+
+    #[test]
+    fn every_setting_reads_runner_and_its_flag_in_upper_snake_case() {
+        let command = command();
+        let mut checked = 0;
+        for id in ServerSettings::KEYS.iter().chain(Limits::KEYS) {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_id() == *id)
+                .expect("every setting is a flag");
+            let flag = arg.get_long().expect("a long flag");
+            let expected = format!("RUNNER_{}", flag.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(expected.as_str()),
+                "--{flag}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, ServerSettings::KEYS.len() + Limits::KEYS.len());
+        assert!(checked >= 50, "{checked}");
     }
 
     #[test]

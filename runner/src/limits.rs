@@ -24,27 +24,27 @@ settings! {
     pub struct Limits, file LimitsFile, heading "Tenant limits" {
         /// Fuel one request may burn (about one unit per wasm instruction);
         /// past it the request fails with 503 and x-runner-limit: fuel.
-        fuel: u64 = "100000000", Range::Positive(MAX_FUEL), env "RUNNER_FUEL";
+        fuel: u64 = "100000000", Range::Positive(MAX_FUEL);
         /// Wall-clock time one request may take, host calls included; past
         /// it, 504 and x-runner-limit: deadline.
-        timeout: Duration = "1s", Range::Between(Duration::from_millis(1), DAY), env "RUNNER_TIMEOUT";
+        timeout: Duration = "1s", Range::Between(Duration::from_millis(1), DAY);
         /// Size one linear memory may grow to; growth past it fails, and a
         /// guest that aborts on it gets 500 with x-runner-limit: memory.
-        max_memory: ByteSize = "64MiB", Range::Between(ByteSize::kib(64), ByteSize::gib(4)), env "RUNNER_MAX_MEMORY";
+        max_memory: ByteSize = "64MiB", Range::Between(ByteSize::kib(64), ByteSize::gib(4));
         /// Requests one instance of the tenant's component may serve before
         /// it is dropped. 1 (the default) gives every request a fresh
         /// instance; above 1, an instance whose request ended cleanly is
         /// kept for the tenant's next request, with its heap and globals as
         /// that request left them (fuel and the deadline are still per
         /// request).
-        max_instance_reuse: u64 = "1", Range::Positive(1_000_000u64), env "RUNNER_MAX_INSTANCE_REUSE";
+        max_instance_reuse: u64 = "1", Range::Positive(1_000_000u64);
         /// Requests one instance of a WASIp3 component may serve at once.
         /// 1 (the default) runs one request at a time per instance; above
         /// 1, requests of the tenant share instances (and their fuel tank,
         /// memory and failures: the README says how), up to this many
         /// waiting for their response in each. No effect on WASIp2
         /// components, which cannot be called concurrently.
-        max_instance_concurrency: usize = "1", Range::Positive(1000usize), env "RUNNER_MAX_INSTANCE_CONCURRENCY";
+        max_instance_concurrency: usize = "1", Range::Positive(1000usize);
         /// How long a kept instance waits for its tenant's next request
         /// before it is dropped (with max-instance-reuse above 1).
         instance_idle_timeout: Duration = "1s", Range::Between(Duration::from_millis(1), Duration::from_secs(3600));
@@ -59,7 +59,7 @@ settings! {
         /// Requests of one tenant in flight at once; more get 429. The default
         /// is a tenth of the default pool, so a few busy tenants cannot take
         /// every slot.
-        max_tenant_in_flight: usize = "100", Range::Positive(1_000_000usize), env "RUNNER_TENANT_MAX_IN_FLIGHT";
+        max_tenant_in_flight: usize = "100", Range::Positive(1_000_000usize);
         /// Host resources (headers, bodies, streams, buckets: entries of the
         /// request's resource table) a request may hold at once; past it the
         /// request fails with 500 and x-runner-limit: host_resources.

@@ -1,7 +1,7 @@
 //! One declaration per setting.
 //!
-//! [`settings!`] turns a list of settings (name, type, default, range, help,
-//! optional environment variable) into:
+//! [`settings!`] turns a list of settings (name, type, default, range, help)
+//! into:
 //! - a struct of the values, deriving `clap::Args`, so each setting is a
 //!   `--flag` with its doc comment as help and its default shown;
 //! - a file table of the same keys (kebab-case), every key optional and
@@ -10,7 +10,10 @@
 //!   which checks every value against its range and names the key that is
 //!   out of it.
 //!
-//! Adding a setting is adding one entry to a `settings!` list.
+//! Every setting also reads an environment variable named by one rule,
+//! [`env_var`], attached where the command line is built
+//! (`config::command`). Adding a setting is adding one entry to a
+//! `settings!` list.
 
 use std::time::Duration;
 
@@ -287,11 +290,18 @@ pub fn key(field: &str) -> String {
     field.replace('_', "-")
 }
 
+/// A setting's environment variable: `RUNNER_` and its flag in upper snake
+/// case (`--max-tenant-in-flight`: `RUNNER_MAX_TENANT_IN_FLIGHT`), for every
+/// setting alike.
+pub fn env_var(field: &str) -> String {
+    format!("RUNNER_{}", field.to_ascii_uppercase())
+}
+
 /// Declares a group of settings; see the module docs. Each entry is
 ///
 /// ```text
 /// /// Help text (the flag's --help).
-/// name: Type = "default", Range [, env "RUNNER_NAME"];
+/// name: Type = "default", Range;
 /// ```
 ///
 /// where the default is written as on the command line and the range is a
@@ -302,7 +312,7 @@ macro_rules! settings {
         pub struct $name:ident, file $file:ident, heading $heading:literal {
             $(
                 $(#[doc = $doc:literal])*
-                $field:ident : $ty:ty = $default:literal, $range:expr $(, env $env:literal)? ;
+                $field:ident : $ty:ty = $default:literal, $range:expr ;
             )*
         }
     ) => {
@@ -319,7 +329,6 @@ macro_rules! settings {
                     // `--help` names the variable, never its value, which
                     // may be a secret (a Redis URL's password).
                     hide_env_values = true
-                    $(, env = $env)?
                 )]
                 pub $field: $ty,
             )*
@@ -364,6 +373,17 @@ macro_rules! settings {
                             ))?;
                     }
                 )*
+                Ok(())
+            }
+
+            /// Sets the setting `field` from text as its flag takes it.
+            pub fn set_flag(&mut self, field: &str, text: &str) -> Result<(), String> {
+                match field {
+                    $(stringify!($field) => {
+                        self.$field = <$ty as $crate::settings::Setting>::parse_flag(text)?;
+                    })*
+                    _ => return Err(format!("no setting {field}")),
+                }
                 Ok(())
             }
 

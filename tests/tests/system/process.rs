@@ -184,6 +184,28 @@ async fn eight_requests_cannot_flood_host_memory() {
 }
 
 /// CPU time (user plus system) a process has used, from /proc.
+/// A setting's variable is `RUNNER_` and its flag; the one older name still
+/// works, with a warning that names the new one.
+#[test]
+fn settings_read_their_variable_and_the_old_name_warns() {
+    let reaches = "tenant \"t0\": max-tenant-in-flight 1000 reaches the runner's 1000 request \
+                   slots";
+    let deprecated = "RUNNER_TENANT_MAX_IN_FLIGHT is deprecated: set RUNNER_MAX_TENANT_IN_FLIGHT \
+                      instead";
+    for (name, warns) in [
+        ("RUNNER_MAX_TENANT_IN_FLIGHT", false),
+        ("RUNNER_TENANT_MAX_IN_FLIGHT", true),
+    ] {
+        let how = Launch {
+            env: vec![(name.into(), "1000".into())],
+            ..Launch::default()
+        };
+        let r = Runner::launch(None, &["--tenants", "1"], how);
+        r.wait_for_log(reaches);
+        assert_eq!(r.output().contains(deprecated), warns, "{name}");
+    }
+}
+
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("reading /proc stat");
     // Fields after the command name, which is in parentheses.
