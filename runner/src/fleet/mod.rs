@@ -279,11 +279,14 @@ impl Fleet {
 
     /// The embedded default guest, compiled on first use; its digest is
     /// worked out once, not per tenant.
-    fn embedded(&self) -> Result<Loaded, Refused> {
+    /// The embedded default guest, compiled on first use; `max_memory`,
+    /// where a tenant's limit is known, is checked first, so a refusal names
+    /// that limit rather than the pool's.
+    fn embedded(&self, max_memory: Option<usize>) -> Result<Loaded, Refused> {
         match self.runtime.loaded(&self.default_guest) {
             Some(found) => Ok(found),
             None => self
-                .add_component(crate::engine::DEFAULT_GUEST, None)
+                .add_component(crate::engine::DEFAULT_GUEST, max_memory)
                 .map(|(c, _)| c),
         }
     }
@@ -306,7 +309,7 @@ impl Fleet {
     /// digest added before.
     pub fn component(&self, source: &str) -> Result<Loaded, Refused> {
         if source == "default" {
-            return self.embedded();
+            return self.embedded(None);
         }
         let digest = Digest::parse(source).map_err(|e| Refused::Invalid(anyhow::anyhow!(e)))?;
         self.runtime.loaded(&digest).ok_or_else(|| {
@@ -486,7 +489,7 @@ impl Fleet {
         t: &SavedTenant,
     ) -> anyhow::Result<(Loaded, Limits)> {
         let component = match t.component.as_str() {
-            "default" => self.embedded()?,
+            "default" => self.embedded(None)?,
             digest => {
                 let digest = Digest::parse(digest)
                     .map_err(anyhow::Error::msg)
@@ -660,7 +663,9 @@ impl Fleet {
         let mut built = Vec::new();
         for t in tenants {
             let component = match &t.component {
-                ComponentSource::Embedded => self.embedded()?,
+                ComponentSource::Embedded => self
+                    .embedded(Some(limits::bytes(t.limits.max_memory)))
+                    .with_context(|| format!("tenant {:?}", t.name))?,
                 ComponentSource::File(path) => match files.get(path.as_path()) {
                     Some(loaded) => loaded.clone(),
                     None => {

@@ -328,6 +328,16 @@ async fn idle_connections_under_a_descriptor_limit_starve_no_one() {
 /// tenant's larger limit sizes the pool and the component passes both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_refusal_names_the_tenants_own_limit() {
+    // The embedded guest too: the tenant's own limit, not the pool it sized.
+    let out = Runner::run_args_to_exit(&["--tenants", "1", "--max-memory", "64KiB"]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: tenant \"t0\": the component needs 131072 bytes (128.0 KiB) of linear memory \
+         from its start, over the tenant's memory limit of 65536 bytes (64.0 KiB); raise it \
+         with --max-memory, or max-memory in the tenants file"
+    );
+
     let dir = TempDir::new();
     let wasm = dir.path.join("big.wasm");
     std::fs::write(
