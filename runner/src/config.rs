@@ -1000,6 +1000,23 @@ mod tests {
         }
         assert_eq!(checked, ServerSettings::KEYS.len() + Limits::KEYS.len());
         assert!(checked >= 50, "{checked}");
+        // The ones the README spells out, as it spells them.
+        for (flag, var) in [
+            ("store", "RUNNER_STORE"),
+            ("store-timeout", "RUNNER_STORE_TIMEOUT"),
+            ("pool-max-memory", "RUNNER_POOL_MAX_MEMORY"),
+            ("max-tenant-in-flight", "RUNNER_MAX_TENANT_IN_FLIGHT"),
+        ] {
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(flag))
+                .expect("the README's flag");
+            assert_eq!(
+                arg.get_env().and_then(|e| e.to_str()),
+                Some(var),
+                "--{flag}"
+            );
+        }
     }
 
     #[test]
