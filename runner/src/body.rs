@@ -114,7 +114,7 @@ pub enum Failed {
 
 /// Told, once, how a streamed request ended: as its guest did, or
 /// [`Ended::CLIENT_GONE`] when the body was dropped before its end.
-pub type OnEnd = Box<dyn FnOnce(Option<Ended>) + Send>;
+pub type OnEnd = Box<dyn FnOnce(Option<Ended>, u64) + Send>;
 
 /// A guest's response body that cannot be cut short and still look whole:
 /// when the guest failed, the body ends in an error instead of its end, so
@@ -162,9 +162,22 @@ impl Guarded {
         .boxed_unsync()
     }
 
+    /// A whole body (the guest is done with it), whose `on_end` learns
+    /// how much of it went out once it is done or dropped.
+    pub fn observed(inner: OutBody, declared: Option<u64>, on_end: OnEnd) -> OutBody {
+        Guarded {
+            declared,
+            inner,
+            failed: Failed::Known(false),
+            on_end: Some(on_end),
+            delivered: 0,
+        }
+        .boxed_unsync()
+    }
+
     fn end(&mut self, ended: Option<Ended>) {
         if let Some(on_end) = self.on_end.take() {
-            on_end(ended);
+            on_end(ended, self.delivered);
         }
     }
 }
@@ -224,32 +237,38 @@ impl Drop for Guarded {
         let Some(on_end) = self.on_end.take() else {
             return;
         };
-        let whole = self.declared == Some(self.delivered);
+        let delivered = self.delivered;
+        let whole = self.declared == Some(delivered);
         let Failed::Later(mut receiver) = std::mem::replace(&mut self.failed, Failed::Known(false))
         else {
-            return on_end(if whole {
-                None
-            } else {
-                Some(Ended::CLIENT_GONE)
-            });
+            return on_end(
+                if whole {
+                    None
+                } else {
+                    Some(Ended::CLIENT_GONE)
+                },
+                delivered,
+            );
         };
         match receiver.try_recv() {
-            Ok(Some(failed)) => on_end(Some(failed)),
-            Ok(None) => on_end((!whole).then_some(Ended::CLIENT_GONE)),
+            Ok(Some(failed)) => on_end(Some(failed), delivered),
+            Ok(None) => on_end((!whole).then_some(Ended::CLIENT_GONE), delivered),
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) if whole => {
                 // Counted when the guest, still running, ends.
                 match tokio::runtime::Handle::try_current() {
                     Ok(runtime) => {
-                        runtime.spawn(async move { on_end(receiver.await.unwrap_or(None)) });
+                        runtime.spawn(
+                            async move { on_end(receiver.await.unwrap_or(None), delivered) },
+                        );
                     }
-                    Err(_) => on_end(None),
+                    Err(_) => on_end(None, delivered),
                 }
             }
             Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                on_end(Some(Ended::CLIENT_GONE));
+                on_end(Some(Ended::CLIENT_GONE), delivered);
             }
             Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                on_end((!whole).then_some(Ended::CLIENT_GONE));
+                on_end((!whole).then_some(Ended::CLIENT_GONE), delivered);
             }
         }
     }

@@ -29,7 +29,8 @@ pub use crate::ingress::api::{ADMIN_TOKEN_VAR, AdminApi};
 use crate::ingress::server::ConnectionLimits;
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
-use crate::settings::{Auto, OptionalPath, Range, Setting as _, settings};
+use crate::request_id::Policy as RequestIdPolicy;
+use crate::settings::{Auto, LogFormat, OptionalPath, Range, Setting as _, Switch, settings};
 use crate::store::location::{Location, StoreConfig};
 use crate::store::memory::Store;
 use crate::store::memory::journal::{DataDir, Fsync};
@@ -218,6 +219,18 @@ settings! {
         /// With per-tenant labels, tenants past this many share
         /// tenant="_other", so the series count stays bounded.
         metrics_max_tenants: usize = "1000", Range::Between(0usize, 1_000_000);
+        /// Log line format on stderr: `text`, or `json` (one object per
+        /// line, every field by name).
+        log_format: LogFormat = "text", Range::<LogFormat>::Any;
+        /// One log line per tenant request (target `access`, level info):
+        /// tenant, method, path without the query, status, outcome,
+        /// duration, response body bytes and request id.
+        access_log: Switch = "off", Range::<Switch>::Any;
+        /// Where each request's id (the x-request-id response header, and
+        /// request_id on its log lines) comes from: `generate`, made by the
+        /// runner; `trust`, the client's traceparent trace id or
+        /// x-request-id when well formed (for a trusted proxy in front).
+        request_id: RequestIdPolicy = "generate", Range::<RequestIdPolicy>::Any;
     }
 }
 
@@ -535,6 +548,8 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             max_request_body: server.max_request_body.as_u64(),
             max_buffered_body: server.max_buffered_body.as_u64(),
             body_read_timeout: server.body_read_timeout,
+            request_ids: server.request_id,
+            access_log: server.access_log.is_on(),
             connections: ConnectionLimits {
                 max_connections: server.max_connections,
                 max_header_bytes: limits::bytes(server.max_header_bytes),
@@ -571,19 +586,41 @@ impl Config {
             .then(|| {
                 "fsync has no effect without data-dir: key-value data is in memory only".to_string()
             });
-        deprecated
-            .chain(fsync_alone)
-            .chain(self.tenants.iter()
+        // One line for every tenant alike, however many there are.
+        let greedy: Vec<&str> = self
+            .tenants
+            .iter()
             .filter(|t| t.limits.max_tenant_in_flight >= global)
-            .map(|t| {
-                format!(
-                    "tenant {:?}: max-tenant-in-flight {} reaches the runner's {global} request \
-                     slots (max-in-flight, pool-size): this tenant alone can take all of them",
-                    t.name, t.limits.max_tenant_in_flight
-                )
-            }))
-            .collect()
+            .map(|t| t.name.as_str())
+            .collect();
+        let greedy = (!greedy.is_empty()).then(|| {
+            let who = if greedy.len() == 1 {
+                "this tenant"
+            } else {
+                "each of them"
+            };
+            format!(
+                "{}: max-tenant-in-flight reaches the runner's {global} request slots \
+                 (max-in-flight, pool-size): {who} alone can take all of them",
+                few(&greedy, "tenant", "tenants")
+            )
+        });
+        deprecated.chain(fsync_alone).chain(greedy).collect()
     }
+}
+
+/// `tenant "a"`, or `3 tenants ("a", "b", "c")`, with at most five names
+/// and a count of the rest.
+fn few(names: &[&str], one: &str, many: &str) -> String {
+    const SHOWN: usize = 5;
+    if let [name] = names {
+        return format!("{one} {name:?}");
+    }
+    let mut shown: Vec<String> = names.iter().take(SHOWN).map(|n| format!("{n:?}")).collect();
+    if names.len() > SHOWN {
+        shown.push(format!("and {} more", names.len() - SHOWN));
+    }
+    format!("{} {many} ({})", names.len(), shown.join(", "))
 }
 
 /// File descriptors kept for everything but client connections: the
@@ -1081,14 +1118,25 @@ mod tests {
     }
 
     #[test]
-    fn a_tenant_cap_that_reaches_the_pool_is_warned_about() {
+    fn a_tenant_cap_that_reaches_the_pool_is_warned_about_once() {
         assert!(parse(&["--tenants", "2"]).unwrap().warnings().is_empty());
         let c = parse(&["--pool-size", "8"]).unwrap();
         assert_eq!(
             c.warnings(),
             vec![
-                "tenant \"t0\": max-tenant-in-flight 100 reaches the runner's 8 request slots \
+                "tenant \"t0\": max-tenant-in-flight reaches the runner's 8 request slots \
                  (max-in-flight, pool-size): this tenant alone can take all of them"
+                    .to_string()
+            ]
+        );
+        // Five thousand tenants alike give one line, not five thousand.
+        let c = parse(&["--pool-size", "8", "--tenants", "5000"]).unwrap();
+        assert_eq!(
+            c.warnings(),
+            vec![
+                "5000 tenants (\"t0\", \"t1\", \"t2\", \"t3\", \"t4\", and 4995 more): \
+                 max-tenant-in-flight reaches the runner's 8 request slots (max-in-flight, \
+                 pool-size): each of them alone can take all of them"
                     .to_string()
             ]
         );

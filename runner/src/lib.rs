@@ -6,6 +6,8 @@
 //! Leaves, shared by every layer:
 //! - [`settings`]: one declaration per setting (flag, config key, default,
 //!   range, help), from which [`config`] and [`limits`] build theirs.
+//! - [`request_id`]: each request's id, made or taken from a trusted
+//!   client's `traceparent` or `x-request-id`.
 //! - `periodic`: the background thread behind the epoch ticker, the
 //!   instance reaper and the store's expiry, stopped on drop.
 //! - [`metrics::names`]: every metric's name, which the store's own
@@ -62,6 +64,7 @@ pub mod limits;
 pub mod metrics;
 pub mod outcome;
 pub(crate) mod periodic;
+pub mod request_id;
 pub mod settings;
 pub mod store;
 pub mod tenant;

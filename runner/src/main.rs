@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use runner::Runner;
 use runner::config::{Config, Invocation};
+use runner::settings::LogFormat;
 use tokio::net::TcpListener;
 
 #[global_allocator]
@@ -42,11 +43,21 @@ fn main() -> ExitCode {
         .buffered_lines_limit(64 << 10)
         .finish(std::io::stderr());
     let log_drops = writer.error_counter();
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(writer);
+    match config.server.log_format {
+        LogFormat::Text => subscriber
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Fields at the top level, beside timestamp, level and target.
+        LogFormat::Json => subscriber
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(workers) = cli.workers {
         builder.worker_threads(workers.max(1));

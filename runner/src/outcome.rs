@@ -18,6 +18,7 @@ use wasmtime_wasi_http::FieldMapError;
 use crate::body::{Guarded, OutBody, text};
 use crate::limits::{Limit, Limits};
 use crate::metrics::{Ended, Kind, TrapKind};
+use crate::request_id::{self, RequestId};
 use crate::tenant::scope::Scope;
 
 /// How a request ended.
@@ -120,36 +121,61 @@ impl Outcome {
     }
 
     /// The response the client gets, and the log line that goes with it.
-    fn respond(self, tenant: &Scope) -> Response<OutBody> {
+    /// What the guest brought on itself (a trap, a limit it ran into, a
+    /// failed answer) is a warning, charged to the tenant's log rate so a
+    /// tenant failing in a loop cannot flood the log; a refusal before the
+    /// guest ran is routine load shedding, at debug.
+    fn respond(self, tenant: &Scope, id: &RequestId) -> Response<OutBody> {
         let name = tenant.name();
+        let id = id.as_str();
+        let noted = |message: &str| {
+            tenant
+                .log_rate()
+                .take(LOG_LINE + name.len() + message.len())
+        };
         match self {
             Outcome::Served(response) => response,
             // Wrapped by `Request::end`, which counts it when its body ends.
             Outcome::Streaming(response, _) => response,
             Outcome::CutShort(response, why) => {
-                tracing::debug!(tenant = name, outcome = ?why, "the guest failed mid-body; its response is cut short");
+                let why = format!("{why:?}");
+                if noted(&why) {
+                    tracing::warn!(tenant = %name, request_id = %id, outcome = why, "the guest failed mid-body; its response is cut short");
+                }
                 response
             }
-            Outcome::Refused(limit, message) | Outcome::LimitHit(limit, message) => {
-                tracing::debug!(tenant = name, limit = limit.as_str(), "{message}");
+            Outcome::Refused(limit, message) => {
+                tracing::debug!(tenant = %name, request_id = %id, limit = limit.as_str(), "{message}");
+                limit_response(limit, message)
+            }
+            Outcome::LimitHit(limit, message) => {
+                if noted(&message) {
+                    tracing::warn!(tenant = %name, request_id = %id, limit = limit.as_str(), "{message}");
+                }
                 limit_response(limit, message)
             }
             Outcome::Trap(_, message) | Outcome::GuestError(message) => {
-                tracing::debug!(tenant = name, "{message}");
+                if noted(&message) {
+                    tracing::warn!(tenant = %name, request_id = %id, "{message}");
+                }
                 text(StatusCode::INTERNAL_SERVER_ERROR, message)
             }
             Outcome::ClientError(message) => {
-                tracing::debug!(tenant = name, "{message}");
+                tracing::debug!(tenant = %name, request_id = %id, "{message}");
                 text(StatusCode::BAD_REQUEST, message)
             }
             Outcome::HostFault(message) => {
-                tracing::error!(tenant = name, "request failed in the host: {message}");
+                tracing::error!(tenant = %name, request_id = %id, "request failed in the host: {message}");
                 let body = "internal error in the runner; the operator's log has details";
                 text(StatusCode::INTERNAL_SERVER_ERROR, body.into())
             }
         }
     }
 }
+
+/// What a runner line about a tenant's request costs its log rate beyond
+/// the message: timestamp, level, target, field names, the request id.
+const LOG_LINE: usize = 128;
 
 /// A limit's response: its status, `x-runner-limit` naming it, and
 /// `Retry-After` when waiting may help.
@@ -174,16 +200,21 @@ pub struct Request<'t> {
     ended: bool,
     /// A HEAD request: its response carries no body.
     head: bool,
+    id: RequestId,
+    /// With the access log on, what its line says of the request.
+    access: Option<Access>,
 }
 
 impl<'t> Request<'t> {
-    pub fn start(tenant: &'t Arc<Scope>) -> Self {
+    pub fn start(tenant: &'t Arc<Scope>, id: RequestId) -> Self {
         tenant.metrics().request_started();
         Self {
             tenant,
             started: Instant::now(),
             ended: false,
             head: false,
+            id,
+            access: None,
         }
     }
 
@@ -193,57 +224,94 @@ impl<'t> Request<'t> {
         self
     }
 
+    /// Writes an access line for this request when it ends.
+    pub fn access(mut self, access: Option<Access>) -> Self {
+        self.access = access;
+        self
+    }
+
     /// Records `outcome` in the metrics and the log, and returns the
-    /// response the client gets.
+    /// response the client gets, carrying the request id.
     pub fn end(mut self, outcome: Outcome) -> Response<OutBody> {
         self.ended = true;
+        let mut response = self.finish(outcome);
+        response
+            .headers_mut()
+            .insert(request_id::HEADER, self.id.header_value());
+        response
+    }
+
+    fn finish(&mut self, outcome: Outcome) -> Response<OutBody> {
+        let tenant = self.tenant.clone();
+        let started = self.started;
         if let Outcome::Streaming(response, ended) = outcome {
             // Counted when the body ends: as the guest ended, or as
             // `client_gone` if the client leaves first.
-            let tenant = self.tenant.clone();
-            let started = self.started;
             let status = response.status();
             let whole = Ended {
                 kind: Kind::answered(status),
                 limit: None,
                 trap: None,
             };
-            // What hyper writes before it drops the body as done.
-            let declared = if self.head
-                || status.is_informational()
-                || status == StatusCode::NO_CONTENT
-                || status == StatusCode::NOT_MODIFIED
-            {
-                Some(0)
-            } else {
-                response
-                    .headers()
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-            };
-            let record = move |ended: Option<Ended>| {
+            let declared = self.declared(&response);
+            let access = self.access.take().map(|a| (a, self.id.clone()));
+            let record = move |ended: Option<Ended>, bytes: u64| {
                 let Ended { kind, limit, trap } = ended.unwrap_or(whole);
                 if ended.is_some() {
                     tracing::debug!(
-                        tenant = tenant.name(),
+                        tenant = %tenant.name(),
                         outcome = kind.as_str(),
                         "the guest's streamed response ended before its body did"
                     );
                 }
+                let elapsed = started.elapsed();
                 tenant
                     .metrics()
-                    .request_finished(kind, limit, trap, started.elapsed());
+                    .request_finished(kind, limit, trap, elapsed);
+                if let Some((access, id)) = access {
+                    access.log(tenant.name(), &id, status, kind.as_str(), bytes);
+                }
             };
             return response
                 .map(|body| Guarded::streaming(body, declared, ended, Box::new(record)));
         }
+        let kind = outcome.kind();
         self.tenant.metrics().request_finished(
-            outcome.kind(),
+            kind,
             outcome.limit(),
             outcome.trap(),
-            self.started.elapsed(),
+            started.elapsed(),
         );
-        outcome.respond(self.tenant)
+        let response = outcome.respond(self.tenant, &self.id);
+        let Some(access) = self.access.take() else {
+            return response;
+        };
+        // The line is written once the body is out, with its size.
+        let status = response.status();
+        let declared = self.declared(&response);
+        let id = self.id.clone();
+        let log = move |_: Option<Ended>, bytes: u64| {
+            access.log(tenant.name(), &id, status, kind.as_str(), bytes);
+        };
+        response.map(|body| Guarded::observed(body, declared, Box::new(log)))
+    }
+
+    /// What hyper writes of `response`'s body before it drops the body as
+    /// done.
+    fn declared(&self, response: &Response<OutBody>) -> Option<u64> {
+        let status = response.status();
+        if self.head
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Some(0)
+        } else {
+            response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        }
     }
 }
 
@@ -251,16 +319,53 @@ impl Drop for Request<'_> {
     fn drop(&mut self) {
         if !self.ended {
             tracing::debug!(
-                tenant = self.tenant.name(),
+                tenant = %self.tenant.name(),
+                request_id = %self.id,
                 "the client went away before the response"
             );
-            self.tenant.metrics().request_finished(
-                Kind::ClientGone,
-                None,
-                None,
-                self.started.elapsed(),
-            );
+            let elapsed = self.started.elapsed();
+            self.tenant
+                .metrics()
+                .request_finished(Kind::ClientGone, None, None, elapsed);
+            if let Some(access) = self.access.take() {
+                // 499, as nginx logs a client that closed first: no
+                // status was sent.
+                let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+                let gone = Kind::ClientGone.as_str();
+                access.log(self.tenant.name(), &self.id, status, gone, 0);
+            }
         }
+    }
+}
+
+/// What an access line says of a request beyond its tenant, end and id.
+#[derive(Debug)]
+pub struct Access {
+    pub method: ::http::Method,
+    /// The path as the client sent it, without the query (which may carry
+    /// secrets).
+    pub path: Box<str>,
+    /// When its head was read: the line's duration runs from here to the
+    /// response body's end.
+    pub received: Instant,
+}
+
+impl Access {
+    /// One line, target `access`, at info.
+    pub fn log(&self, tenant: &str, id: &RequestId, status: StatusCode, outcome: &str, bytes: u64) {
+        let elapsed = self.received.elapsed();
+        // A URI path holds no control characters, and a text line quotes it.
+        tracing::info!(
+            target: "access",
+            %tenant,
+            method = %self.method,
+            path = &*self.path,
+            status = status.as_u16(),
+            %outcome,
+            duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            bytes,
+            request_id = %id,
+        );
     }
 }
 
@@ -385,7 +490,7 @@ mod tests {
     use http::StatusCode;
     use http_body_util::BodyExt;
 
-    use super::{DeadlineExceeded, Outcome, Request, classify};
+    use super::{DeadlineExceeded, Outcome, Request, RequestId, classify};
     use crate::body::text;
     use crate::limits::{Limit, Limits};
     use crate::metrics::{Recorder, TrapKind};
@@ -423,7 +528,7 @@ mod tests {
         };
 
         let (guest, ended) = tokio::sync::oneshot::channel();
-        let response = Request::start(&tenant).end(Outcome::Streaming(
+        let response = Request::start(&tenant, RequestId::generate()).end(Outcome::Streaming(
             text(StatusCode::OK, "whole".into()),
             ended,
         ));
@@ -433,7 +538,7 @@ mod tests {
         assert_eq!((requests("ok"), in_flight()), (1.0, 0.0));
 
         let (guest, ended) = tokio::sync::oneshot::channel();
-        let response = Request::start(&tenant).end(Outcome::Streaming(
+        let response = Request::start(&tenant, RequestId::generate()).end(Outcome::Streaming(
             text(StatusCode::OK, "cut".into()),
             ended,
         ));
@@ -445,7 +550,7 @@ mod tests {
         assert_eq!(shown("runner_traps_total", "kind=\"deadline\""), 1.0);
 
         let (_guest, ended) = tokio::sync::oneshot::channel();
-        let response = Request::start(&tenant).end(Outcome::Streaming(
+        let response = Request::start(&tenant, RequestId::generate()).end(Outcome::Streaming(
             text(StatusCode::OK, "left".into()),
             ended,
         ));
@@ -498,11 +603,13 @@ mod tests {
             ),
         ];
         for (outcome, status, text) in cases {
-            let response = Request::start(&tenant).end(outcome);
+            let id = RequestId::generate();
+            let response = Request::start(&tenant, id.clone()).end(outcome);
             assert_eq!(response.status().as_u16(), status);
+            assert_eq!(response.headers()["x-request-id"], id.as_str());
             assert_eq!(body(response).await, text);
         }
-        drop(Request::start(&tenant));
+        drop(Request::start(&tenant, RequestId::generate()));
         let shown = recorder.render(&[], 4, std::iter::empty());
         let requests = |outcome: &str| {
             series(

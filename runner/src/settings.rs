@@ -176,6 +176,33 @@ impl Setting for OptionalPath {
     }
 }
 
+/// A feature turned `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, clap::ValueEnum)]
+pub enum Switch {
+    Off,
+    On,
+}
+
+value_enum_setting!(Switch, "on, off");
+
+impl Switch {
+    pub fn is_on(self) -> bool {
+        self == Switch::On
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event, fields as `name=value`.
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, then each
+    /// field (`tenant`, `request_id`, the guest's `text`) by name.
+    Json,
+}
+
+value_enum_setting!(LogFormat, "text, json");
+
 /// A setting whose default is worked out at start-up (`auto`) unless given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd)]
 pub enum Auto<T> {
@@ -427,6 +454,34 @@ macro_rules! settings {
     };
 }
 pub(crate) use settings;
+
+/// `Setting` for a `clap::ValueEnum`, spelled as on the command line in
+/// files and messages too; `$choices` lists the spellings for errors.
+macro_rules! value_enum_setting {
+    ($t:ty, $choices:literal) => {
+        impl $crate::settings::Setting for $t {
+            fn parse_flag(text: &str) -> Result<Self, String> {
+                <Self as clap::ValueEnum>::from_str(text, false)
+                    .map_err(|_| format!("{text:?} is not one of {}", $choices))
+            }
+
+            fn from_toml(value: &toml::Value) -> Result<Self, String> {
+                $crate::settings::from_toml_string(value, "a string")
+            }
+
+            fn show(&self) -> String {
+                clap::ValueEnum::to_possible_value(self)
+                    .map(|v| v.get_name().to_owned())
+                    .unwrap_or_default()
+            }
+
+            fn is_zero(&self) -> bool {
+                false
+            }
+        }
+    };
+}
+pub(crate) use value_enum_setting;
 
 #[cfg(test)]
 mod tests {

@@ -109,6 +109,18 @@ async fn try_read_reply(res: hyper::Response<hyper::body::Incoming>) -> Option<R
     })
 }
 
+/// `GET path` with extra `headers`, on a fresh connection.
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = build_request(addr, Method::GET, path, Vec::new());
+    for (name, value) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            http::HeaderValue::from_str(value).expect("a header value"),
+        );
+    }
+    send(addr, req).await
+}
+
 /// One request on a fresh connection.
 pub async fn request(addr: SocketAddr, method: Method, path: &str, body: Vec<u8>) -> Reply {
     send(addr, build_request(addr, method, path, body)).await

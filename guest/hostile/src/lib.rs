@@ -80,6 +80,7 @@ fn route(req: &Request) -> Result {
         "/huge-body" => huge_body,
         "/stdout" => stdout,
         "/print" => print,
+        "/stderr" => stderr,
         "/lines" => lines,
         "/fields" => fields,
         "/sleep" => sleep,
@@ -360,6 +361,21 @@ fn lines(req: &Request) -> Result {
 fn print(req: &Request) -> Result {
     let text: String = req.required_param("text")?;
     println!("{text}");
+    Ok(Response::text(200, "ok"))
+}
+
+/// `GET /stderr?text=...&tail=...`: writes `text` to stderr three bytes per
+/// write, then a newline, then `tail` with none, as a program printing a
+/// line piece by piece and leaving its last one unfinished would.
+fn stderr(req: &Request) -> Result {
+    let text: String = req.required_param("text")?;
+    let tail: String = req.parse_param("tail")?.unwrap_or_default();
+    let mut err = std::io::stderr();
+    for piece in text.as_bytes().chunks(3) {
+        let _ = err.write_all(piece);
+    }
+    let _ = err.write_all(b"\n");
+    let _ = err.write_all(tail.as_bytes());
     Ok(Response::text(200, "ok"))
 }
 

@@ -32,6 +32,7 @@ use crate::engine::Runtime;
 use crate::engine::kept::Instance;
 use crate::host::{Handler, Host};
 use crate::outcome::{DeadlineExceeded, Outcome, classify, deadline_exceeded};
+use crate::request_id::RequestId;
 use crate::tenant::Tenant;
 use crate::tenant::workers::{Job, Reply};
 
@@ -65,7 +66,12 @@ pub fn forget(runtime: &Runtime, tenant: &Tenant) {
 /// instances) fails at start-up rather than on every request.
 pub async fn preflight(runtime: &Runtime, tenant: &Tenant) -> wasmtime::Result<()> {
     let mut store = store(runtime, tenant);
-    begin(&mut store, tenant, Instant::now() + tenant.limits().timeout)?;
+    begin(
+        &mut store,
+        tenant,
+        Instant::now() + tenant.limits().timeout,
+        None,
+    )?;
     tenant
         .pre()
         .instantiate_async(&mut store)
@@ -82,16 +88,17 @@ async fn acquire(
     runtime: &Runtime,
     tenant: &Tenant,
     deadline: Instant,
+    id: Option<RequestId>,
 ) -> wasmtime::Result<Instance> {
     if tenant.limits().max_instance_reuse > 1
         && let Some(mut kept) = runtime.kept().take(tenant.idle())
     {
         kept.served += 1;
-        begin(&mut kept.store, tenant, deadline)?;
+        begin(&mut kept.store, tenant, deadline, id)?;
         tenant.metrics().instances_reused.increment(1);
         return Ok(kept);
     }
-    fresh(runtime, tenant, deadline).await
+    fresh(runtime, tenant, deadline, id).await
 }
 
 /// A new instance of `tenant`'s component, begun with its fuel and
@@ -101,10 +108,11 @@ async fn fresh(
     runtime: &Runtime,
     tenant: &Tenant,
     deadline: Instant,
+    id: Option<RequestId>,
 ) -> wasmtime::Result<Instance> {
     loop {
         let mut store = store(runtime, tenant);
-        begin(&mut store, tenant, deadline)?;
+        begin(&mut store, tenant, deadline, id.clone())?;
         let started = Instant::now();
         match tenant.pre().instantiate_async(&mut store).await {
             Ok(guest) => {
@@ -141,6 +149,7 @@ where
         return call_shared(runtime, tenant, request, admission).await;
     }
     let deadline = Instant::now() + tenant.limits().timeout;
+    let id = request.extensions().get::<RequestId>().cloned();
     let (sender, mut head) = oneshot::channel();
     let for_runtime = runtime.clone();
     let for_guest = tenant.clone();
@@ -148,7 +157,7 @@ where
         let (runtime, tenant) = (for_runtime, for_guest);
         let mut instance = None;
         let run = async {
-            let instance = instance.insert(acquire(&runtime, &tenant, deadline).await?);
+            let instance = instance.insert(acquire(&runtime, &tenant, deadline, id).await?);
             match &instance.guest {
                 Handler::P2(guest) => serve_p2(&mut instance.store, guest, request, sender).await,
                 Handler::P3(service) => {
@@ -171,7 +180,9 @@ where
         };
         let hit = instance.as_ref().and_then(|i| i.store.data().limiter.hit);
         let failure = result.err().map(|e| classify(&e, hit, tenant.limits()));
-        if let Some(instance) = &instance {
+        if let Some(instance) = &mut instance {
+            // A line the guest left unfinished is its request's last.
+            instance.store.data_mut().end_request();
             let fuel = instance.store.get_fuel().unwrap_or(0);
             tenant
                 .metrics()
@@ -276,7 +287,7 @@ where
     };
     let taken = match tenant.workers().offer(job, limits.max_instance_concurrency) {
         Ok(taken) => taken,
-        Err(job) => match fresh(runtime, tenant, deadline).await {
+        Err(job) => match fresh(runtime, tenant, deadline, None).await {
             Ok(Instance {
                 mut store,
                 guest: Handler::P3(service),
@@ -354,8 +365,13 @@ impl<F: Future + Unpin> Future for Backstop<F> {
 
 /// Starts a request in `store`: the host's per-request state, a whole fuel
 /// budget, and the first epoch check one tick away.
-fn begin(store: &mut Store<Host>, tenant: &Tenant, deadline: Instant) -> wasmtime::Result<()> {
-    store.data_mut().begin_request(deadline);
+fn begin(
+    store: &mut Store<Host>,
+    tenant: &Tenant,
+    deadline: Instant,
+    id: Option<RequestId>,
+) -> wasmtime::Result<()> {
+    store.data_mut().begin_request(deadline, id);
     store.set_fuel(tenant.limits().fuel)?;
     store.set_epoch_deadline(1);
     Ok(())

@@ -6,30 +6,34 @@ use super::bindings::wasi::logging::logging::{self, Level};
 
 impl logging::Host for Host {
     fn log(&mut self, level: Level, context: String, message: String) -> wasmtime::Result<()> {
-        // The guest's text goes in quoted fields after the tenant, never in
-        // the message, so it cannot pose as a field of the runner's.
-        let tenant = self.tenant.name();
+        // The guest's text goes in string fields after the tenant (quoted
+        // on a text line), never in the message, so it cannot pose as a
+        // field of the runner's.
+        let log = &self.log;
         let context = super::printable(&context);
         let text = super::printable(&message);
-        if !self.take_log_budget(context.len() + text.len()) {
+        if !log.take_line(context.len() + text.len()) {
             return Ok(());
         }
-        match level {
+        let (tenant, context, text) = (log.tenant(), &*context, &*text);
+        log.with_request(|request_id| {
+            let request_id = request_id.map(tracing::field::display);
+            match level {
             Level::Trace => {
-                tracing::trace!(target: "guest", tenant = %tenant, ?context, ?text)
+                tracing::trace!(target: "guest", %tenant, request_id, context, text)
             }
             Level::Debug => {
-                tracing::debug!(target: "guest", tenant = %tenant, ?context, ?text)
+                tracing::debug!(target: "guest", %tenant, request_id, context, text)
             }
-            Level::Info => tracing::info!(target: "guest", tenant = %tenant, ?context, ?text),
-            Level::Warn => tracing::warn!(target: "guest", tenant = %tenant, ?context, ?text),
+            Level::Info => tracing::info!(target: "guest", %tenant, request_id, context, text),
+            Level::Warn => tracing::warn!(target: "guest", %tenant, request_id, context, text),
             Level::Error => {
-                tracing::error!(target: "guest", tenant = %tenant, ?context, ?text)
+                tracing::error!(target: "guest", %tenant, request_id, context, text)
             }
             Level::Critical => {
-                tracing::error!(target: "guest", tenant = %tenant, ?context, ?text, critical = true)
+                tracing::error!(target: "guest", %tenant, request_id, context, text, critical = true)
             }
-        }
+        }});
         Ok(())
     }
 }

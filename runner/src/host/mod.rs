@@ -21,8 +21,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 pub use self::keyvalue::{BucketHandle, CasHandle};
 pub use self::limiter::Limiter;
-use self::output::{GuestOutput, LogBudget};
+use self::output::{GuestLog, GuestOutput, Stream};
 
+use crate::request_id::RequestId;
 use crate::tenant::scope::Scope;
 
 /// Host bindings for the `runner-host` world in `wit/world.wit`. Only
@@ -132,7 +133,7 @@ pub struct Host {
     http: WasiHttpCtx,
     table: ResourceTable,
     hooks: DenyOutgoing,
-    log_budget: LogBudget,
+    log: GuestLog,
     pub(crate) limiter: Limiter,
     /// When the current request must end; the epoch callback reads it.
     pub(crate) deadline: Instant,
@@ -141,14 +142,14 @@ pub struct Host {
 impl Host {
     pub fn new(tenant: Arc<Scope>) -> Self {
         let limits = tenant.limits();
-        let log_budget = LogBudget::new(
+        let log = GuestLog::new(
+            tenant.shared_name(),
             crate::limits::bytes(limits.max_log_bytes),
             tenant.log_rate().clone(),
         );
-        let name = tenant.shared_name();
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestOutput::new(name.clone(), "stdout", log_budget.clone()))
-            .stderr(GuestOutput::new(name, "stderr", log_budget.clone()))
+        wasi.stdout(GuestOutput::new(Stream::Stdout, log.clone()))
+            .stderr(GuestOutput::new(Stream::Stderr, log.clone()))
             // Guests have no network: sockets are linked so that toolchains
             // that always import them load, and every use is refused before
             // the host opens a socket.
@@ -167,34 +168,40 @@ impl Host {
             http,
             table,
             hooks: DenyOutgoing,
-            log_budget,
+            log,
             tenant,
             deadline: Instant::now(),
         }
     }
 
-    /// Starts a request on this instance: its deadline, a whole log budget,
-    /// and no limit hit yet. Memory, tables and resources the guest holds
-    /// stay as the last request left them.
-    pub fn begin_request(&mut self, deadline: Instant) {
+    /// Starts request `id` on this instance: its deadline, a whole log
+    /// budget, its id on the guest's log lines, and no limit hit yet.
+    /// Memory, tables and resources the guest holds stay as the last
+    /// request left them.
+    pub fn begin_request(&mut self, deadline: Instant, id: Option<RequestId>) {
         self.deadline = deadline;
         self.limiter.hit = None;
-        self.log_budget
-            .refill(crate::limits::bytes(self.tenant.limits().max_log_bytes));
+        self.log
+            .begin(crate::limits::bytes(self.tenant.limits().max_log_bytes), id);
+    }
+
+    /// Ends the current request: a line the guest left unfinished is
+    /// written now, under its id.
+    pub fn end_request(&mut self) {
+        self.log.flush();
     }
 
     /// Starts one more request on an instance whose requests run
     /// concurrently: the instance lives until the latest deadline of its
     /// requests, and each request that starts refills the shared log
-    /// budget.
+    /// budget. Its lines carry no request id: the instance serves several
+    /// at once, and a line cannot tell whose it is.
     pub fn join_request(&mut self, deadline: Instant) {
         self.deadline = self.deadline.max(deadline);
-        self.log_budget
-            .refill(crate::limits::bytes(self.tenant.limits().max_log_bytes));
-    }
-
-    fn take_log_budget(&self, bytes: usize) -> bool {
-        self.log_budget.take_line(bytes, self.tenant.name())
+        self.log.begin(
+            crate::limits::bytes(self.tenant.limits().max_log_bytes),
+            None,
+        );
     }
 
     pub fn tenant(&self) -> &Arc<Scope> {

@@ -30,7 +30,8 @@ use crate::body::{GuestBody, LimitedBody, OutBody, body_too_large, text};
 use crate::engine::Runtime;
 use crate::fleet::Fleet;
 use crate::limits::Limit;
-use crate::outcome::{self, Outcome};
+use crate::outcome::{self, Access, Outcome};
+use crate::request_id::{self, RequestId};
 use crate::tenant::Tenant;
 
 /// The settings the tenant listener enforces.
@@ -44,6 +45,10 @@ pub struct HttpLimits {
     /// The time a client has to send such a body.
     pub body_read_timeout: Duration,
     pub connections: ConnectionLimits,
+    /// Where each request's id comes from.
+    pub request_ids: request_id::Policy,
+    /// One log line per request (target `access`).
+    pub access_log: bool,
 }
 
 /// State shared by every connection of the tenant listener.
@@ -86,35 +91,59 @@ impl Ingress {
         server::serve(listener, &limits, Some(metrics), handler, shutdown, grace).await;
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<OutBody> {
+    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<OutBody> {
+        let id = RequestId::for_request(req.headers(), self.limits.request_ids);
+        let access = self.limits.access_log.then(|| Access {
+            method: req.method().clone(),
+            path: req.uri().path().into(),
+            received: std::time::Instant::now(),
+        });
         // RFC 9112 3.2: an HTTP/1.1 request without exactly one Host header
         // is answered 400, before it can reach any tenant.
         if req.version() == http::Version::HTTP_11
             && req.headers().get_all(header::HOST).iter().count() != 1
         {
-            self.runtime.metrics().unrouted.increment(1);
-            return text(
-                StatusCode::BAD_REQUEST,
-                "bad request: an HTTP/1.1 request needs exactly one Host header".into(),
-            );
+            let message = "bad request: an HTTP/1.1 request needs exactly one Host header";
+            return self.unrouted(StatusCode::BAD_REQUEST, message.into(), id, access);
         }
         let path = req.uri().path();
         let Some((name, rest)) = split_tenant(path) else {
-            self.runtime.metrics().unrouted.increment(1);
-            return text(
-                StatusCode::NOT_FOUND,
-                "not found: tenant requests go to /t/{tenant}/{path}".into(),
-            );
+            let message = "not found: tenant requests go to /t/{tenant}/{path}";
+            return self.unrouted(StatusCode::NOT_FOUND, message.into(), id, access);
         };
         let Some(tenant) = self.fleet.get(name) else {
-            self.runtime.metrics().unrouted.increment(1);
-            return text(StatusCode::NOT_FOUND, format!("unknown tenant {name:?}"));
+            let message = format!("unknown tenant {name:?}");
+            return self.unrouted(StatusCode::NOT_FOUND, message, id, access);
         };
         let rest_len = rest.len();
-        let request =
-            outcome::Request::start(tenant.scope()).head(req.method() == http::Method::HEAD);
+        // The call finds the id here, for the guest's log lines.
+        req.extensions_mut().insert(id.clone());
+        let request = outcome::Request::start(tenant.scope(), id)
+            .head(req.method() == http::Method::HEAD)
+            .access(access);
         let outcome = self.admit_and_call(&tenant, req, rest_len).await;
         request.end(outcome)
+    }
+
+    /// The answer to a request that reached no tenant, counted, with its
+    /// id and, with the access log on, its line (tenant `-`).
+    fn unrouted(
+        &self,
+        status: StatusCode,
+        message: String,
+        id: RequestId,
+        access: Option<Access>,
+    ) -> Response<OutBody> {
+        self.runtime.metrics().unrouted.increment(1);
+        let bytes = message.len() as u64;
+        if let Some(access) = access {
+            access.log("-", &id, status, "unrouted", bytes);
+        }
+        let mut response = text(status, message);
+        response
+            .headers_mut()
+            .insert(request_id::HEADER, id.header_value());
+        response
     }
 
     async fn admit_and_call(

@@ -286,28 +286,7 @@ pub enum TenantLabelMode {
     Aggregate,
 }
 
-impl crate::settings::Setting for TenantLabelMode {
-    fn parse_flag(text: &str) -> Result<Self, String> {
-        <Self as clap::ValueEnum>::from_str(text, false)
-            .map_err(|_| format!("{text:?} is not one of per-tenant, aggregate"))
-    }
-
-    fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        crate::settings::from_toml_string(value, "a string")
-    }
-
-    fn show(&self) -> String {
-        match self {
-            TenantLabelMode::PerTenant => "per-tenant",
-            TenantLabelMode::Aggregate => "aggregate",
-        }
-        .into()
-    }
-
-    fn is_zero(&self) -> bool {
-        false
-    }
-}
+crate::settings::value_enum_setting!(TenantLabelMode, "per-tenant, aggregate");
 
 /// Picks the label value for each tenant, bounding the series count.
 #[derive(Clone, Copy, Debug)]

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 pub use system_tests::Tenants;
-pub use system_tests::http::{Client, chunked_put, get, raw, raw_for, request};
+pub use system_tests::http::{Client, chunked_put, get, get_with, raw, raw_for, request};
 use system_tests::probe;
 pub use system_tests::probe::Observed;
 

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&str] = &[
     // Leaves.
     "settings",
+    "request_id",
     "periodic",
     "metrics::names",
     "store",

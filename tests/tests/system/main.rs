@@ -8,6 +8,7 @@
 //! - `durable`: the data directory under SIGKILL, a full disk, a second
 //!   runner.
 //! - `loadgen`: the load generator against the runner, checked both ways.
+//! - `packaging`: the container image and the systemd unit, as shipped.
 //! - `polyglot`: the Python and JavaScript example guests, built by their
 //!   own toolchains, run unchanged.
 //! - `prometheus`: dashboards and alerts against a real Prometheus.
@@ -16,6 +17,7 @@
 mod admin;
 mod durable;
 mod loadgen;
+mod packaging;
 mod polyglot;
 mod process;
 mod prometheus;
