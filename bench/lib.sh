@@ -1,6 +1,6 @@
 # Shared by the bench scripts: `source bench/lib.sh` after setting WORK.
 
-# start_runner BIN ARGS...: starts BIN --tenants 100 on port-0 listeners
+# start_runner BIN ARGS...: starts BIN --tenants 100 (or $TENANTS) on port-0 listeners
 # with ARGS, waits until it listens, and sets PID, ADDR (tenant traffic) and
 # ADMIN (metrics). Each start has its own output files, so several runners
 # can run at once.
@@ -10,7 +10,7 @@ start_runner() {
     shift
     STARTS=$((STARTS + 1))
     local out="$WORK/out.$STARTS" err="$WORK/err.$STARTS"
-    "$bin" --tenants 100 --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" \
+    "$bin" --tenants "${TENANTS:-100}" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 "$@" \
         >"$out" 2>"$err" &
     PID=$!
     ADDR= ADMIN=

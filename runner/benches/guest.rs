@@ -286,7 +286,7 @@ fn tenant_on(
         limits,
         loaded,
         Namespace::new(store, name, Quotas::default()).expect("a fresh namespace"),
-        Arc::new(recorder.scope(|| TenantMetrics::new(name.into()))),
+        Arc::new(TenantMetrics::new(name.into(), recorder)),
     ))
 }
 

@@ -453,7 +453,54 @@ fn check_component_file(path: &Path) -> anyhow::Result<()> {
 fn read_file(path: &Path) -> anyhow::Result<File> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading tenants file {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing tenants file {}", path.display()))
+    let parsed = toml::from_str(&text);
+    if parsed.is_err()
+        && let Some(unknown) = unknown_tenant_key(&text)
+    {
+        bail!("parsing tenants file {}: {unknown}", path.display());
+    }
+    parsed.with_context(|| format!("parsing tenants file {}", path.display()))
+}
+
+/// The first key of a `[tenants.NAME]` table that is no setting, named at
+/// its line. A tenant's table is read through a flattened struct, so serde
+/// can only point at the table's header.
+fn unknown_tenant_key(text: &str) -> Option<String> {
+    let file = toml::de::DeTable::parse(text).ok()?;
+    let Some(toml::de::DeValue::Table(tenants)) =
+        file.get_ref().get("tenants").map(|v| v.get_ref())
+    else {
+        return None;
+    };
+    let known = || {
+        std::iter::once("component".to_string())
+            .chain(Limits::KEYS.iter().map(|k| crate::settings::key(k)))
+    };
+    for (name, table) in tenants {
+        let toml::de::DeValue::Table(table) = table.get_ref() else {
+            continue;
+        };
+        for key in table.keys() {
+            if known().any(|k| k == **key.get_ref()) {
+                continue;
+            }
+            let start = key.span().start;
+            let line = text[..start].matches('\n').count() + 1;
+            let column = text[..start]
+                .rsplit('\n')
+                .next()
+                .map_or(0, |l| l.chars().count())
+                + 1;
+            return Some(format!(
+                "line {line}, column {column}: unknown key `{}` in [tenants.{}]; a tenant's \
+                 keys are: {}",
+                key.get_ref(),
+                name.get_ref(),
+                known().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    None
 }
 
 fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
@@ -912,19 +959,22 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_bad_values_are_named() {
-        let f = file("[tenants.a]\nfule = 3\n");
+        // At the key's own line, not its table's header.
+        let f = file("[defaults]\ntimeout = \"2s\"\n\n[tenants.a]\ntimeout = \"1s\"\n  fule = 3\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("unknown field `fule`"),
-            "{err:#}"
+        let shown = format!("{err:#}");
+        let expected = format!(
+            "parsing tenants file {}: line 6, column 3: unknown key `fule` in [tenants.a]; a \
+             tenant's keys are: component, fuel, timeout, max-memory,",
+            f.path.display()
         );
+        assert!(shown.starts_with(&expected), "{shown}");
 
         let f = file("[server]\npool-sise = 3\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("unknown field `pool-sise`"),
-            "{err:#}"
-        );
+        let shown = format!("{err:#}");
+        assert!(shown.contains("line 2, column 1"), "{shown}");
+        assert!(shown.contains("unknown field `pool-sise`"), "{shown}");
 
         let f = file("[tenants.\"a/b\"]\n");
         let err = parse(&["--config", f.path.to_str().unwrap()]).unwrap_err();

@@ -517,13 +517,13 @@ mod tests {
         let recorder = Recorder::new().unwrap();
         let tenant = crate::tenant::scope::Scope::for_tests(&recorder);
         let shown = |name: &str, labels: &str| {
-            let text = recorder.render(&[], 4, std::iter::empty());
+            let text = recorder.render(&[], 4, std::iter::empty(), std::iter::empty());
             series(&text, name, &format!("tenant=\"t0\",{labels}"))
         };
         let requests =
             |outcome: &str| shown("runner_requests_total", &format!("outcome=\"{outcome}\""));
         let in_flight = || {
-            let text = recorder.render(&[], 4, std::iter::empty());
+            let text = recorder.render(&[], 4, std::iter::empty(), std::iter::empty());
             series(&text, "runner_requests_in_flight", "tenant=\"t0\"")
         };
 
@@ -610,7 +610,7 @@ mod tests {
             assert_eq!(body(response).await, text);
         }
         drop(Request::start(&tenant, RequestId::generate()));
-        let shown = recorder.render(&[], 4, std::iter::empty());
+        let shown = recorder.render(&[], 4, std::iter::empty(), std::iter::empty());
         let requests = |outcome: &str| {
             series(
                 &shown,

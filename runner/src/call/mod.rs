@@ -12,9 +12,11 @@
 //!   WASIp2 and WASIp3.
 //! - `shared`: WASIp3 instances that serve several requests at once, and
 //!   what each limit means there.
+//! - `timed`: the time spent running a tenant's guest, counted.
 
 mod handoff;
 mod shared;
+mod timed;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,6 +28,7 @@ use wasmtime::error::Context as _;
 use wasmtime::{PoolConcurrencyLimitError, Store, UpdateDeadline};
 
 use self::handoff::{serve_p2, serve_p3};
+use self::timed::Timed;
 use crate::admission::Admission;
 use crate::body::{Failed, Guarded, Head, OutBody};
 use crate::engine::Runtime;
@@ -95,7 +98,7 @@ async fn acquire(
     {
         kept.served += 1;
         begin(&mut kept.store, tenant, deadline, id)?;
-        tenant.metrics().instances_reused.increment(1);
+        tenant.metrics().instance_reused();
         return Ok(kept);
     }
     fresh(runtime, tenant, deadline, id).await
@@ -117,7 +120,7 @@ async fn fresh(
         match tenant.pre().instantiate_async(&mut store).await {
             Ok(guest) => {
                 runtime.metrics().instantiation.record(started.elapsed());
-                tenant.metrics().instances_created.increment(1);
+                tenant.metrics().instance_created();
                 return Ok(Instance {
                     store,
                     guest,
@@ -153,7 +156,7 @@ where
     let (sender, mut head) = oneshot::channel();
     let for_runtime = runtime.clone();
     let for_guest = tenant.clone();
-    let mut guest = Box::pin(async move {
+    let mut guest = Timed::new(tenant.clone(), async move {
         let (runtime, tenant) = (for_runtime, for_guest);
         let mut instance = None;
         let run = async {

@@ -55,7 +55,8 @@ use crate::tenant::workers::{Job, Reply, Taken, Worker};
 /// as a new worker that serves `job` first, and starts it.
 pub(super) fn start(tenant: Arc<Tenant>, store: Store<Host>, service: Service, job: Job) -> Taken {
     let (worker, queue) = tenant.workers().add(job);
-    tokio::spawn(run(tenant, worker.clone(), store, service, queue));
+    let run = run(tenant.clone(), worker.clone(), store, service, queue);
+    tokio::spawn(super::timed::Timed::new(tenant, run));
     Taken(worker)
 }
 
@@ -89,7 +90,7 @@ async fn run(
                     let id = served.fetch_add(1, Ordering::Relaxed) + 1;
                     budget.fetch_add(limits.fuel, Ordering::Relaxed);
                     if id > 1 {
-                        tenant.metrics().instances_reused.increment(1);
+                        tenant.metrics().instance_reused();
                     }
                     running.push(serve(accessor, service, job, id, pending.clone(), tenant));
                     id

@@ -861,7 +861,7 @@ impl Fleet {
         labels
             .by_label
             .entry(label.into())
-            .or_insert_with(|| Arc::new(self.recorder.scope(|| TenantMetrics::new(label.into()))))
+            .or_insert_with(|| Arc::new(TenantMetrics::new(label.into(), &self.recorder)))
             .clone()
     }
 }

@@ -54,16 +54,36 @@ impl Admin {
                 let usage = tenants
                     .iter()
                     .map(|t| (t.metrics().label().to_string(), t.namespace().usage()));
+                // Limits only for a tenant with a label of its own: a
+                // shared one (`_other`) has no one tenant's limits.
+                let limits = tenants
+                    .iter()
+                    .filter(|t| t.metrics().label() == t.name())
+                    .map(|t| (t.name(), t.limits()));
                 let body = self.recorder.render(
                     &self.runtime.engines(),
                     self.runtime.config().pool_size as usize,
                     usage,
+                    limits,
                 );
+                // Prometheus asks for gzip; a scrape of many tenants shrinks
+                // about tenfold.
+                let gzip = accepts_gzip(req.headers());
+                let body = if gzip {
+                    gzipped(body.as_bytes())
+                } else {
+                    body.into_bytes()
+                };
                 let mut response = Response::new(full(body));
-                response.headers_mut().insert(
+                let headers = response.headers_mut();
+                headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
+                headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+                if gzip {
+                    headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                }
                 response
             }
             "/healthz" => text(StatusCode::OK, "ok".into()),
@@ -103,6 +123,64 @@ impl Admin {
     }
 }
 
+/// Whether `Accept-Encoding` allows gzip (RFC 9110 12.5.3: `gzip` or `*`
+/// without `q=0`).
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// `bytes` gzipped, at the fast level: a scrape is compressed on every
+/// request, and most of its size goes at any level.
+fn gzipped(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 8),
+        flate2::Compression::fast(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(bytes);
+    encoder.finish().unwrap_or_default()
+}
+
 fn is_api(path: &str) -> bool {
     path == "/v1" || path.starts_with("/v1/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+
+    #[test]
+    fn gzip_is_sent_only_where_accepted() {
+        let accepts = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for v in values {
+                headers.append(http::header::ACCEPT_ENCODING, v.parse().expect("a value"));
+            }
+            accepts_gzip(&headers)
+        };
+        assert!(accepts(&["gzip"]));
+        assert!(accepts(&["identity, GZIP;q=0.5"]));
+        assert!(accepts(&["br", "gzip"]));
+        assert!(accepts(&["*"]));
+        assert!(!accepts(&[]));
+        assert!(!accepts(&["br, deflate"]));
+        assert!(!accepts(&["gzip;q=0"]));
+        assert!(!accepts(&["gzip; q=0.0"]));
+        assert!(!accepts(&["x-gzip-ish"]));
+    }
 }

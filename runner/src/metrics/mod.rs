@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram, Unit};
 use metrics_exporter_prometheus::{
@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::{
 
 pub mod names;
 
-use crate::limits::Limit;
+use crate::limits::{Limit, Limits};
 use crate::store::{self, Quota};
 
 pub use self::names::*;
@@ -67,6 +67,10 @@ pub struct Recorder {
     handle: PrometheusHandle,
     process: metrics_process::Collector,
     log_drops: Arc<std::sync::OnceLock<LogDrops>>,
+    /// Tenant labels whose key-value usage has been shown: a label's
+    /// gauges appear once it stores something, and stay (at zero once it
+    /// stores nothing).
+    usage_shown: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Reads how many log lines the process's log writer has dropped.
@@ -102,6 +106,7 @@ impl Recorder {
             recorder: Arc::new(recorder),
             process: metrics_process::Collector::default(),
             log_drops: Default::default(),
+            usage_shown: Default::default(),
         };
         this.scope(|| {
             describe();
@@ -127,28 +132,35 @@ impl Recorder {
     }
 
     /// Samples the gauges read from state (pool use, each tenant label's
-    /// key-value usage, the process figures) and renders the exposition.
-    pub fn render(
+    /// key-value usage, the process figures) and renders the exposition,
+    /// with the limits of each tenant that has a label of its own.
+    pub fn render<'a>(
         &self,
         engines: &[(&'static str, &wasmtime::Engine)],
         pool_capacity: usize,
         usage: impl Iterator<Item = (String, store::Usage)>,
+        limits: impl Iterator<Item = (&'a str, &'a Limits)>,
     ) -> String {
         self.scope(|| {
             self.process.collect();
-            sample(engines, pool_capacity, usage);
+            sample(engines, pool_capacity, usage, &mut self.usage_shown.lock());
             if let Some(dropped) = self.log_drops.get() {
                 metrics::counter!(LOG_LINES_DROPPED).absolute(dropped());
             }
         });
+        let mut text = self.handle.render();
         // The metrics facade has integer counters only, so CPU time is kept
         // in a gauge for its fractions; it is a counter all the same, and
         // says so, as every Prometheus client library does.
-        self.handle.render().replacen(
-            &format!("# TYPE {PROCESS_CPU} gauge"),
-            &format!("# TYPE {PROCESS_CPU} counter"),
-            1,
-        )
+        for cpu in [PROCESS_CPU, CPU] {
+            text = text.replacen(
+                &format!("# TYPE {cpu} gauge"),
+                &format!("# TYPE {cpu} counter"),
+                1,
+            );
+        }
+        render_limits(&mut text, limits);
+        text
     }
 }
 
@@ -206,6 +218,11 @@ fn describe() {
         "Requests one instance served before it was dropped."
     );
     describe_counter!(FUEL_CONSUMED, "Fuel burned by tenant guests.");
+    describe_gauge!(
+        CPU,
+        Unit::Seconds,
+        "Time worker threads spent running the tenant's guests (instantiation, guest code and the host calls it makes), measured around each poll with the monotonic clock: CPU time, unless the OS preempted the thread mid-poll."
+    );
     describe_counter!(TRAPS, "Guest traps by kind.");
     describe_counter!(LIMIT_HITS, "Requests that ran into a limit, by limit.");
     describe_counter!(
@@ -446,65 +463,49 @@ impl KvOp {
 
 const KV_RESULTS: [&str; 3] = ["ok", "error", "quota"];
 
-/// One tenant's pre-registered metric handles.
+/// One tenant label's metric handles, each registered on its first use:
+/// a tenant's series appear when something happens to it, so a thousand
+/// idle tenants cost a scrape nothing but their limits. After that,
+/// recording is an atomic load and an atomic add.
 pub struct TenantMetrics {
-    requests: Vec<Counter>,
-    duration: Histogram,
-    in_flight: Gauge,
-    fuel: Counter,
-    pub instances_created: Counter,
-    pub instances_reused: Counter,
-    traps: Vec<Counter>,
-    limits: Vec<Counter>,
-    kv_ops: Vec<[Counter; 3]>,
-    kv_duration: Vec<Histogram>,
-    kv_quota: Vec<Counter>,
+    requests: [OnceLock<Counter>; Kind::ALL.len()],
+    duration: OnceLock<Histogram>,
+    in_flight: OnceLock<Gauge>,
+    fuel: OnceLock<Counter>,
+    cpu: OnceLock<Gauge>,
+    instances_created: OnceLock<Counter>,
+    instances_reused: OnceLock<Counter>,
+    traps: [OnceLock<Counter>; TrapKind::ALL.len()],
+    limits: [OnceLock<Counter>; Limit::ALL.len()],
+    kv_ops: [[OnceLock<Counter>; 3]; KvOp::ALL.len()],
+    kv_duration: [OnceLock<Histogram>; KvOp::ALL.len()],
+    kv_quota: [OnceLock<Counter>; Quota::ALL.len()],
     /// Process-wide, without a tenant label: an outage of the store is
     /// every tenant's.
     store_unavailable: Counter,
     label: String,
+    /// Where the handles are registered when first used.
+    recorder: Recorder,
 }
 
 impl TenantMetrics {
-    pub fn new(label: String) -> Self {
-        let t = label.clone();
-        let labelled = |name: &'static str, key: &'static str, value: &'static str| metrics::counter!(name, "tenant" => t.clone(), key => value);
+    pub fn new(label: String, recorder: &Recorder) -> Self {
         Self {
-            requests: Kind::ALL
-                .iter()
-                .map(|o| labelled(REQUESTS, "outcome", o.as_str()))
-                .collect(),
-            duration: metrics::histogram!(REQUEST_DURATION, "tenant" => t.clone()),
-            in_flight: metrics::gauge!(REQUESTS_IN_FLIGHT, "tenant" => t.clone()),
-            fuel: metrics::counter!(FUEL_CONSUMED, "tenant" => t.clone()),
-            instances_created: metrics::counter!(INSTANCES_CREATED, "tenant" => t.clone()),
-            instances_reused: metrics::counter!(INSTANCES_REUSED, "tenant" => t.clone()),
-            traps: TrapKind::ALL
-                .iter()
-                .map(|k| labelled(TRAPS, "kind", k.as_str()))
-                .collect(),
-            limits: Limit::ALL
-                .iter()
-                .map(|l| labelled(LIMIT_HITS, "limit", l.as_str()))
-                .collect(),
-            kv_ops: KvOp::ALL
-                .iter()
-                .map(|op| {
-                    KV_RESULTS.map(|r| {
-                        metrics::counter!(KV_OPERATIONS, "tenant" => t.clone(), "op" => op.as_str(), "result" => r)
-                    })
-                })
-                .collect(),
-            kv_duration: KvOp::ALL
-                .iter()
-                .map(|op| metrics::histogram!(KV_OPERATION_DURATION, "op" => op.as_str()))
-                .collect(),
-            kv_quota: Quota::ALL
-                .iter()
-                .map(|q| labelled(KV_QUOTA_REJECTIONS, "quota", q.as_str()))
-                .collect(),
-            store_unavailable: metrics::counter!(STORE_UNAVAILABLE),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+            in_flight: OnceLock::new(),
+            fuel: OnceLock::new(),
+            cpu: OnceLock::new(),
+            instances_created: OnceLock::new(),
+            instances_reused: OnceLock::new(),
+            traps: Default::default(),
+            limits: Default::default(),
+            kv_ops: Default::default(),
+            kv_duration: Default::default(),
+            kv_quota: Default::default(),
+            store_unavailable: recorder.scope(|| metrics::counter!(STORE_UNAVAILABLE)),
             label,
+            recorder: recorder.clone(),
         }
     }
 
@@ -512,8 +513,33 @@ impl TenantMetrics {
         &self.label
     }
 
+    /// The tenant's counter `name`, with `key="value"` beside its tenant.
+    fn counter<'a>(
+        &self,
+        cell: &'a OnceLock<Counter>,
+        name: &'static str,
+        label: Option<(&'static str, &'static str)>,
+    ) -> &'a Counter {
+        cell.get_or_init(|| {
+            let tenant = self.label.clone();
+            self.recorder.scope(|| match label {
+                Some((key, value)) => metrics::counter!(name, "tenant" => tenant, key => value),
+                None => metrics::counter!(name, "tenant" => tenant),
+            })
+        })
+    }
+
+    fn gauge<'a>(&self, cell: &'a OnceLock<Gauge>, name: &'static str) -> &'a Gauge {
+        cell.get_or_init(|| {
+            let tenant = self.label.clone();
+            self.recorder
+                .scope(|| metrics::gauge!(name, "tenant" => tenant))
+        })
+    }
+
     pub fn request_started(&self) {
-        self.in_flight.increment(1.0);
+        self.gauge(&self.in_flight, REQUESTS_IN_FLIGHT)
+            .increment(1.0);
     }
 
     /// Records a request's end; only [`crate::outcome`] calls this, once
@@ -525,24 +551,53 @@ impl TenantMetrics {
         trap: Option<TrapKind>,
         elapsed: Duration,
     ) {
-        self.in_flight.decrement(1.0);
-        self.requests[outcome as usize].increment(1);
-        self.duration.record(elapsed.as_secs_f64());
+        self.gauge(&self.in_flight, REQUESTS_IN_FLIGHT)
+            .decrement(1.0);
+        let label = Some(("outcome", outcome.as_str()));
+        self.counter(&self.requests[outcome as usize], REQUESTS, label)
+            .increment(1);
+        self.duration
+            .get_or_init(|| {
+                let tenant = self.label.clone();
+                self.recorder
+                    .scope(|| metrics::histogram!(REQUEST_DURATION, "tenant" => tenant))
+            })
+            .record(elapsed.as_secs_f64());
         self.failed(limit, trap);
     }
 
     /// Counts the limit and the trap behind a failure.
     pub fn failed(&self, limit: Option<Limit>, trap: Option<TrapKind>) {
         if let Some(limit) = limit {
-            self.limits[limit as usize].increment(1);
+            let label = Some(("limit", limit.as_str()));
+            self.counter(&self.limits[limit as usize], LIMIT_HITS, label)
+                .increment(1);
         }
         if let Some(kind) = trap {
-            self.traps[kind as usize].increment(1);
+            let label = Some(("kind", kind.as_str()));
+            self.counter(&self.traps[kind as usize], TRAPS, label)
+                .increment(1);
         }
     }
 
     pub fn fuel_consumed(&self, fuel: u64) {
-        self.fuel.increment(fuel);
+        self.counter(&self.fuel, FUEL_CONSUMED, None)
+            .increment(fuel);
+    }
+
+    /// Adds time a worker thread spent running the tenant's guest.
+    pub fn cpu(&self, spent: Duration) {
+        self.gauge(&self.cpu, CPU).increment(spent.as_secs_f64());
+    }
+
+    pub fn instance_created(&self) {
+        self.counter(&self.instances_created, INSTANCES_CREATED, None)
+            .increment(1);
+    }
+
+    pub fn instance_reused(&self) {
+        self.counter(&self.instances_reused, INSTANCES_REUSED, None)
+            .increment(1);
     }
 
     pub fn kv_op(&self, op: KvOp, elapsed: Duration, error: Option<&store::Error>) {
@@ -554,12 +609,26 @@ impl TenantMetrics {
                 1
             }
             Some(store::Error::Quota { quota, .. }) => {
-                self.kv_quota[*quota as usize].increment(1);
+                let label = Some(("quota", quota.as_str()));
+                self.counter(&self.kv_quota[*quota as usize], KV_QUOTA_REJECTIONS, label)
+                    .increment(1);
                 2
             }
         };
-        self.kv_ops[op as usize][result].increment(1);
-        self.kv_duration[op as usize].record(elapsed.as_secs_f64());
+        self.kv_ops[op as usize][result]
+            .get_or_init(|| {
+                let tenant = self.label.clone();
+                self.recorder.scope(|| {
+                    metrics::counter!(KV_OPERATIONS, "tenant" => tenant, "op" => op.as_str(), "result" => KV_RESULTS[result])
+                })
+            })
+            .increment(1);
+        self.kv_duration[op as usize]
+            .get_or_init(|| {
+                self.recorder
+                    .scope(|| metrics::histogram!(KV_OPERATION_DURATION, "op" => op.as_str()))
+            })
+            .record(elapsed.as_secs_f64());
     }
 }
 
@@ -594,12 +663,50 @@ impl Default for RunnerMetrics {
     }
 }
 
+/// The limits an operator compares usage with, as `runner_tenant_limit`
+/// samples: written from the tenants served now, so a removed tenant's
+/// go with it and none is kept in the registry.
+fn render_limits<'a>(text: &mut String, tenants: impl Iterator<Item = (&'a str, &'a Limits)>) {
+    use std::fmt::Write as _;
+    let mut tenants = tenants.peekable();
+    if tenants.peek().is_none() {
+        return;
+    }
+    let _ = write!(
+        text,
+        "# HELP {TENANT_LIMIT} A tenant's limits, by setting: max_keys and \
+         max_store_bytes (compare runner_kv_keys, runner_kv_bytes), max_tenant_in_flight \
+         (runner_requests_in_flight), max_memory in bytes, fuel per request, timeout in \
+         seconds, max_log_bytes_per_second.\n# TYPE {TENANT_LIMIT} gauge\n"
+    );
+    for (tenant, l) in tenants {
+        for (limit, value) in [
+            ("max_keys", l.max_keys as f64),
+            ("max_store_bytes", l.max_store_bytes.as_u64() as f64),
+            ("max_tenant_in_flight", l.max_tenant_in_flight as f64),
+            ("max_memory", l.max_memory.as_u64() as f64),
+            ("fuel", l.fuel as f64),
+            ("timeout", l.timeout.as_secs_f64()),
+            (
+                "max_log_bytes_per_second",
+                l.max_log_bytes_per_second.as_u64() as f64,
+            ),
+        ] {
+            let _ = writeln!(
+                text,
+                "{TENANT_LIMIT}{{tenant=\"{tenant}\",limit=\"{limit}\"}} {value}"
+            );
+        }
+    }
+}
+
 /// Sets the gauges that are read from state rather than counted: pool use
 /// and each tenant label's key-value usage.
 fn sample(
     engines: &[(&'static str, &wasmtime::Engine)],
     pool_capacity: usize,
     usage: impl Iterator<Item = (String, store::Usage)>,
+    shown: &mut std::collections::HashSet<String>,
 ) {
     // One pool per engine: WASIp2 and WASIp3 components each have their
     // own `pool-size` slots.
@@ -618,6 +725,11 @@ fn sample(
         sum.bytes += u.bytes;
     }
     for (label, u) in sums {
+        let stored = u.keys > 0 || u.bytes > 0;
+        if !stored && !shown.contains(&label) {
+            continue;
+        }
+        shown.insert(label.clone());
         metrics::gauge!(KV_KEYS, "tenant" => label.clone()).set(u.keys as f64);
         metrics::gauge!(KV_BYTES, "tenant" => label).set(u.bytes as f64);
     }

@@ -124,7 +124,7 @@ impl Scope {
         use crate::store::{Quotas, memory};
         let namespace = Namespace::new(&memory::Store::new(1), "t0", Quotas::default())
             .expect("a fresh namespace");
-        let metrics = Arc::new(recorder.scope(|| TenantMetrics::new("t0".into())));
+        let metrics = Arc::new(TenantMetrics::new("t0".into(), recorder));
         Arc::new(Self::new("t0", Limits::default(), namespace, metrics))
     }
 }

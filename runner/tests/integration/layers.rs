@@ -30,6 +30,7 @@ const LAYERS: &[&str] = &[
     "tenant::workers",
     "tenant",
     "call::handoff",
+    "call::timed",
     "call::shared",
     "call",
     // What runs the fleet and takes requests.

@@ -213,3 +213,84 @@ async fn every_outcome_is_counted_exactly_once() {
         9.0
     );
 }
+
+/// The sample lines (no comments) of `text` whose labels name `tenant`.
+fn tenant_samples<'a>(text: &'a str, tenant: &str) -> Vec<&'a str> {
+    let label = format!("tenant=\"{tenant}\"");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&label))
+        .collect()
+}
+
+/// A thousand tenants before any request: each shows its limits and
+/// nothing else. A request gives its tenant its series (CPU time among
+/// them) and no other tenant any. Prometheus gets the scrape gzipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_series_appear_on_first_use_beside_their_limits() {
+    let r = InProcess::start(&["--tenants", "1000", "--max-keys", "500"]);
+    let text = get(r.admin, "/metrics").await.text();
+    let limits = [
+        "runner_tenant_limit{tenant=\"t7\",limit=\"max_keys\"} 500",
+        "runner_tenant_limit{tenant=\"t7\",limit=\"max_store_bytes\"} 67108864",
+        "runner_tenant_limit{tenant=\"t7\",limit=\"max_tenant_in_flight\"} 100",
+        "runner_tenant_limit{tenant=\"t7\",limit=\"max_memory\"} 67108864",
+        "runner_tenant_limit{tenant=\"t7\",limit=\"fuel\"} 100000000",
+        "runner_tenant_limit{tenant=\"t7\",limit=\"timeout\"} 1",
+        "runner_tenant_limit{tenant=\"t7\",limit=\"max_log_bytes_per_second\"} 1048576",
+    ];
+    assert_eq!(tenant_samples(&text, "t7"), limits);
+    let per_tenant = text.lines().filter(|l| l.contains("tenant=\"")).count();
+    assert_eq!(per_tenant, 7 * 1000, "only limits before any request");
+    eprintln!("1,000 idle tenants: a scrape of {} bytes", text.len());
+
+    assert_eq!(get(r.addr, "/t/t5/hello").await.text(), "hello");
+    request(r.addr, Method::PUT, "/t/t5/kv/k", b"v".to_vec()).await;
+    let text = get(r.admin, "/metrics").await.text();
+    assert_eq!(tenant_samples(&text, "t7"), limits);
+    let names: std::collections::BTreeSet<&str> = tenant_samples(&text, "t5")
+        .iter()
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        [
+            "runner_cpu_seconds_total",
+            "runner_fuel_consumed_total",
+            "runner_instances_created_total",
+            "runner_kv_bytes",
+            "runner_kv_keys",
+            "runner_kv_operations_total",
+            "runner_request_duration_seconds_bucket",
+            "runner_request_duration_seconds_count",
+            "runner_request_duration_seconds_sum",
+            "runner_requests_in_flight",
+            "runner_requests_total",
+            "runner_tenant_limit",
+        ]
+    );
+    assert!(text.contains("# TYPE runner_cpu_seconds_total counter"));
+    let cpu = r.metric("runner_cpu_seconds_total", "tenant=\"t5\"").await;
+    assert!(cpu > 0.0 && cpu < 1.0, "{cpu}");
+    eprintln!("after one tenant's requests: {} bytes", text.len());
+
+    let zipped =
+        crate::harness::get_with(r.admin, "/metrics", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    let mut plain = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&zipped.body[..]),
+        &mut plain,
+    )
+    .expect("a gzip body");
+    assert_eq!(tenant_samples(&plain, "t7"), limits);
+    assert!(
+        zipped.body.len() * 5 < plain.len(),
+        "{} of {}",
+        zipped.body.len(),
+        plain.len()
+    );
+    let refused =
+        crate::harness::get_with(r.admin, "/metrics", &[("accept-encoding", "gzip;q=0")]).await;
+    assert_eq!(refused.header("content-encoding"), None);
+    assert!(refused.text().starts_with("# "));
+}

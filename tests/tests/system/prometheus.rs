@@ -7,10 +7,13 @@
 //!
 //! In order:
 //! 1. `promtool check rules` on alerts.yml; the dashboard JSON's shape.
-//! 2. The runner starts with `--tenants 4`; a fixed load runs through real
-//!    HTTP while Prometheus (the shipped prometheus.yml pointed at this
-//!    runner, scraping every second, `promtool check config` first) scrapes;
-//!    `promtool check metrics` passes on a real scrape.
+//! 2. The runner starts with four tenants (t0 on the hostile guest, which
+//!    can trap, run out of fuel and fill its key quota, so the first
+//!    tenant has a series for every panel: a tenant's series appear on
+//!    first use); a fixed load runs through real HTTP while Prometheus (the
+//!    shipped prometheus.yml pointed at this runner, scraping every second,
+//!    `promtool check config` first) scrapes; `promtool check metrics`
+//!    passes on a real scrape.
 //! 3. Prometheus holds exactly the requests sent, by tenant and outcome.
 //! 4. Every dashboard expression returns data, for all tenants and for one,
 //!    and every series has the labels its legend names; every template
@@ -27,10 +30,9 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use serde_json::Value;
-use system_tests::Runner;
-use system_tests::TempDir;
 use system_tests::http::{Client, get};
 use system_tests::prometheus::{Labels, Prometheus, Tools, read};
+use system_tests::{Launch, Runner, TempDir, Tenants};
 
 /// The key quota of every tenant in this run: low enough that t3's writes
 /// run into it, which is what makes the error-rate and quota alerts hold.
@@ -43,6 +45,8 @@ const T1_KEYS: usize = 8;
 const T3_WRITES: usize = 40;
 /// Pause between one tenant's requests, so the load spans a few scrapes.
 const PACE: Duration = Duration::from_millis(20);
+/// Pause after each of t3's refused writes, so they span more than two.
+const REFUSAL_PACE: Duration = Duration::from_millis(100);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboards_and_alerts_against_a_real_prometheus() {
@@ -80,7 +84,17 @@ async fn dashboards_and_alerts_against_a_real_prometheus() {
         None,
     );
 
-    let runner = Runner::start(&["--tenants", "4", "--max-keys", &MAX_KEYS.to_string()]);
+    let tenants = Tenants::new()
+        .hostile("t0", "fuel = 20000000\nmax-tenant-in-flight = 1")
+        .default("t1", "")
+        .default("t2", "")
+        .default("t3", "");
+    let max_keys = MAX_KEYS.to_string();
+    let runner = Runner::launch(
+        Some(&tenants),
+        &["--max-keys", &max_keys],
+        Launch::default(),
+    );
     let ready = get(runner.admin, "/readyz").await;
     assert_eq!(
         (ready.status, ready.text().trim_end()),
@@ -107,8 +121,8 @@ async fn dashboards_and_alerts_against_a_real_prometheus() {
     tools.promtool(&["check", "config"], Some(&config_file), None);
 
     let prometheus = Prometheus::start(&tools.prometheus, &dir.path).await;
-    // Counters are registered at zero when the runner starts; a scrape
-    // before the load gives every rate a starting point.
+    // A scrape before the load; a tenant's series appear on first use, and
+    // rate() starts from each one's first sample.
     prometheus
         .wait_for("a first scrape", r#"up{job="runner"}"#, |up| up == 1.0)
         .await;
@@ -143,7 +157,10 @@ async fn dashboards_and_alerts_against_a_real_prometheus() {
     let over_quota = (T3_WRITES - MAX_KEYS) as u64;
     assert_eq!(
         rejected,
-        BTreeMap::from([(labels(&[("tenant", "t3"), ("quota", "keys")]), over_quota)]),
+        BTreeMap::from([
+            (labels(&[("tenant", "t0"), ("quota", "keys")]), 1),
+            (labels(&[("tenant", "t3"), ("quota", "keys")]), over_quota),
+        ]),
         "quota rejections by (tenant, quota)"
     );
     let keys = prometheus
@@ -152,6 +169,7 @@ async fn dashboards_and_alerts_against_a_real_prometheus() {
     assert_eq!(
         keys,
         BTreeMap::from([
+            (labels(&[("tenant", "t0")]), MAX_KEYS as u64),
             (labels(&[("tenant", "t1")]), T1_KEYS as u64 + 1),
             (labels(&[("tenant", "t3")]), MAX_KEYS as u64),
         ]),
@@ -169,11 +187,23 @@ async fn drive_load(addr: SocketAddr) -> BTreeMap<Labels, u64> {
     // t0's hellos, t1's rounds of three requests, t2's pairs of a miss and a
     // hello.
     let (hellos, rounds, pairs) = (80, 25, 40);
+    // t0 also traps once, runs out of fuel once, fills its key quota and,
+    // with two requests at once, is refused one for its concurrency cap:
+    // four failures in 85 requests, under the error-rate alert's 5%.
     let t0 = async {
         let mut c = Client::connect(addr).await;
         for _ in 0..hellos {
             expect(&mut c, Method::GET, "/t/t0/hello", "", 200, Some("hello")).await;
         }
+        expect(&mut c, Method::GET, "/t/t0/panic", "", 500, None).await;
+        expect(&mut c, Method::GET, "/t/t0/loop", "", 503, None).await;
+        let fill = format!("/t/t0/fill-keys?max={}", MAX_KEYS + 1);
+        expect(&mut c, Method::GET, &fill, "", 507, None).await;
+        let (first, second) = tokio::join!(get(addr, "/t/t0/sleep?ms=300"), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            get(addr, "/t/t0/sleep?ms=300").await
+        });
+        assert_eq!((first.status.as_u16(), second.status.as_u16()), (200, 429));
     };
     let t1 = async {
         let mut c = Client::connect(addr).await;
@@ -216,11 +246,20 @@ async fn drive_load(addr: SocketAddr) -> BTreeMap<Labels, u64> {
                 None,
             )
             .await;
+            if status == 507 {
+                // Its refusals span a few scrapes: a series appears on
+                // first use, and rate() sees only what it gains after.
+                tokio::time::sleep(REFUSAL_PACE).await;
+            }
         }
     };
     tokio::join!(t0, t1, t2, t3);
     [
-        ("t0", "ok", hellos),
+        ("t0", "ok", hellos + 1),
+        ("t0", "rejected", 1),
+        ("t0", "trap", 1),
+        ("t0", "fuel_exhausted", 1),
+        ("t0", "guest_5xx", 1),
         ("t1", "ok", 3 * rounds),
         ("t2", "ok", pairs),
         ("t2", "guest_4xx", pairs),
@@ -325,8 +364,8 @@ async fn check_alerts(prometheus: &Prometheus, alerts_yml: &str) {
                 ("quota", "keys"),
             ])])),
         ),
-        // Sixteen keys written within a second extrapolate past 100,000 in
-        // four hours, or not, depending on how the scrapes fall.
+        // t3's keys, written within a second up to its quota, extrapolate
+        // past it in four hours, or not, depending on how the scrapes fall.
         ("RunnerKvKeysNearQuota", None),
         // A few hundred bytes a second stay far below 64 MiB in four hours.
         ("RunnerKvBytesNearQuota", Some(BTreeSet::new())),
