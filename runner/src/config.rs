@@ -93,6 +93,15 @@ pub enum Command {
     /// Deploy, list, show and remove tenants of a running runner through
     /// its admin API.
     Tenant(crate::client::TenantCommand),
+    /// Print a completion script for SHELL to stdout, e.g.
+    /// `runner completions bash > /etc/bash_completion.d/runner`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, e.g.
+    /// `runner man > /usr/local/share/man/man1/runner.1`.
+    Man,
 }
 
 /// What the command line asks for.
@@ -103,15 +112,33 @@ pub enum Invocation {
     /// `runner tenant ...`, with the subcommand's own matches (to tell
     /// flags given from defaults).
     Tenant(Box<crate::client::TenantCommand>, Box<ArgMatches>),
+    /// `runner completions SHELL` or `runner man`: this text, for stdout.
+    Print(Vec<u8>),
 }
 
 impl Invocation {
     /// Parses the process's own arguments.
     pub fn from_args() -> anyhow::Result<Self> {
         let matches = command().try_get_matches()?;
-        if let Some(("tenant", sub)) = matches.subcommand() {
-            let tenant = crate::client::TenantCommand::from_arg_matches(sub)?;
-            return Ok(Invocation::Tenant(Box::new(tenant), Box::new(sub.clone())));
+        match matches.subcommand() {
+            Some(("tenant", sub)) => {
+                let tenant = crate::client::TenantCommand::from_arg_matches(sub)?;
+                return Ok(Invocation::Tenant(Box::new(tenant), Box::new(sub.clone())));
+            }
+            Some(("completions", sub)) => {
+                let shell = *sub
+                    .get_one::<clap_complete::Shell>("shell")
+                    .context("a shell")?;
+                let mut text = Vec::new();
+                clap_complete::generate(shell, &mut command(), "runner", &mut text);
+                return Ok(Invocation::Print(text));
+            }
+            Some(("man", _)) => {
+                let mut text = Vec::new();
+                clap_mangen::Man::new(command()).render(&mut text)?;
+                return Ok(Invocation::Print(text));
+            }
+            _ => {}
         }
         let (cli, config) = Config::from_arg_matches(matches)?;
         Ok(Invocation::Serve(Box::new(cli), Box::new(config)))

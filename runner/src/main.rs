@@ -17,6 +17,13 @@ fn main() -> ExitCode {
     let (cli, mut config) = match Invocation::from_args() {
         Ok(Invocation::Serve(cli, config)) => (*cli, *config),
         Ok(Invocation::Tenant(command, matches)) => return tenant(&command, &matches),
+        Ok(Invocation::Print(text)) => {
+            use std::io::Write as _;
+            return match std::io::stdout().write_all(&text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&anyhow::Error::new(e).context("writing to stdout")),
+            };
+        }
         Err(e) => return fail(&e),
     };
     // As servers do: take the hard limit on descriptors as the soft one, then

@@ -410,3 +410,66 @@ async fn the_image_runs_as_its_own_user_answers_is_healthy_and_keeps_data() {
         (StatusCode::OK, "across a restart".to_string())
     );
 }
+
+/// `runner completions bash` is a script bash loads and that completes the
+/// runner's flags; `runner man` is a man page naming every setting.
+#[test]
+fn completions_and_the_man_page_come_from_the_cli() {
+    let runner = binary("runner");
+    let script = Command::new(&runner)
+        .args(["completions", "bash"])
+        .output()
+        .expect("runner completions bash");
+    assert!(script.status.success(), "{script:?}");
+    let dir = TempDir::new();
+    let path = dir.path.join("runner.bash");
+    std::fs::write(&path, &script.stdout).expect("writing the script");
+    let completed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            // As bash calls a completion function: the command, the word
+            // being completed and the one before it.
+            "source {}; COMP_WORDS=(runner --max-tenant-in); COMP_CWORD=1; \
+             _runner runner --max-tenant-in runner; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            path.display()
+        ))
+        .output()
+        .expect("bash");
+    assert_eq!(
+        String::from_utf8_lossy(&completed.stdout),
+        "--max-tenant-in-flight\n",
+        "{}",
+        String::from_utf8_lossy(&completed.stderr)
+    );
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(&runner)
+            .args(["completions", shell])
+            .output()
+            .expect("runner completions");
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+
+    let man = Command::new(&runner)
+        .arg("man")
+        .output()
+        .expect("runner man");
+    assert!(man.status.success(), "{man:?}");
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains(".TH runner 1"), "{man}");
+    let help = Command::new(&runner)
+        .arg("--help")
+        .output()
+        .expect("runner --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let flags: BTreeSet<&str> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches([',', '.']))
+        .collect();
+    assert!(flags.len() > 50, "{flags:?}");
+    for flag in flags {
+        // roff escapes each '-' of a flag as "\-".
+        let escaped = flag.replace('-', "\\-");
+        assert!(man.contains(&escaped), "{flag} is not in the man page");
+    }
+}
