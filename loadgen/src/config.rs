@@ -2,38 +2,105 @@
 //! configuration (`Config`) built from them. Everything is checked here,
 //! before a socket is opened.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use bytes::Bytes;
 use clap::Parser;
+use http::{HeaderName, HeaderValue};
 
 use crate::conn::Endpoint;
 use crate::dist::DistKind;
 use crate::mix::Mix;
+use crate::template::{self, Expect, Template, Templates};
+use crate::tenant::TenantSet;
 
 /// Largest key space or tenant count a Zipf table is built for (8 bytes each).
 const MAX_ZIPF_TABLE: usize = 10_000_000;
 
-/// Drive the runner's tenants over HTTP/1.1 keep-alive connections and report
-/// throughput, latency (HdrHistogram, microseconds) and errors.
+/// The base URL when neither a URL nor --target is given.
+const DEFAULT_TARGET: &str = "http://127.0.0.1:8080";
+
+/// Tenants when --tenants is not given: t0 … t99.
+const DEFAULT_TENANTS: usize = 100;
+
+/// Drive HTTP/1.1 keep-alive load at the runner's tenants (or any HTTP/1.1
+/// server) and report throughput, latency (HdrHistogram, microseconds) per
+/// route, and errors.
 ///
-/// Exit status: 0 on success, 1 on a usage or setup error, 2 when the error
-/// rate exceeds --max-error-rate, 3 when --verify found a correctness
-/// violation.
+/// What is sent, in one of three ways:
+///
+/// - URL: that one request, shaped by -m, -H, -d or --body-file, e.g.
+///   `loadgen -c 32 http://127.0.0.1:8080/t/app/hello`. `{tenant}` and `{key}`
+///   in its path are filled in per request from --tenants and --keys; it
+///   cannot be combined with --target, --templates, --mix or --verify.
+///
+/// - --templates FILE: weighted request templates (TOML), each sent to
+///   --target.
+///
+/// - neither: the default guest's built-in ops, by --mix, over --tenants at
+///   --target.
+///
+/// A response with a status other than the one expected counts as an error.
+/// --json - writes the JSON report to stdout and the table to stderr.
+///
+/// Exit status: 0 on success; 1 on a usage or setup error; 2 when the error
+/// rate exceeds --max-error-rate; 3 when --verify found a correctness
+/// violation; 4 when the target is unreachable: no connection within 1 s at
+/// the start (the message names the URL and the error), or no request of the
+/// run got a response.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Args {
-    /// Base URL of the runner's tenant ingress. Several, comma-separated,
-    /// for runners that share one store: each connection sends its requests
-    /// to each in turn, so with --verify a write through one runner is read
-    /// back through another.
-    #[arg(long, env = "LOADGEN_TARGET", default_value = "http://127.0.0.1:8080")]
-    pub target: String,
+    /// The request to send, as a full URL: http://HOST:PORT/PATH?QUERY.
+    /// `{tenant}` and `{key}` in the path are filled in per request.
+    #[arg(
+        value_name = "URL",
+        conflicts_with_all = ["templates", "verify"]
+    )]
+    pub url: Option<String>,
 
-    /// Number of tenants; requests go to t0 … t{N-1}.
-    #[arg(long, env = "LOADGEN_TENANTS", default_value_t = 100)]
-    pub tenants: usize,
+    /// The URL's method, case-insensitive [default: GET, or POST with a body].
+    #[arg(long, short = 'm', requires = "url")]
+    pub method: Option<String>,
+
+    /// A header sent with every request, `Name: value`; repeatable. `Host`
+    /// replaces the target's.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
+    /// The URL's request body.
+    #[arg(long, short = 'd', requires = "url", conflicts_with = "body_file")]
+    pub body: Option<String>,
+
+    /// The URL's request body, read from FILE.
+    #[arg(long, requires = "url", value_name = "FILE")]
+    pub body_file: Option<PathBuf>,
+
+    /// Statuses that count as success, codes and classes (200,404 or 2xx):
+    /// for the URL, and for templates that set no `expect` [default: 2xx,3xx].
+    #[arg(long, value_name = "LIST")]
+    pub expect_status: Option<String>,
+
+    /// Weighted request templates: a TOML file of [[template]] tables
+    /// (name, weight, method, path, headers, body or body_file, expect).
+    /// A path without a leading '/' is relative to /t/{tenant}/.
+    #[arg(long, value_name = "FILE", conflicts_with = "verify")]
+    pub templates: Option<PathBuf>,
+
+    /// Base URL of the runner's tenant ingress [default: http://127.0.0.1:8080].
+    /// Several, comma-separated, for runners that share one store: each
+    /// connection sends its requests to each in turn, so with --verify a
+    /// write through one runner is read back through another.
+    #[arg(long, env = "LOADGEN_TARGET")]
+    pub target: Option<String>,
+
+    /// Tenants: a count N (t0 … t{N-1}), names (a,b,c), or names with one
+    /// inclusive range (shop-{0..99}); used by the built-in ops and by
+    /// `{tenant}` in paths [default: 100].
+    #[arg(long, env = "LOADGEN_TENANTS", value_name = "N|LIST|PATTERN")]
+    pub tenants: Option<String>,
 
     /// How a request's tenant is chosen (zipf: t0 is the hottest).
     #[arg(long, value_enum, default_value_t = DistKind::Uniform)]
@@ -43,13 +110,13 @@ pub struct Args {
     #[arg(long, default_value_t = 1.0)]
     pub zipf_s: f64,
 
-    /// Operation mix as op=weight pairs. Ops: hello, get, set, delete, incr,
-    /// list, batch (batch-get, batch-set and batch-delete in equal parts), or
-    /// those three by name.
-    #[arg(long, env = "LOADGEN_MIX", default_value = "get=80,set=20")]
+    /// Built-in op mix as op=weight pairs. Ops: hello, get, set, delete,
+    /// incr, list, batch (batch-get, batch-set and batch-delete in equal
+    /// parts), or those three by name.
+    #[arg(long, env = "LOADGEN_MIX", default_value = DEFAULT_MIX)]
     pub mix: String,
 
-    /// Key-space size per tenant.
+    /// Key-space size per tenant, for the built-in ops and `{key}` (k0 … k{N-1}).
     #[arg(long, default_value_t = 1000)]
     pub keys: usize,
 
@@ -57,16 +124,17 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = DistKind::Uniform)]
     pub key_dist: DistKind,
 
-    /// Size of each written value in bytes.
-    #[arg(long, default_value_t = 100)]
+    /// Size of each written value in bytes (built-in ops).
+    #[arg(long, default_value_t = 100, conflicts_with_all = ["url", "templates"])]
     pub value_size: usize,
 
-    /// Keys per batch request.
-    #[arg(long, default_value_t = 10)]
+    /// Keys per batch request (built-in ops).
+    #[arg(long, default_value_t = 10, conflicts_with_all = ["url", "templates"])]
     pub batch_size: usize,
 
-    /// Key-value bucket to address (adds ?bucket=NAME); the guest's default if unset.
-    #[arg(long)]
+    /// Key-value bucket to address (adds ?bucket=NAME; built-in ops); the
+    /// guest's default if unset.
+    #[arg(long, conflicts_with_all = ["url", "templates"])]
     pub bucket: Option<String>,
 
     /// How long to measure, after the warm-up [default: 10s unless --requests].
@@ -101,7 +169,8 @@ pub struct Args {
     #[arg(long, env = "LOADGEN_THREADS")]
     pub threads: Option<usize>,
 
-    /// Also write the report as JSON to this file.
+    /// Also write the report as JSON to FILE; `-` writes it to stdout, and
+    /// the table to stderr instead.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
@@ -119,9 +188,14 @@ pub struct Args {
     #[arg(long, env = "LOADGEN_SCRAPE", value_name = "URL")]
     pub scrape: Option<String>,
 
-    /// Seed for tenant, key and op choices [default: random].
+    /// Seed for tenant, key, op and template choices; the report records it
+    /// [default: random].
     #[arg(long)]
     pub seed: Option<u64>,
+
+    /// `--tenants` came from `LOADGEN_TENANTS`, not the command line.
+    #[arg(skip)]
+    pub tenants_from_env: bool,
 }
 
 /// When the measured phase ends.
@@ -131,15 +205,65 @@ pub enum StopAfter {
     Requests(u64),
 }
 
+/// What the requests are.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// The default guest's built-in ops, by weight (`--mix`).
+    Ops(Mix),
+    /// Request templates, by weight: one from a URL, or a `--templates` file.
+    Templates(Templates),
+}
+
+impl Workload {
+    /// Whether requests name a tenant, so `--tenants` means something.
+    pub fn uses_tenant(&self) -> bool {
+        match self {
+            Workload::Ops(_) => true,
+            Workload::Templates(t) => t.iter().any(|t| t.path.uses_tenant()),
+        }
+    }
+
+    /// Routes are indexed `0..route_count()` in per-route tables: by
+    /// `Op as usize`, or by template.
+    pub fn route_count(&self) -> usize {
+        match self {
+            Workload::Ops(_) => crate::mix::Op::ALL.len(),
+            Workload::Templates(t) => t.len(),
+        }
+    }
+
+    /// The routes a run can send, in report order: each one's index and name.
+    pub fn routes(&self) -> Vec<(usize, String)> {
+        match self {
+            Workload::Ops(mix) => mix
+                .ops()
+                .map(|op| (op as usize, op.name().to_owned()))
+                .collect(),
+            Workload::Templates(t) => t.iter().map(|t| t.name.clone()).enumerate().collect(),
+        }
+    }
+}
+
+/// Where `--json` writes the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonOut {
+    /// `--json -`: to stdout; the table then goes to stderr.
+    Stdout,
+    File(PathBuf),
+}
+
 /// A validated run configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// At least one.
     pub targets: Vec<Endpoint>,
-    pub tenants: usize,
+    pub tenants: TenantSet,
     pub tenant_dist: DistKind,
     pub zipf_s: f64,
-    pub mix: Mix,
+    pub workload: Workload,
+    /// `-H`, in order: sent with every request (`Host` instead of the
+    /// target's).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub keys: usize,
     pub key_dist: DistKind,
     pub value_size: usize,
@@ -152,7 +276,7 @@ pub struct Config {
     pub rate: Option<f64>,
     pub timeout: Duration,
     pub threads: usize,
-    pub json: Option<PathBuf>,
+    pub json: Option<JsonOut>,
     pub max_error_rate: Option<f64>,
     pub verify: bool,
     pub scrape: Option<Endpoint>,
@@ -162,6 +286,57 @@ pub struct Config {
     pub live: bool,
 }
 
+/// The built-in op mix when none is given.
+const DEFAULT_MIX: &str = "get=80,set=20";
+
+impl Args {
+    /// Parses a command line (the first item is the program name).
+    ///
+    /// A setting from the environment (`LOADGEN_TARGET`, `LOADGEN_MIX`,
+    /// `LOADGEN_TENANTS`) is a default, as a shell profile sets it: where
+    /// it does not apply (a URL names its own target and request, a
+    /// templates file its requests, a request names no tenant) it is left
+    /// out; the same flag on the command line is refused.
+    pub fn parse_command_line<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let mut command = Args::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut a = Args::from_arg_matches(&matches)?;
+        let source = |id: &str| matches.value_source(id);
+        let given = |id: &str| source(id) == Some(ValueSource::CommandLine);
+        let mut clash = |flag: &str, with: &str| {
+            command.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("the argument '{flag}' cannot be used with '{with}'"),
+            )
+        };
+        if a.url.is_some() {
+            if given("target") {
+                return Err(clash("--target <TARGET>", "[URL]"));
+            }
+            a.target = None;
+        }
+        if a.url.is_some() || a.templates.is_some() {
+            if given("mix") {
+                let with = if a.url.is_some() {
+                    "[URL]"
+                } else {
+                    "--templates <FILE>"
+                };
+                return Err(clash("--mix <MIX>", with));
+            }
+            a.mix = DEFAULT_MIX.to_string();
+        }
+        a.tenants_from_env = source("tenants") == Some(ValueSource::EnvVariable);
+        Ok(a)
+    }
+}
+
 impl Config {
     /// Parses a command line (the first item is the program name) into a config.
     pub fn from_args<I, T>(args: I) -> anyhow::Result<Config>
@@ -169,7 +344,7 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let args = Args::try_parse_from(args).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let args = Args::parse_command_line(args).map_err(|e| anyhow::anyhow!("{e}"))?;
         Config::try_from(args)
     }
 }
@@ -178,18 +353,97 @@ impl TryFrom<Args> for Config {
     type Error = anyhow::Error;
 
     fn try_from(a: Args) -> anyhow::Result<Config> {
-        let targets = a
-            .target
-            .split(',')
-            .map(|url| Endpoint::parse(url.trim()).context("--target"))
+        let default_expect = a
+            .expect_status
+            .as_deref()
+            .map(str::parse::<Expect>)
+            .transpose()
+            .context("--expect-status")?;
+        let (targets, workload) = match (&a.url, &a.templates) {
+            (Some(url), _) => {
+                let (base, path) = template::split_url(url)?;
+                let method = a
+                    .method
+                    .as_deref()
+                    .map(template::parse_method)
+                    .transpose()
+                    .context("--method")?;
+                let body = match (&a.body, &a.body_file) {
+                    (Some(text), _) => Bytes::from(text.clone()),
+                    (None, Some(file)) => Bytes::from(
+                        std::fs::read(file)
+                            .with_context(|| format!("--body-file: reading {}", file.display()))?,
+                    ),
+                    (None, None) => Bytes::new(),
+                };
+                // -H goes with every request, on the connection (see `Config::headers`).
+                let template = Template::new(
+                    None,
+                    method,
+                    path,
+                    Vec::new(),
+                    body,
+                    default_expect.unwrap_or_else(Expect::success),
+                );
+                (
+                    vec![base],
+                    Workload::Templates(Templates::new(vec![template])?),
+                )
+            }
+            (None, templates) => {
+                let targets = a
+                    .target
+                    .as_deref()
+                    .unwrap_or(DEFAULT_TARGET)
+                    .split(',')
+                    .map(|url| Endpoint::parse(url.trim()).context("--target"))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let workload = match templates {
+                    Some(file) => Workload::Templates(
+                        Templates::from_file(file, default_expect.unwrap_or_else(Expect::success))
+                            .context("--templates")?,
+                    ),
+                    None => {
+                        ensure!(
+                            default_expect.is_none(),
+                            "--expect-status applies to a URL or --templates; the built-in \
+                             ops (--mix) know their own statuses"
+                        );
+                        Workload::Ops(a.mix.parse().context("--mix")?)
+                    }
+                };
+                (targets, workload)
+            }
+        };
+        let tenants = match &a.tenants {
+            // A default from the environment, for requests that name none.
+            Some(_) if a.tenants_from_env && !workload.uses_tenant() => {
+                TenantSet::count(DEFAULT_TENANTS)
+            }
+            Some(text) => {
+                ensure!(
+                    workload.uses_tenant(),
+                    "--tenants: no request names a tenant; put {{tenant}} in the URL's path \
+                     (or a template's), or leave --tenants out"
+                );
+                text.parse::<TenantSet>().context("--tenants")?
+            }
+            None => TenantSet::count(DEFAULT_TENANTS),
+        };
+        let headers = a
+            .headers
+            .iter()
+            .map(|h| template::parse_header(h).context("--header"))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let mix: Mix = a.mix.parse().context("--mix")?;
-        ensure!(a.tenants >= 1, "--tenants must be at least 1");
+        let json = a.json.map(|path| {
+            if path == Path::new("-") {
+                JsonOut::Stdout
+            } else {
+                JsonOut::File(path)
+            }
+        });
         ensure!(a.keys >= 1, "--keys must be at least 1");
-        ensure!(
-            a.keys <= u32::MAX as usize && a.tenants <= u32::MAX as usize,
-            "--keys and --tenants must fit in 32 bits"
-        );
+        ensure!(a.keys <= u32::MAX as usize, "--keys must fit in 32 bits");
         ensure!(a.concurrency >= 1, "--concurrency must be at least 1");
         ensure!(a.batch_size >= 1, "--batch-size must be at least 1");
         ensure!(
@@ -198,7 +452,7 @@ impl TryFrom<Args> for Config {
             a.zipf_s
         );
         for (flag, dist, n) in [
-            ("--tenants", a.tenant_dist, a.tenants),
+            ("--tenants", a.tenant_dist, tenants.len()),
             ("--keys", a.key_dist, a.keys),
         ] {
             ensure!(
@@ -254,10 +508,11 @@ impl TryFrom<Args> for Config {
             .context("--scrape")?;
         Ok(Config {
             targets,
-            tenants: a.tenants,
+            tenants,
             tenant_dist: a.tenant_dist,
             zipf_s: a.zipf_s,
-            mix,
+            workload,
+            headers,
             keys: a.keys,
             key_dist: a.key_dist,
             value_size: a.value_size,
@@ -269,11 +524,13 @@ impl TryFrom<Args> for Config {
             rate: a.rate,
             timeout: a.timeout,
             threads,
-            json: a.json,
+            json,
             max_error_rate: a.max_error_rate,
             verify: a.verify,
             scrape,
-            seed: a.seed.unwrap_or_else(rand::random),
+            // Below 2^53, so it survives a trip through JSON tools that read
+            // numbers as doubles (jq, JavaScript).
+            seed: a.seed.unwrap_or_else(|| rand::random::<u64>() >> 11),
             live: false,
         })
     }
@@ -292,18 +549,42 @@ mod tests {
         format!("{:#}", parse(args).expect_err("should be rejected"))
     }
 
+    fn templates(c: &Config) -> &Templates {
+        match &c.workload {
+            Workload::Templates(t) => t,
+            Workload::Ops(_) => panic!("built-in ops, not templates"),
+        }
+    }
+
+    /// The path template `index` writes for tenant 1 and key 2.
+    fn path(c: &Config, index: usize) -> String {
+        let mut out = bytes::BytesMut::new();
+        templates(c)
+            .get(index)
+            .path
+            .write(&mut out, &c.tenants, 1, 2);
+        String::from_utf8(out.to_vec()).expect("ASCII")
+    }
+
     #[test]
     fn defaults() {
         let c = parse(&[]).expect("defaults are valid");
         assert_eq!(c.targets[0].to_string(), "http://127.0.0.1:8080");
-        assert_eq!((c.tenants, c.keys, c.value_size), (100, 1000, 100));
+        assert_eq!(c.tenants, TenantSet::count(100));
+        assert_eq!((c.keys, c.value_size), (1000, 100));
         assert_eq!(c.concurrency, 32);
         assert_eq!(c.stop_after, StopAfter::Duration(Duration::from_secs(10)));
         assert_eq!(c.warmup, Duration::from_secs(1));
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.rate, None);
-        assert_eq!(c.mix.fraction(Op::Get), 0.8);
+        let Workload::Ops(mix) = &c.workload else {
+            panic!("the default is the built-in ops")
+        };
+        assert_eq!(mix.fraction(Op::Get), 0.8);
         assert!(!c.verify && !c.live);
+        assert!(c.headers.is_empty() && c.json.is_none());
+        // A random seed stays below 2^53, exact as a JSON number.
+        assert!(c.seed < 1 << 53);
     }
 
     #[test]
@@ -356,5 +637,149 @@ mod tests {
         assert!(err(&["--duration=1s", "--requests=5"]).contains("cannot be used with"));
         assert!(err(&["--duration=soon"]).contains("--duration"));
         assert!(err(&["--key-dist=zipf", "--keys=20000000"]).contains("too large"));
+        assert!(err(&["--tenants=a/b"]).contains("--tenants"));
+        assert!(err(&["--tenant-dist=zipf", "--tenants=x{1..20000000}"]).contains("too large"));
+    }
+
+    #[test]
+    fn tenants_as_a_count_a_list_or_a_pattern() {
+        let c = parse(&["--tenants=3"]).expect("valid");
+        assert_eq!(c.tenants.name(2), "t2");
+        let c = parse(&["--tenants=shop,blog"]).expect("valid");
+        assert_eq!((c.tenants.len(), c.tenants.name(1)), (2, "blog".into()));
+        let c = parse(&["--tenants=shop-{0..99}"]).expect("valid");
+        assert_eq!(
+            (c.tenants.len(), c.tenants.name(99)),
+            (100, "shop-99".into())
+        );
+    }
+
+    #[test]
+    fn a_url_is_one_request() {
+        let c = parse(&["http://127.0.0.1:9000/t/app/hello?x=1"]).expect("valid");
+        assert_eq!(c.targets.len(), 1);
+        assert_eq!(c.targets[0].to_string(), "http://127.0.0.1:9000");
+        let t = templates(&c);
+        assert_eq!(t.len(), 1);
+        let hello = t.get(0);
+        assert_eq!(hello.name, "GET /t/app/hello?x=1");
+        assert_eq!((hello.method.as_str(), hello.body.len()), ("GET", 0));
+        assert_eq!(format!("{:?}", hello.expect), "200-399");
+        assert_eq!(path(&c, 0), "/t/app/hello?x=1");
+        // No placeholder: no tenant, and --tenants would mean nothing.
+        assert!(!c.workload.uses_tenant());
+        assert!(
+            err(&["http://h:1/t/app/hello", "--tenants=5"]).contains("no request names a tenant")
+        );
+    }
+
+    #[test]
+    fn a_url_with_method_headers_and_body() {
+        let c = parse(&[
+            "-m",
+            "put",
+            "-H",
+            "X-Api-Key: k",
+            "--header=Host: example.com",
+            "-d",
+            "value",
+            "--expect-status=204,4xx",
+            "--tenants=shop-{0..9}",
+            "http://localhost:8080/t/{tenant}/kv/{key}",
+        ])
+        .expect("valid");
+        let t = templates(&c).get(0);
+        assert_eq!((t.method.as_str(), &t.body[..]), ("PUT", &b"value"[..]));
+        assert_eq!(format!("{:?}", t.expect), "204,400-499");
+        assert_eq!(path(&c, 0), "/t/shop-1/kv/k2");
+        let headers: Vec<String> = c
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().expect("ASCII")))
+            .collect();
+        assert_eq!(headers, ["x-api-key: k", "host: example.com"]);
+        // A body without -m is a POST, as with curl.
+        let c = parse(&["-d", "x", "http://h:1/p"]).expect("valid");
+        assert_eq!(templates(&c).get(0).method.as_str(), "POST");
+        // --body-file reads the body once.
+        let file = std::env::temp_dir().join(format!("loadgen-body-{}", std::process::id()));
+        std::fs::write(&file, b"from a file").expect("write");
+        let c = parse(&["--body-file", file.to_str().expect("UTF-8"), "http://h:1/p"]);
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(
+            &templates(&c.expect("valid")).get(0).body[..],
+            b"from a file"
+        );
+    }
+
+    #[test]
+    fn a_url_excludes_the_other_ways_of_choosing_requests() {
+        for other in [
+            "--target=http://h:2",
+            "--templates=t.toml",
+            "--mix=hello=1",
+            "--verify",
+            "--bucket=b",
+            "--value-size=5",
+        ] {
+            assert!(
+                err(&["http://h:1/x", other]).contains("cannot be used with"),
+                "{other}"
+            );
+        }
+        // -m, -d and --body-file shape the URL's request: no URL, no use.
+        for alone in [&["-m", "GET"][..], &["-d", "x"], &["--body-file", "f"]] {
+            assert!(err(alone).contains("required"), "{alone:?}");
+        }
+        assert!(err(&["-d", "x", "--body-file=f", "http://h:1/"]).contains("cannot be used with"));
+        assert!(err(&["-H", "nocolon", "http://h:1/"]).contains("--header"));
+        assert!(err(&["-m", "G T", "http://h:1/"]).contains("--method"));
+        assert!(err(&["--body-file=/nonexistent/body", "http://h:1/"]).contains("--body-file"));
+        assert!(err(&["--expect-status=2yy", "http://h:1/"]).contains("--expect-status"));
+        assert!(err(&["--expect-status=200"]).contains("built-in"));
+        assert!(err(&["h:1/x"]).contains("no scheme"));
+    }
+
+    #[test]
+    fn templates_from_a_file_go_to_the_target() {
+        let file = std::env::temp_dir().join(format!("loadgen-config-{}.toml", std::process::id()));
+        std::fs::write(
+            &file,
+            "[[template]]\nname = \"hello\"\nweight = 9\npath = \"hello\"\n\
+             [[template]]\nname = \"health\"\npath = \"/healthz\"\n",
+        )
+        .expect("write");
+        let f = file.to_str().expect("UTF-8");
+        let c = parse(&[
+            "--templates",
+            f,
+            "--target=http://h:1/base",
+            "--tenants=a,b",
+        ]);
+        let expect_404 = parse(&["--templates", f, "--expect-status=404"]);
+        let mixed = parse(&["--templates", f, "--mix=get=1"]);
+        let _ = std::fs::remove_file(&file);
+        let c = c.expect("valid");
+        assert_eq!(c.targets[0].to_string(), "http://h:1/base");
+        assert!(c.workload.uses_tenant());
+        assert_eq!(
+            c.workload.routes(),
+            [(0, "hello".to_owned()), (1, "health".to_owned())]
+        );
+        assert_eq!(path(&c, 0), "/t/b/hello");
+        assert_eq!(path(&c, 1), "/healthz");
+        // --expect-status is the default for templates that set none.
+        let t = templates(expect_404.as_ref().expect("valid")).get(0).expect;
+        assert_eq!(format!("{t:?}"), "404");
+        assert!(format!("{:#}", mixed.expect_err("bad")).contains("cannot be used with"));
+        assert!(err(&["--templates=/nonexistent.toml"]).contains("--templates: reading"));
+    }
+
+    #[test]
+    fn json_dash_is_stdout() {
+        let c = parse(&["--json", "-"]).expect("valid");
+        assert_eq!(c.json, Some(JsonOut::Stdout));
+        let c = parse(&["--json", "r.json"]).expect("valid");
+        assert_eq!(c.json, Some(JsonOut::File("r.json".into())));
     }
 }

@@ -3,7 +3,8 @@
 //! A worker has one request in flight at a time, so the client is a plain
 //! request/response exchange inside the worker's own task: the request is
 //! written with one `write_all` from a reused buffer (the request line's
-//! fixed tail and the `Host` header are formatted once per connection), the
+//! fixed tail, the `Host` header and any `-H` headers are formatted once per
+//! connection), the
 //! response is read into a reused buffer, its head parsed with `httparse`
 //! and its body framed by `Content-Length`, `Transfer-Encoding: chunked` or
 //! the end of the connection. Nothing pools or retries: a connection that
@@ -14,6 +15,7 @@
 use std::io::{self, ErrorKind, Write as _};
 use std::net::SocketAddr;
 use std::task::{self, Waker};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use http::Uri;
@@ -31,7 +33,8 @@ const MAX_HEADERS: usize = 64;
 /// An open connection, idle between requests.
 pub struct Conn {
     stream: TcpStream,
-    /// ` HTTP/1.1\r\nHost: {host}\r\n`, written after every request's path.
+    /// ` HTTP/1.1\r\n` and the connection's header lines, written after
+    /// every request's path.
     tail: Vec<u8>,
     /// The request being written.
     request: Vec<u8>,
@@ -46,14 +49,14 @@ pub struct Conn {
 
 impl Conn {
     /// Connects to `addr` with Nagle off (small requests, one at a time);
-    /// `host` is the `Host` header sent with every request.
-    pub async fn open(addr: SocketAddr, host: &[u8]) -> io::Result<Conn> {
+    /// `headers` (`Name: value\r\n` lines, `Host` among them) are sent with
+    /// every request.
+    pub async fn open(addr: SocketAddr, headers: &[u8]) -> io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let mut tail = Vec::with_capacity(host.len() + 20);
-        tail.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        tail.extend_from_slice(host);
-        tail.extend_from_slice(b"\r\n");
+        let mut tail = Vec::with_capacity(headers.len() + 11);
+        tail.extend_from_slice(b" HTTP/1.1\r\n");
+        tail.extend_from_slice(headers);
         Ok(Conn {
             stream,
             tail,
@@ -91,13 +94,15 @@ impl Conn {
         }
     }
 
-    /// Sends a request and appends the response body to `body`; returns the
-    /// status. After an error the connection is unusable and should be
+    /// Sends a request, with `headers` (`Name: value\r\n` lines) beside the
+    /// connection's own, and appends the response body to `body`; returns
+    /// the status. After an error the connection is unusable and should be
     /// dropped (as it should if the future is dropped before it completes).
     pub async fn send(
         &mut self,
         method: &str,
         path: &[u8],
+        headers: &[u8],
         content: &[u8],
         body: &mut Vec<u8>,
     ) -> io::Result<u16> {
@@ -106,6 +111,7 @@ impl Conn {
         self.request.push(b' ');
         self.request.extend_from_slice(path);
         self.request.extend_from_slice(&self.tail);
+        self.request.extend_from_slice(headers);
         if !content.is_empty() || !matches!(method, "GET" | "HEAD") {
             self.request.extend_from_slice(b"Content-Length: ");
             // Writing into a Vec cannot fail.
@@ -441,10 +447,68 @@ impl Endpoint {
     /// Resolves the host to the first socket address it names.
     pub async fn resolve(&self) -> anyhow::Result<SocketAddr> {
         tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await
-            .with_context(|| format!("resolving {}", self.authority()))?
+            .await?
             .next()
-            .with_context(|| format!("{} resolves to no address", self.authority()))
+            .context("the host resolves to no address")
+    }
+}
+
+/// A target that could not be reached before the run: `main` exits with
+/// status 4 for it.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    #[error("cannot resolve the host of {url}")]
+    Resolve {
+        url: String,
+        #[source]
+        error: io::Error,
+    },
+    #[error("cannot connect to {url} (tried for {}s)", tried.as_secs_f64())]
+    Connect {
+        url: String,
+        tried: Duration,
+        #[source]
+        error: io::Error,
+    },
+}
+
+/// Between two connection attempts in [`Endpoint::reach`].
+const REACH_RETRY: Duration = Duration::from_millis(100);
+
+impl Endpoint {
+    /// Resolves the host and opens (then closes) one connection, retrying for
+    /// up to `within` while it is refused, so a server still starting is
+    /// waited for but a dead one is reported at once. Returns the address.
+    pub async fn reach(&self, within: Duration) -> Result<SocketAddr, Unreachable> {
+        let url = self.to_string();
+        let addr = self.resolve().await.map_err(|e| Unreachable::Resolve {
+            url: url.clone(),
+            error: io::Error::other(format!("{e:#}")),
+        })?;
+        let start = tokio::time::Instant::now();
+        let deadline = start + within;
+        let mut last: Option<io::Error> = None;
+        loop {
+            let error = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => return Ok(addr),
+                Ok(Err(e)) => e,
+                // Cut short at the deadline: an earlier try's error says more.
+                Err(_) => last.take().unwrap_or_else(|| {
+                    io::Error::new(ErrorKind::TimedOut, "no answer to the connection")
+                }),
+            };
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Unreachable::Connect {
+                    url,
+                    tried: within,
+                    error,
+                });
+            }
+            last = Some(error);
+            // The last try is at the deadline itself.
+            tokio::time::sleep_until((now + REACH_RETRY).min(deadline)).await;
+        }
     }
 }
 
@@ -667,7 +731,7 @@ mod tests {
                     let text = String::from_utf8_lossy(&request).into_owned();
                     assert!(
                         text.ends_with(
-                            "PUT /b HTTP/1.1\r\nHost: h:1\r\nContent-Length: 2\r\n\r\nhi"
+                            "PUT /b HTTP/1.1\r\nHost: h:1\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nhi"
                         ),
                         "{text}"
                     );
@@ -680,17 +744,17 @@ mod tests {
                 }
             }
         });
-        let mut conn = Conn::open(addr, b"h:1").await.expect("connect");
+        let mut conn = Conn::open(addr, b"Host: h:1\r\n").await.expect("connect");
         let mut body = Vec::new();
         let status = conn
-            .send("GET", b"/a", b"", &mut body)
+            .send("GET", b"/a", b"", b"", &mut body)
             .await
             .expect("first");
         assert_eq!((status, &body[..]), (200, &b"abc"[..]));
         assert!(conn.is_open());
         body.clear();
         let status = conn
-            .send("PUT", b"/b", b"hi", &mut body)
+            .send("PUT", b"/b", b"X-A: 1\r\n", b"hi", &mut body)
             .await
             .expect("second");
         assert_eq!(status, 204);

@@ -3,12 +3,16 @@
 //! `run(config, shutdown)` drives `--concurrency` HTTP/1.1 keep-alive
 //! connections, one worker task each, spread over `--threads` load threads
 //! that each run a single-threaded tokio runtime, against the runner's
-//! `/t/{tenant}/…` routes, and returns a [`Report`]; `main` only parses the
-//! command line, prints, and maps the verdict to an exit status.
+//! `/t/{tenant}/…` routes (the default guest's built-in ops, or request
+//! templates), and returns a [`Report`]; `main` only parses the command
+//! line, prints, and maps the verdict to an exit status.
 //!
 //! Layout:
 //! - `config`: clap `Args` and the validated `Config` built from them.
-//! - `mix`: the ops (guest routes) and their weighted choice.
+//! - `mix`: the built-in ops (default guest routes) and their weighted choice.
+//! - `template`: request templates (a URL, or a TOML file), their paths with
+//!   `{tenant}` and `{key}`, expected statuses and weighted choice.
+//! - `tenant`: the tenant set of `--tenants` (count, list or pattern).
 //! - `dist`: uniform and Zipf (inverse-CDF table) index distributions.
 //! - `conn`: a minimal HTTP/1.1 client connection (httparse over a tokio
 //!   `TcpStream`) driven inside its worker; URLs.
@@ -25,6 +29,8 @@ mod live;
 mod mix;
 mod report;
 mod scrape;
+mod template;
+mod tenant;
 mod verify;
 mod worker;
 
@@ -32,36 +38,58 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use std::time::Duration;
+
 use anyhow::Context;
-use http::HeaderValue;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-pub use config::{Args, Config, StopAfter};
-pub use conn::Endpoint;
+pub use config::{Args, Config, JsonOut, StopAfter, Workload};
+pub use conn::{Endpoint, Unreachable};
 pub use dist::{Dist, DistKind, Zipf};
 pub use mix::{Mix, Op};
-pub use report::{ErrorKinds, Latency, OpCounts, Report, Verdict};
+pub use report::{ErrorKinds, Latency, Report, RouteReport, Routes, Verdict};
 pub use scrape::{Exposition, RunnerFigures, histogram_quantile};
+pub use template::{Expect, MAX_TEMPLATES, PathTemplate, Template, Templates};
+pub use tenant::TenantSet;
 pub use verify::VerifyCounts;
 
 use crate::live::Live;
 use crate::report::Stats;
 use crate::worker::{Plan, Target, Worker};
 
+/// How long `run` tries to open a first connection to each target before
+/// it gives up with [`Unreachable`]: a server still starting gets this long,
+/// a dead URL is reported this quickly.
+pub const REACH_WITHIN: Duration = Duration::from_secs(1);
+
 /// Runs the load described by `config` until its duration or request count
 /// is reached, or `shutdown` completes (then the report covers what ran and
 /// says it was interrupted).
 ///
-/// Errors only for setup failures (the target does not resolve); failed
-/// requests are counted in the report instead.
+/// Errors for setup failures: [`Unreachable`] when a target does not
+/// resolve or takes no connection within [`REACH_WITHIN`]. Failed requests
+/// once the run is under way are counted in the report instead.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Report> {
+    // `-H` headers go on each connection once; a `Host` among them replaces
+    // the target's.
+    let (host, others): (Vec<_>, Vec<_>) = config
+        .headers
+        .iter()
+        .cloned()
+        .partition(|(name, _)| name == http::header::HOST);
+    let extra = template::render_headers(&others);
     let mut targets = Vec::with_capacity(config.targets.len());
     for target in &config.targets {
+        let addr = target.reach(REACH_WITHIN).await?;
+        let mut headers = match host.last() {
+            Some((_, value)) => template::render_headers(&[(http::header::HOST, value.clone())]),
+            None => format!("Host: {}\r\n", target.authority()).into_bytes(),
+        };
+        headers.extend_from_slice(&extra);
         targets.push(Target {
-            addr: target.resolve().await.context("--target")?,
-            host: HeaderValue::from_str(&target.authority())
-                .context("--target host is not a valid Host header")?,
+            addr,
+            headers,
             prefix: target.path.clone(),
         });
     }
@@ -73,11 +101,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let start = Instant::now();
     let measure_start = start + config.warmup;
     let live = config.live.then(|| Live::new(start, measure_start));
+    let routes = config.workload.route_count();
     let plan = Arc::new(Plan {
         targets,
-        tenants: Dist::new(config.tenant_dist, config.tenants, config.zipf_s),
+        tenants: Dist::new(config.tenant_dist, config.tenants.len(), config.zipf_s),
+        tenant_names: config.tenants.clone(),
         keys: Dist::new(config.key_dist, config.keys, config.zipf_s),
-        mix: config.mix.clone(),
+        workload: config.workload.clone(),
         value_size: config.value_size,
         batch_size: config.batch_size,
         bucket: config.bucket.clone(),
@@ -119,14 +149,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .name(format!("loadgen-{n}"))
             .spawn(move || {
                 // The receiver is gone only if `run` itself was dropped.
-                let _ = done.send(drive(group));
+                let _ = done.send(drive(group, routes));
             })
             .context("starting a load thread")?;
     }
     let printer = live.map(|l| tokio::spawn(l.print_every_second()));
 
     let joined = async move {
-        let mut total = Stats::new();
+        let mut total = Stats::new(routes);
         for result in results {
             let stats = result.await.context("a load thread died")??;
             total.merge(&stats);
@@ -175,7 +205,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 /// Runs one load thread's workers to the end on a single-threaded runtime.
-fn drive(workers: Vec<(Worker, oneshot::Receiver<()>)>) -> anyhow::Result<Stats> {
+fn drive(workers: Vec<(Worker, oneshot::Receiver<()>)>, routes: usize) -> anyhow::Result<Stats> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -185,7 +215,7 @@ fn drive(workers: Vec<(Worker, oneshot::Receiver<()>)>) -> anyhow::Result<Stats>
             .into_iter()
             .map(|(worker, stop)| tokio::spawn(worker.run(stop)))
             .collect();
-        let mut total = Stats::new();
+        let mut total = Stats::new(routes);
         for task in tasks {
             total.merge(&task.await.context("a worker task failed")?);
         }

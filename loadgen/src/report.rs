@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::mix::Op;
 use crate::scrape::RunnerFigures;
 use crate::verify::VerifyCounts;
 
@@ -35,18 +35,53 @@ pub(crate) fn histogram() -> Histogram<u64> {
         .expect("bounds are constant and valid: 1 ≤ 1h in µs, 3 significant digits")
 }
 
-/// Request and error counts of one op.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct OpCounts {
+/// What one worker measured of one route (a built-in op or a template).
+pub(crate) struct RouteStats {
+    /// Measured requests, errors included.
     pub requests: u64,
     pub errors: u64,
+    /// Latency of the measured requests that got a response, in µs; made at
+    /// the first, so a route never sent costs no memory.
+    pub histogram: Option<Histogram<u64>>,
+}
+
+impl RouteStats {
+    fn new() -> RouteStats {
+        RouteStats {
+            requests: 0,
+            errors: 0,
+            histogram: None,
+        }
+    }
+
+    /// Counts one measured request, and its latency if it got a response.
+    #[inline]
+    pub fn record(&mut self, latency_us: Option<u64>, error: bool) {
+        self.requests += 1;
+        self.errors += u64::from(error);
+        if let Some(us) = latency_us {
+            self.histogram
+                .get_or_insert_with(histogram)
+                .saturating_record(us);
+        }
+    }
+
+    fn merge(&mut self, other: &RouteStats) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if let Some(h) = &other.histogram {
+            self.histogram
+                .get_or_insert_with(histogram)
+                .add(h)
+                .expect("histograms share the same bounds");
+        }
+    }
 }
 
 /// What one worker measured; merged into the report at the end.
 pub(crate) struct Stats {
-    /// Latency of every measured request that got a response, in µs.
-    pub histogram: Histogram<u64>,
-    pub ops: [OpCounts; Op::ALL.len()],
+    /// Indexed by route (see `Workload::route_count`).
+    pub routes: Vec<RouteStats>,
     pub by_status: BTreeMap<u16, u64>,
     /// Indexed by `ErrorKind as usize`.
     pub by_kind: [u64; 3],
@@ -57,10 +92,10 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub fn new() -> Stats {
+    /// Empty statistics for `routes` routes.
+    pub fn new(routes: usize) -> Stats {
         Stats {
-            histogram: histogram(),
-            ops: [OpCounts::default(); Op::ALL.len()],
+            routes: (0..routes).map(|_| RouteStats::new()).collect(),
             by_status: BTreeMap::new(),
             by_kind: [0; 3],
             verify: VerifyCounts::default(),
@@ -70,12 +105,8 @@ impl Stats {
     }
 
     pub fn merge(&mut self, other: &Stats) {
-        self.histogram
-            .add(&other.histogram)
-            .expect("histograms share the same bounds");
-        for (a, b) in self.ops.iter_mut().zip(&other.ops) {
-            a.requests += b.requests;
-            a.errors += b.errors;
+        for (a, b) in self.routes.iter_mut().zip(&other.routes) {
+            a.merge(b);
         }
         for (&status, &n) in &other.by_status {
             *self.by_status.entry(status).or_default() += n;
@@ -121,6 +152,40 @@ impl Latency {
     }
 }
 
+/// One route's figures: a built-in op's or a template's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RouteReport {
+    /// Measured requests, errors included.
+    pub requests: u64,
+    pub errors: u64,
+    pub latency: Latency,
+}
+
+/// Per-route figures in the order the routes were given (the mix's op
+/// order, or the templates'); serialised as a JSON object keyed by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Routes(pub Vec<(String, RouteReport)>);
+
+impl Routes {
+    pub fn get(&self, name: &str) -> Option<&RouteReport> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, r)| r)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &RouteReport)> {
+        self.0.iter().map(|(n, r)| (n.as_str(), r))
+    }
+}
+
+impl Serialize for Routes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, route) in &self.0 {
+            map.serialize_entry(name, route)?;
+        }
+        map.end()
+    }
+}
+
 /// Errors without an HTTP response, by kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ErrorKinds {
@@ -133,6 +198,11 @@ pub struct ErrorKinds {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub target: String,
+    /// The seed of the run's random choices: `--seed` repeats them.
+    pub seed: u64,
+    /// The tenants requests went to, in `--tenants` syntax (`t{0..99}`);
+    /// absent when no request names a tenant.
+    pub tenants: Option<String>,
     /// `closed` (next request when the last is answered) or `open` (`--rate`).
     pub schedule: &'static str,
     pub concurrency: usize,
@@ -151,12 +221,13 @@ pub struct Report {
     pub errors: u64,
     /// `errors / requests` (0 without requests).
     pub error_rate: f64,
+    /// Over every route.
     pub latency: Latency,
-    /// Responses whose status was not the one the op expects, by status.
+    /// Responses whose status was not the one the route expects, by status.
     pub errors_by_status: BTreeMap<u16, u64>,
     pub errors_by_kind: ErrorKinds,
-    /// Per op in the mix.
-    pub ops: BTreeMap<&'static str, OpCounts>,
+    /// Per op in the mix, or per template.
+    pub routes: Routes,
     /// Present with `--verify`.
     pub verify: Option<VerifyCounts>,
     /// Present with `--scrape`.
@@ -169,6 +240,9 @@ pub struct Report {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Pass,
+    /// Requests were sent but not one got a response; this outranks the
+    /// others.
+    NoResponse,
     /// The error rate exceeded `--max-error-rate`.
     TooManyErrors,
     /// `--verify` found a violation; this outranks `TooManyErrors`.
@@ -186,14 +260,35 @@ impl Report {
         let elapsed = stats.last_done.map_or(Duration::ZERO, |t| {
             t.saturating_duration_since(measure_start)
         });
-        let requests: u64 = stats.ops.iter().map(|o| o.requests).sum();
-        let errors: u64 = stats.ops.iter().map(|o| o.errors).sum();
+        let requests: u64 = stats.routes.iter().map(|r| r.requests).sum();
+        let errors: u64 = stats.routes.iter().map(|r| r.errors).sum();
         let ratio = |n: u64, d: f64| if d > 0.0 { n as f64 / d } else { 0.0 };
-        let mut ops = BTreeMap::new();
-        for op in config.mix.ops() {
-            ops.insert(op.name(), stats.ops[op as usize]);
+        let mut all = histogram();
+        let mut routes = Vec::new();
+        for (index, name) in config.workload.routes() {
+            let route = &stats.routes[index];
+            if let Some(h) = &route.histogram {
+                all.add(h).expect("histograms share the same bounds");
+            }
+            routes.push((
+                name,
+                RouteReport {
+                    requests: route.requests,
+                    errors: route.errors,
+                    latency: route
+                        .histogram
+                        .as_ref()
+                        .map(Latency::from_histogram)
+                        .unwrap_or_default(),
+                },
+            ));
         }
         Report {
+            seed: config.seed,
+            tenants: config
+                .workload
+                .uses_tenant()
+                .then(|| config.tenants.to_string()),
             target: config
                 .targets
                 .iter()
@@ -215,23 +310,27 @@ impl Report {
             successes: requests - errors,
             errors,
             error_rate: ratio(errors, requests as f64),
-            latency: Latency::from_histogram(&stats.histogram),
+            latency: Latency::from_histogram(&all),
             errors_by_status: stats.by_status.clone(),
             errors_by_kind: ErrorKinds {
                 connect: stats.by_kind[ErrorKind::Connect as usize],
                 timeout: stats.by_kind[ErrorKind::Timeout as usize],
                 io: stats.by_kind[ErrorKind::Io as usize],
             },
-            ops,
+            routes: Routes(routes),
             verify: config.verify.then_some(stats.verify),
             runner,
             interrupted,
         }
     }
 
-    /// Judges the run: verify violations first, then the error rate.
+    /// Judges the run: no response at all first, then verify violations,
+    /// then the error rate.
     pub fn verdict(&self, max_error_rate: Option<f64>) -> Verdict {
-        if self.verify.is_some_and(|v| v.violations() > 0) {
+        let k = &self.errors_by_kind;
+        if self.requests > 0 && k.connect + k.timeout + k.io == self.requests {
+            Verdict::NoResponse
+        } else if self.verify.is_some_and(|v| v.violations() > 0) {
             Verdict::VerifyFailed
         } else if max_error_rate.is_some_and(|max| self.error_rate > max) {
             Verdict::TooManyErrors
@@ -260,6 +359,10 @@ impl fmt::Display for Report {
         )?;
         if self.interrupted {
             writeln!(f, "interrupted: partial results")?;
+        }
+        writeln!(f, "seed        {}", self.seed)?;
+        if let Some(tenants) = &self.tenants {
+            writeln!(f, "tenants     {tenants}")?;
         }
         writeln!(
             f,
@@ -297,9 +400,30 @@ impl fmt::Display for Report {
             Ms(l.max_us),
             l.mean_us / 1000.0
         )?;
-        writeln!(f, "\nop          {:>12} {:>9}", "requests", "errors")?;
-        for (name, c) in &self.ops {
-            writeln!(f, "{name:<12}{:>12} {:>9}", c.requests, c.errors)?;
+        let width = self
+            .routes
+            .iter()
+            .map(|(name, _)| name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max("route".len());
+        writeln!(
+            f,
+            "\n{:<width$} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+            "route", "requests", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        )?;
+        for (name, r) in self.routes.iter() {
+            let l = &r.latency;
+            writeln!(
+                f,
+                "{name:<width$} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+                r.requests,
+                r.errors,
+                Ms(l.p50_us),
+                Ms(l.p90_us),
+                Ms(l.p99_us),
+                Ms(l.max_us)
+            )?;
         }
         if self.errors > 0 {
             let k = &self.errors_by_kind;
@@ -356,16 +480,25 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mix::Op;
 
+    /// 100 `get` requests, the first `errors` of them answered with 500,
+    /// answered in 1 … 100 ms; `violations` verify violations.
     fn report(errors: u64, violations: u64) -> Report {
-        let mut stats = Stats::new();
-        stats.ops[Op::Get as usize] = OpCounts {
-            requests: 100,
-            errors,
-        };
+        let config = crate::config::Config::from_args([
+            "loadgen",
+            "--mix=get=1",
+            "--verify",
+            "--seed=42",
+            "--tenants=shop-{1..3}",
+        ])
+        .expect("valid");
+        let mut stats = Stats::new(config.workload.route_count());
+        for ms in 1..=100 {
+            stats.routes[Op::Get as usize].record(Some(ms * 1000), ms <= errors);
+        }
+        stats.by_status.insert(500, errors);
         stats.verify.lost_writes = violations;
-        let config = crate::config::Config::from_args(["loadgen", "--mix=get=1", "--verify"])
-            .expect("valid");
         Report::new(&config, &stats, Instant::now(), false, None)
     }
 
@@ -380,15 +513,53 @@ mod tests {
     }
 
     #[test]
+    fn no_response_at_all_outranks_everything() {
+        let config = crate::config::Config::from_args(["loadgen", "--mix=hello=1"]).expect("valid");
+        let mut stats = Stats::new(config.workload.route_count());
+        for _ in 0..5 {
+            stats.routes[Op::Hello as usize].record(None, true);
+        }
+        stats.by_kind[ErrorKind::Connect as usize] = 3;
+        stats.by_kind[ErrorKind::Timeout as usize] = 2;
+        let r = Report::new(&config, &stats, Instant::now(), false, None);
+        assert_eq!(r.verdict(None), Verdict::NoResponse);
+        // One answer, even an error status, is a response.
+        stats.routes[Op::Hello as usize].record(Some(10), true);
+        stats.by_status.insert(503, 1);
+        let r = Report::new(&config, &stats, Instant::now(), false, None);
+        assert_eq!(r.verdict(None), Verdict::Pass);
+        // Nothing sent at all is not "no response".
+        let empty = Stats::new(config.workload.route_count());
+        let r = Report::new(&config, &empty, Instant::now(), false, None);
+        assert_eq!(r.verdict(None), Verdict::Pass);
+    }
+
+    #[test]
     fn table_and_json_carry_the_figures() {
         let r = report(2, 0);
         let table = r.to_string();
         assert!(table.contains("requests    100"), "{table}");
         assert!(table.contains("errors      2 (2.000%)"), "{table}");
         assert!(table.contains("verify      ok"), "{table}");
+        assert!(table.contains("seed        42\n"), "{table}");
+        assert!(table.contains("tenants     shop-{1..3}\n"), "{table}");
+        // Per route: counts and p50 / p90 / p99 / max in ms.
+        assert!(
+            table.contains(
+                "route   requests   errors    p50 ms    p90 ms    p99 ms    max ms\n\
+                 get          100        2    50.015    90.047    99.007   100.031\n"
+            ),
+            "{table}"
+        );
         let json = serde_json::to_value(&r).expect("serialisable");
         assert_eq!(json["requests"], 100);
-        assert_eq!(json["ops"]["get"]["errors"], 2);
+        assert_eq!(json["seed"], 42);
+        assert_eq!(json["tenants"], "shop-{1..3}");
+        assert_eq!(json["routes"]["get"]["requests"], 100);
+        assert_eq!(json["routes"]["get"]["errors"], 2);
+        assert_eq!(json["routes"]["get"]["latency"]["samples"], 100);
+        assert_eq!(json["routes"]["get"]["latency"]["p50_us"], 50015);
+        assert_eq!(json["latency"]["max_us"], 100031);
         assert_eq!(json["verify"]["lost_writes"], 0);
         assert_eq!(json["schedule"], "closed");
     }

@@ -285,7 +285,8 @@ pub async fn fetch(endpoint: &Endpoint, timeout: Duration) -> anyhow::Result<Exp
 
 async fn get(endpoint: &Endpoint) -> anyhow::Result<String> {
     let addr: SocketAddr = endpoint.resolve().await?;
-    let mut conn = Conn::open(addr, endpoint.authority().as_bytes())
+    let host = format!("Host: {}\r\n", endpoint.authority());
+    let mut conn = Conn::open(addr, host.as_bytes())
         .await
         .context("connecting")?;
     let path = if endpoint.path.is_empty() {
@@ -294,7 +295,9 @@ async fn get(endpoint: &Endpoint) -> anyhow::Result<String> {
         &endpoint.path
     };
     let mut body = Vec::new();
-    let status = conn.send("GET", path.as_bytes(), b"", &mut body).await?;
+    let status = conn
+        .send("GET", path.as_bytes(), b"", b"", &mut body)
+        .await?;
     ensure!((200..300).contains(&status), "status {status}");
     String::from_utf8(body).context("metrics are not UTF-8")
 }

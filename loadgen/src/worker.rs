@@ -13,9 +13,12 @@
 //! generator's, not the server's, so such a request is timed from its actual
 //! send. Only a worker kept behind by slow answers is timed from due times.
 //!
-//! Per request the worker allocates nothing it can avoid: the path is written
-//! into a reused buffer, bodies into a `BytesMut` whose split-off parts are
-//! given back to it once sent, the response body goes into a reused `Vec`.
+//! Each request is one route: a built-in op, or a request template (a path
+//! with `{tenant}` and `{key}` filled in, its own headers and body, borrowed
+//! from the plan). Per request the worker allocates nothing it can avoid: the
+//! path is written into a reused buffer, bodies into a `BytesMut` whose
+//! split-off parts are given back to it once sent, the response body goes
+//! into a reused `Vec`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -25,18 +28,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::Method;
-use http::header::HeaderValue;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
+use crate::config::Workload;
 use crate::conn::Conn;
 use crate::dist::Dist;
 use crate::live::{Buffer, Live};
-use crate::mix::{Mix, Op};
+use crate::mix::Op;
 use crate::report::{ErrorKind, Stats};
+use crate::template::Expect;
+use crate::tenant::TenantSet;
 use crate::verify::{Checker, KeyName};
 
 /// After a failed connect, a closed-loop worker waits this long before the
@@ -51,9 +55,11 @@ pub(crate) struct Plan {
     /// Where requests go; with several, each worker sends its requests to
     /// each in turn.
     pub targets: Vec<Target>,
+    /// Draws a tenant's index into `tenant_names`.
     pub tenants: Dist,
+    pub tenant_names: TenantSet,
     pub keys: Dist,
-    pub mix: Mix,
+    pub workload: Workload,
     pub value_size: usize,
     pub batch_size: usize,
     pub bucket: Option<String>,
@@ -78,7 +84,8 @@ pub(crate) struct Plan {
 /// One `--target`, resolved.
 pub(crate) struct Target {
     pub addr: SocketAddr,
-    pub host: HeaderValue,
+    /// `Host: …\r\n` and the `-H` headers, sent with every request.
+    pub headers: Vec<u8>,
     /// The target URL's path, prepended to every request path.
     pub prefix: String,
 }
@@ -86,12 +93,20 @@ pub(crate) struct Target {
 /// How a request ended.
 #[derive(Debug, Clone, Copy)]
 enum Outcome {
-    /// A response; `ok` if its status is what the op expects.
+    /// A response; `ok` if its status is what the route expects.
     Response {
         status: u16,
         ok: bool,
     },
     Failed(ErrorKind),
+}
+
+/// How a response is judged: as its built-in op's, or by the statuses its
+/// template expects.
+#[derive(Clone, Copy)]
+enum Judge<'a> {
+    Op(Op),
+    Expect(&'a Expect),
 }
 
 /// What a verify-mode request touched, to settle once its answer is in.
@@ -172,7 +187,7 @@ impl Worker {
             checker: plan.verify_run.map(|run| Checker::new(run, id)),
             pending: Pending::None,
             live: plan.live.as_ref().map(|l| l.buffer()),
-            stats: Stats::new(),
+            stats: Stats::new(plan.workload.route_count()),
             plan,
         }
     }
@@ -226,14 +241,17 @@ impl Worker {
             {
                 break;
             }
-            let op = plan.mix.sample(&mut self.rng);
+            let route = match &plan.workload {
+                Workload::Ops(mix) => mix.sample(&mut self.rng) as usize,
+                Workload::Templates(templates) => templates.sample(&mut self.rng),
+            };
             let outcome = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                outcome = self.execute(&plan, op, watchdog.as_mut(), sent + plan.timeout) => outcome,
+                outcome = self.execute(&plan, route, watchdog.as_mut(), sent + plan.timeout) => outcome,
             };
             let done = Instant::now();
-            self.record(op, outcome, done - scheduled, measured, done);
+            self.record(route, outcome, done - scheduled, measured, done);
             if plan.rate.is_none() && matches!(outcome, Outcome::Failed(ErrorKind::Connect)) {
                 tokio::select! {
                     biased;
@@ -253,7 +271,7 @@ impl Worker {
 
     fn record(
         &mut self,
-        op: Op,
+        route: usize,
         outcome: Outcome,
         latency: Duration,
         measured: bool,
@@ -271,12 +289,7 @@ impl Worker {
             self.stats.warmup_requests += 1;
             return;
         }
-        let counts = &mut self.stats.ops[op as usize];
-        counts.requests += 1;
-        counts.errors += u64::from(error);
-        if let Some(us) = responded {
-            self.stats.histogram.saturating_record(us);
-        }
+        self.stats.routes[route].record(responded, error);
         match outcome {
             Outcome::Response { status, ok: false } => {
                 *self.stats.by_status.entry(status).or_default() += 1;
@@ -287,7 +300,7 @@ impl Worker {
         self.stats.last_done = Some(done);
     }
 
-    /// Builds, sends and judges one request of `op`, giving up at `deadline`.
+    /// Builds, sends and judges one request of `route`, giving up at `deadline`.
     ///
     /// `watchdog` is the worker's one timer. Arming a timer per request
     /// (`tokio::time::timeout`) costs a timer-wheel insertion and removal each
@@ -298,14 +311,40 @@ impl Worker {
     async fn execute(
         &mut self,
         plan: &Plan,
-        op: Op,
+        route: usize,
         mut watchdog: Pin<&mut Sleep>,
         deadline: Instant,
     ) -> Outcome {
-        let tenant = plan.tenants.sample(&mut self.rng) as u32;
-        let (method, content) = self.build(plan, op, tenant);
+        let tenant = plan.tenants.sample(&mut self.rng);
+        let owned: Bytes;
+        let (method, content, headers, op) = match &plan.workload {
+            Workload::Ops(_) => {
+                let op = Op::ALL[route];
+                let (method, body) = self.build(plan, op, tenant as u32);
+                owned = body;
+                (method, &owned[..], &[][..], Judge::Op(op))
+            }
+            Workload::Templates(templates) => {
+                let t = templates.get(route);
+                let key = if t.path.uses_key() {
+                    plan.keys.sample(&mut self.rng)
+                } else {
+                    0
+                };
+                self.start_path(plan);
+                t.path
+                    .write(&mut self.path, &plan.tenant_names, tenant, key);
+                self.pending = Pending::None;
+                (
+                    t.method.as_str(),
+                    &t.body[..],
+                    &t.header_lines[..],
+                    Judge::Expect(&t.expect),
+                )
+            }
+        };
         let result = {
-            let exchange = self.exchange(&method, &content);
+            let exchange = self.exchange(method, content, headers);
             tokio::pin!(exchange);
             loop {
                 tokio::select! {
@@ -328,7 +367,10 @@ impl Worker {
         let outcome = match result {
             Ok(status) => Outcome::Response {
                 status,
-                ok: is_success(op, status, &self.response),
+                ok: match op {
+                    Judge::Op(op) => is_success(op, status, &self.response),
+                    Judge::Expect(expect) => expect.contains(status),
+                },
             },
             Err(kind) => Outcome::Failed(kind),
         };
@@ -340,7 +382,12 @@ impl Worker {
 
     /// Sends the request built in `self.path` on the worker's connection,
     /// opening one if needed.
-    async fn exchange(&mut self, method: &Method, content: &[u8]) -> Result<u16, ErrorKind> {
+    async fn exchange(
+        &mut self,
+        method: &str,
+        content: &[u8],
+        headers: &[u8],
+    ) -> Result<u16, ErrorKind> {
         let slot = &mut self.conns[self.target];
         if slot.as_mut().is_some_and(|c| !c.is_open()) {
             *slot = None;
@@ -349,7 +396,7 @@ impl Worker {
             Some(conn) => conn,
             None => {
                 let target = &self.plan.targets[self.target];
-                let conn = Conn::open(target.addr, target.host.as_bytes())
+                let conn = Conn::open(target.addr, &target.headers)
                     .await
                     .map_err(|_| ErrorKind::Connect)?;
                 slot.insert(conn)
@@ -357,7 +404,7 @@ impl Worker {
         };
         self.response.clear();
         match conn
-            .send(method.as_str(), &self.path, content, &mut self.response)
+            .send(method, &self.path, headers, content, &mut self.response)
             .await
         {
             Ok(status) => Ok(status),
@@ -379,26 +426,31 @@ impl Worker {
         }
     }
 
-    /// Builds the request for `op` on `tenant`: its path into `self.path`,
-    /// its method and body returned; notes what verify must check.
-    fn build(&mut self, plan: &Plan, op: Op, tenant: u32) -> (Method, Bytes) {
+    /// Picks the next request's target and starts its path with the
+    /// target's base path.
+    fn start_path(&mut self, plan: &Plan) {
         self.path.clear();
         self.target = self.turn % plan.targets.len();
         self.turn = self.turn.wrapping_add(1);
+        self.path
+            .extend_from_slice(plan.targets[self.target].prefix.as_bytes());
+    }
+
+    /// Builds the request for `op` on `tenant`: its path into `self.path`,
+    /// its method and body returned; notes what verify must check.
+    fn build(&mut self, plan: &Plan, op: Op, tenant: u32) -> (&'static str, Bytes) {
+        self.start_path(plan);
+        self.path.extend_from_slice(b"/t/");
+        plan.tenant_names.write(tenant as usize, &mut self.path);
         // Writes into a BytesMut cannot fail; `let _` keeps the hot path free
         // of unwraps.
-        let _ = write!(
-            self.path,
-            "{}/t/t{tenant}",
-            plan.targets[self.target].prefix
-        );
         let verify = self.checker.is_some();
         let mut query_started = false;
         let (method, body) = match op {
             Op::Hello => {
                 self.path.extend_from_slice(b"/hello");
                 self.pending = Pending::None;
-                (Method::GET, Bytes::new())
+                ("GET", Bytes::new())
             }
             Op::Get | Op::Set | Op::Delete => {
                 let index = plan.keys.sample(&mut self.rng) as u32;
@@ -407,20 +459,20 @@ impl Worker {
                 match op {
                     Op::Get => {
                         self.pending = Pending::Read { tenant, index };
-                        (Method::GET, Bytes::new())
+                        ("GET", Bytes::new())
                     }
                     Op::Set => match &mut self.checker {
                         Some(checker) => {
                             let seq =
                                 checker.write_value(&mut self.body, tenant, index, plan.value_size);
                             self.pending = Pending::Write { tenant, index, seq };
-                            (Method::PUT, self.body.split().freeze())
+                            ("PUT", self.body.split().freeze())
                         }
-                        None => (Method::PUT, self.value.clone()),
+                        None => ("PUT", self.value.clone()),
                     },
                     _ => {
                         self.pending = Pending::Delete { tenant, index };
-                        (Method::DELETE, Bytes::new())
+                        ("DELETE", Bytes::new())
                     }
                 }
             }
@@ -437,12 +489,12 @@ impl Worker {
                 let _ = write!(self.path, "/incr/{key}?by={by}");
                 query_started = true;
                 self.pending = Pending::Incr { tenant, index, by };
-                (Method::POST, Bytes::new())
+                ("POST", Bytes::new())
             }
             Op::List => {
                 self.path.extend_from_slice(b"/keys");
                 self.pending = Pending::None;
-                (Method::GET, Bytes::new())
+                ("GET", Bytes::new())
             }
             Op::BatchGet | Op::BatchSet | Op::BatchDelete => {
                 self.draw_batch();
@@ -460,7 +512,7 @@ impl Worker {
                 };
                 let _ = write!(self.path, "/batch/{route}");
                 self.pending = pending;
-                (Method::POST, body)
+                ("POST", body)
             }
         };
         if let Some(bucket) = &plan.bucket {

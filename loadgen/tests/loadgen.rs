@@ -50,6 +50,9 @@ struct State {
     /// Requests per tenant, and `GET /kv` requests per key.
     per_tenant: Mutex<HashMap<String, u64>>,
     per_key: Mutex<HashMap<String, u64>>,
+    /// Requests per (header, value), for the headers `host`, `x-global` and
+    /// `x-test`.
+    headers: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// A server on 127.0.0.1:0, stopped on drop.
@@ -119,6 +122,17 @@ async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
+    for name in ["host", "x-global", "x-test"] {
+        for value in req.headers().get_all(name) {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            *state
+                .headers
+                .lock()
+                .expect("count lock")
+                .entry((name.to_owned(), value))
+                .or_default() += 1;
+        }
+    }
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, "bad body")),
@@ -295,7 +309,7 @@ async fn load(server: &Server, args: &[&str]) -> Report {
 }
 
 fn op(report: &Report, op: Op) -> u64 {
-    report.ops.get(op.name()).map_or(0, |c| c.requests)
+    report.routes.get(op.name()).map_or(0, |c| c.requests)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,7 +328,14 @@ async fn counts_exactly_the_requested_requests() {
     assert_eq!(server.requests(), 300, "the server saw every request once");
     assert_eq!(report.errors, 0, "{report}");
     assert_eq!(report.successes, 300);
-    assert_eq!(report.ops.values().map(|c| c.requests).sum::<u64>(), 300);
+    assert_eq!(
+        report.routes.iter().map(|(_, c)| c.requests).sum::<u64>(),
+        300
+    );
+    // Per-route latency covers every answered request of the route.
+    for (name, route) in report.routes.iter() {
+        assert_eq!(route.latency.samples, route.requests, "{name}");
+    }
     assert_eq!(report.latency.samples, 300);
     assert!(report.latency.p50_us <= report.latency.p99_us);
     assert!(report.latency.p99_us <= report.latency.max_us);
@@ -504,29 +525,251 @@ async fn errors_are_counted_by_status_and_kind() {
     assert!(sets > 0);
     assert_eq!(report.errors, sets);
     assert_eq!(report.errors_by_status.get(&500), Some(&sets));
-    assert_eq!(report.ops["set"].errors, sets);
-    assert_eq!(report.ops["get"].errors, 0);
+    let route = |name| report.routes.get(name).expect("in the mix");
+    assert_eq!(route("set").errors, sets);
+    assert_eq!(route("get").errors, 0);
+    // Only answered requests have a latency: here all of them.
+    assert_eq!(route("set").latency.samples, sets);
     assert_eq!(report.verdict(Some(0.01)), Verdict::TooManyErrors);
+}
 
-    // Nothing listens on a port just released.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+/// A port on which nothing listens: one just released.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_target_fails_before_the_run() {
+    let port = dead_port();
     let config = Config::from_args([
         "loadgen".to_owned(),
         format!("--target=http://127.0.0.1:{port}"),
-        "--warmup=0s".into(),
-        "--requests=5".into(),
+        "--duration=30s".into(),
         "-c1".into(),
+    ])
+    .expect("valid");
+    let started = std::time::Instant::now();
+    let error = loadgen::run(config, std::future::pending())
+        .await
+        .expect_err("nothing listens");
+    // After trying for REACH_WITHIN (1 s), not after the 30 s run.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() >= loadgen::REACH_WITHIN);
+    assert!(
+        matches!(
+            error.downcast_ref::<loadgen::Unreachable>(),
+            Some(loadgen::Unreachable::Connect { .. })
+        ),
+        "{error:#}"
+    );
+    let message = format!("{error:#}");
+    assert!(
+        message.starts_with(&format!(
+            "cannot connect to http://127.0.0.1:{port} (tried for 1s): "
+        )),
+        "{message}"
+    );
+    assert!(message.contains("refused"), "{message}");
+
+    let config =
+        Config::from_args(["loadgen", "http://no-such-host.invalid:80/hello"]).expect("valid");
+    let error = loadgen::run(config, std::future::pending())
+        .await
+        .expect_err("does not resolve");
+    assert!(
+        matches!(
+            error.downcast_ref::<loadgen::Unreachable>(),
+            Some(loadgen::Unreachable::Resolve { .. })
+        ),
+        "{error:#}"
+    );
+    assert!(
+        format!("{error:#}")
+            .starts_with("cannot resolve the host of http://no-such-host.invalid:80: "),
+        "{error:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_sent_by_weight_with_their_headers_and_bodies() {
+    let server = Server::start(Fault::None).await;
+    let dir = std::env::temp_dir().join(format!("loadgen-it-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("templates.toml");
+    std::fs::write(
+        &file,
+        r#"
+        [[template]]
+        name = "hello"
+        weight = 3
+        path = "hello"
+        headers = { x-test = "a" }
+        expect = 200
+
+        [[template]]
+        name = "put"
+        method = "PUT"
+        path = "/t/{tenant}/kv/{key}"
+        body = "v"
+        expect = 204
+
+        [[template]]
+        name = "missing"
+        path = "/nope"
+        "#,
+    )
+    .expect("write");
+    let report = load(
+        &server,
+        &[
+            "--templates",
+            file.to_str().expect("UTF-8"),
+            "--tenants=shop-{0..1}",
+            "--keys=3",
+            "--requests=1000",
+            "-c4",
+            "-H",
+            "X-Global: g",
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(report.requests, 1000, "{report}");
+    assert_eq!(server.requests(), 1000);
+    let names: Vec<&str> = report.routes.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["hello", "put", "missing"]);
+    let route = |name| *report.routes.get(name).expect("a template");
+    let (hello, put, missing) = (route("hello"), route("put"), route("missing"));
+    assert_eq!(hello.requests + put.requests + missing.requests, 1000);
+    // Each count is Binomial(1000, p): within five standard deviations.
+    for (r, p) in [(hello, 0.6f64), (put, 0.2), (missing, 0.2)] {
+        let sigma = (1000.0 * p * (1.0 - p)).sqrt();
+        assert!(
+            (r.requests as f64 - 1000.0 * p).abs() < 5.0 * sigma,
+            "{report}"
+        );
+    }
+    // `/nope` answers 404, which no template expects: all its requests are
+    // errors, and only they.
+    assert_eq!((hello.errors, put.errors), (0, 0), "{report}");
+    assert_eq!(missing.errors, missing.requests);
+    assert_eq!(report.errors, missing.requests);
+    assert_eq!(report.errors_by_status.get(&404), Some(&missing.requests));
+    for r in [hello, put, missing] {
+        assert_eq!(r.latency.samples, r.requests);
+    }
+    assert_eq!(report.tenants.as_deref(), Some("shop-{0..1}"));
+    // Tenants and keys filled in; bodies and headers as given.
+    let per_tenant = server.state.per_tenant.lock().expect("lock").clone();
+    assert_eq!(
+        per_tenant.values().sum::<u64>(),
+        hello.requests + put.requests
+    );
+    assert!(
+        per_tenant.keys().all(|t| t == "shop-0" || t == "shop-1"),
+        "{per_tenant:?}"
+    );
+    let map = server.state.map.lock().expect("lock").clone();
+    assert!(!map.is_empty());
+    for ((tenant, bucket, key), value) in &map {
+        assert!(
+            tenant.starts_with("shop-") && bucket == "default",
+            "{tenant} {bucket}"
+        );
+        assert!(["k0", "k1", "k2"].contains(&key.as_str()), "{key}");
+        assert_eq!(&value[..], b"v");
+    }
+    let headers = server.state.headers.lock().expect("lock").clone();
+    let seen = |name: &str, value: &str| {
+        headers
+            .get(&(name.to_owned(), value.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(seen("x-global", "g"), 1000);
+    assert_eq!(seen("x-test", "a"), hello.requests);
+    assert_eq!(seen("host", &server.addr.to_string()), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_is_sent_as_given() {
+    let server = Server::start(Fault::None).await;
+    let url = format!("http://{}/t/app/kv/x?bucket=b", server.addr);
+    let config = Config::from_args([
+        "loadgen",
+        "--warmup=0s",
+        "--requests=50",
+        "-c2",
+        "-m",
+        "PUT",
+        "-d",
+        "hi",
+        "-H",
+        "Host: example.com",
+        "--expect-status=204",
+        &url,
     ])
     .expect("valid");
     let report = loadgen::run(config, std::future::pending())
         .await
         .expect("runs");
-    assert_eq!(report.requests, 5);
-    assert_eq!(report.errors_by_kind.connect, 5);
-    assert_eq!(report.latency.samples, 0);
+    assert_eq!((report.requests, report.errors), (50, 0), "{report}");
+    assert_eq!(report.tenants, None);
+    let route = report
+        .routes
+        .get("PUT /t/app/kv/x?bucket=b")
+        .expect("named after the request");
+    assert_eq!(route.requests, 50);
+    let map = server.state.map.lock().expect("lock").clone();
+    assert_eq!(map.len(), 1);
+    let key = ("app".to_owned(), "b".to_owned(), "x".to_owned());
+    assert_eq!(map.get(&key).map(|v| &v[..]), Some(&b"hi"[..]));
+    let headers = server.state.headers.lock().expect("lock").clone();
+    assert_eq!(
+        headers.get(&("host".to_owned(), "example.com".to_owned())),
+        Some(&50)
+    );
+
+    // The same request expecting 200: every answer is an error.
+    let config = Config::from_args([
+        "loadgen",
+        "--warmup=0s",
+        "--requests=10",
+        "-c1",
+        "-m",
+        "PUT",
+        "-d",
+        "hi",
+        &url,
+    ])
+    .expect("valid");
+    let report = loadgen::run(config, std::future::pending())
+        .await
+        .expect("runs");
+    assert_eq!(
+        (report.requests, report.errors),
+        (10, 0),
+        "2xx and 3xx by default"
+    );
+    let config = Config::from_args([
+        "loadgen",
+        "--warmup=0s",
+        "--requests=10",
+        "-c1",
+        "--expect-status=200",
+        "-m",
+        "PUT",
+        "-d",
+        "hi",
+        &url,
+    ])
+    .expect("valid");
+    let report = loadgen::run(config, std::future::pending())
+        .await
+        .expect("runs");
+    assert_eq!((report.requests, report.errors), (10, 10));
+    assert_eq!(report.errors_by_status.get(&204), Some(&10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,7 +779,9 @@ async fn a_connection_closed_by_the_server_is_replaced_without_errors() {
     assert_eq!(report.requests, 200);
     assert_eq!(report.errors, 0, "{report}");
     assert_eq!(server.requests(), 200);
-    assert_eq!(server.state.connections.load(Ordering::SeqCst), 200);
+    // One per request, and the one `run` opens first to check that the
+    // target is reachable.
+    assert_eq!(server.state.connections.load(Ordering::SeqCst), 200 + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -681,4 +926,48 @@ async fn the_binary_maps_outcomes_to_exit_statuses() {
         .await
         .expect("loadgen runs");
     assert_eq!(out.status.code(), Some(1));
+
+    // Nothing listening: status 4, the URL and the cause on stderr, no report.
+    let port = dead_port();
+    let url = format!("http://127.0.0.1:{port}/t/t0/hello");
+    let out = tokio::process::Command::new(exe)
+        .args([url.as_str(), "--duration=30s"])
+        .output()
+        .await
+        .expect("loadgen runs");
+    assert_eq!(out.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "loadgen: error: cannot connect to http://127.0.0.1:{port} (tried for 1s): "
+        )) && stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // --json -: the JSON report alone on stdout, the table on stderr.
+    let url = format!("http://{}/t/t0/hello", good.addr);
+    let out = tokio::process::Command::new(exe)
+        .args([
+            url.as_str(),
+            "--warmup=0s",
+            "-n",
+            "20",
+            "-c1",
+            "--seed=7",
+            "--json",
+            "-",
+        ])
+        .output()
+        .await
+        .expect("loadgen runs");
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(report["requests"], 20);
+    assert_eq!(report["seed"], 7);
+    assert_eq!(report["routes"]["GET /t/t0/hello"]["requests"], 20);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("requests    20\n"), "{stderr}");
+    assert!(!std::path::Path::new("-").exists(), "no file named -");
 }

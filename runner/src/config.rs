@@ -1120,6 +1120,13 @@ mod tests {
             ("store-timeout", "RUNNER_STORE_TIMEOUT"),
             ("pool-max-memory", "RUNNER_POOL_MAX_MEMORY"),
             ("max-tenant-in-flight", "RUNNER_MAX_TENANT_IN_FLIGHT"),
+            ("listen", "RUNNER_LISTEN"),
+            ("metrics-listen", "RUNNER_METRICS_LISTEN"),
+            ("data-dir", "RUNNER_DATA_DIR"),
+            ("cache-dir", "RUNNER_CACHE_DIR"),
+            ("request-id", "RUNNER_REQUEST_ID"),
+            ("access-log", "RUNNER_ACCESS_LOG"),
+            ("log-format", "RUNNER_LOG_FORMAT"),
         ] {
             let arg = command
                 .get_arguments()

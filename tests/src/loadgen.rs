@@ -1,6 +1,7 @@
 //! The `loadgen` binary, run to its end against a target.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::{TempDir, binary};
 
@@ -34,5 +35,29 @@ pub fn run(args: &[&str]) -> Run {
         stdout,
         stderr,
         report,
+    }
+}
+
+/// How a load run that was left to choose its own output ended, and how
+/// long it took.
+pub struct Exit {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+/// Runs `loadgen ARGS` as given (no `--json` added) and waits for it to exit.
+pub fn run_to_exit(args: &[&str]) -> Exit {
+    let started = Instant::now();
+    let out = Command::new(binary("loadgen"))
+        .args(args)
+        .output()
+        .expect("running the loadgen binary");
+    Exit {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
     }
 }

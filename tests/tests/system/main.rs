@@ -12,6 +12,7 @@
 //! - `polyglot`: the Python and JavaScript example guests, built by their
 //!   own toolchains, run unchanged.
 //! - `prometheus`: dashboards and alerts against a real Prometheus.
+//! - `readme`: every README example that runs on loopback, as written.
 //! - `redis`: several runners on one real `redis-server`.
 
 mod admin;
@@ -21,4 +22,5 @@ mod packaging;
 mod polyglot;
 mod process;
 mod prometheus;
+mod readme;
 mod redis;
