@@ -349,7 +349,20 @@ impl Api {
     async fn put_tenant(&self, fleet: &Fleet, name: &str, req: Request<Incoming>) -> Answer {
         crate::tenant::validate_name(name).map_err(Failure::bad)?;
         let body = self.body(req, MAX_TENANT_BODY as u64).await?;
-        let document: TenantDocument = serde_json::from_slice(&body)
+        let document: Value = serde_json::from_slice(&body)
+            .map_err(|e| Failure::bad(format!("the tenant document: {e}")))?;
+        // serde would take a struct from an array too, by position.
+        for (what, value) in [
+            ("the tenant document", Some(&document)),
+            ("limits", document.get("limits")),
+        ] {
+            if value.is_some_and(|v| !v.is_object()) {
+                return Err(Failure::bad(format!(
+                    "{what} must be a JSON object, as in {{\"component\": \"default\", \"limits\": {{\"fuel\": 1000000}}}}"
+                )));
+            }
+        }
+        let document: TenantDocument = serde_json::from_value(document)
             .map_err(|e| Failure::bad(format!("the tenant document: {e}")))?;
         let mut limits = fleet.defaults();
         limits

@@ -93,6 +93,9 @@ impl Ingress {
 
     async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<OutBody> {
         let id = RequestId::for_request(req.headers(), self.limits.request_ids);
+        // A body left unread ends the connection (hyper cannot skip it), so
+        // an answer that does not read it says so.
+        let unread = !http_body::Body::is_end_stream(req.body());
         let access = self.limits.access_log.then(|| Access {
             method: req.method().clone(),
             path: req.uri().path().into(),
@@ -104,16 +107,16 @@ impl Ingress {
             && req.headers().get_all(header::HOST).iter().count() != 1
         {
             let message = "bad request: an HTTP/1.1 request needs exactly one Host header";
-            return self.unrouted(StatusCode::BAD_REQUEST, message.into(), id, access);
+            return self.unrouted(StatusCode::BAD_REQUEST, message.into(), id, access, unread);
         }
         let path = req.uri().path();
         let Some((name, rest)) = split_tenant(path) else {
             let message = "not found: tenant requests go to /t/{tenant}/{path}";
-            return self.unrouted(StatusCode::NOT_FOUND, message.into(), id, access);
+            return self.unrouted(StatusCode::NOT_FOUND, message.into(), id, access, unread);
         };
         let Some(tenant) = self.fleet.get(name) else {
             let message = format!("unknown tenant {name:?}");
-            return self.unrouted(StatusCode::NOT_FOUND, message, id, access);
+            return self.unrouted(StatusCode::NOT_FOUND, message, id, access, unread);
         };
         let rest_len = rest.len();
         // The call finds the id here, for the guest's log lines.
@@ -133,6 +136,7 @@ impl Ingress {
         message: String,
         id: RequestId,
         access: Option<Access>,
+        unread: bool,
     ) -> Response<OutBody> {
         self.runtime.metrics().unrouted.increment(1);
         let bytes = message.len() as u64;
@@ -140,9 +144,11 @@ impl Ingress {
             access.log("-", &id, status, "unrouted", bytes);
         }
         let mut response = text(status, message);
-        response
-            .headers_mut()
-            .insert(request_id::HEADER, id.header_value());
+        let headers = response.headers_mut();
+        headers.insert(request_id::HEADER, id.header_value());
+        if unread {
+            headers.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         response
     }
 

@@ -143,7 +143,7 @@ impl Recorder {
     ) -> String {
         self.scope(|| {
             self.process.collect();
-            sample(engines, pool_capacity, usage, &mut self.usage_shown.lock());
+            sample(engines, pool_capacity);
             if let Some(dropped) = self.log_drops.get() {
                 metrics::counter!(LOG_LINES_DROPPED).absolute(dropped());
             }
@@ -159,6 +159,7 @@ impl Recorder {
                 1,
             );
         }
+        render_usage(&mut text, usage, &mut self.usage_shown.lock());
         render_limits(&mut text, limits);
         text
     }
@@ -246,12 +247,6 @@ fn describe() {
         KV_OPERATION_DURATION,
         Unit::Seconds,
         "Key-value call latency inside the host."
-    );
-    describe_gauge!(KV_KEYS, "Keys a tenant holds across its buckets.");
-    describe_gauge!(
-        KV_BYTES,
-        Unit::Bytes,
-        "Bytes (keys plus values) a tenant holds."
     );
     describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
     describe_counter!(
@@ -700,14 +695,8 @@ fn render_limits<'a>(text: &mut String, tenants: impl Iterator<Item = (&'a str, 
     }
 }
 
-/// Sets the gauges that are read from state rather than counted: pool use
-/// and each tenant label's key-value usage.
-fn sample(
-    engines: &[(&'static str, &wasmtime::Engine)],
-    pool_capacity: usize,
-    usage: impl Iterator<Item = (String, store::Usage)>,
-    shown: &mut std::collections::HashSet<String>,
-) {
+/// Sets the gauges that are read from state rather than counted: pool use.
+fn sample(engines: &[(&'static str, &wasmtime::Engine)], pool_capacity: usize) {
     // One pool per engine: WASIp2 and WASIp3 components each have their
     // own `pool-size` slots.
     for &(kind, engine) in engines {
@@ -718,19 +707,40 @@ fn sample(
         }
         metrics::gauge!(POOL_INSTANCES_CAPACITY, "pool" => kind).set(pool_capacity as f64);
     }
+}
+
+/// Each tenant label's key-value usage, written from the tenants served
+/// now, so a removed tenant's series end with it: a label appears once it
+/// stores something, and stays (at zero once it stores nothing) while a
+/// tenant has it.
+fn render_usage(
+    text: &mut String,
+    usage: impl Iterator<Item = (String, store::Usage)>,
+    shown: &mut std::collections::HashSet<String>,
+) {
+    use std::fmt::Write as _;
     let mut sums: std::collections::BTreeMap<String, store::Usage> = Default::default();
     for (label, u) in usage {
         let sum = sums.entry(label).or_default();
         sum.keys += u.keys;
         sum.bytes += u.bytes;
     }
-    for (label, u) in sums {
+    sums.retain(|label, u| {
         let stored = u.keys > 0 || u.bytes > 0;
-        if !stored && !shown.contains(&label) {
-            continue;
+        (stored && shown.insert(label.clone())) || shown.contains(label)
+    });
+    if sums.is_empty() {
+        return;
+    }
+    let keys: fn(&store::Usage) -> u64 = |u| u.keys;
+    let bytes: fn(&store::Usage) -> u64 = |u| u.bytes;
+    for (name, help, value) in [
+        (KV_KEYS, "Keys a tenant holds across its buckets.", keys),
+        (KV_BYTES, "Bytes (keys plus values) a tenant holds.", bytes),
+    ] {
+        let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} gauge\n");
+        for (label, u) in &sums {
+            let _ = writeln!(text, "{name}{{tenant=\"{label}\"}} {}", value(u));
         }
-        shown.insert(label.clone());
-        metrics::gauge!(KV_KEYS, "tenant" => label.clone()).set(u.keys as f64);
-        metrics::gauge!(KV_BYTES, "tenant" => label).set(u.bytes as f64);
     }
 }

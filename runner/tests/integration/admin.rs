@@ -251,12 +251,26 @@ async fn deploy_update_and_remove_a_tenant() {
         .await;
     assert_eq!(res.status, StatusCode::CREATED);
     assert_eq!(get(r.addr, "/t/app/kv/a").await.text(), "v");
-    // With purge, it is gone for good.
+    let scrape = get(r.admin, "/metrics").await.text();
+    // The three keys it kept through its removal.
+    assert!(
+        scrape.contains("runner_kv_keys{tenant=\"app\"} 3\n"),
+        "{scrape}"
+    );
+    // With purge, it is gone for good, and so are its usage series.
     let res = admin.delete("/v1/tenants/app?purge=true").await;
     assert_eq!(
         (res.status, res.json()),
         (StatusCode::OK, json!({ "removed": "app", "purged": true }))
     );
+    let scrape = get(r.admin, "/metrics").await.text();
+    for gone in [
+        "runner_kv_keys{tenant=\"app\"}",
+        "runner_kv_bytes{tenant=\"app\"}",
+        "runner_tenant_limit{tenant=\"app\"",
+    ] {
+        assert!(!scrape.contains(gone), "{gone}: {scrape}");
+    }
     admin
         .put_tenant("app", json!({ "component": "default" }))
         .await;
@@ -368,6 +382,17 @@ async fn bad_components_and_bad_limits_get_4xx_naming_the_problem() {
             json!({ "component": "default", "extra": true }),
             StatusCode::BAD_REQUEST,
             "the tenant document: unknown field `extra`",
+        ),
+        // A struct by position, which serde would take.
+        (
+            json!(["default", {}]),
+            StatusCode::BAD_REQUEST,
+            "the tenant document must be a JSON object, as in {\"component\": \"default\"",
+        ),
+        (
+            json!({ "component": "default", "limits": [1] }),
+            StatusCode::BAD_REQUEST,
+            "limits must be a JSON object",
         ),
     ] {
         let res = admin.put_tenant("bad", document.clone()).await;

@@ -21,6 +21,15 @@ async fn unknown_tenant_and_paths_outside_tenants_get_404() {
         res.text(),
         "not found: tenant requests go to /t/{tenant}/{path}"
     );
+    assert_eq!(
+        res.header("connection"),
+        None,
+        "no body: the connection stays"
+    );
+    // A body it did not read ends the connection, and the answer says so.
+    let res = request(r.addr, Method::PUT, "/t/nobody/kv/k", b"value".to_vec()).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+    assert_eq!(res.header("connection"), Some("close"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,33 +192,36 @@ async fn deploys_updates_and_removals_under_load_fail_no_request() {
     let r = Runner::start(&["--tenants", "3", "--admin-token-file", token.path()]);
     ok(client(&r, &token, &["deploy", "t3", "default"]));
     let target = format!("http://{}", r.addr);
-    let run = |tenants: &'static str, connections: &'static str, verify: bool| {
-        let target = target.clone();
-        std::thread::spawn(move || {
-            let mut args = vec![
-                "--target",
-                &target,
-                "--tenants",
-                tenants,
-                "-c",
-                connections,
-                "--duration",
-                "5s",
-                "--warmup",
-                "0s",
-                "--keys",
-                "100",
-            ];
-            if verify {
-                args.push("--verify");
-            }
-            loadgen::run(&args)
-        })
-    };
+    let run =
+        |tenants: &'static str, connections: &'static str, verify: bool, duration: &'static str| {
+            let target = target.clone();
+            std::thread::spawn(move || {
+                let mut args = vec![
+                    "--target",
+                    &target,
+                    "--tenants",
+                    tenants,
+                    "-c",
+                    connections,
+                    "--duration",
+                    duration,
+                    "--warmup",
+                    "0s",
+                    "--keys",
+                    "100",
+                ];
+                if verify {
+                    args.push("--verify");
+                }
+                loadgen::run(&args)
+            })
+        };
     // t0..t2 exist throughout (t1 is updated under it, with --verify
-    // checking its data survives); t3 is updated, then removed.
-    let steady = run("3", "6", true);
-    let doomed = run("4", "4", false);
+    // checking its data survives); t3 is updated, then removed. Each
+    // deploy compiles, which on a busy 2-core machine takes seconds: the
+    // loads run long enough to outlast all four and the removal.
+    let steady = run("3", "6", true, "8s");
+    let doomed = run("4", "4", false, "12s");
     std::thread::sleep(Duration::from_millis(800));
     let hostile = hostile();
     for step in [
