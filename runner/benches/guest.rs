@@ -148,10 +148,11 @@ impl Bench {
         let admission = Admission::try_admit(&self.global, tenant.scope())
             .expect("one request at a time fits every cap");
         // A guest still writing its body when the head is ready streams it.
-        let response = match runner::call::run(&self.runtime, tenant, request, admission).await {
-            Outcome::Served(response) | Outcome::Streaming(response, _) => response,
-            _ => panic!("the guest answers"),
-        };
+        let response =
+            match runner::call::run(&self.runtime, tenant, request, admission, None).await {
+                Outcome::Served(response) | Outcome::Streaming(response, _) => response,
+                _ => panic!("the guest answers"),
+            };
         let status = response.status();
         let body = response
             .into_body()

@@ -70,8 +70,13 @@ impl RequestId {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         // splitmix64 is a bijection, so distinct counts give distinct ids.
         let id = (u128::from(splitmix64(a ^ n)) << 64) | u128::from(splitmix64(b.wrapping_add(n)));
-        let text = format!("{id:032x}");
-        Self(HeaderValue::from_str(&text).unwrap_or(HeaderValue::from_static("0")))
+        // Written in place: one allocation, the header value's own.
+        let mut hex = [0u8; 32];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            let nibble = (id >> (124 - 4 * i)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        Self(HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("0")))
     }
 
     pub fn as_str(&self) -> &str {

@@ -138,12 +138,13 @@ async fn fresh(
 /// Returns once the guest has sent its response head; the guest may
 /// still be streaming the body. `admission` is held until the guest's
 /// instance is dropped or kept, so it bounds instances in use, not just
-/// heads.
+/// heads. `id` goes on the guest's log lines.
 pub async fn run<B>(
     runtime: &Arc<Runtime>,
     tenant: &Arc<Tenant>,
     request: http::Request<B>,
     admission: Admission,
+    id: Option<RequestId>,
 ) -> Outcome
 where
     B: http_body::Body<Data = Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
@@ -152,7 +153,6 @@ where
         return call_shared(runtime, tenant, request, admission).await;
     }
     let deadline = Instant::now() + tenant.limits().timeout;
-    let id = request.extensions().get::<RequestId>().cloned();
     let (sender, mut head) = oneshot::channel();
     let for_runtime = runtime.clone();
     let for_guest = tenant.clone();

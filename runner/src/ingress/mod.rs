@@ -91,7 +91,7 @@ impl Ingress {
         server::serve(listener, &limits, Some(metrics), handler, shutdown, grace).await;
     }
 
-    async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<OutBody> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<OutBody> {
         let id = RequestId::for_request(req.headers(), self.limits.request_ids);
         // A body left unread ends the connection (hyper cannot skip it), so
         // an answer that does not read it says so.
@@ -119,12 +119,11 @@ impl Ingress {
             return self.unrouted(StatusCode::NOT_FOUND, message, id, access, unread);
         };
         let rest_len = rest.len();
-        // The call finds the id here, for the guest's log lines.
-        req.extensions_mut().insert(id.clone());
+        let for_guest = id.clone();
         let request = outcome::Request::start(tenant.scope(), id)
             .head(req.method() == http::Method::HEAD)
             .access(access);
-        let outcome = self.admit_and_call(&tenant, req, rest_len).await;
+        let outcome = self.admit_and_call(&tenant, req, rest_len, for_guest).await;
         request.end(outcome)
     }
 
@@ -157,6 +156,7 @@ impl Ingress {
         tenant: &Arc<Tenant>,
         req: Request<Incoming>,
         rest_len: usize,
+        id: RequestId,
     ) -> Outcome {
         let max_body = self.limits.max_request_body;
         let declared = content_length(&req);
@@ -197,7 +197,7 @@ impl Ingress {
             Err(refused) => return refused.into(),
         };
         let request = Request::from_parts(parts, body);
-        let outcome = crate::call::run(&self.runtime, tenant, request, admission).await;
+        let outcome = crate::call::run(&self.runtime, tenant, request, admission, Some(id)).await;
         if tripped.load(Ordering::Relaxed) {
             return Outcome::Refused(Limit::RequestBody, body_too_large(max_body));
         }
