@@ -308,6 +308,15 @@ async fn load(server: &Server, args: &[&str]) -> Report {
         .expect("the run completes")
 }
 
+/// A run of exactly `args`, after the program's name.
+async fn run_args(args: &[&str]) -> Report {
+    let config = Config::from_args(std::iter::once("loadgen").chain(args.iter().copied()))
+        .expect("valid arguments");
+    loadgen::run(config, std::future::pending())
+        .await
+        .expect("the run completes")
+}
+
 fn op(report: &Report, op: Op) -> u64 {
     report.routes.get(op.name()).map_or(0, |c| c.requests)
 }
@@ -732,8 +741,7 @@ async fn a_url_is_sent_as_given() {
     );
 
     // The same request expecting 200: every answer is an error.
-    let config = Config::from_args([
-        "loadgen",
+    let put = [
         "--warmup=0s",
         "--requests=10",
         "-c1",
@@ -742,32 +750,14 @@ async fn a_url_is_sent_as_given() {
         "-d",
         "hi",
         &url,
-    ])
-    .expect("valid");
-    let report = loadgen::run(config, std::future::pending())
-        .await
-        .expect("runs");
+    ];
+    let report = run_args(&put).await;
     assert_eq!(
         (report.requests, report.errors),
         (10, 0),
         "2xx and 3xx by default"
     );
-    let config = Config::from_args([
-        "loadgen",
-        "--warmup=0s",
-        "--requests=10",
-        "-c1",
-        "--expect-status=200",
-        "-m",
-        "PUT",
-        "-d",
-        "hi",
-        &url,
-    ])
-    .expect("valid");
-    let report = loadgen::run(config, std::future::pending())
-        .await
-        .expect("runs");
+    let report = run_args(&[&put[..], &["--expect-status=200"]].concat()).await;
     assert_eq!((report.requests, report.errors), (10, 10));
     assert_eq!(report.errors_by_status.get(&204), Some(&10));
 }
