@@ -90,8 +90,8 @@ impl Bench {
         let runtime = recorder
             .scope(|| Runtime::new(EngineConfig::default()))
             .expect("building the engine");
-        let loaded = runtime
-            .load(runner::DEFAULT_GUEST, usize::MAX)
+        let loaded = rt
+            .block_on(runtime.load(runner::DEFAULT_GUEST.into(), usize::MAX))
             .expect("the default guest loads");
         let store = Store::new(Store::default_shards());
         let tenant =
@@ -123,8 +123,8 @@ impl Bench {
     /// The bench guest (`guest/bench`), compiled.
     fn bench_guest(&self) -> Loaded {
         let bytes = include_bytes!(env!("RUNNER_BENCH_GUEST"));
-        self.runtime
-            .load(bytes, usize::MAX)
+        self.rt
+            .block_on(self.runtime.load(bytes[..].into(), usize::MAX))
             .expect("the bench guest loads")
     }
 

@@ -22,6 +22,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use crate::engine::EngineConfig;
+use crate::engine::compile::CompileSettings;
 use crate::engine::component::Digest;
 pub use crate::fleet::{ComponentSource, TenantConfig};
 use crate::ingress::HttpLimits;
@@ -169,6 +170,16 @@ settings! {
         /// Largest component the admin API accepts (PUT /v1/components);
         /// larger gets 413.
         max_component_bytes: ByteSize = "128MiB", Range::Between(ByteSize::kib(1), ByteSize::gib(1));
+        /// Components compiled at once, each in a process of its own on one
+        /// core, never on the threads that serve requests; more wait their
+        /// turn (the same bytes twice are compiled once).
+        compile_workers: usize = "1", Range::Positive(256usize);
+        /// Longest one component's compile may take; past it the compile
+        /// is stopped and the component refused.
+        compile_timeout: Duration = "120s", Range::Between(Duration::from_millis(100), HOUR);
+        /// Most memory (address space) one component's compile may use;
+        /// past it the compile is stopped and the component refused.
+        compile_max_memory: ByteSize = "4GiB", Range::Between(ByteSize::mib(64), ByteSize::gib(1024));
         /// Largest linear memory any tenant may be given, fixed at start-up
         /// (it sizes the instance pool's slots): a tenant deployed later may
         /// not set max-memory above it. `auto` is the largest max-memory
@@ -315,6 +326,14 @@ fn engine_config(server: &ServerSettings, max_memory: ByteSize) -> EngineConfig 
         epoch_tick: server.epoch_tick,
         keep_resident: limits::bytes(server.pool_keep_resident),
         cache_dir: server.cache_dir.0.clone(),
+        compile: CompileSettings {
+            // The binary sets itself as the compiler (see `main`); the
+            // library compiles in-process unless told a program.
+            program: None,
+            workers: server.compile_workers,
+            timeout: server.compile_timeout,
+            max_memory: server.compile_max_memory.as_u64(),
+        },
     }
 }
 

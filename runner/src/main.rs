@@ -13,6 +13,12 @@ use tokio::net::TcpListener;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // The runner compiles components by running itself as a compiler.
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(runner::engine::compile::CHILD_ARG)) {
+        let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+        return runner::engine::compile::child(&rest);
+    }
     disable_library_backtraces();
     let (cli, mut config) = match Invocation::from_args() {
         Ok(Invocation::Serve(cli, config)) => (*cli, *config),
@@ -32,6 +38,14 @@ fn main() -> ExitCode {
     let lowered = match config.fit_descriptors(descriptors) {
         Ok(lowered) => lowered,
         Err(e) => return fail(&e),
+    };
+    // This very binary, even once an upgrade has replaced its file: the
+    // compiled code must be for this wasmtime.
+    let own = std::path::Path::new("/proc/self/exe");
+    config.engine.compile.program = if own.exists() {
+        Some(own.to_path_buf())
+    } else {
+        std::env::current_exe().ok()
     };
     let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
         Ok(filter) => filter,

@@ -13,6 +13,10 @@
 //! - `GET /trap`: panics
 //! - `GET /stream?chunks=N`: answers at once, then writes N lines of the
 //!   body after the handler has returned
+//! - `GET /linger?ms=N`: answers `lingering`, whole, at once, and leaves a
+//!   task that waits N milliseconds after it
+//! - `GET /unfinished`: answers at once with a body of `begun\n` that it
+//!   never finishes
 //! - `GET /kv/{key}`, `PUT /kv/{key}`: the key in the default bucket,
 //!   through `wasi:keyvalue@0.2.0-draft`
 //! - `/wc/...`: the same store through `wasmcloud:keyvalue@0.2.0` (async,
@@ -68,6 +72,18 @@ impl wasip3::exports::http::handler::Guest for Service {
             }
             (Method::Get, "/trap") => panic!("the p3 guest panicked on purpose"),
             (Method::Get, "/stream") => Ok(stream(param(query, "chunks").unwrap_or(3))),
+            (Method::Get, "/linger") => {
+                let ms = param(query, "ms").unwrap_or(0);
+                wasip3::spawn_local(async move {
+                    wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+                });
+                Ok(text(200, "lingering"))
+            }
+            (Method::Get, "/unfinished") => Ok(respond(200, |mut writer| async move {
+                writer.write_all(b"begun\n".to_vec()).await;
+                wasip3::clocks::monotonic_clock::wait_for(86_400 * 1_000_000_000).await;
+                drop(writer);
+            })),
             (Method::Get, "/fetch") => Ok(text(200, &reach_out().await)),
             (Method::Post, "/log") => {
                 let body = read_body(request).await?;

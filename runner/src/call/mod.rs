@@ -34,6 +34,7 @@ use crate::body::{Failed, Guarded, Head, OutBody};
 use crate::engine::Runtime;
 use crate::engine::kept::Instance;
 use crate::host::{Handler, Host};
+use crate::limits::Limit;
 use crate::outcome::{DeadlineExceeded, Outcome, classify, deadline_exceeded};
 use crate::request_id::RequestId;
 use crate::tenant::Tenant;
@@ -127,7 +128,9 @@ async fn fresh(
                     served: 1,
                 });
             }
-            Err(e) if e.is::<PoolConcurrencyLimitError>() && runtime.kept().evict_one() => {}
+            Err(e)
+                if e.is::<PoolConcurrencyLimitError>()
+                    && runtime.kept().evict_one(tenant.pre().is_p3()) => {}
             Err(e) => return Err(e),
         }
     }
@@ -290,19 +293,32 @@ where
     };
     let taken = match tenant.workers().offer(job, limits.max_instance_concurrency) {
         Ok(taken) => taken,
-        Err(job) => match fresh(runtime, tenant, deadline, None).await {
-            Ok(Instance {
-                mut store,
-                guest: Handler::P3(service),
-                ..
-            }) => {
-                // The worker adds each request's budget as it starts.
-                let _ = store.set_fuel(0);
-                shared::start(tenant.clone(), store, service, *job)
+        Err(job) => {
+            let Some(room) = tenant.workers().room() else {
+                return Outcome::Refused(
+                    Limit::TenantConcurrency,
+                    format!(
+                        "too many requests: tenant {} already has {} instances running (its \
+                         max-tenant-in-flight)",
+                        tenant.name(),
+                        limits.max_tenant_in_flight
+                    ),
+                );
+            };
+            match fresh(runtime, tenant, deadline, None).await {
+                Ok(Instance {
+                    mut store,
+                    guest: Handler::P3(service),
+                    ..
+                }) => {
+                    // The worker adds each request's budget as it starts.
+                    let _ = store.set_fuel(0);
+                    shared::start(tenant.clone(), store, service, *job, room)
+                }
+                Ok(_) => return Outcome::HostFault("a WASIp2 instance of a WASIp3 tenant".into()),
+                Err(e) => return classify(&e, None, tenant.limits()),
             }
-            Ok(_) => return Outcome::HostFault("a WASIp2 instance of a WASIp3 tenant".into()),
-            Err(e) => return classify(&e, None, tenant.limits()),
-        },
+        }
     };
     let outcome = match tokio::time::timeout_at(deadline.into(), answer).await {
         Ok(Ok(Reply::Head(Ok(response)))) => Outcome::Served(response),

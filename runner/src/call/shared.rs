@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use wasmtime::component::Accessor;
 use wasmtime::{AsContextMut as _, Store};
 use wasmtime_wasi_http::p3::bindings::Service;
@@ -52,10 +52,21 @@ use crate::tenant::Tenant;
 use crate::tenant::workers::{Job, Reply, Taken, Worker};
 
 /// Takes `store` and `service`, a fresh instance of `tenant`'s component,
-/// as a new worker that serves `job` first, and starts it.
-pub(super) fn start(tenant: Arc<Tenant>, store: Store<Host>, service: Service, job: Job) -> Taken {
+/// as a new worker that serves `job` first, and starts it. `room`, its
+/// place among the tenant's instances, is held until it ends.
+pub(super) fn start(
+    tenant: Arc<Tenant>,
+    store: Store<Host>,
+    service: Service,
+    job: Job,
+    room: OwnedSemaphorePermit,
+) -> Taken {
     let (worker, queue) = tenant.workers().add(job);
     let run = run(tenant.clone(), worker.clone(), store, service, queue);
+    let run = async move {
+        run.await;
+        drop(room);
+    };
     tokio::spawn(super::timed::Timed::new(tenant, run));
     Taken(worker)
 }

@@ -27,6 +27,78 @@ pub fn initial_memory(bytes: &[u8]) -> Result<u64, wasmparser::BinaryReaderError
     Ok(largest)
 }
 
+/// What a component's bytes say of it, read without compiling them: enough
+/// to refuse a component that cannot run here before spending a compile.
+#[derive(Debug)]
+pub struct Outline {
+    /// It exports a WASIp3 handler (see [`exports_p3_handler`]).
+    pub p3: bool,
+    /// Its initial linear memory (see [`initial_memory`]), in bytes.
+    pub needed: u64,
+    /// Why it cannot run whatever it is compiled to: imports from
+    /// packages the runner does not provide, or no HTTP handler exported.
+    pub refusal: Option<String>,
+}
+
+impl Outline {
+    /// Reads `bytes`' outline, or refuses them as no component. What it
+    /// imports from packages the runner does not provide at all, or the
+    /// lack of an HTTP handler, is its `refusal` (an import from a package
+    /// it provides is checked item by item once compiled:
+    /// [`missing_imports`]).
+    pub fn read(bytes: &[u8]) -> Result<Self, String> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(
+                "reading the component: not a WebAssembly binary (it does not start with \\0asm)"
+                    .into(),
+            );
+        }
+        let needed = initial_memory(bytes).map_err(|e| format!("reading the component: {e}"))?;
+        let (mut imports, mut handler) = (Vec::new(), false);
+        let mut depth = 0usize;
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            match payload.map_err(|e| format!("reading the component: {e}"))? {
+                wasmparser::Payload::Version { .. } => depth += 1,
+                wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+                wasmparser::Payload::ComponentExportSection(exports) if depth == 1 => {
+                    for export in exports.into_iter().flatten() {
+                        handler |= crate::host::HANDLERS
+                            .iter()
+                            .any(|prefix| export.name.name.starts_with(prefix));
+                    }
+                }
+                wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
+                    for import in section {
+                        let name = import
+                            .map_err(|e| format!("reading the component: {e}"))?
+                            .name
+                            .name;
+                        if !crate::host::provides_package(name) {
+                            imports.push((
+                                name.to_string(),
+                                "the runner provides no such package".to_string(),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let refusal = if !imports.is_empty() {
+            Some(describe_missing(&imports))
+        } else if !handler {
+            Some(crate::host::NO_HANDLER.into())
+        } else {
+            None
+        };
+        Ok(Self {
+            p3: exports_p3_handler(bytes),
+            needed,
+            refusal,
+        })
+    }
+}
+
 /// Whether the component exports a WASIp3 HTTP handler
 /// (`wasi:http/handler@0.3.x`), which decides the engine it is compiled
 /// for. Only the outer component's exports count; bytes that do not parse
@@ -321,6 +393,11 @@ impl Digest {
             *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
         }
         Ok(Self(out))
+    }
+
+    /// The 32 bytes of the SHA-256.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// The 64 hex digits alone, as file names spell a digest.

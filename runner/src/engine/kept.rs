@@ -45,6 +45,8 @@ pub struct IdleInstances {
     timeout: Duration,
     /// Its `max-instance-reuse`.
     max_reuse: u64,
+    /// Whether its instances are WASIp3 ones, in that engine's pool.
+    p3: bool,
     parked: Mutex<VecDeque<(Instance, Instant)>>,
     /// Whether the tenant is in the [`Registry`] yet.
     registered: AtomicBool,
@@ -56,11 +58,12 @@ pub struct IdleInstances {
 }
 
 impl IdleInstances {
-    pub fn new(tenant: Arc<str>, timeout: Duration, max_reuse: u64) -> Self {
+    pub fn new(tenant: Arc<str>, timeout: Duration, max_reuse: u64, p3: bool) -> Self {
         Self {
             tenant,
             timeout,
             max_reuse,
+            p3,
             parked: Mutex::default(),
             registered: AtomicBool::new(false),
             refused: AtomicBool::new(false),
@@ -201,15 +204,18 @@ impl Registry {
         self.retire(idle.drain());
     }
 
-    /// Drops the parked instance that has waited longest, whichever
-    /// tenant's, to free its pool slot; false if none was parked. Only a
-    /// full pool calls this, so it may look at every tenant.
-    pub fn evict_one(&self) -> bool {
+    /// Drops the parked instance that has waited longest in the pool of
+    /// `p3` (WASIp3 instances, or WASIp2 ones), whichever tenant's, to free
+    /// its slot; false if none was parked there. Only a full pool calls
+    /// this, so it may look at every tenant; an instance of the other pool
+    /// would free nothing for it.
+    pub fn evict_one(&self, p3: bool) -> bool {
         let tenants: Vec<Arc<IdleInstances>> = self
             .tenants
             .lock()
             .iter()
             .filter_map(Weak::upgrade)
+            .filter(|t| t.p3 == p3)
             .collect();
         let oldest = tenants
             .iter()

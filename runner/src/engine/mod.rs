@@ -7,10 +7,13 @@
 //!
 //! - [`component`]: what a component's bytes say before it is compiled
 //!   (its digest, imports, exports, initial memory).
+//! - [`compile`]: compiling them, off the threads that serve requests,
+//!   each compile bounded in time and memory.
 //! - [`compiled`]: compiled components kept on disk between runs.
 //! - `kept`: instances parked between a tenant's requests, their idle
 //!   timeout and eviction when the pool is full.
 
+pub mod compile;
 pub mod compiled;
 pub mod component;
 pub(crate) mod kept;
@@ -19,11 +22,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use wasmtime::component::{Component, Linker};
 use wasmtime::error::Context as _;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use self::compile::CompileSettings;
 use self::compiled::Cache;
 use self::component::Digest;
 use self::kept::{Reaper, Registry};
@@ -56,6 +61,9 @@ pub struct EngineConfig {
     /// Where compiled components are kept between runs; `None`: compiled
     /// at every start.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// How components are compiled (`--compile-workers`,
+    /// `--compile-timeout`, `--compile-max-memory`).
+    pub compile: CompileSettings,
 }
 
 pub struct Runtime {
@@ -71,6 +79,11 @@ pub struct Runtime {
     /// Components compiled so far, by digest, so tenants that run the
     /// same component share one compilation.
     compiled: Mutex<HashMap<Digest, Loaded>>,
+    /// One compile of given bytes at a time: a second upload of the same
+    /// bytes waits for the first and takes its result.
+    compiling: Mutex<HashMap<Digest, Compiling>>,
+    /// Compiles that may run at once (`compile-workers`).
+    compilers: tokio::sync::Semaphore,
     /// Tenants' kept instances, and the thread that drops idle ones.
     reaper: Reaper,
     /// Advances the engine's epoch every tick.
@@ -92,7 +105,7 @@ impl Flavor {
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker, p3).context("linking host interfaces")?;
         Ok(Self {
-            cache: cache_dir.map(|dir| Cache::new(dir.to_path_buf(), &engine)),
+            cache: cache_dir.and_then(|dir| Cache::open(dir, &engine)),
             engine,
             linker,
         })
@@ -160,21 +173,14 @@ impl Runtime {
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(64 << 10);
 
-        let mut wasm = Config::new();
-        wasm.consume_fuel(true)
-            .epoch_interruption(true)
-            .wasm_component_model_async(false)
-            .concurrency_support(false)
-            .wasm_backtrace_max_frames(None)
-            .max_wasm_stack(config.max_wasm_stack)
-            .async_stack_size(config.max_wasm_stack + (512 << 10))
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let cache_dir = config.cache_dir.as_deref();
-        let p2 = Flavor::new(&wasm, false, cache_dir)?;
+        let flavor = |p3| {
+            let mut wasm = compile::wasm_config(config.max_wasm_stack, p3);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.clone()));
+            Flavor::new(&wasm, p3, config.cache_dir.as_deref())
+        };
+        let p2 = flavor(false)?;
         // WASIp3 components: async functions, streams and futures.
-        wasm.concurrency_support(true)
-            .wasm_component_model_async(true);
-        let p3 = Flavor::new(&wasm, true, cache_dir)?;
+        let p3 = flavor(true)?;
 
         Ok(Self {
             _ticker: {
@@ -185,10 +191,12 @@ impl Runtime {
             },
             p2,
             p3,
-            config,
             metrics: RunnerMetrics::new(),
             compiled: Mutex::new(HashMap::new()),
+            compiling: Mutex::new(HashMap::new()),
+            compilers: tokio::sync::Semaphore::new(config.compile.workers.max(1)),
             reaper: Reaper::start(Arc::new(Registry::new())),
+            config,
         })
     }
 
@@ -216,43 +224,78 @@ impl Runtime {
     /// fails when it is loaded, not on its first request. A refusal gives
     /// every reason at once. Also says whether these bytes were new.
     ///
-    /// `max_memory`, where a tenant's limit is known, is checked before
-    /// compiling, so the refusal names the tenant's own limit.
-    pub fn add(&self, bytes: &[u8], max_memory: Option<usize>) -> wasmtime::Result<(Loaded, bool)> {
-        let digest = Digest::of(bytes);
+    /// What can be read from the bytes (the handler export, the packages
+    /// imported, the initial memory) is checked before any compile, on a
+    /// blocking thread as the digest is taken: a component that cannot
+    /// run costs no compile. `max_memory`, where a tenant's limit is
+    /// known, is checked then too, so the refusal names the tenant's own
+    /// limit.
+    pub async fn add(
+        &self,
+        bytes: Bytes,
+        max_memory: Option<usize>,
+    ) -> wasmtime::Result<(Loaded, bool)> {
+        let read = bytes.clone();
+        let (digest, outline) = tokio::task::spawn_blocking(move || {
+            (Digest::of(&read), component::Outline::read(&read))
+        })
+        .await
+        .context("reading the component")?;
         if let Some(found) = self.loaded(&digest) {
             return Ok((found, false));
         }
-        if !bytes.starts_with(b"\0asm") {
-            wasmtime::bail!(
-                "reading the component: not a WebAssembly binary (it does not start with \\0asm)"
-            );
-        }
-        let needed = component::initial_memory(bytes)
-            .map_err(wasmtime::Error::from)
-            .context("reading the component")?;
+        let outline = outline.map_err(wasmtime::Error::msg)?;
         let pool = self.config.max_memory as u64;
         if let Some(limit) = max_memory {
             let limit = (limit as u64).min(pool);
-            if needed > limit {
-                wasmtime::bail!(component::memory_too_small(needed, limit));
+            if outline.needed > limit {
+                wasmtime::bail!(component::memory_too_small(outline.needed, limit));
             }
         }
-        if needed > pool {
+        if outline.needed > pool {
             wasmtime::bail!(
-                "the component needs {needed} bytes of linear memory from its start, over the \
+                "the component needs {} bytes of linear memory from its start, over the \
                  runner's pool-max-memory of {pool} bytes (fixed at start-up; raise it with \
-                 --pool-max-memory)"
+                 --pool-max-memory)",
+                outline.needed
             );
         }
-        let loaded = Loaded {
-            digest,
-            pre: self.compile(bytes, &digest)?,
-            needed,
-        };
-        // Two callers compiling the same bytes at once keep the first.
-        let kept = self.compiled.lock().entry(digest).or_insert(loaded).clone();
-        Ok((kept, true))
+        if let Some(refusal) = outline.refusal {
+            wasmtime::bail!(refusal);
+        }
+        let compiling = self.compiling.lock().entry(digest).or_default().clone();
+        let mut new = false;
+        let outcome = compiling
+            .get_or_init(|| async {
+                // A compile that ended just before this one began.
+                if let Some(found) = self.loaded(&digest) {
+                    return Ok(found);
+                }
+                new = true;
+                let compiled = self.compile(bytes, &digest, outline.p3).await;
+                let compiled = compiled.map(|pre| Loaded {
+                    digest,
+                    pre,
+                    needed: outline.needed,
+                });
+                if let Ok(loaded) = &compiled {
+                    self.compiled.lock().insert(digest, loaded.clone());
+                }
+                compiled.map_err(|e| format!("{e:#}"))
+            })
+            .await
+            .clone();
+        {
+            // Done: a later attempt at the same bytes starts afresh (a
+            // refusal for want of time or memory may pass with more).
+            let mut map = self.compiling.lock();
+            if map.get(&digest).is_some_and(|c| Arc::ptr_eq(c, &compiling)) {
+                map.remove(&digest);
+            }
+        }
+        outcome
+            .map(|loaded| (loaded, new))
+            .map_err(wasmtime::Error::msg)
     }
 
     /// A component compiled earlier, by its digest.
@@ -267,18 +310,22 @@ impl Runtime {
 
     /// [`Runtime::add`], then checks the component's initial memory against
     /// a tenant's `max_memory`.
-    pub fn load(&self, bytes: &[u8], max_memory: usize) -> wasmtime::Result<Loaded> {
-        let (loaded, _) = self.add(bytes, Some(max_memory))?;
+    pub async fn load(&self, bytes: Bytes, max_memory: usize) -> wasmtime::Result<Loaded> {
+        let (loaded, _) = self.add(bytes, Some(max_memory)).await?;
         loaded.fits(max_memory)?;
         Ok(loaded)
     }
 
-    /// Compiles `bytes`, or reads what an earlier run compiled from them,
-    /// and links it.
-    fn compile(&self, bytes: &[u8], digest: &Digest) -> wasmtime::Result<HandlerPre> {
+    /// Compiles `bytes` (on the compiler's terms: [`compile`]), or reads
+    /// what an earlier run compiled from them, and links it.
+    async fn compile(
+        &self,
+        bytes: Bytes,
+        digest: &Digest,
+        p3: bool,
+    ) -> wasmtime::Result<HandlerPre> {
         // The exports say which engine: a component that exports both
         // handlers is served as WASIp3 (see `HandlerPre::new`).
-        let p3 = component::exports_p3_handler(bytes);
         let flavor = if p3 { &self.p3 } else { &self.p2 };
         let cached = flavor
             .cache
@@ -290,11 +337,39 @@ impl Runtime {
                 component
             }
             None => {
-                let component =
-                    Component::new(&flavor.engine, bytes).context("compiling the component")?;
+                let _worker = self.compilers.acquire().await.context("compiling")?;
+                let settings = &self.config.compile;
+                let (component, code) = match &settings.program {
+                    Some(program) => {
+                        let code = compile::in_child(
+                            program,
+                            &bytes,
+                            p3,
+                            self.config.max_wasm_stack,
+                            settings,
+                        )
+                        .await?;
+                        // SAFETY: the code is what our own binary's
+                        // compiler wrote for this engine's settings, just
+                        // now; wasmtime checks its header and settings.
+                        #[expect(unsafe_code, reason = "loading natively compiled code we wrote")]
+                        let component = unsafe { Component::deserialize(&flavor.engine, &code) }
+                            .context("reading the compiled component")?;
+                        (component, Some(code))
+                    }
+                    None => {
+                        let engine = flavor.engine.clone();
+                        let component =
+                            tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+                                .await
+                                .context("compiling the component")?
+                                .context("compiling the component")?;
+                        (component, None)
+                    }
+                };
                 self.metrics.compiled.increment(1);
                 if let Some(cache) = &flavor.cache {
-                    cache.store(digest, &component);
+                    cache.store(digest, &component, code.as_deref());
                 }
                 component
             }
@@ -321,3 +396,7 @@ impl Runtime {
         self.reaper.registry()
     }
 }
+
+/// A compile under way, which whoever brings the same bytes meanwhile waits
+/// for and shares: its component, or its refusal in words.
+type Compiling = Arc<tokio::sync::OnceCell<Result<Loaded, String>>>;

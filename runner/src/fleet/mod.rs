@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use metrics::{Counter, Gauge};
 use parking_lot::{Mutex, RwLock};
 
@@ -261,15 +262,16 @@ impl Fleet {
 
     /// Compiles `bytes` (nothing, if these bytes were compiled before) and
     /// checks they can run here; says whether they were new.
-    pub fn add_component(
+    pub async fn add_component(
         &self,
-        bytes: &[u8],
+        bytes: Bytes,
         max_memory: Option<usize>,
     ) -> Result<(Loaded, bool), Refused> {
         // The start-up check's own words, whoever asks.
         let added = self
             .runtime
             .add(bytes, max_memory)
+            .await
             .map_err(|e| Refused::Invalid(anyhow::Error::from(e)))?;
         self.metrics
             .components
@@ -277,16 +279,15 @@ impl Fleet {
         Ok(added)
     }
 
-    /// The embedded default guest, compiled on first use; its digest is
-    /// worked out once, not per tenant.
     /// The embedded default guest, compiled on first use; `max_memory`,
     /// where a tenant's limit is known, is checked first, so a refusal names
     /// that limit rather than the pool's.
-    fn embedded(&self, max_memory: Option<usize>) -> Result<Loaded, Refused> {
+    async fn embedded(&self, max_memory: Option<usize>) -> Result<Loaded, Refused> {
         match self.runtime.loaded(&self.default_guest) {
             Some(found) => Ok(found),
             None => self
-                .add_component(crate::engine::DEFAULT_GUEST, max_memory)
+                .add_component(Bytes::from_static(crate::engine::DEFAULT_GUEST), max_memory)
+                .await
                 .map(|(c, _)| c),
         }
     }
@@ -294,11 +295,11 @@ impl Fleet {
     /// [`Fleet::add_component`] for a component uploaded through the API:
     /// kept in the data directory or the shared Redis, where there is one,
     /// before it counts as added.
-    pub async fn upload(&self, bytes: &[u8]) -> Result<(Loaded, bool), Refused> {
-        let (loaded, new) = self.add_component(bytes, None)?;
+    pub async fn upload(&self, bytes: Bytes) -> Result<(Loaded, bool), Refused> {
+        let (loaded, new) = self.add_component(bytes.clone(), None).await?;
         if let Some((keeper, _)) = &self.deployed {
             keeper
-                .save_component(&loaded.digest, bytes)
+                .save_component(&loaded.digest, &bytes)
                 .await
                 .map_err(Refused::Failed)?;
         }
@@ -307,9 +308,9 @@ impl Fleet {
 
     /// The component `source` names: `default` (the embedded guest) or a
     /// digest added before.
-    pub fn component(&self, source: &str) -> Result<Loaded, Refused> {
+    pub async fn component(&self, source: &str) -> Result<Loaded, Refused> {
         if source == "default" {
-            return self.embedded(None);
+            return self.embedded(None).await;
         }
         let digest = Digest::parse(source).map_err(|e| Refused::Invalid(anyhow::anyhow!(e)))?;
         self.runtime.loaded(&digest).ok_or_else(|| {
@@ -489,7 +490,7 @@ impl Fleet {
         t: &SavedTenant,
     ) -> anyhow::Result<(Loaded, Limits)> {
         let component = match t.component.as_str() {
-            "default" => self.embedded(None)?,
+            "default" => self.embedded(None).await?,
             digest => {
                 let digest = Digest::parse(digest)
                     .map_err(anyhow::Error::msg)
@@ -501,7 +502,8 @@ impl Fleet {
                             .load_component(&digest)
                             .await
                             .with_context(|| who(name))?;
-                        self.add_component(&bytes, None)
+                        self.add_component(bytes.into(), None)
+                            .await
                             .map_err(anyhow::Error::from)
                             .with_context(|| who(name))?
                             .0
@@ -532,6 +534,13 @@ impl Fleet {
         let Some(shared) = keeper.shared() else {
             return Ok(None);
         };
+        // A component new to this runner is compiled before the change
+        // lock is taken: a compile takes seconds, and the lock holds every
+        // change and removal meanwhile. What is read again under the lock
+        // decides; the compile is then a lookup.
+        if let Some(remote) = shared.load_tenant(name).await? {
+            self.resolve(keeper, name, &remote).await?;
+        }
         let _one_at_a_time = self.changes.lock().await;
         let remote = shared.load_tenant(name).await?;
         let local = saved.lock().get(name).cloned();
@@ -608,8 +617,10 @@ impl Fleet {
         remove: &[String],
         source: Source,
     ) -> anyhow::Result<Vec<(String, Change)>> {
+        // Compiled before the change lock is taken, as in `follow`.
+        let components = self.components_of(tenants).await?;
         let _one_at_a_time = self.changes.lock().await;
-        let built = match self.prepare_all(tenants).await {
+        let built = match self.prepare_all(tenants, &components).await {
             Ok(built) => built,
             Err(e) => {
                 self.reassert_quotas(tenants.iter().map(|t| t.name.as_str()));
@@ -655,36 +666,55 @@ impl Fleet {
         Ok(())
     }
 
-    /// The new versions of `tenants`, built and checked; those unchanged
-    /// are left out.
-    async fn prepare_all(&self, tenants: &[TenantConfig]) -> anyhow::Result<Vec<Arc<Tenant>>> {
-        // Many tenants usually share a few files: each is read once.
+    /// The components of `tenants`, compiled, in their order. Many tenants
+    /// usually share a few files: each is read once.
+    async fn components_of(&self, tenants: &[TenantConfig]) -> anyhow::Result<Vec<Loaded>> {
         let mut files: HashMap<&Path, Loaded> = HashMap::new();
-        let mut built = Vec::new();
+        let mut components = Vec::with_capacity(tenants.len());
         for t in tenants {
+            let limit = limits::bytes(t.limits.max_memory);
             let component = match &t.component {
                 ComponentSource::Embedded => self
-                    .embedded(Some(limits::bytes(t.limits.max_memory)))
+                    .embedded(Some(limit))
+                    .await
                     .with_context(|| format!("tenant {:?}", t.name))?,
                 ComponentSource::File(path) => match files.get(path.as_path()) {
                     Some(loaded) => loaded.clone(),
                     None => {
-                        let loaded = std::fs::read(path)
-                            .with_context(|| format!("reading {}", path.display()))
-                            .and_then(|bytes| {
-                                let limit = limits::bytes(t.limits.max_memory);
-                                Ok(self.add_component(&bytes, Some(limit))?.0)
-                            })
+                        let added = match std::fs::read(path) {
+                            Ok(bytes) => self
+                                .add_component(bytes.into(), Some(limit))
+                                .await
+                                .map_err(anyhow::Error::from),
+                            Err(e) => Err(anyhow::Error::new(e)
+                                .context(format!("reading {}", path.display()))),
+                        };
+                        let loaded = added
                             .with_context(|| {
                                 format!("tenant {:?}: component {}", t.name, path.display())
-                            })?;
+                            })?
+                            .0;
                         files.insert(path, loaded.clone());
                         loaded
                     }
                 },
             };
+            components.push(component);
+        }
+        Ok(components)
+    }
+
+    /// The new versions of `tenants`, running `components` (theirs, in
+    /// order), built and checked; those unchanged are left out.
+    async fn prepare_all(
+        &self,
+        tenants: &[TenantConfig],
+        components: &[Loaded],
+    ) -> anyhow::Result<Vec<Arc<Tenant>>> {
+        let mut built = Vec::new();
+        for (t, component) in tenants.iter().zip(components) {
             let prepared = self
-                .prepare(&t.name, &component, t.limits.clone())
+                .prepare(&t.name, component, t.limits.clone())
                 .await
                 .with_context(|| format!("tenant {:?}", t.name))?;
             built.extend(prepared);

@@ -64,6 +64,36 @@ mod bindings {
 pub use bindings::{RunnerHost as Guest, RunnerHostPre as GuestPre};
 use wasmtime_wasi_http::p3::bindings::{Service, ServicePre};
 
+/// The exports a tenant component serves requests through, by name
+/// prefix, for the check made before compiling.
+pub const HANDLERS: [&str; 2] = ["wasi:http/incoming-handler@0.2", "wasi:http/handler@0.3"];
+
+/// The refusal of a component that exports neither handler.
+pub const NO_HANDLER: &str = "the component exports neither wasi:http/incoming-handler@0.2.x \
+                              (WASIp2) nor wasi:http/handler@0.3.0 (WASIp3)";
+
+/// The packages [`add_to_linker`] defines interfaces of: an import from any
+/// other is refused before compiling. Keep in step with it.
+const PACKAGES: [&str; 10] = [
+    "wasi:io",
+    "wasi:clocks",
+    "wasi:random",
+    "wasi:cli",
+    "wasi:filesystem",
+    "wasi:sockets",
+    "wasi:http",
+    "wasi:keyvalue",
+    "wasi:logging",
+    "wasmcloud:keyvalue",
+];
+
+/// Whether import `name` (`namespace:package/interface@version`) is from a
+/// package the runner links interfaces of.
+pub fn provides_package(name: &str) -> bool {
+    let package = name.split(['/', '@']).next().unwrap_or_default();
+    PACKAGES.contains(&package)
+}
+
 /// A tenant's component, linked and ready to instantiate: a WASIp2 handler
 /// (`wasi:http/incoming-handler@0.2.x`) or a WASIp3 one
 /// (`wasi:http/handler@0.3.0`), told apart by its exports when it is
@@ -87,12 +117,9 @@ impl HandlerPre {
         if let Ok(p3) = ServicePre::new(pre.clone()) {
             return Ok(HandlerPre::P3(p3));
         }
-        GuestPre::new(pre).map(HandlerPre::P2).map_err(|_| {
-            wasmtime::format_err!(
-                "the component exports neither wasi:http/incoming-handler@0.2.x (WASIp2) nor \
-                 wasi:http/handler@0.3.0 (WASIp3)"
-            )
-        })
+        GuestPre::new(pre)
+            .map(HandlerPre::P2)
+            .map_err(|_| wasmtime::format_err!(NO_HANDLER))
     }
 
     pub async fn instantiate_async(
@@ -297,7 +324,7 @@ impl HasData for HostData {
 /// With `p3`, for WASIp3 components (on an engine with concurrency
 /// support), also WASI 0.3 and `wasmcloud:keyvalue`, whose functions are
 /// `async`. Anything else a component imports makes it fail to load,
-/// naming it.
+/// naming it. A package added here goes in [`PACKAGES`] too.
 pub fn add_to_linker(linker: &mut Linker<Host>, p3: bool) -> wasmtime::Result<()> {
     use wasmtime_wasi::cli::{WasiCli, WasiCliView};
     use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};

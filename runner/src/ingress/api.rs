@@ -330,7 +330,7 @@ impl Api {
     async fn put_component(&self, fleet: &Fleet, req: Request<Incoming>) -> Answer {
         let max = self.settings.max_component_bytes;
         let bytes = self.body(req, max).await?;
-        let (loaded, new) = fleet.upload(&bytes).await?;
+        let (loaded, new) = fleet.upload(bytes.clone()).await?;
         if new {
             tracing::info!(
                 component = %loaded.digest,
@@ -371,7 +371,7 @@ impl Api {
         limits
             .validate("limits: ")
             .map_err(|e| Failure::bad(format!("{e:#}")))?;
-        let component = fleet.component(&document.component)?;
+        let component = fleet.component(&document.component).await?;
         let change = fleet.put(name, &component, limits, Source::Api).await?;
         let tenant = fleet.get(name).ok_or_else(|| {
             Failure(

@@ -57,13 +57,15 @@ impl Tenant {
             scope.shared_name(),
             scope.limits().instance_idle_timeout,
             scope.limits().max_instance_reuse,
+            component.pre.is_p3(),
         );
+        let workers = Workers::new(scope.limits().max_tenant_in_flight);
         Self {
             scope: Arc::new(scope),
             component: component.digest,
             pre: component.pre.clone(),
             idle: Arc::new(idle),
-            workers: Workers::default(),
+            workers,
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::outcome::Outcome;
 
@@ -33,12 +33,30 @@ pub enum Reply {
 }
 
 /// One tenant's workers.
-#[derive(Default)]
 pub struct Workers {
     list: Mutex<Vec<Arc<Worker>>>,
+    /// One per instance alive, listed or not: an instance that takes no
+    /// more requests (past `max-instance-reuse`, say) keeps its pool slot
+    /// until its guest's tasks end, so the tenant's share of the pool is
+    /// bounded here, by its `max-tenant-in-flight`, not by its requests.
+    instances: Arc<Semaphore>,
 }
 
 impl Workers {
+    /// Workers of a tenant that may have `max` instances alive at once.
+    pub fn new(max: usize) -> Self {
+        Self {
+            list: Mutex::default(),
+            instances: Arc::new(Semaphore::new(max)),
+        }
+    }
+
+    /// A place for one more instance, held for its life; `None` when the
+    /// tenant has as many as it may.
+    pub fn room(&self) -> Option<OwnedSemaphorePermit> {
+        self.instances.clone().try_acquire_owned().ok()
+    }
+
     /// Hands `job` to a worker with room (fewer than `max` requests
     /// waiting for their response), and says which; gives the job back
     /// when none has any.

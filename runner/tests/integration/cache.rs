@@ -47,17 +47,8 @@ async fn a_restart_with_a_cache_dir_compiles_nothing_it_compiled_before() {
     }
     assert_eq!(get(r.addr, "/t/plain/hello").await.text(), "hello");
     drop(r);
-    // A damaged entry is refused by wasmtime, compiled afresh and replaced.
-    let engine_dir = std::fs::read_dir(&cache)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    for entry in std::fs::read_dir(&engine_dir).unwrap() {
-        // A new file, not one rewritten in place: the runner before may
-        // still map the old one, as a runner maps each entry it loads.
-        let path = entry.unwrap().path();
+    // A damaged entry is refused, compiled afresh and replaced.
+    for path in entries(&cache) {
         std::fs::remove_file(&path).unwrap();
         std::fs::write(&path, b"damaged").unwrap();
     }
@@ -68,4 +59,97 @@ async fn a_restart_with_a_cache_dir_compiles_nothing_it_compiled_before() {
     drop(r);
     let r = InProcess::start_with(&t, &args);
     assert_eq!(loads(&r).await, (0.0, 4.0));
+}
+
+/// The entries of `cache`, in every engine's directory, in name order.
+fn entries(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let list = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .expect("a cache directory")
+            .map(|e| e.expect("a directory entry").path())
+            .collect()
+    };
+    let mut entries: Vec<_> = list(cache)
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .flat_map(|dir| list(&dir))
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Nothing runs from the cache that the runner did not write for that
+/// component: an entry damaged in its code (header intact), one swapped
+/// for another component's, and one replaced by a symbolic link are each
+/// refused with a warning, compiled afresh and replaced; a cache directory
+/// others may write to is not used at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_runs_nothing_it_did_not_write_for_that_component() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = system_tests::TempDir::new();
+    let hostile = std::fs::read(system_tests::tenants::hostile_guest()).unwrap();
+    let mut t = Tenants::new();
+    for i in 0..2 {
+        let path = dir.path.join(format!("v{i}.wasm"));
+        std::fs::write(&path, variant(&hostile, &format!("v{i}"))).unwrap();
+        t = t.tenant(&format!("v{i}"), &format!("component = {path:?}"));
+    }
+    let cache = dir.path.join("cache");
+    let args = ["--cache-dir", cache.to_str().unwrap()];
+    drop(InProcess::start_with(&t, &args));
+    let [first, second] = <[_; 2]>::try_from(entries(&cache)).unwrap();
+    let good = std::fs::read(&first).unwrap();
+    // Damaged in the middle of its code; the other's replaced by it.
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    for (path, bytes) in [(&first, &damaged), (&second, &good)] {
+        std::fs::remove_file(path).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let r = InProcess::start_with(&t, &args);
+    assert_eq!(loads(&r).await, (2.0, 0.0));
+    let refusal = "refused (its check does not match: damaged, or not written by this runner \
+                   for this component); compiling afresh";
+    assert_eq!(r.output().matches(refusal).count(), 2, "{}", r.output());
+    for tenant in ["v0", "v1"] {
+        assert_eq!(
+            get(r.addr, &format!("/t/{tenant}/hello")).await.text(),
+            "hello"
+        );
+    }
+    drop(r);
+    // Replaced: read from the cache from now on.
+    assert_eq!(loads(&InProcess::start_with(&t, &args)).await, (0.0, 2.0));
+
+    // A link in place of an entry is not followed.
+    std::fs::remove_file(&first).unwrap();
+    std::os::unix::fs::symlink(&second, &first).unwrap();
+    let r = InProcess::start_with(&t, &args);
+    assert_eq!(loads(&r).await, (1.0, 1.0));
+    assert!(
+        r.output().contains("refused (it is a symbolic link)"),
+        "{}",
+        r.output()
+    );
+    drop(r);
+    assert!(!std::fs::symlink_metadata(&first).unwrap().is_symlink());
+
+    // A directory anyone may write to is not used.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for _ in 0..2 {
+        let r = InProcess::start_with(&t, &args);
+        assert_eq!(loads(&r).await, (2.0, 0.0));
+        assert!(
+            r.output().contains(&format!(
+                "not using the compiled-component cache {}: {} may be written by others than \
+                 its owner (mode 777); every component is compiled at start-up",
+                cache.display(),
+                cache.display()
+            )),
+            "{}",
+            r.output()
+        );
+    }
 }

@@ -51,8 +51,10 @@ impl InProcess {
             "127.0.0.1:0",
         ];
         all.extend_from_slice(args);
-        let (cli, config_parsed) = runner::config::Config::try_from_args(all)
+        let (cli, mut config_parsed) = runner::config::Config::try_from_args(all)
             .unwrap_or_else(|e| panic!("the runner refused {args:?}: {e:#}"));
+        // As the binary does: compiles in processes of its own.
+        config_parsed.engine.compile.program = Some(env!("CARGO_BIN_EXE_runner").into());
         let output = Arc::new(Mutex::new(String::new()));
         let dispatch = log_capture(output.clone());
         // A runtime of its own, as the binary has: the runner's tasks and

@@ -24,6 +24,7 @@ const LAYERS: &[&str] = &[
     // Process, tenant and request lifetimes.
     "host",
     "engine::component",
+    "engine::compile",
     "engine::compiled",
     "engine::kept",
     "engine",

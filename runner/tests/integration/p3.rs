@@ -587,3 +587,55 @@ async fn a_p3_guest_has_no_network() {
         ok("http: ErrorCode::HttpRequestDenied\ntcp: ErrorCode::AccessDenied")
     );
 }
+
+/// A WASIp3 tenant whose every request answers at once and leaves a task
+/// running, in instances that each take one request (so each new request
+/// needs a new instance), holds no more of the WASIp3 pool than its
+/// max-tenant-in-flight: past that its own requests get 429, while a
+/// WASIp3 neighbour is served and a WASIp2 neighbour keeps its kept
+/// instance (a full WASIp3 pool evicts nothing from the WASIp2 one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasip3_tenant_holds_no_more_instances_than_its_in_flight_cap() {
+    let hostile = "max-instance-concurrency = 4\nmax-instance-reuse = 1\n\
+                   max-tenant-in-flight = 10\ntimeout = \"3s\"";
+    let t = p3(Tenants::new(), "hostile", hostile);
+    let t = p3(t, "neighbour", "").default(
+        "two",
+        "max-instance-reuse = 1000\ninstance-idle-timeout = \"1h\"",
+    );
+    let r = InProcess::start_with(&t, &["--pool-size", "100"]);
+    assert_eq!(get(r.addr, "/t/two/hello").await.text(), "hello");
+    let (mut served, mut refused) = (0, 0);
+    let started = std::time::Instant::now();
+    for _ in 0..15 {
+        for (status, text) in at_once(&r, "/t/hostile/linger?ms=60000", 10).await {
+            match status {
+                StatusCode::OK => served += 1,
+                StatusCode::TOO_MANY_REQUESTS => {
+                    assert_eq!(
+                        text,
+                        "too many requests: tenant hostile already has 10 instances running \
+                         (its max-tenant-in-flight)"
+                    );
+                    refused += 1;
+                }
+                other => panic!("{other}: {text}"),
+            }
+        }
+        let neighbour = get(r.addr, "/t/neighbour/hello").await;
+        assert_eq!(
+            (neighbour.status, neighbour.text().as_str()),
+            (StatusCode::OK, "hello from p3")
+        );
+    }
+    // Its 10 instances linger until their 3 s deadlines: 10 more may
+    // start in each 3 s.
+    let windows = (started.elapsed().as_secs_f64() / 3.0).ceil() as usize;
+    assert!(
+        served <= 10 * (windows + 1) && served + refused == 150,
+        "{served} served in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(get(r.addr, "/t/two/hello").await.text(), "hello");
+    crate::harness::assert_instances(&r, "two", 1.0, 1.0).await;
+}

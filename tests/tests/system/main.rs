@@ -4,6 +4,8 @@
 //!
 //! - `admin`: tenants deployed, updated and removed at runtime, through the
 //!   `runner tenant` client, under load, and by SIGHUP.
+//! - `compile`: uploads refused before any compile, compiles beside the
+//!   requests, bounded in time and memory.
 //! - `process`: the runner binary's start-up errors, SIGTERM, memory.
 //! - `durable`: the data directory under SIGKILL, a full disk, a second
 //!   runner.
@@ -16,6 +18,7 @@
 //! - `redis`: several runners on one real `redis-server`.
 
 mod admin;
+mod compile;
 mod durable;
 mod loadgen;
 mod packaging;

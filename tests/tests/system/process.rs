@@ -49,56 +49,47 @@ async fn ten_thousand_traps_leave_pool_and_memory_at_baseline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_with_imports_the_runner_lacks_fail_at_load_naming_them() {
-    let dir = std::env::temp_dir().join(format!("runner-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let wasm = dir.join("sockets.wasm");
-    // Two interfaces the runner has never heard of, and one it links whose
-    // shape does not match: all three are named, in import order.
-    let bytes = wat::parse_str(
-        r#"(component
-            (import "acme:cache/get@1.0.0" (instance (export "get" (func))))
-            (import "wasi:sockets/tcp@0.2.0" (instance (export "connect" (func))))
-            (import "acme:queue/push" (instance (export "job" (type (sub resource)))))
-        )"#,
-    )
-    .unwrap();
-    std::fs::write(&wasm, bytes).unwrap();
-    let toml = dir.join("tenants.toml");
-    std::fs::write(
-        &toml,
-        format!("[tenants.bad]\ncomponent = {:?}\n", wasm.to_str().unwrap()),
-    )
-    .unwrap();
-    let out = std::process::Command::new(system_tests::binary("runner"))
-        .args([
-            "--config",
-            toml.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr.trim_end(),
-        format!(
-            "error: tenant \"bad\": component {}: the component imports 3 interfaces the \
-             runner does not provide: acme:cache/get@1.0.0 (instance export `get` has the \
-             wrong type: function implementation is missing); wasi:sockets/tcp@0.2.0 \
-             (instance export `connect` has the wrong type: function implementation is \
-             missing); acme:queue/push (instance export `job` has the wrong type: resource \
+    let dir = TempDir::new();
+    // Two interfaces of packages the runner has never heard of: both are
+    // named, in import order, before anything is compiled. One of a
+    // package it links, whose shape does not match, is named once
+    // compiled.
+    let cases = [
+        (
+            r#"(component
+                (import "acme:cache/get@1.0.0" (instance (export "get" (func))))
+                (import "wasi:sockets/tcp@0.2.0" (instance (export "connect" (func))))
+                (import "acme:queue/push" (instance (export "job" (type (sub resource)))))
+            )"#,
+            "the component imports 2 interfaces the runner does not provide: \
+             acme:cache/get@1.0.0 (the runner provides no such package); acme:queue/push (the \
+             runner provides no such package)",
+        ),
+        (
+            r#"(component
+                (import "wasi:sockets/tcp@0.2.0" (instance (export "connect" (func))))
+                (instance $handler)
+                (export "wasi:http/incoming-handler@0.2.0" (instance $handler))
+            )"#,
+            "the component imports one interface the runner does not provide: \
+             wasi:sockets/tcp@0.2.0 (instance export `connect` has the wrong type: function \
              implementation is missing)",
-            wasm.display()
-        )
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).is_empty(),
-        "nothing was bound"
-    );
+        ),
+    ];
+    for (text, refusal) in cases {
+        let wasm = dir.path.join("imports.wasm");
+        std::fs::write(&wasm, wat::parse_str(text).unwrap()).unwrap();
+        let t = Tenants::new().tenant("bad", &format!("component = {wasm:?}"));
+        let out = Runner::run_to_exit(&t);
+        assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+        assert_eq!(
+            out.stderr.trim_end(),
+            format!(
+                "error: tenant \"bad\": component {}: {refusal}",
+                wasm.display()
+            )
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,6 +25,15 @@ fn pair(redis: &Redis, args: &[&str]) -> [Runner; 2] {
     [Runner::start(&all), Runner::start(&all)]
 }
 
+/// Two runners on `redis`, one tenant each, their admin APIs under
+/// `token`.
+fn admin_pair(redis: &Redis, token: &Token) -> [Runner; 2] {
+    pair(
+        redis,
+        &["--tenants", "1", "--admin-token-file", token.path()],
+    )
+}
+
 async fn put(r: &Runner, path: &str, body: &[u8]) -> StatusCode {
     request(r.addr, Method::PUT, path, body.to_vec())
         .await
@@ -277,10 +286,7 @@ async fn until(r: &Runner, path: &str, status: StatusCode) -> Duration {
 async fn tenants_deployed_through_one_runner_are_served_by_every_runner() {
     let Some(redis) = Redis::start() else { return };
     let token = Token::new();
-    let [a, b] = pair(
-        &redis,
-        &["--tenants", "1", "--admin-token-file", token.path()],
-    );
+    let [a, b] = admin_pair(&redis, &token);
     let (api_a, api_b) = (Admin::new(a.admin, &token), Admin::new(b.admin, &token));
 
     // Deployed through a: b serves it within a second.
@@ -339,10 +345,7 @@ async fn a_runner_that_loses_redis_catches_up_with_changes_made_meanwhile() {
         return;
     };
     let token = Token::new();
-    let [a, b] = pair(
-        &redis,
-        &["--tenants", "1", "--admin-token-file", token.path()],
-    );
+    let [a, b] = admin_pair(&redis, &token);
     let api_a = Admin::new(a.admin, &token);
     let res = api_a
         .put_tenant("before", serde_json::json!({ "component": "default" }))
@@ -471,10 +474,7 @@ async fn rediss_reaches_a_tls_only_redis_that_the_system_store_trusts() {
 async fn the_last_acknowledged_change_wins_even_where_a_runner_lags() {
     let Some(redis) = Redis::start() else { return };
     let token = Token::new();
-    let [a, _b] = pair(
-        &redis,
-        &["--tenants", "1", "--admin-token-file", token.path()],
-    );
+    let [a, _b] = admin_pair(&redis, &token);
     let api = Admin::new(a.admin, &token);
     let v1 = serde_json::json!({ "component": "default", "limits": { "fuel": 5_000_000 } });
     assert_eq!(
@@ -505,4 +505,54 @@ async fn the_last_acknowledged_change_wins_even_where_a_runner_lags() {
     let res = api.delete("/v1/tenants/y").await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     assert_eq!(kept("y").trim(), "");
+}
+
+/// A runner following a deploy of a large component it has not compiled
+/// compiles it beside its work, not in its way: meanwhile it serves its
+/// tenants, answers /healthz, and takes changes through its own admin API
+/// (the change lock is not held through the compile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_compiling_a_deploy_keeps_serving_and_taking_changes() {
+    let Some(redis) = Redis::start() else { return };
+    let token = Token::new();
+    let [a, b] = admin_pair(&redis, &token);
+    let (api_a, api_b) = (Admin::new(a.admin, &token), Admin::new(b.admin, &token));
+    let res = api_a
+        .put_component(crate::compile::large_component(150_000))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let digest = res.json()["digest"].as_str().unwrap().to_string();
+    let res = api_a
+        .put_tenant("large", serde_json::json!({ "component": digest }))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    // b compiles it now; until it serves it, b must keep answering.
+    let started = Instant::now();
+    let (mut slowest, mut changes) = (Duration::ZERO, 0);
+    while get(b.addr, "/t/large/").await.status == StatusCode::NOT_FOUND {
+        let asked = Instant::now();
+        assert_eq!(get(b.addr, "/t/t0/hello").await.text(), "hello");
+        assert_eq!(get(b.admin, "/healthz").await.status, StatusCode::OK);
+        let res = api_b
+            .put_tenant(
+                &format!("side{changes}"),
+                serde_json::json!({ "component": "default" }),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        changes += 1;
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    // Its handler traps: the tenant runs, and its requests fail alone.
+    assert_eq!(
+        get(b.addr, "/t/large/").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert!(took > Duration::from_secs(3), "b compiled it in {took:?}");
+    assert!(
+        slowest < took / 3,
+        "a round waited {slowest:?} ({changes} changes made) while b compiled for {took:?}"
+    );
 }
