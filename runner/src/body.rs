@@ -110,6 +110,13 @@ impl Body for LimitedBody {
 pub enum Failed {
     Known(bool),
     Later(tokio::sync::oneshot::Receiver<Option<Ended>>),
+    /// Sent once it ends, but the body's own end is the guest's word that
+    /// it finished the body: a WASIp3 body ends only when the guest closes
+    /// it or its instance is dropped, and the caller sends how the guest
+    /// ended before it drops the instance. So the body ends when it ends,
+    /// whole, however long the guest's other tasks go on; only a failure
+    /// already sent cuts it.
+    BodyEnds(tokio::sync::oneshot::Receiver<Option<Ended>>),
 }
 
 /// Told, once, how a streamed request ended: as its guest did, or
@@ -149,13 +156,13 @@ impl Guarded {
     pub fn streaming(
         inner: OutBody,
         declared: Option<u64>,
-        ended: tokio::sync::oneshot::Receiver<Option<Ended>>,
+        failed: Failed,
         on_end: OnEnd,
     ) -> OutBody {
         Guarded {
             declared,
             inner,
-            failed: Failed::Later(ended),
+            failed,
             on_end: Some(on_end),
             delivered: 0,
         }
@@ -204,6 +211,11 @@ impl Body for Guarded {
         // The guest's body ended: cleanly only if the guest did not fail.
         let failed = match &mut this.failed {
             Failed::Known(failed) => *failed,
+            Failed::BodyEnds(receiver) => {
+                let ended = receiver.try_recv().unwrap_or(None);
+                this.end(ended);
+                ended.is_some()
+            }
             Failed::Later(receiver) => match Pin::new(receiver).poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(ended) => {
@@ -239,7 +251,8 @@ impl Drop for Guarded {
         };
         let delivered = self.delivered;
         let whole = self.declared == Some(delivered);
-        let Failed::Later(mut receiver) = std::mem::replace(&mut self.failed, Failed::Known(false))
+        let (Failed::Later(mut receiver) | Failed::BodyEnds(mut receiver)) =
+            std::mem::replace(&mut self.failed, Failed::Known(false))
         else {
             return on_end(
                 if whole {
@@ -271,6 +284,92 @@ impl Drop for Guarded {
                 on_end((!whole).then_some(Ended::CLIENT_GONE), delivered);
             }
         }
+    }
+}
+
+/// A guest's body that ends at `deadline` at the latest: one still open
+/// then (or that ends only then, its instance dropped) is cut, and `ended`
+/// says the request went past its deadline; one the guest ends before, or
+/// fails, says so there.
+pub struct UntilDeadline {
+    inner: OutBody,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    at: std::time::Instant,
+    ended: Option<tokio::sync::oneshot::Sender<Option<Ended>>>,
+    past: Ended,
+}
+
+impl UntilDeadline {
+    /// `inner` until `at`, and the receiver of how it ended (`None`:
+    /// whole); `past` is what a body cut at its deadline counts as.
+    pub fn wrap(
+        inner: OutBody,
+        at: std::time::Instant,
+        past: Ended,
+    ) -> (OutBody, tokio::sync::oneshot::Receiver<Option<Ended>>) {
+        let (ended, receiver) = tokio::sync::oneshot::channel();
+        let body = UntilDeadline {
+            inner,
+            deadline: Box::pin(tokio::time::sleep_until(at.into())),
+            at,
+            ended: Some(ended),
+            past,
+        };
+        (body.boxed_unsync(), receiver)
+    }
+
+    fn end(&mut self, ended: Option<Ended>) {
+        if let Some(sender) = self.ended.take() {
+            let _ = sender.send(ended);
+        }
+    }
+}
+
+impl Body for UntilDeadline {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        if this.ended.is_none() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+            // Its end, before the deadline: the guest's own.
+            Poll::Ready(None) if std::time::Instant::now() < this.at => {
+                this.end(None);
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.end(Some(Ended {
+                    kind: crate::metrics::Kind::Guest5xx,
+                    limit: None,
+                    trap: None,
+                }));
+                return Poll::Ready(Some(Err(e)));
+            }
+            Poll::Ready(None) => {}
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+        }
+        let past = this.past;
+        this.end(Some(past));
+        Poll::Ready(Some(Err(wasmtime_wasi_http::Error::HttpProtocolError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        false
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

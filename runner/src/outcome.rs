@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ::http::{HeaderValue, Response, StatusCode, header};
-use tokio::sync::oneshot;
+
 use wasmtime::component::ResourceTableError;
 use wasmtime::{PoolConcurrencyLimitError, Trap};
 use wasmtime_wasi_http::FieldMapError;
 
-use crate::body::{Guarded, OutBody, text};
+use crate::body::{Failed, Guarded, OutBody, text};
 use crate::limits::{Limit, Limits};
 use crate::metrics::{Ended, Kind, TrapKind};
 use crate::request_id::{self, RequestId};
@@ -26,9 +26,10 @@ pub enum Outcome {
     /// The guest answered; its response, whole.
     Served(Response<OutBody>),
     /// The guest answered and is still writing its body; how it ends comes
-    /// on the receiver (`None`: cleanly) when the guest does. The request
-    /// ends, and is counted, when its body does.
-    Streaming(Response<OutBody>, oneshot::Receiver<Option<Ended>>),
+    /// on the receiver (`None`: cleanly) when the guest does (see
+    /// [`Failed`] for when the body's end may be trusted first). The
+    /// request ends, and is counted, when its body does.
+    Streaming(Response<OutBody>, Failed),
     /// The guest answered, then failed (the second value) before its body
     /// was done: the client gets the head, the body as far as it got, and a
     /// broken connection instead of the body's end.
@@ -491,7 +492,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::{DeadlineExceeded, Outcome, Request, RequestId, classify};
-    use crate::body::text;
+    use crate::body::{Failed, text};
     use crate::limits::{Limit, Limits};
     use crate::metrics::{Recorder, TrapKind};
 
@@ -530,7 +531,7 @@ mod tests {
         let (guest, ended) = tokio::sync::oneshot::channel();
         let response = Request::start(&tenant, RequestId::generate()).end(Outcome::Streaming(
             text(StatusCode::OK, "whole".into()),
-            ended,
+            Failed::Later(ended),
         ));
         assert_eq!((requests("ok"), in_flight()), (0.0, 1.0));
         guest.send(None).unwrap();
@@ -540,7 +541,7 @@ mod tests {
         let (guest, ended) = tokio::sync::oneshot::channel();
         let response = Request::start(&tenant, RequestId::generate()).end(Outcome::Streaming(
             text(StatusCode::OK, "cut".into()),
-            ended,
+            Failed::Later(ended),
         ));
         let deadline = Outcome::LimitHit(Limit::Deadline, "deadline".into());
         guest.send(Some(deadline.ended())).unwrap();
@@ -552,13 +553,31 @@ mod tests {
         let (_guest, ended) = tokio::sync::oneshot::channel();
         let response = Request::start(&tenant, RequestId::generate()).end(Outcome::Streaming(
             text(StatusCode::OK, "left".into()),
-            ended,
+            Failed::Later(ended),
         ));
         drop(response);
         assert_eq!(
             (requests("client_gone"), requests("ok"), in_flight()),
             (1.0, 1.0, 0.0)
         );
+
+        // A WASIp3 body's end is the guest's word: whole at once, while
+        // the guest's other tasks go on; a failure sent before it, cut.
+        let (_guest, ended) = tokio::sync::oneshot::channel();
+        let response = Request::start(&tenant, RequestId::generate()).end(Outcome::Streaming(
+            text(StatusCode::OK, "whole".into()),
+            Failed::BodyEnds(ended),
+        ));
+        assert_eq!(body(response).await, "whole\n");
+        assert_eq!((requests("ok"), in_flight()), (2.0, 0.0));
+        let (guest, ended) = tokio::sync::oneshot::channel();
+        let response = Request::start(&tenant, RequestId::generate()).end(Outcome::Streaming(
+            text(StatusCode::OK, "cut".into()),
+            Failed::BodyEnds(ended),
+        ));
+        guest.send(Some(deadline.ended())).unwrap();
+        assert!(response.into_body().collect().await.is_err());
+        assert_eq!(requests("deadline_exceeded"), 2.0);
     }
 
     #[tokio::test]

@@ -244,16 +244,28 @@ where
             let (ended, ended_later) = oneshot::channel();
             let tenant = tenant.clone();
             let registry = registry.clone();
+            let p3 = tenant.pre().is_p3();
             tokio::spawn(async move {
                 let (failure, instance) = guest.await;
+                // Told before the instance goes: a WASIp3 body that ends
+                // because its instance was dropped must find the failure
+                // (`Failed::BodyEnds`).
+                let _ = ended.send(failure.as_ref().map(Outcome::ended));
                 if let Some(instance) = instance {
                     registry.release(tenant.idle(), instance, answered && failure.is_none());
                 }
                 drop(admission);
-                let _ = ended.send(failure.as_ref().map(Outcome::ended));
             });
+            // A WASIp3 guest's finished body goes out whole when it is
+            // finished, whatever tasks the guest left running (they are
+            // bounded by the deadline all the same).
+            let failed = if p3 {
+                Failed::BodyEnds(ended_later)
+            } else {
+                Failed::Later(ended_later)
+            };
             match sent {
-                Ok(Ok(response)) => Outcome::Streaming(response, ended_later),
+                Ok(Ok(response)) => Outcome::Streaming(response, failed),
                 Ok(Err(code)) => guest_error(&code),
                 // Unreachable while the guest's store, which holds the
                 // sender, is alive; handled all the same.
@@ -321,7 +333,17 @@ where
         }
     };
     let outcome = match tokio::time::timeout_at(deadline.into(), answer).await {
-        Ok(Ok(Reply::Head(Ok(response)))) => Outcome::Served(response),
+        // Its body goes on in an instance that outlives the request: it
+        // ends at the request's deadline, whole only if the guest ended it.
+        Ok(Ok(Reply::Head(Ok(response)))) => {
+            let (parts, body) = response.into_parts();
+            let past = deadline_exceeded(limits).ended();
+            let (body, ended) = crate::body::UntilDeadline::wrap(body, deadline, past);
+            Outcome::Streaming(
+                http::Response::from_parts(parts, body),
+                Failed::Later(ended),
+            )
+        }
         Ok(Ok(Reply::Head(Err(code)))) => guest_error(&code),
         Ok(Ok(Reply::Failed(outcome))) => outcome,
         Ok(Err(_dropped)) => no_response(),

@@ -2,6 +2,8 @@
 //! routing, the tenant's store and log, limits, traps and reuse, through
 //! the p3 example guest (guest/p3).
 
+use std::time::Duration;
+
 use http::{Method, StatusCode};
 use serde_json::json;
 use system_tests::admin::{Admin, Token};
@@ -638,4 +640,62 @@ async fn a_wasip3_tenant_holds_no_more_instances_than_its_in_flight_cap() {
     );
     assert_eq!(get(r.addr, "/t/two/hello").await.text(), "hello");
     crate::harness::assert_instances(&r, "two", 1.0, 1.0).await;
+}
+
+/// `GET path` on a connection of its own, read raw until the server closes
+/// it (or 10 s), and how long that took.
+async fn read_raw(r: &InProcess, path: &str) -> (String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let answer = crate::harness::raw_for(r.addr, request.as_bytes(), Duration::from_secs(10)).await;
+    (answer, started.elapsed())
+}
+
+/// A body the guest never finishes, in an instance that serves several
+/// requests, is cut at its request's deadline (no final chunk) and counted
+/// past it: not ended cleanly seconds later, when the instance goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_body_in_a_shared_instance_is_cut_at_its_deadline() {
+    let limits = "max-instance-concurrency = 4\nmax-instance-reuse = 100\ntimeout = \"1s\"";
+    let t = p3(Tenants::new(), "shared", limits);
+    let r = InProcess::start_with(&t, &[]);
+    let (answer, took) = read_raw(&r, "/t/shared/unfinished").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("begun\n"), "{answer}");
+    assert!(
+        !answer.ends_with("0\r\n\r\n"),
+        "ended as if whole: {answer:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "cut after {took:?}"
+    );
+    r.wait_for_metric(
+        "runner_requests_total",
+        r#"tenant="shared",outcome="deadline_exceeded""#,
+        1.0,
+    )
+    .await;
+}
+
+/// A whole response from a guest that leaves a task running after it goes
+/// out when it is whole, counted ok, not held until the task ends (nor cut
+/// when the task runs into the deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_response_goes_out_while_the_guest_lingers() {
+    let t = p3(Tenants::new(), "lingers", "timeout = \"3s\"");
+    let r = InProcess::start_with(&t, &[]);
+    let (answer, took) = read_raw(&r, "/t/lingers/linger?ms=60000").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("lingering\r\n0\r\n\r\n"),
+        "not whole: {answer:?}"
+    );
+    assert!(took < Duration::from_secs(2), "held for {took:?}");
+    r.wait_for_metric(
+        "runner_requests_total",
+        r#"tenant="lingers",outcome="ok""#,
+        1.0,
+    )
+    .await;
 }
