@@ -17,6 +17,8 @@
 //!   task that waits N milliseconds after it
 //! - `GET /unfinished`: answers at once with a body of `begun\n` that it
 //!   never finishes
+//! - `GET /write-later?ms=N&key=K`: answers at once, then, N milliseconds
+//!   later, sets K to `late` in the default bucket
 //! - `GET /kv/{key}`, `PUT /kv/{key}`: the key in the default bucket,
 //!   through `wasi:keyvalue@0.2.0-draft`
 //! - `/wc/...`: the same store through `wasmcloud:keyvalue@0.2.0` (async,
@@ -78,6 +80,17 @@ impl wasip3::exports::http::handler::Guest for Service {
                     wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
                 });
                 Ok(text(200, "lingering"))
+            }
+            (Method::Get, "/write-later") => {
+                let ms = param(query, "ms").unwrap_or(0);
+                let key = query_text(query, "key").unwrap_or("late").to_string();
+                wasip3::spawn_local(async move {
+                    wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;
+                    if let Ok(bucket) = store::open("") {
+                        let _ = bucket.set(&key, b"late");
+                    }
+                });
+                Ok(text(200, "will write"))
             }
             (Method::Get, "/unfinished") => Ok(respond(200, |mut writer| async move {
                 writer.write_all(b"begun\n".to_vec()).await;

@@ -131,6 +131,9 @@ pub struct Fleet {
     /// bounded however many tenants come and go), and the shared `_other`
     /// or `_all`, registered once however many tenants share them.
     labelled: Mutex<Labels>,
+    /// Each tenant's key-value fence, shared by all its versions, closed
+    /// when it is purged (see [`store::Fence`]).
+    fences: Mutex<HashMap<Box<str>, Arc<store::Fence>>>,
     /// (component, limits) pairs already instantiated once: tenants that
     /// share both are checked once, not once each.
     checked: Mutex<HashSet<(Digest, String)>>,
@@ -196,6 +199,7 @@ impl Fleet {
             tenants: RwLock::new(HashMap::default()),
             labelled: Mutex::new(Labels::default()),
             checked: Mutex::new(HashSet::new()),
+            fences: Mutex::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
             defaults: RwLock::new(defaults),
             deployed: deployed.map(|d| (d, Mutex::new(SavedTenants::new()))),
@@ -554,6 +558,7 @@ impl Fleet {
             };
             self.metrics.tenants.set(self.len() as f64);
             self.retire(&old, false, Source::Peer);
+            self.fences.lock().remove(name);
             // What this process knows of its data (usage, buckets opened)
             // may be stale now: a peer may purge it.
             self.backend.forget(name);
@@ -636,6 +641,7 @@ impl Fleet {
         for name in remove {
             if let Some(old) = self.tenants.write().remove(name.as_str()) {
                 self.retire(&old, false, source);
+                self.fences.lock().remove(name.as_str());
                 changes.push((name.clone(), Change::Removed));
             }
         }
@@ -798,8 +804,10 @@ impl Fleet {
             );
         }
         component.fits(max_memory)?;
+        let fence = self.fences.lock().entry(name.into()).or_default().clone();
         let namespace = store::Namespace::new(&*self.backend, name, limits.quotas())
-            .context("opening its key-value namespace")?;
+            .context("opening its key-value namespace")?
+            .fenced(fence);
         let metrics = self.metrics_for(name);
         let key = (component.digest, format!("{limits:?}"));
         let tenant = Arc::new(Tenant::new(name, limits, component, namespace, metrics));
@@ -846,17 +854,30 @@ impl Fleet {
         };
         self.metrics.tenants.set(self.len() as f64);
         self.retire(&old, purge, source);
+        // A tenant made again under this name starts with a fence of its own.
+        let fence = self.fences.lock().remove(name);
         if purge {
-            // Its requests in flight hold its permits; all of them back
-            // means none is left to write after the purge.
-            let all = u32::try_from(old.limits().max_tenant_in_flight).unwrap_or(u32::MAX);
-            let drained = tokio::time::timeout(grace, old.permits().acquire_many(all)).await;
+            // Its requests in flight hold its permits, and its instances
+            // that outlive their requests (tasks a WASIp3 guest left
+            // running) their places: all of them back means none is left
+            // to write. Past the grace, the fence stops what still runs.
+            let max = old.limits().max_tenant_in_flight;
+            let all = u32::try_from(max).unwrap_or(u32::MAX);
+            let drained = tokio::time::timeout(grace, async {
+                let _requests = old.permits().acquire_many(all).await;
+                old.workers().ended(max).await;
+            })
+            .await;
             if drained.is_err() {
                 tracing::warn!(
                     tenant = %name,
-                    "requests of the removed tenant still running after {}; purging its data anyway",
+                    "requests of the removed tenant still running after {}; its writes are \
+                     refused from now on, and its data purged",
                     humantime::format_duration(grace)
                 );
+            }
+            if let Some(fence) = fence {
+                fence.close().await;
             }
             self.backend.purge(name).await.map_err(|e| {
                 Refused::Failed(anyhow::Error::from(e).context("purging its key-value data"))

@@ -98,6 +98,55 @@ impl Error {
 pub struct Namespace {
     inner: NamespaceRef,
     quotas: Arc<Quotas>,
+    fence: Arc<Fence>,
+}
+
+/// Stops a tenant's writes before its data is purged, so that none lands
+/// after: every version of the tenant (and every instance of each, tasks
+/// left running included) writes through the same fence, and once it is
+/// closed a write is refused, with the writes already past it waited for.
+/// A tenant made again under the name gets a new fence.
+#[derive(Debug, Default)]
+pub struct Fence {
+    /// Writes in progress, and [`Fence::CLOSED`] once closed.
+    state: std::sync::atomic::AtomicUsize,
+}
+
+impl Fence {
+    const CLOSED: usize = 1 << (usize::BITS - 1);
+
+    /// Lets one write through, or refuses it: the fence is closed.
+    fn pass(&self) -> Result<Passing<'_>, Error> {
+        use std::sync::atomic::Ordering;
+        if self.state.fetch_add(1, Ordering::Acquire) & Self::CLOSED != 0 {
+            self.state.fetch_sub(1, Ordering::Release);
+            return Err(Error::Unavailable(
+                "the tenant was removed and its data purged".into(),
+            ));
+        }
+        Ok(Passing(self))
+    }
+
+    /// Closes the fence, and returns once no write is past it.
+    pub async fn close(&self) {
+        use std::sync::atomic::Ordering;
+        self.state.fetch_or(Self::CLOSED, Ordering::AcqRel);
+        // Writes past it are single store calls, over in moments.
+        while self.state.load(Ordering::Acquire) != Self::CLOSED {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A write past the fence, until dropped.
+struct Passing<'a>(&'a Fence);
+
+impl Drop for Passing<'_> {
+    fn drop(&mut self) {
+        self.0
+            .state
+            .fetch_sub(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// The backends a front reaches, each as its own type: a call is one
@@ -146,7 +195,14 @@ impl Namespace {
         Self {
             inner,
             quotas: Arc::new(quotas),
+            fence: Arc::default(),
         }
+    }
+
+    /// The same namespace, its writes through `fence`.
+    pub fn fenced(mut self, fence: Arc<Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// Opens a bucket by name, creating it on first use.
@@ -162,6 +218,7 @@ impl Namespace {
                 name.len()
             )));
         }
+        let _passing = self.fence.pass()?;
         let inner = match &self.inner {
             NamespaceRef::Memory(ns) => {
                 BucketRef::Memory(NamespaceBackend::open(&**ns, name).await?)
@@ -173,6 +230,7 @@ impl Namespace {
         Ok(Bucket {
             inner,
             quotas: self.quotas.clone(),
+            fence: self.fence.clone(),
         })
     }
 
@@ -193,6 +251,7 @@ impl Namespace {
 pub struct Bucket {
     inner: BucketRef,
     quotas: Arc<Quotas>,
+    fence: Arc<Fence>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -214,11 +273,13 @@ impl Bucket {
     pub async fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
         self.quotas.check_key(&key)?;
         self.quotas.check_value(&value)?;
+        let _passing = self.fence.pass()?;
         dispatch!(&self.inner, BucketRef, BucketBackend::set(key, value))
     }
 
     /// Removes `key`; removing a missing key is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        let _passing = self.fence.pass()?;
         dispatch!(&self.inner, BucketRef, BucketBackend::delete(key))
     }
 
@@ -237,6 +298,7 @@ impl Bucket {
 
     async fn add(&self, key: String, delta: Delta) -> Result<i128, Error> {
         self.quotas.check_key(&key)?;
+        let _passing = self.fence.pass()?;
         dispatch!(&self.inner, BucketRef, BucketBackend::increment(key, delta))
     }
 
@@ -252,6 +314,7 @@ impl Bucket {
     ) -> Result<Swap, Error> {
         self.quotas.check_key(&key)?;
         self.quotas.check_value(&value)?;
+        let _passing = self.fence.pass()?;
         dispatch!(
             &self.inner,
             BucketRef,
@@ -290,11 +353,13 @@ impl Bucket {
             self.quotas.check_key(key)?;
             self.quotas.check_value(value)?;
         }
+        let _passing = self.fence.pass()?;
         dispatch!(&self.inner, BucketRef, BucketBackend::set_many(pairs))
     }
 
     pub async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
         self.quotas.check_batch(keys.len())?;
+        let _passing = self.fence.pass()?;
         dispatch!(&self.inner, BucketRef, BucketBackend::delete_many(keys))
     }
 
@@ -342,6 +407,7 @@ impl Bucket {
                 MAX_TTL.as_millis()
             )));
         }
+        let _passing = self.fence.pass()?;
         dispatch!(
             &self.inner,
             BucketRef,
@@ -369,6 +435,7 @@ impl Bucket {
         }
         self.quotas.check_key(&key)?;
         self.quotas.check_value(&value)?;
+        let _passing = self.fence.pass()?;
         dispatch!(
             &self.inner,
             BucketRef,
@@ -395,4 +462,33 @@ fn wrong_kind(sum: i128) -> Error {
     Error::Unavailable(format!(
         "the backend answered an increment with {sum}, out of range"
     ))
+}
+
+#[cfg(test)]
+mod fence {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Error, Fence};
+
+    #[tokio::test]
+    async fn a_closed_fence_waits_for_writes_past_it_and_refuses_the_rest() {
+        let fence = Arc::new(Fence::default());
+        let passing = fence.pass().expect("open");
+        let closing = tokio::spawn({
+            let fence = fence.clone();
+            async move { fence.close().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!closing.is_finished(), "closed with a write past it");
+        assert_eq!(
+            fence.pass().err(),
+            Some(Error::Unavailable(
+                "the tenant was removed and its data purged".into()
+            ))
+        );
+        drop(passing);
+        closing.await.expect("closed");
+        assert!(fence.pass().is_err());
+    }
 }

@@ -51,6 +51,13 @@ impl Workers {
         }
     }
 
+    /// Returns once every instance the tenant had has ended (`max`: how
+    /// many it may have), holding the places so no new one starts.
+    pub async fn ended(&self, max: usize) {
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        let _ = self.instances.acquire_many(all).await;
+    }
+
     /// A place for one more instance, held for its life; `None` when the
     /// tenant has as many as it may.
     pub fn room(&self) -> Option<OwnedSemaphorePermit> {

@@ -699,3 +699,67 @@ async fn a_whole_response_goes_out_while_the_guest_lingers() {
     )
     .await;
 }
+
+/// A purge leaves nothing behind, even where a task of the removed tenant
+/// still writes after its response: the purge waits for it (or, past the
+/// grace, refuses its writes), so a tenant made again under the name finds
+/// nothing, before a restart and after (the data directory), in one
+/// instance per request and in a shared instance alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_leaves_no_late_write_behind() {
+    let token = Token::new();
+    let dir = system_tests::TempDir::new();
+    let data = dir.path.join("data");
+    let args = [
+        "--admin-token-file",
+        token.path(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tenants",
+        "0",
+    ];
+    let r = InProcess::start(&args);
+    let admin = Admin::new(r.admin, &token);
+    let bytes = std::fs::read(env!("RUNNER_P3_GUEST")).unwrap();
+    let digest = admin.put_component(bytes).await.json()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (i, limits) in [
+        json!({ "timeout": "5s" }),
+        json!({ "timeout": "5s", "max-instance-concurrency": 4 }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let document = json!({ "component": digest, "limits": limits });
+        let res = admin.put_tenant("r", document.clone()).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        let key = format!("ghost{i}");
+        let answer = get(r.addr, &format!("/t/r/write-later?ms=700&key={key}")).await;
+        assert_eq!(answer.text(), "will write");
+        let res = admin.delete("/v1/tenants/r?purge=true").await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        let res = admin.put_tenant("r", document).await;
+        assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let read = get(r.addr, &format!("/t/r/kv/{key}")).await;
+        assert_eq!(read.status, StatusCode::NOT_FOUND, "{}", read.text());
+        let res = admin.delete("/v1/tenants/r").await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    }
+    drop(r);
+    let r = InProcess::start(&args);
+    let admin = Admin::new(r.admin, &token);
+    let bytes = std::fs::read(env!("RUNNER_P3_GUEST")).unwrap();
+    assert!(admin.put_component(bytes).await.status.is_success());
+    let document = json!({ "component": digest });
+    assert_eq!(
+        admin.put_tenant("r", document).await.status,
+        StatusCode::CREATED
+    );
+    for key in ["ghost0", "ghost1"] {
+        let read = get(r.addr, &format!("/t/r/kv/{key}")).await;
+        assert_eq!(read.status, StatusCode::NOT_FOUND, "{key}: {}", read.text());
+    }
+}
