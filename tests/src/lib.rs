@@ -211,13 +211,34 @@ impl Runner {
     }
 
     /// Runs `runner` with `args` (plus port-0 listeners), expecting it to
-    /// stop at start-up, and returns how it exited.
+    /// stop at start-up, and returns how it exited. One that is still
+    /// running after a minute (it started, where it should have refused)
+    /// is killed, and the test fails saying so.
     pub fn run_args_to_exit(args: &[&str]) -> Exit {
-        let out = Command::new(binary("runner"))
+        let child = Command::new(binary("runner"))
             .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .args(args)
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("running the runner binary");
+        let pid = child.id();
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                return true;
+            }
+            false
+        });
+        let out = child.wait_with_output().expect("running the runner binary");
+        let _ = done.send(());
+        assert!(
+            !watchdog.join().unwrap_or(false),
+            "the runner with {args:?} was still running after a minute; it should have stopped \
+             at start-up:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Exit {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -282,3 +282,94 @@ async fn a_full_disk_refuses_writes_and_keeps_serving() {
         StatusCode::NO_CONTENT
     );
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).expect("a directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// A data directory that lost acknowledged writes is refused at start-up,
+/// naming what is missing, never served half-empty: its journal damaged in
+/// the middle after a SIGKILL, or its `kv/` deleted beside the deployments
+/// in `fleet/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_missing_acknowledged_writes_is_refused() {
+    let token = system_tests::admin::Token::new();
+    for damage in ["journal", "kv"] {
+        let dir = TempDir::new();
+        let data = dir.path.join("data");
+        let data = data.to_str().expect("temp paths are UTF-8");
+        let args = [
+            "--tenants",
+            "1",
+            "--data-dir",
+            data,
+            "--admin-token-file",
+            token.path(),
+        ];
+        let mut runner = Runner::start(&args);
+        let admin = system_tests::admin::Admin::new(runner.admin, &token);
+        let deployed = admin
+            .put_tenant("app", serde_json::json!({ "component": "default" }))
+            .await;
+        assert_eq!(deployed.status, StatusCode::CREATED);
+        let mut client = Client::connect(runner.addr).await;
+        for i in 0..300 {
+            let path = format!("/t/t0/kv/k{i}");
+            let res = client.send(Method::PUT, &path, vec![b'v'; 512]).await;
+            assert_eq!(res.status, StatusCode::NO_CONTENT);
+        }
+        // The last of them is recorded durable within a second.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        runner.kill();
+        let kv = Path::new(data).join("kv");
+        if damage == "kv" {
+            std::fs::remove_dir_all(&kv).unwrap();
+        } else {
+            let journal = files_under(&kv)
+                .into_iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "jnl"))
+                .max_by_key(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+                .expect("a journal file");
+            let mut bytes = std::fs::read(&journal).unwrap();
+            // The journal is made long and filled from its start: a third
+            // of the way into what was written.
+            let written = bytes.iter().rposition(|b| *b != 0).unwrap_or(0);
+            let third = written / 3;
+            bytes
+                .iter_mut()
+                .skip(third)
+                .take(4096)
+                .for_each(|b| *b ^= 0xA5);
+            std::fs::write(&journal, bytes).unwrap();
+        }
+        let exit = Runner::run_args_to_exit(&args);
+        assert_eq!(exit.status.code(), Some(1), "{damage}: {}", exit.stderr);
+        let expected = if damage == "kv" {
+            format!(
+                "error: the data directory {data} has deployments in {data}/fleet but no \
+                 key-value data (kv/ is missing); it may be damaged, or partly restored \
+                 (restore it whole from a backup, or move it aside to start empty)"
+            )
+        } else {
+            format!("error: the data directory {data} ")
+        };
+        assert!(
+            exit.stderr.trim_end().starts_with(&expected) && exit.stderr.contains("may be damaged"),
+            "{damage}: {}",
+            exit.stderr
+        );
+    }
+}

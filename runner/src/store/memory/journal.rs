@@ -60,6 +60,16 @@ use crate::store::Error;
 pub const FORMAT: u32 = 1;
 
 const FORMAT_KEY: &[u8] = b"format";
+/// The number of the last batch committed, in every batch: what the
+/// engine recovered says how far it got.
+const COMMIT_KEY: &[u8] = b"commit";
+/// Beside `kv/`: the number of a batch known durable, written at most
+/// every [`ACKNOWLEDGED_EVERY`] (and at a clean stop). A journal that
+/// recovers to an earlier batch lost acknowledged writes (damage in its
+/// middle, or `kv/` deleted or restored from an older copy): refused, never
+/// half-loaded.
+const ACKNOWLEDGED_FILE: &str = "acknowledged";
+const ACKNOWLEDGED_EVERY: Duration = Duration::from_secs(1);
 const SEED_TAG: u8 = b's';
 const BUCKET_TAG: u8 = b'b';
 
@@ -202,6 +212,8 @@ struct Shared {
     data: fjall::Keyspace,
     meta: fjall::Keyspace,
     fsync: Fsync,
+    /// The last batch committed when it was opened.
+    recovered: u64,
     queue: Mutex<Queue>,
     wake: Condvar,
     stop: std::sync::atomic::AtomicBool,
@@ -244,6 +256,10 @@ impl Shared {
     fn run(&self) {
         let mut synced_at = Instant::now();
         let mut unsynced = false;
+        // Batches committed, known durable, and told to the acknowledged
+        // file.
+        let (mut committed, mut durable) = (self.recovered, self.recovered);
+        let mut told = (self.recovered, Instant::now());
         loop {
             let (ops, batch, stopping) = {
                 let mut queue = self.queue.lock();
@@ -252,15 +268,21 @@ impl Shared {
                     if !queue.ops.is_empty() || stopping {
                         break;
                     }
-                    match self.fsync {
+                    // An untold durable batch is told when its time comes.
+                    let tell = (durable > told.0)
+                        .then(|| ACKNOWLEDGED_EVERY.saturating_sub(told.1.elapsed()));
+                    let sync = match self.fsync {
                         Fsync::Every(period) if unsynced => {
-                            let left = period.saturating_sub(synced_at.elapsed());
-                            if left.is_zero() {
-                                break;
-                            }
+                            Some(period.saturating_sub(synced_at.elapsed()))
+                        }
+                        _ => None,
+                    };
+                    match tell.into_iter().chain(sync).min() {
+                        Some(left) if left.is_zero() => break,
+                        Some(left) => {
                             self.wake.wait_for(&mut queue, left);
                         }
-                        _ => self.wake.wait(&mut queue),
+                        None => self.wake.wait(&mut queue),
                     }
                 }
                 (
@@ -270,14 +292,16 @@ impl Shared {
                 )
             };
             if !ops.is_empty() {
-                if let Err(e) = self.commit(ops) {
+                if let Err(e) = self.commit(ops, committed + 1) {
                     return self.fail("writing", &e, &batch);
                 }
+                committed += 1;
                 match self.fsync {
                     Fsync::Always => {
                         if let Err(e) = self.persist() {
                             return self.fail("fsync", &e, &batch);
                         }
+                        durable = committed;
                     }
                     Fsync::Every(_) => unsynced = true,
                 }
@@ -292,6 +316,15 @@ impl Shared {
                 }
                 synced_at = Instant::now();
                 unsynced = false;
+                durable = committed;
+            }
+            if durable > told.0 && (stopping || told.1.elapsed() >= ACKNOWLEDGED_EVERY) {
+                // Only a later check misses a loss if this fails; the
+                // writes themselves are durable.
+                if let Err(e) = self.tell(durable) {
+                    tracing::warn!(dir = %self.dir.display(), "recording the last durable write: {e}");
+                }
+                told = (durable, Instant::now());
             }
             if stopping && self.queue.lock().ops.is_empty() {
                 return;
@@ -299,7 +332,18 @@ impl Shared {
         }
     }
 
-    fn commit(&self, ops: Vec<Op>) -> Result<(), fjall::Error> {
+    /// Records batch `number` as durable in the acknowledged file: a new
+    /// file renamed over the old, so it is one or the other, whole.
+    fn tell(&self, number: u64) -> std::io::Result<()> {
+        let path = self.dir.join(ACKNOWLEDGED_FILE);
+        let temporary = self.dir.join(format!("{ACKNOWLEDGED_FILE}.tmp"));
+        let mut file = File::create(&temporary)?;
+        file.write_all(number.to_string().as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)
+    }
+
+    fn commit(&self, ops: Vec<Op>, number: u64) -> Result<(), fjall::Error> {
         let count = ops.len() as u64;
         // Every item of a fjall batch gets the same sequence number, so two
         // writes of one key in a batch would be ordered by the engine's
@@ -329,6 +373,7 @@ impl Shared {
                 }
             }
         }
+        batch.insert(&self.meta, COMMIT_KEY, number.to_be_bytes());
         batch.commit()?;
         self.commits.increment(1);
         self.writes.increment(count);
@@ -402,12 +447,14 @@ impl Journal {
             ),
         };
         check_format(dir, existed, &db, &data, &meta)?;
+        let recovered = check_whole(dir, existed, &meta)?;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             db,
             data,
             meta,
             fsync,
+            recovered,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             stop: Default::default(),
@@ -688,6 +735,52 @@ fn check_format(
     }
 }
 
+/// The last batch the engine recovered, after checking nothing
+/// acknowledged is missing: none after it was recorded durable, and no
+/// `kv/` is missing beside deployments kept in `fleet/`.
+fn check_whole(dir: &Path, existed: bool, meta: &fjall::Keyspace) -> anyhow::Result<u64> {
+    let damaged = |what: String| {
+        anyhow::anyhow!(
+            "the data directory {} {what}; it may be damaged, or partly restored (restore it \
+             whole from a backup, or move it aside to start empty)",
+            dir.display()
+        )
+    };
+    let fleet = dir.join("fleet");
+    if !existed && std::fs::read_dir(&fleet).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(damaged(format!(
+            "has deployments in {} but no key-value data (kv/ is missing)",
+            fleet.display()
+        )));
+    }
+    let recovered = match meta.get(COMMIT_KEY) {
+        Ok(Some(saved)) => <[u8; 8]>::try_from(&*saved)
+            .map(u64::from_be_bytes)
+            .map_err(|_| damaged("has an unreadable commit record".into()))?,
+        Ok(None) => 0,
+        Err(e) => return Err(damaged(format!("cannot be read ({e})"))),
+    };
+    let told = match std::fs::read_to_string(dir.join(ACKNOWLEDGED_FILE)) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| damaged(format!("has an unreadable {ACKNOWLEDGED_FILE} file")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => {
+            return Err(damaged(format!(
+                "has an unreadable {ACKNOWLEDGED_FILE} file ({e})"
+            )));
+        }
+    };
+    if told > recovered {
+        return Err(damaged(format!(
+            "is missing acknowledged writes: its journal ends at batch {recovered}, but batch \
+             {told} was written durably"
+        )));
+    }
+    Ok(recovered)
+}
+
 /// Each part as a big-endian u16 length and its bytes: parts never run
 /// into each other, so no two lists share an encoding. Names fit: tenant
 /// names are short and bucket names at most 255 bytes.
@@ -934,19 +1027,22 @@ mod tests {
             let journal = Journal::open(&dir.0, Fsync::Always).unwrap();
             journal
                 .shared
-                .commit(vec![
-                    put("gone", b"1"),
-                    Op::Remove {
-                        meta: false,
-                        key: key("gone"),
-                    },
-                    put("kept", b"1"),
-                    Op::Remove {
-                        meta: false,
-                        key: key("kept"),
-                    },
-                    put("kept", b"2"),
-                ])
+                .commit(
+                    vec![
+                        put("gone", b"1"),
+                        Op::Remove {
+                            meta: false,
+                            key: key("gone"),
+                        },
+                        put("kept", b"1"),
+                        Op::Remove {
+                            meta: false,
+                            key: key("kept"),
+                        },
+                        put("kept", b"2"),
+                    ],
+                    1,
+                )
                 .unwrap();
         }
         let journal = Journal::open(&dir.0, Fsync::Always).unwrap();
