@@ -57,6 +57,15 @@ pub struct TenantConfig {
     pub limits: Limits,
 }
 
+/// A change refused while being built: the store failing is the runner's
+/// fault (a 5xx), anything else the change's.
+fn refused(error: anyhow::Error) -> Refused {
+    match error.downcast_ref::<store::Error>() {
+        Some(store::Error::Unavailable(_)) => Refused::Failed(error),
+        _ => Refused::Invalid(error),
+    }
+}
+
 /// Names a kept deployment in an error.
 fn who(name: &str) -> String {
     format!("tenant {name:?} (deployed through the admin API)")
@@ -358,7 +367,7 @@ impl Fleet {
             }
             Err(e) => {
                 self.reassert_quotas([name]);
-                return Err(Refused::Invalid(e));
+                return Err(refused(e));
             }
         };
         if source == Source::Api {

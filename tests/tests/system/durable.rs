@@ -216,7 +216,15 @@ async fn a_full_disk_refuses_writes_and_keeps_serving() {
     };
     let data = disk.path().join("data");
     let data = data.to_str().expect("temp paths are UTF-8");
-    let args = ["--tenants", "2", "--data-dir", data];
+    let token = system_tests::admin::Token::new();
+    let args = [
+        "--tenants",
+        "2",
+        "--data-dir",
+        data,
+        "--admin-token-file",
+        token.path(),
+    ];
     let mut runner = Runner::start(&args);
     let put = |path: &'static str, body: &'static str| {
         request(runner.addr, Method::PUT, path, body.as_bytes().to_vec())
@@ -247,12 +255,11 @@ async fn a_full_disk_refuses_writes_and_keeps_serving() {
         "{}",
         refused.text()
     );
-    assert!(
-        refused.text().starts_with(&format!(
-            "store error: store-unavailable: the data directory {data} cannot be written"
-        )),
-        "{}",
-        refused.text()
+    // Not where the data directory is: that is for the operator's log.
+    assert_eq!(
+        refused.text(),
+        "store error: store-unavailable: the data directory cannot be written (see the \
+         runner's log); writes are refused until the runner restarts"
     );
     // Reads, other routes and the admin side keep working.
     let kept = get(runner.addr, "/t/t0/kv/before").await;
@@ -265,6 +272,18 @@ async fn a_full_disk_refuses_writes_and_keeps_serving() {
     // Later writes are refused at once, and say why.
     let again = put("/t/t0/kv/later", "x").await;
     assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A deploy the disk refuses is the runner's failure, not the deploy's.
+    let admin = system_tests::admin::Admin::new(runner.admin, &token);
+    let deploy = admin
+        .put_tenant("new", serde_json::json!({ "component": "default" }))
+        .await;
+    assert_eq!(
+        deploy.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        deploy.text()
+    );
+    assert_eq!(deploy.json()["type"], "urn:runner:problem:failed");
 
     // With room again, a restart serves what was acknowledged.
     std::fs::remove_file(filler).expect("removing the filler");

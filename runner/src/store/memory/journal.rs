@@ -224,11 +224,15 @@ struct Shared {
 }
 
 impl Shared {
-    fn unavailable(&self, why: &str) -> Error {
-        Error::Unavailable(format!(
-            "the data directory {} cannot be written ({why}); writes are refused until the runner restarts",
-            self.dir.display()
-        ))
+    /// What a writer is told once the disk failed: not where the data
+    /// directory is, nor the OS's words, which are for the operator (the
+    /// runner's log has both), not for tenants.
+    fn unavailable(&self, _why: &str) -> Error {
+        Error::Unavailable(
+            "the data directory cannot be written (see the runner's log); writes are refused \
+             until the runner restarts"
+                .into(),
+        )
     }
 
     /// Stops taking writes: `batch` (the one being committed) and the one
