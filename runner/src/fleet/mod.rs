@@ -140,9 +140,6 @@ pub struct Fleet {
     /// bounded however many tenants come and go), and the shared `_other`
     /// or `_all`, registered once however many tenants share them.
     labelled: Mutex<Labels>,
-    /// Each tenant's key-value fence, shared by all its versions, closed
-    /// when it is purged (see [`store::Fence`]).
-    fences: Mutex<HashMap<Box<str>, Arc<store::Fence>>>,
     /// (component, limits) pairs already instantiated once: tenants that
     /// share both are checked once, not once each.
     checked: Mutex<HashSet<(Digest, String)>>,
@@ -208,7 +205,6 @@ impl Fleet {
             tenants: RwLock::new(HashMap::default()),
             labelled: Mutex::new(Labels::default()),
             checked: Mutex::new(HashSet::new()),
-            fences: Mutex::new(HashMap::new()),
             changes: tokio::sync::Mutex::new(()),
             defaults: RwLock::new(defaults),
             deployed: deployed.map(|d| (d, Mutex::new(SavedTenants::new()))),
@@ -567,7 +563,6 @@ impl Fleet {
             };
             self.metrics.tenants.set(self.len() as f64);
             self.retire(&old, false, Source::Peer);
-            self.fences.lock().remove(name);
             // What this process knows of its data (usage, buckets opened)
             // may be stale now: a peer may purge it.
             self.backend.forget(name);
@@ -650,7 +645,6 @@ impl Fleet {
         for name in remove {
             if let Some(old) = self.tenants.write().remove(name.as_str()) {
                 self.retire(&old, false, source);
-                self.fences.lock().remove(name.as_str());
                 changes.push((name.clone(), Change::Removed));
             }
         }
@@ -681,55 +675,76 @@ impl Fleet {
         Ok(())
     }
 
-    /// The components of `tenants`, compiled, in their order. Many tenants
-    /// usually share a few files: each is read once.
-    async fn components_of(&self, tenants: &[TenantConfig]) -> anyhow::Result<Vec<Loaded>> {
-        let mut files: HashMap<&Path, Loaded> = HashMap::new();
-        let mut components = Vec::with_capacity(tenants.len());
+    /// The components of `tenants`, compiled: each distinct one once, and
+    /// for each tenant, in order, the index of its own. Many tenants
+    /// usually share a few files (or the embedded guest): each is read
+    /// once, and held once however many tenants share it.
+    async fn components_of(
+        &self,
+        tenants: &[TenantConfig],
+    ) -> anyhow::Result<(Vec<Loaded>, Vec<usize>)> {
+        let mut distinct = Vec::new();
+        let mut embedded = None;
+        let mut files: HashMap<&Path, usize> = HashMap::new();
+        let mut which = Vec::with_capacity(tenants.len());
         for t in tenants {
             let limit = limits::bytes(t.limits.max_memory);
-            let component = match &t.component {
-                ComponentSource::Embedded => self
-                    .embedded(Some(limit))
-                    .await
-                    .with_context(|| format!("tenant {:?}", t.name))?,
-                ComponentSource::File(path) => match files.get(path.as_path()) {
-                    Some(loaded) => loaded.clone(),
-                    None => {
-                        let added = match std::fs::read(path) {
-                            Ok(bytes) => self
-                                .add_component(bytes.into(), Some(limit))
-                                .await
-                                .map_err(anyhow::Error::from),
-                            Err(e) => Err(anyhow::Error::new(e)
-                                .context(format!("reading {}", path.display()))),
-                        };
-                        let loaded = added
-                            .with_context(|| {
-                                format!("tenant {:?}: component {}", t.name, path.display())
-                            })?
-                            .0;
-                        files.insert(path, loaded.clone());
-                        loaded
-                    }
-                },
+            let known = match &t.component {
+                ComponentSource::Embedded => embedded,
+                ComponentSource::File(path) => files.get(path.as_path()).copied(),
             };
-            components.push(component);
+            let index = match known {
+                Some(index) => index,
+                None => {
+                    let loaded = match &t.component {
+                        ComponentSource::Embedded => self
+                            .embedded(Some(limit))
+                            .await
+                            .with_context(|| format!("tenant {:?}", t.name))?,
+                        ComponentSource::File(path) => {
+                            let added = match std::fs::read(path) {
+                                Ok(bytes) => self
+                                    .add_component(bytes.into(), Some(limit))
+                                    .await
+                                    .map_err(anyhow::Error::from),
+                                Err(e) => Err(anyhow::Error::new(e)
+                                    .context(format!("reading {}", path.display()))),
+                            };
+                            added
+                                .with_context(|| {
+                                    format!("tenant {:?}: component {}", t.name, path.display())
+                                })?
+                                .0
+                        }
+                    };
+                    distinct.push(loaded);
+                    let index = distinct.len() - 1;
+                    match &t.component {
+                        ComponentSource::Embedded => embedded = Some(index),
+                        ComponentSource::File(path) => {
+                            files.insert(path, index);
+                        }
+                    }
+                    index
+                }
+            };
+            which.push(index);
         }
-        Ok(components)
+        Ok((distinct, which))
     }
 
-    /// The new versions of `tenants`, running `components` (theirs, in
-    /// order), built and checked; those unchanged are left out.
+    /// The new versions of `tenants`, each running its component of
+    /// `components` ([`Fleet::components_of`]), built and checked; those
+    /// unchanged are left out.
     async fn prepare_all(
         &self,
         tenants: &[TenantConfig],
-        components: &[Loaded],
+        (distinct, which): &(Vec<Loaded>, Vec<usize>),
     ) -> anyhow::Result<Vec<Arc<Tenant>>> {
         let mut built = Vec::new();
-        for (t, component) in tenants.iter().zip(components) {
+        for (t, index) in tenants.iter().zip(which) {
             let prepared = self
-                .prepare(&t.name, component, t.limits.clone())
+                .prepare(&t.name, &distinct[*index], t.limits.clone())
                 .await
                 .with_context(|| format!("tenant {:?}", t.name))?;
             built.extend(prepared);
@@ -813,7 +828,12 @@ impl Fleet {
             );
         }
         component.fits(max_memory)?;
-        let fence = self.fences.lock().entry(name.into()).or_default().clone();
+        // Every version of a tenant writes through one fence (see
+        // `store::Fence`): the one before's, or, for a new tenant, a new one.
+        let fence = self
+            .get(name)
+            .map(|current| current.namespace().fence().clone())
+            .unwrap_or_default();
         let namespace = store::Namespace::new(&*self.backend, name, limits.quotas())
             .context("opening its key-value namespace")?
             .fenced(fence);
@@ -863,8 +883,6 @@ impl Fleet {
         };
         self.metrics.tenants.set(self.len() as f64);
         self.retire(&old, purge, source);
-        // A tenant made again under this name starts with a fence of its own.
-        let fence = self.fences.lock().remove(name);
         if purge {
             // Its requests in flight hold its permits, and its instances
             // that outlive their requests (tasks a WASIp3 guest left
@@ -874,7 +892,7 @@ impl Fleet {
             let all = u32::try_from(max).unwrap_or(u32::MAX);
             let drained = tokio::time::timeout(grace, async {
                 let _requests = old.permits().acquire_many(all).await;
-                old.workers().ended(max).await;
+                old.workers().ended().await;
             })
             .await;
             if drained.is_err() {
@@ -885,9 +903,8 @@ impl Fleet {
                     humantime::format_duration(grace)
                 );
             }
-            if let Some(fence) = fence {
-                fence.close().await;
-            }
+            // A tenant made again under the name has a fence of its own.
+            old.namespace().fence().close().await;
             self.backend.purge(name).await.map_err(|e| {
                 Refused::Failed(anyhow::Error::from(e).context("purging its key-value data"))
             })?;

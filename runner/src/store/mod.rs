@@ -199,6 +199,11 @@ impl Namespace {
         }
     }
 
+    /// The fence its writes pass.
+    pub fn fence(&self) -> &Arc<Fence> {
+        &self.fence
+    }
+
     /// The same namespace, its writes through `fence`.
     pub fn fenced(mut self, fence: Arc<Fence>) -> Self {
         self.fence = fence;

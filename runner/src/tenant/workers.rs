@@ -39,7 +39,9 @@ pub struct Workers {
     /// more requests (past `max-instance-reuse`, say) keeps its pool slot
     /// until its guest's tasks end, so the tenant's share of the pool is
     /// bounded here, by its `max-tenant-in-flight`, not by its requests.
-    instances: Arc<Semaphore>,
+    /// Made with the first such instance: most tenants never have one.
+    instances: std::sync::OnceLock<Arc<Semaphore>>,
+    max: usize,
 }
 
 impl Workers {
@@ -47,21 +49,27 @@ impl Workers {
     pub fn new(max: usize) -> Self {
         Self {
             list: Mutex::default(),
-            instances: Arc::new(Semaphore::new(max)),
+            instances: std::sync::OnceLock::new(),
+            max,
         }
     }
 
-    /// Returns once every instance the tenant had has ended (`max`: how
-    /// many it may have), holding the places so no new one starts.
-    pub async fn ended(&self, max: usize) {
-        let all = u32::try_from(max).unwrap_or(u32::MAX);
-        let _ = self.instances.acquire_many(all).await;
+    fn instances(&self) -> &Arc<Semaphore> {
+        self.instances
+            .get_or_init(|| Arc::new(Semaphore::new(self.max)))
+    }
+
+    /// Returns once every instance the tenant had has ended, holding the
+    /// places so no new one starts.
+    pub async fn ended(&self) {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        let _ = self.instances().acquire_many(all).await;
     }
 
     /// A place for one more instance, held for its life; `None` when the
     /// tenant has as many as it may.
     pub fn room(&self) -> Option<OwnedSemaphorePermit> {
-        self.instances.clone().try_acquire_owned().ok()
+        self.instances().clone().try_acquire_owned().ok()
     }
 
     /// Hands `job` to a worker with room (fewer than `max` requests
