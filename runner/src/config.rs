@@ -170,9 +170,10 @@ settings! {
         /// Largest component the admin API accepts (PUT /v1/components);
         /// larger gets 413.
         max_component_bytes: ByteSize = "128MiB", Range::Between(ByteSize::kib(1), ByteSize::gib(1));
-        /// Components compiled at once, each in a process of its own on one
-        /// core, never on the threads that serve requests; more wait their
-        /// turn (the same bytes twice are compiled once).
+        /// Components compiled at once while serving, each in a process of
+        /// its own on one core, never on the threads that serve requests;
+        /// more wait their turn (the same bytes twice are compiled once).
+        /// Start-up, before serving, compiles one per core.
         compile_workers: usize = "1", Range::Positive(256usize);
         /// Longest one component's compile may take; past it the compile
         /// is stopped and the component refused.

@@ -234,6 +234,7 @@ impl Runner {
         admin_listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
+        self.runtime.serving();
         let ready = Arc::new(AtomicBool::new(true));
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = Arc::new(Admin {

@@ -82,8 +82,12 @@ pub struct Runtime {
     /// One compile of given bytes at a time: a second upload of the same
     /// bytes waits for the first and takes its result.
     compiling: Mutex<HashMap<Digest, Compiling>>,
-    /// Compiles that may run at once (`compile-workers`).
+    /// Compiles that may run at once: one per core until the runner
+    /// serves (nothing waits on the cores then), `compile-workers` after
+    /// ([`Runtime::serving`]).
     compilers: tokio::sync::Semaphore,
+    /// How many more than `compile-workers` it had before serving.
+    start_up_extra: std::sync::atomic::AtomicUsize,
     /// Tenants' kept instances, and the thread that drops idle ones.
     reaper: Reaper,
     /// Advances the engine's epoch every tick.
@@ -194,10 +198,23 @@ impl Runtime {
             metrics: RunnerMetrics::new(),
             compiled: Mutex::new(HashMap::new()),
             compiling: Mutex::new(HashMap::new()),
-            compilers: tokio::sync::Semaphore::new(config.compile.workers.max(1)),
+            compilers: tokio::sync::Semaphore::new(start_up_compilers(&config)),
+            start_up_extra: start_up_compilers(&config)
+                .saturating_sub(config.compile.workers.max(1))
+                .into(),
             reaper: Reaper::start(Arc::new(Registry::new())),
             config,
         })
+    }
+
+    /// From now on at most `compile-workers` compiles run at once: the
+    /// runner serves, and the other cores are the tenants'. Called once
+    /// start-up's compiles are done.
+    pub fn serving(&self) {
+        let extra = self
+            .start_up_extra
+            .swap(0, std::sync::atomic::Ordering::AcqRel);
+        self.compilers.forget_permits(extra);
     }
 
     /// The engine WASIp2 components run on.
@@ -395,6 +412,13 @@ impl Runtime {
     pub(crate) fn kept(&self) -> &Arc<Registry> {
         self.reaper.registry()
     }
+}
+
+/// Compiles at once before the runner serves: one per core, or
+/// `compile-workers` if more.
+fn start_up_compilers(config: &EngineConfig) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.max(config.compile.workers.max(1))
 }
 
 /// A compile under way, which whoever brings the same bytes meanwhile waits

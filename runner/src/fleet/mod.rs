@@ -25,7 +25,7 @@ pub mod follow;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ use crate::store::{self, Backend};
 use crate::tenant::Tenant;
 
 /// Where a tenant's component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ComponentSource {
     /// The default guest built into the runner binary.
     Embedded,
@@ -675,61 +675,50 @@ impl Fleet {
         Ok(())
     }
 
-    /// The components of `tenants`, compiled: each distinct one once, and
-    /// for each tenant, in order, the index of its own. Many tenants
-    /// usually share a few files (or the embedded guest): each is read
-    /// once, and held once however many tenants share it.
+    /// The components of `tenants`, compiled: each distinct one once (all
+    /// at once, as many as the runtime compiles in parallel), and for each
+    /// tenant, in order, the index of its own. Many tenants usually share a
+    /// few files (or the embedded guest): each is read once, and held once
+    /// however many tenants share it.
     async fn components_of(
         &self,
         tenants: &[TenantConfig],
     ) -> anyhow::Result<(Vec<Loaded>, Vec<usize>)> {
-        let mut distinct = Vec::new();
-        let mut embedded = None;
-        let mut files: HashMap<&Path, usize> = HashMap::new();
+        // Each distinct source, with the first tenant that names it.
+        let mut sources: Vec<&TenantConfig> = Vec::new();
         let mut which = Vec::with_capacity(tenants.len());
+        let mut seen: HashMap<&ComponentSource, usize> = HashMap::new();
         for t in tenants {
-            let limit = limits::bytes(t.limits.max_memory);
-            let known = match &t.component {
-                ComponentSource::Embedded => embedded,
-                ComponentSource::File(path) => files.get(path.as_path()).copied(),
-            };
-            let index = match known {
-                Some(index) => index,
-                None => {
-                    let loaded = match &t.component {
-                        ComponentSource::Embedded => self
-                            .embedded(Some(limit))
-                            .await
-                            .with_context(|| format!("tenant {:?}", t.name))?,
-                        ComponentSource::File(path) => {
-                            let added = match std::fs::read(path) {
-                                Ok(bytes) => self
-                                    .add_component(bytes.into(), Some(limit))
-                                    .await
-                                    .map_err(anyhow::Error::from),
-                                Err(e) => Err(anyhow::Error::new(e)
-                                    .context(format!("reading {}", path.display()))),
-                            };
-                            added
-                                .with_context(|| {
-                                    format!("tenant {:?}: component {}", t.name, path.display())
-                                })?
-                                .0
-                        }
-                    };
-                    distinct.push(loaded);
-                    let index = distinct.len() - 1;
-                    match &t.component {
-                        ComponentSource::Embedded => embedded = Some(index),
-                        ComponentSource::File(path) => {
-                            files.insert(path, index);
-                        }
-                    }
-                    index
-                }
-            };
+            let index = *seen.entry(&t.component).or_insert_with(|| {
+                sources.push(t);
+                sources.len() - 1
+            });
             which.push(index);
         }
+        let distinct = futures::future::try_join_all(sources.into_iter().map(|t| async move {
+            let limit = limits::bytes(t.limits.max_memory);
+            match &t.component {
+                ComponentSource::Embedded => self
+                    .embedded(Some(limit))
+                    .await
+                    .with_context(|| format!("tenant {:?}", t.name)),
+                ComponentSource::File(path) => {
+                    let added =
+                        match std::fs::read(path) {
+                            Ok(bytes) => self
+                                .add_component(bytes.into(), Some(limit))
+                                .await
+                                .map_err(anyhow::Error::from),
+                            Err(e) => Err(anyhow::Error::new(e)
+                                .context(format!("reading {}", path.display()))),
+                        };
+                    added.map(|(loaded, _)| loaded).with_context(|| {
+                        format!("tenant {:?}: component {}", t.name, path.display())
+                    })
+                }
+            }
+        }))
+        .await?;
         Ok((distinct, which))
     }
 
