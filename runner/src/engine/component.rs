@@ -17,12 +17,21 @@ pub fn initial_memory(bytes: &[u8]) -> Result<u64, wasmparser::BinaryReaderError
     let mut largest = 0u64;
     for payload in wasmparser::Parser::new(0).parse_all(bytes) {
         if let wasmparser::Payload::MemorySection(memories) = payload? {
-            for memory in memories {
-                let memory = memory?;
-                let page = 1u64 << memory.page_size_log2.unwrap_or(16);
-                largest = largest.max(memory.initial.saturating_mul(page));
-            }
+            largest = largest.max(largest_memory(memories)?);
         }
+    }
+    Ok(largest)
+}
+
+/// The largest initial size of the memories of one section, in bytes.
+fn largest_memory(
+    memories: wasmparser::MemorySectionReader<'_>,
+) -> Result<u64, wasmparser::BinaryReaderError> {
+    let mut largest = 0u64;
+    for memory in memories {
+        let memory = memory?;
+        let page = 1u64 << memory.page_size_log2.unwrap_or(16);
+        largest = largest.max(memory.initial.saturating_mul(page));
     }
     Ok(largest)
 }
@@ -31,7 +40,9 @@ pub fn initial_memory(bytes: &[u8]) -> Result<u64, wasmparser::BinaryReaderError
 /// to refuse a component that cannot run here before spending a compile.
 #[derive(Debug)]
 pub struct Outline {
-    /// It exports a WASIp3 handler (see [`exports_p3_handler`]).
+    /// It exports a WASIp3 handler (`wasi:http/handler@0.3.x`), which
+    /// decides the engine it is compiled for (a component exporting both
+    /// is served as WASIp3: see `HandlerPre::new`).
     pub p3: bool,
     /// Its initial linear memory (see [`initial_memory`]), in bytes.
     pub needed: u64,
@@ -53,26 +64,30 @@ impl Outline {
                     .into(),
             );
         }
-        let needed = initial_memory(bytes).map_err(|e| format!("reading the component: {e}"))?;
-        let (mut imports, mut handler) = (Vec::new(), false);
+        // One pass over what may be 128 MiB: the memories of every module,
+        // the outer component's imports and exports.
+        let unreadable = |e: wasmparser::BinaryReaderError| format!("reading the component: {e}");
+        let (mut imports, mut handler, mut p3, mut needed) = (Vec::new(), false, false, 0u64);
         let mut depth = 0usize;
         for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-            match payload.map_err(|e| format!("reading the component: {e}"))? {
+            match payload.map_err(unreadable)? {
                 wasmparser::Payload::Version { .. } => depth += 1,
                 wasmparser::Payload::End(_) => depth = depth.saturating_sub(1),
+                wasmparser::Payload::MemorySection(memories) => {
+                    needed = needed.max(largest_memory(memories).map_err(unreadable)?);
+                }
                 wasmparser::Payload::ComponentExportSection(exports) if depth == 1 => {
                     for export in exports.into_iter().flatten() {
+                        let name = export.name.name;
                         handler |= crate::host::HANDLERS
                             .iter()
-                            .any(|prefix| export.name.name.starts_with(prefix));
+                            .any(|prefix| name.starts_with(prefix));
+                        p3 |= name.starts_with("wasi:http/handler@0.3");
                     }
                 }
                 wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
                     for import in section {
-                        let name = import
-                            .map_err(|e| format!("reading the component: {e}"))?
-                            .name
-                            .name;
+                        let name = import.map_err(unreadable)?.name.name;
                         if !crate::host::provides_package(name) {
                             imports.push((
                                 name.to_string(),
@@ -92,35 +107,11 @@ impl Outline {
             None
         };
         Ok(Self {
-            p3: exports_p3_handler(bytes),
+            p3,
             needed,
             refusal,
         })
     }
-}
-
-/// Whether the component exports a WASIp3 HTTP handler
-/// (`wasi:http/handler@0.3.x`), which decides the engine it is compiled
-/// for. Only the outer component's exports count; bytes that do not parse
-/// are left to the compiler to refuse.
-pub fn exports_p3_handler(bytes: &[u8]) -> bool {
-    let mut depth = 0usize;
-    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-        match payload {
-            Ok(wasmparser::Payload::Version { .. }) => depth += 1,
-            Ok(wasmparser::Payload::End(_)) => depth = depth.saturating_sub(1),
-            Ok(wasmparser::Payload::ComponentExportSection(exports)) if depth == 1 => {
-                for export in exports.into_iter().flatten() {
-                    if export.name.name.starts_with("wasi:http/handler@0.3") {
-                        return true;
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 /// The refusal for a component whose initial memory is over `limit`.
