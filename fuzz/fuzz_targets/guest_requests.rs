@@ -7,12 +7,14 @@
 //! keeps serving its other tenant.
 #![no_main]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
+
+#[path = "loopback.rs"]
+mod loopback;
 
 #[derive(Arbitrary, Debug)]
 struct Call {
@@ -63,25 +65,8 @@ fn runner() -> SocketAddr {
     })
 }
 
-/// Sends one request on its own connection and returns the status and body.
 fn send(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nhost: fuzz\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no response to {method} {target}: {text:?}"));
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
+    loopback::send(addr, method, target, &[], body)
 }
 
 fuzz_target!(|call: Call| {

@@ -1,5 +1,6 @@
 //! The key-value store on its own, no wasm: what one `get` or `set` costs,
-//! and how a 90/10 get/set mix scales with threads and shard counts.
+//! how a 90/10 get/set mix scales with threads and shard counts, and what
+//! a page of a prefix listing costs by shard count.
 //!
 //! Run with `cargo bench -p runner --bench store`. Every bucket holds
 //! 10,000 keys of the form `key-NNNNN` with 100-byte values; the baseline is
@@ -55,7 +56,7 @@ fn value() -> Bytes {
 /// bench measures the map, not a quota refusal.
 fn filled_bucket(shards: usize, keys: &[String]) -> Bucket {
     let quotas = Quotas {
-        max_keys: (KEYS * 2) as u64,
+        max_keys: (keys.len() * 2) as u64,
         max_bytes: 1 << 30,
         ..Quotas::default()
     };
@@ -63,7 +64,7 @@ fn filled_bucket(shards: usize, keys: &[String]) -> Bucket {
         Namespace::new(&Store::new(shards), "t0", quotas).expect("a fresh namespace opens");
     let bucket = ready(namespace.open("")).expect("the default bucket always opens");
     for key in keys {
-        ready(bucket.set(key.clone(), value())).expect("10,000 small keys fit the raised quotas");
+        ready(bucket.set(key.clone(), value())).expect("small keys fit the raised quotas");
     }
     bucket
 }
@@ -215,5 +216,30 @@ fn threaded_mix(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_threaded, threaded_mix);
+/// One page of a prefix listing (`wasmcloud:keyvalue`'s `list-keys` with a
+/// prefix) from the middle of the prefix's keys, by shard count: a page
+/// should cost a seek per shard plus its own keys.
+fn prefix_pages(c: &mut Criterion) {
+    // 100,000 keys, 50,000 after the cursor: a page is 1,000 of them.
+    let keys: Vec<String> = (0..100_000).map(|i| format!("key-{i:06}")).collect();
+    let mut group = c.benchmark_group("store/prefix_page");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(1));
+    for shards in [8usize, 64, 256] {
+        let bucket = filled_bucket(shards, &keys);
+        group.bench_function(BenchmarkId::new("shards", shards), |b| {
+            b.iter(|| {
+                let page = ready(bucket.list_prefix(black_box("key-"), Some("key-050000")))
+                    .expect("a prefix page of the memory store");
+                black_box(page)
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, single_threaded, threaded_mix, prefix_pages);
 criterion_main!(benches);

@@ -147,6 +147,7 @@ impl Invocation {
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 settings! {
     /// Runner-wide settings; config file table `[server]`, same names.
@@ -181,6 +182,11 @@ settings! {
         /// Most memory (address space) one component's compile may use;
         /// past it the compile is stopped and the component refused.
         compile_max_memory: ByteSize = "4GiB", Range::Between(ByteSize::mib(64), ByteSize::gib(1024));
+        /// How long a component no tenant runs (uploaded and not deployed,
+        /// or left by its tenants) is held before it is released: its
+        /// compiled code, its copy in the data directory and its compiled
+        /// cache entries. A deploy naming it after that gets 404.
+        component_grace: Duration = "10m", Range::Between(Duration::from_secs(1), 30 * DAY);
         /// Largest linear memory any tenant may be given, fixed at start-up
         /// (it sizes the instance pool's slots): a tenant deployed later may
         /// not set max-memory above it. `auto` is the largest max-memory

@@ -79,7 +79,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::engine::Runtime;
 use crate::fleet::{Change, Fleet, Source};
-use crate::fleet::{deployed, follow};
+use crate::fleet::{components, deployed, follow};
 use crate::ingress::Ingress;
 use crate::ingress::admin::Admin;
 use crate::ingress::api::Api;
@@ -246,6 +246,8 @@ impl Runner {
         });
         let connections = self.ingress.limits().connections.clone();
         let follower = follow::Follower::start(self.fleet.clone());
+        let collector =
+            components::Collector::start(self.fleet.clone(), self.config.server.component_grace);
         let admin_task = tokio::spawn(async move {
             admin
                 .serve(admin_listener, &connections, async {
@@ -262,6 +264,7 @@ impl Runner {
             .serve(listener, stopping, self.config.server.shutdown_timeout)
             .await;
         drop(follower);
+        drop(collector);
         let _ = stop_admin.send(());
         let _ = admin_task.await;
         Ok(())

@@ -174,6 +174,52 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Drops the entry of `digest`, if there is one.
+    pub fn remove(&self, digest: &Digest) {
+        let path = self.entry(digest);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
+        }
+    }
+
+    /// Drops every entry (and every temporary file a crash left) last
+    /// written over `grace` ago whose component `keep` does not name:
+    /// entries of components no tenant runs any more. Returns how many.
+    pub fn sweep(&self, keep: &dyn Fn(&Digest) -> bool, grace: std::time::Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // A temporary file is being written for at most a moment; one
+            // a minute old is a crash's.
+            let (collect, grace) = match name.strip_suffix(".cwasm") {
+                Some(hex) => (
+                    Digest::parse(&format!("sha256:{hex}")).is_ok_and(|d| !keep(&d)),
+                    grace,
+                ),
+                None => (
+                    name.starts_with('.') && name.ends_with(".tmp"),
+                    grace.max(std::time::Duration::from_secs(60)),
+                ),
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= grace));
+            if collect && old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
 /// Temporary files made by this process so far.
 static NEXT: AtomicU64 = AtomicU64::new(0);
 

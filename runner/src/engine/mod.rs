@@ -320,9 +320,53 @@ impl Runtime {
         self.compiled.lock().get(digest).cloned()
     }
 
-    /// Components compiled so far.
+    /// Components compiled and held now.
     pub fn components(&self) -> usize {
         self.compiled.lock().len()
+    }
+
+    /// Every component held now, with the bytes of its compiled code.
+    pub fn held(&self) -> Vec<(Digest, usize)> {
+        self.compiled
+            .lock()
+            .values()
+            .map(|loaded| (loaded.digest, loaded.pre.code_bytes()))
+            .collect()
+    }
+
+    /// Holds `loaded` (again, if it was released meanwhile): a tenant runs
+    /// it.
+    pub fn hold(&self, loaded: &Loaded) {
+        self.compiled
+            .lock()
+            .entry(loaded.digest)
+            .or_insert_with(|| loaded.clone());
+    }
+
+    /// Lets go of component `digest`: a later tenant on it compiles it
+    /// again, and its entries in the compiled cache go too. Tenants (and
+    /// requests) that run it now keep their own hold on its code, which is
+    /// freed when the last of them ends. Says whether it was held.
+    pub fn release(&self, digest: &Digest) -> bool {
+        let held = self.compiled.lock().remove(digest).is_some();
+        for flavor in [&self.p2, &self.p3] {
+            if let Some(cache) = &flavor.cache {
+                cache.remove(digest);
+            }
+        }
+        held
+    }
+
+    /// Drops the compiled cache's entries, in each engine's, of components
+    /// not held now and not written for `grace`: those of components
+    /// released, or of an earlier run's that no tenant runs any more.
+    pub fn sweep_cache(&self, grace: Duration) -> usize {
+        let held = |digest: &Digest| self.compiled.lock().contains_key(digest);
+        [&self.p2, &self.p3]
+            .iter()
+            .filter_map(|flavor| flavor.cache.as_ref())
+            .map(|cache| cache.sweep(&held, grace))
+            .sum()
     }
 
     /// [`Runtime::add`], then checks the component's initial memory against

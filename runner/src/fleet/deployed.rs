@@ -73,6 +73,43 @@ impl Deployed {
         write_atomically(&path, bytes)
     }
 
+    /// Deletes the copy of component `digest`; says whether there was one.
+    pub fn remove_component(&self, digest: &Digest) -> anyhow::Result<bool> {
+        let path = self.component_file(digest);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+
+    /// Deletes the copies, written over `grace` ago, of components `keep`
+    /// does not name: uploads no tenant ran (before a restart, say).
+    /// Returns the digests deleted.
+    pub fn sweep(&self, keep: &dyn Fn(&Digest) -> bool, grace: Duration) -> Vec<Digest> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("components")) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".wasm")) else {
+                continue;
+            };
+            let Ok(digest) = Digest::parse(&format!("sha256:{hex}")) else {
+                continue;
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= grace));
+            if old && !keep(&digest) && std::fs::remove_file(entry.path()).is_ok() {
+                removed.push(digest);
+            }
+        }
+        removed
+    }
+
     /// The bytes of component `digest`, checked against it.
     pub fn load_component(&self, digest: &Digest) -> anyhow::Result<Vec<u8>> {
         let path = self.component_file(digest);
@@ -135,6 +172,22 @@ impl Keeper {
         Ok(bytes)
     }
 
+    /// Whether the keeper has component `digest`.
+    pub async fn has_component(&self, digest: &Digest) -> anyhow::Result<bool> {
+        match self {
+            Keeper::Files(files) => Ok(files.component_file(digest).exists()),
+            Keeper::Redis(redis) => redis.has_component(digest).await,
+        }
+    }
+
+    /// The bytes of component `digest` if the keeper has them.
+    pub async fn find_component(&self, digest: &Digest) -> anyhow::Result<Option<Vec<u8>>> {
+        if !self.has_component(digest).await? {
+            return Ok(None);
+        }
+        self.load_component(digest).await.map(Some)
+    }
+
     /// Writes the change from `before` to `after`.
     pub async fn save_tenants(
         &self,
@@ -162,6 +215,16 @@ impl Keeper {
             Keeper::Redis(redis) => Some(redis),
         }
     }
+}
+
+/// What deleting a component from the fleet's Redis came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Removal {
+    Removed,
+    /// Redis had no such component.
+    Absent,
+    /// Tenants of the fleet name it (at most five of them): kept.
+    InUse(Vec<String>),
 }
 
 /// The deployments every runner on one Redis shares, under its prefix:
@@ -244,17 +307,64 @@ impl Shared {
 
     async fn save_component(&self, digest: &Digest, bytes: &[u8]) -> anyhow::Result<()> {
         let mut set = ::redis::cmd("SET");
-        set.arg(format!("{}fleet:component:{}", self.prefix, digest.hex()))
-            .arg(bytes)
-            .arg("NX");
+        set.arg(self.component_key(digest)).arg(bytes).arg("NX");
         self.query::<()>(&set, self.transfer_timeout())
             .await
             .with_context(|| format!("keeping component {digest} in Redis"))
     }
 
+    fn component_key(&self, digest: &Digest) -> String {
+        format!("{}fleet:component:{}", self.prefix, digest.hex())
+    }
+
+    async fn has_component(&self, digest: &Digest) -> anyhow::Result<bool> {
+        let mut exists = ::redis::cmd("EXISTS");
+        exists.arg(self.component_key(digest));
+        self.query(&exists, self.timeout * 4)
+            .await
+            .with_context(|| format!("looking for component {digest} in Redis"))
+    }
+
+    /// Deletes the fleet's copy of component `digest` unless a tenant of
+    /// the fleet names it. A deploy of the same component that a runner
+    /// saves between the check and the delete would name a component the
+    /// fleet no longer has: the copy is put back if a second check finds
+    /// such a tenant.
+    pub async fn remove_component(&self, digest: &Digest) -> anyhow::Result<Removal> {
+        let users = |tenants: &SavedTenants| -> Vec<String> {
+            let named = digest.to_string();
+            tenants
+                .iter()
+                .filter(|(_, t)| t.component == named)
+                .map(|(name, _)| name.clone())
+                .take(5)
+                .collect()
+        };
+        let users_now = users(&self.load_tenants().await?);
+        if !users_now.is_empty() {
+            return Ok(Removal::InUse(users_now));
+        }
+        let key = self.component_key(digest);
+        let mut get = ::redis::cmd("GET");
+        get.arg(&key);
+        let bytes: Option<Vec<u8>> = self.query(&get, self.transfer_timeout()).await?;
+        let Some(bytes) = bytes else {
+            return Ok(Removal::Absent);
+        };
+        let mut del = ::redis::cmd("DEL");
+        del.arg(&key);
+        self.query::<()>(&del, self.timeout * 4).await?;
+        let users_after = users(&self.load_tenants().await?);
+        if !users_after.is_empty() {
+            self.save_component(digest, &bytes).await?;
+            return Ok(Removal::InUse(users_after));
+        }
+        Ok(Removal::Removed)
+    }
+
     async fn load_component(&self, digest: &Digest) -> anyhow::Result<Vec<u8>> {
         let mut get = ::redis::cmd("GET");
-        get.arg(format!("{}fleet:component:{}", self.prefix, digest.hex()));
+        get.arg(self.component_key(digest));
         let found: Option<Vec<u8>> = self
             .query(&get, self.transfer_timeout())
             .await

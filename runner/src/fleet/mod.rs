@@ -19,7 +19,10 @@
 //!   or in the Redis several runners share.
 //! - [`follow`]: keeps a runner's fleet in step with the others on its
 //!   Redis.
+//! - [`components`]: the components held, and letting go of those no
+//!   tenant runs.
 
+pub mod components;
 pub mod deployed;
 pub mod follow;
 
@@ -119,6 +122,9 @@ pub enum Refused {
     /// The request names something that is not there.
     #[error("{0}")]
     NotFound(String),
+    /// A component to remove that tenants still run.
+    #[error("{0}")]
+    InUse(String),
     /// The component or the limits cannot run here.
     #[error("{0:#}")]
     Invalid(anyhow::Error),
@@ -152,6 +158,9 @@ pub struct Fleet {
     /// tenants deployed through the API: the keeper, and those tenants now.
     deployed: Option<(Keeper, Mutex<SavedTenants>)>,
     default_guest: Digest,
+    /// Components held that no tenant runs, since when (see
+    /// [`components`]).
+    unused: Mutex<HashMap<Digest, std::time::Instant>>,
     metrics: FleetMetrics,
 }
 
@@ -165,6 +174,7 @@ struct Labels {
 struct FleetMetrics {
     tenants: Gauge,
     components: Gauge,
+    code_bytes: Gauge,
     created: Counter,
     updated: Counter,
     removed: Counter,
@@ -188,10 +198,11 @@ impl Fleet {
         deployed: Option<Keeper>,
     ) -> Self {
         let metrics = recorder.scope(|| {
-            use crate::metrics::{COMPONENTS, TENANT_CHANGES, TENANTS};
+            use crate::metrics::{COMPONENT_CODE_BYTES, COMPONENTS, TENANT_CHANGES, TENANTS};
             FleetMetrics {
                 tenants: metrics::gauge!(TENANTS),
                 components: metrics::gauge!(COMPONENTS),
+                code_bytes: metrics::gauge!(COMPONENT_CODE_BYTES),
                 created: metrics::counter!(TENANT_CHANGES, "change" => "created"),
                 updated: metrics::counter!(TENANT_CHANGES, "change" => "updated"),
                 removed: metrics::counter!(TENANT_CHANGES, "change" => "removed"),
@@ -209,6 +220,7 @@ impl Fleet {
             defaults: RwLock::new(defaults),
             deployed: deployed.map(|d| (d, Mutex::new(SavedTenants::new()))),
             default_guest: Digest::of(crate::engine::DEFAULT_GUEST),
+            unused: Mutex::new(HashMap::new()),
             metrics,
         }
     }
@@ -282,9 +294,7 @@ impl Fleet {
             .add(bytes, max_memory)
             .await
             .map_err(|e| Refused::Invalid(anyhow::Error::from(e)))?;
-        self.metrics
-            .components
-            .set(self.runtime.components() as f64);
+        self.count_components();
         Ok(added)
     }
 
@@ -304,29 +314,51 @@ impl Fleet {
     /// [`Fleet::add_component`] for a component uploaded through the API:
     /// kept in the data directory or the shared Redis, where there is one,
     /// before it counts as added.
+    ///
+    /// Its grace (see [`components`]) starts afresh: an upload is meant to
+    /// be deployed.
     pub async fn upload(&self, bytes: Bytes) -> Result<(Loaded, bool), Refused> {
         let (loaded, new) = self.add_component(bytes.clone(), None).await?;
+        // Under the change lock, so no collection comes between the copy
+        // kept and the component held.
+        let _one_at_a_time = self.changes.lock().await;
         if let Some((keeper, _)) = &self.deployed {
             keeper
                 .save_component(&loaded.digest, &bytes)
                 .await
                 .map_err(Refused::Failed)?;
         }
+        self.runtime.hold(&loaded);
+        self.unused.lock().remove(&loaded.digest);
+        self.count_components();
         Ok((loaded, new))
     }
 
     /// The component `source` names: `default` (the embedded guest) or a
-    /// digest added before.
+    /// digest uploaded before: held here, or else read back from the data
+    /// directory or the fleet's Redis (uploaded before a restart, through
+    /// another runner, or released here for want of a tenant).
     pub async fn component(&self, source: &str) -> Result<Loaded, Refused> {
         if source == "default" {
             return self.embedded(None).await;
         }
         let digest = Digest::parse(source).map_err(|e| Refused::Invalid(anyhow::anyhow!(e)))?;
-        self.runtime.loaded(&digest).ok_or_else(|| {
-            Refused::NotFound(format!(
+        if let Some(found) = self.runtime.loaded(&digest) {
+            return Ok(found);
+        }
+        let kept = match &self.deployed {
+            Some((keeper, _)) => keeper
+                .find_component(&digest)
+                .await
+                .map_err(Refused::Failed)?,
+            None => None,
+        };
+        match kept {
+            Some(bytes) => Ok(self.add_component(bytes.into(), None).await?.0),
+            None => Err(Refused::NotFound(format!(
                 "no component {digest}: upload it first with PUT /v1/components"
-            ))
-        })
+            ))),
+        }
     }
 
     /// Creates tenant `name`, or replaces it, running `component` under
@@ -340,6 +372,9 @@ impl Fleet {
         source: Source,
     ) -> Result<Change, Refused> {
         let _one_at_a_time = self.changes.lock().await;
+        if source == Source::Api {
+            self.check_kept(&component.digest).await?;
+        }
         let saved = SavedTenant {
             component: if component.digest == self.default_guest {
                 "default".into()
@@ -760,6 +795,9 @@ impl Fleet {
 
     /// Swaps built tenants into the routing table, in one step.
     fn install(&self, tenants: Vec<Arc<Tenant>>, source: Source) -> Vec<Change> {
+        for tenant in &tenants {
+            self.runtime.hold(tenant.loaded());
+        }
         let replaced: Vec<Option<Arc<Tenant>>> = {
             let mut table = self.tenants.write();
             tenants
@@ -905,6 +943,7 @@ impl Fleet {
     /// and counted.
     fn retire(&self, old: &Tenant, purge: bool, source: Source) {
         self.metrics.removed.increment(1);
+        old.scope().remove();
         crate::call::forget(&self.runtime, old);
         tracing::info!(tenant = %old.name(), purge, "tenant removed through the {source}");
     }

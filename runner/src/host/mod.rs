@@ -136,6 +136,16 @@ impl HandlerPre {
         matches!(self, HandlerPre::P3(_))
     }
 
+    /// The bytes of its compiled code in memory.
+    pub fn code_bytes(&self) -> usize {
+        let component = match self {
+            HandlerPre::P2(pre) => pre.instance_pre().component(),
+            HandlerPre::P3(pre) => pre.instance_pre().component(),
+        };
+        let range = component.image_range();
+        (range.end as usize).saturating_sub(range.start as usize)
+    }
+
     /// The engine it was compiled for, which its stores must use.
     pub fn engine(&self) -> &wasmtime::Engine {
         match self {

@@ -6,6 +6,12 @@
 //! - `PUT /v1/components`, the component's bytes as the body: compiled and
 //!   checked once; 201 `{"digest": "sha256:<hex>"}` for new bytes, 200 for
 //!   bytes already held.
+//! - `GET /v1/components`: each component held, by digest, with the bytes
+//!   of its compiled code, how many tenants run it, and, for one no tenant
+//!   runs, for how long (it is released after `--component-grace`).
+//! - `DELETE /v1/components/{digest}`: releases a component no tenant runs,
+//!   and deletes its copies (data directory, the fleet's Redis, compiled
+//!   cache); 409 naming the tenants that run it.
 //! - `PUT /v1/tenants/{name}`, `{"component": "sha256:<hex>" | "default",
 //!   "limits": {<keys of a [tenants.NAME] table>}}`: the tenant becomes
 //!   exactly that (keys left out take the runner's defaults); 201 created,
@@ -106,6 +112,8 @@ pub enum Problem {
     BodyTooLarge,
     /// The tenant changed under the request (removed meanwhile).
     Conflict,
+    /// A component to remove that tenants run.
+    InUse,
     /// A component or limits that cannot run here.
     CannotRun,
     /// The change was made in part and a later step failed (the store).
@@ -124,6 +132,7 @@ impl Problem {
             Problem::BodyTimeout => "body-timeout",
             Problem::BodyTooLarge => "body-too-large",
             Problem::Conflict => "conflict",
+            Problem::InUse => "in-use",
             Problem::CannotRun => "cannot-run",
             Problem::Failed => "failed",
         }
@@ -139,6 +148,7 @@ impl Problem {
             Problem::BodyTimeout => "the request body did not arrive in time",
             Problem::BodyTooLarge => "the request body is too large",
             Problem::Conflict => "the tenant changed during the request",
+            Problem::InUse => "the component is in use",
             Problem::CannotRun => "the component or limits cannot run on this runner",
             Problem::Failed => "the change failed part way",
         }
@@ -152,7 +162,7 @@ impl Problem {
             Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Problem::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Problem::Conflict => StatusCode::CONFLICT,
+            Problem::Conflict | Problem::InUse => StatusCode::CONFLICT,
             Problem::CannotRun => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::Failed => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -182,6 +192,7 @@ impl From<Refused> for Failure {
     fn from(refused: Refused) -> Self {
         let problem = match &refused {
             Refused::NotFound(_) => Problem::NotFound,
+            Refused::InUse(_) => Problem::InUse,
             Refused::Invalid(_) => Problem::CannotRun,
             Refused::Failed(_) => Problem::Failed,
         };
@@ -290,6 +301,12 @@ impl Api {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(2).collect();
         match (req.method().clone(), segments.as_slice()) {
             (Method::PUT, ["components"]) => self.put_component(fleet, req).await,
+            (Method::GET, ["components"]) => Ok((StatusCode::OK, components(fleet))),
+            (Method::DELETE, ["components", digest]) => {
+                let digest = Digest::parse(digest).map_err(Failure::bad)?;
+                fleet.remove_component(&digest).await?;
+                Ok((StatusCode::OK, json!({ "removed": digest.to_string() })))
+            }
             (Method::GET, ["tenants"]) => list(fleet, &query),
             (Method::GET, ["tenants", name]) => {
                 let tenant = fleet
@@ -316,13 +333,16 @@ impl Api {
                     .await?;
                 Ok((StatusCode::OK, json!({ "removed": name, "purged": purge })))
             }
-            (_, ["components"] | ["tenants"] | ["tenants", _]) => Err(Failure(
+            (_, ["components"] | ["components", _] | ["tenants"] | ["tenants", _]) => Err(Failure(
                 Problem::MethodNotAllowed,
                 format!("{} is not allowed on {path}", req.method()),
             )),
             _ => Err(Failure(
                 Problem::NoRoute,
-                format!("no route {path}: the API has /v1/components and /v1/tenants[/{{name}}]"),
+                format!(
+                    "no route {path}: the API has /v1/components[/{{digest}}] and \
+                     /v1/tenants[/{{name}}]"
+                ),
             )),
         }
     }
@@ -448,6 +468,26 @@ fn list(fleet: &Fleet, query: &str) -> Answer {
         StatusCode::OK,
         json!({ "tenants": tenants, "next": next.flatten(), "total": fleet.len() }),
     ))
+}
+
+/// `GET /v1/components`: every component held, by digest.
+fn components(fleet: &Fleet) -> Value {
+    let held: Vec<Value> = fleet
+        .held()
+        .into_iter()
+        .map(|held| {
+            let mut entry = json!({
+                "digest": held.digest.to_string(),
+                "code_bytes": held.code_bytes,
+                "tenants": held.tenants,
+            });
+            if let Some(unused) = held.unused_for {
+                entry["unused_seconds"] = json!(unused.as_secs());
+            }
+            entry
+        })
+        .collect();
+    json!({ "components": held })
 }
 
 /// A tenant as the API shows it.

@@ -192,8 +192,19 @@ impl Ingress {
             }
             _ => GuestBody::Streaming(body),
         };
+        // A tenant removed while this request's body came (its purge may
+        // hold every permit of its) is gone for this request too: 404, as
+        // for a request that came after, not a 429.
+        let gone = || {
+            let message = format!("unknown tenant {:?}", tenant.name());
+            Outcome::Served(text(StatusCode::NOT_FOUND, message))
+        };
+        if tenant.scope().is_removed() {
+            return gone();
+        }
         let admission = match Admission::try_admit(&self.global, tenant.scope()) {
             Ok(admission) => admission,
+            Err(_) if tenant.scope().is_removed() => return gone(),
             Err(refused) => return refused.into(),
         };
         let request = Request::from_parts(parts, body);

@@ -174,7 +174,12 @@ fn describe() {
     describe_gauge!(TENANTS, "Tenants loaded.");
     describe_gauge!(
         COMPONENTS,
-        "Distinct components compiled and held, by digest."
+        "Distinct components compiled and held, by digest: those tenants run, and those \
+         uploaded or left unused less than --component-grace ago."
+    );
+    describe_gauge!(
+        COMPONENT_CODE_BYTES,
+        "Bytes of compiled code of the components held (runner_components)."
     );
     describe_counter!(
         COMPONENT_LOADS,

@@ -4,6 +4,7 @@
 pub const BUILD_INFO: &str = "runner_build_info";
 pub const TENANTS: &str = "runner_tenants";
 pub const COMPONENTS: &str = "runner_components";
+pub const COMPONENT_CODE_BYTES: &str = "runner_component_code_bytes";
 pub const COMPONENT_LOADS: &str = "runner_component_loads_total";
 pub const TENANT_CHANGES: &str = "runner_tenant_changes_total";
 pub const ADMIN_REQUESTS: &str = "runner_admin_requests_total";

@@ -26,8 +26,10 @@ use crate::store::Namespace;
 
 pub struct Tenant {
     scope: Arc<Scope>,
-    component: Digest,
-    pre: HandlerPre,
+    /// Its component, compiled: held here too, so the runner letting go
+    /// of the component (no tenant left on it) cannot take it from under
+    /// a version still running.
+    component: Loaded,
     /// Instances kept for its next requests (with max-instance-reuse).
     idle: Arc<IdleInstances>,
     /// Its WASIp3 instances serving several requests at once (with
@@ -62,8 +64,7 @@ impl Tenant {
         let workers = Workers::new(scope.limits().max_tenant_in_flight);
         Self {
             scope: Arc::new(scope),
-            component: component.digest,
-            pre: component.pre.clone(),
+            component: component.clone(),
             idle: Arc::new(idle),
             workers,
         }
@@ -84,11 +85,16 @@ impl Tenant {
 
     /// The digest of the component it runs.
     pub fn component(&self) -> Digest {
-        self.component
+        self.component.digest
+    }
+
+    /// Its component, compiled.
+    pub fn loaded(&self) -> &Loaded {
+        &self.component
     }
 
     pub fn pre(&self) -> &HandlerPre {
-        &self.pre
+        &self.component.pre
     }
 
     pub fn namespace(&self) -> &Namespace {

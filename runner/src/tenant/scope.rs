@@ -25,6 +25,9 @@ pub struct Scope {
     log_rate: Arc<LogRate>,
     /// Shared with the other tenants past the labelled ones.
     metrics: Arc<TenantMetrics>,
+    /// Set when the tenant is removed: a request that found it just before
+    /// and was not admitted yet is answered as if it had come after.
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Scope {
@@ -52,7 +55,18 @@ impl Scope {
             limits,
             namespace,
             metrics,
+            removed: false.into(),
         }
+    }
+
+    /// Marks the tenant removed: from now on no request of it is admitted.
+    pub fn remove(&self) {
+        self.removed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn name(&self) -> &str {

@@ -597,3 +597,50 @@ async fn a_refused_update_changes_nothing_not_even_quotas() {
     let shown = admin.get("/v1/tenants/app").await.json();
     assert_eq!(shown["limits"]["max-keys"], 3);
 }
+
+/// A request whose tenant is removed with `purge` while its body is still
+/// coming is told the tenant is gone (404), as one that came after would
+/// be: the purge, waiting for the tenant's requests in flight, holds its
+/// permits, and they are not the request's to be refused for (429).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_during_a_purge_is_told_the_tenant_is_gone() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let token = Token::new();
+    let (r, admin) = start(&token, &["--tenants", "0"]);
+    let hostile = upload_hostile(&admin).await;
+    let document = json!({
+        "component": hostile,
+        "limits": { "max-tenant-in-flight": 2, "timeout": "5s" },
+    });
+    let res = admin.put_tenant("r", document).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    // In flight throughout: the purge waits for it.
+    let addr = r.addr;
+    let slow = tokio::spawn(async move { get(addr, "/t/r/sleep?ms=1500").await });
+    // Named its tenant, and is sending its body.
+    let mut late = tokio::net::TcpStream::connect(r.addr).await.unwrap();
+    late.write_all(
+        b"PUT /t/r/kv/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let purge = tokio::spawn(async move { admin.delete("/v1/tenants/r?purge=true").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !purge.is_finished(),
+        "the purge waits for the request in flight"
+    );
+    late.write_all(b"cd").await.unwrap();
+    let mut answer = Vec::new();
+    late.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\nunknown tenant \"r\"\n"),
+        "{answer}"
+    );
+    assert_eq!(slow.await.unwrap().text(), "slept");
+    let res = purge.await.unwrap();
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+}

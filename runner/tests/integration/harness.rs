@@ -160,6 +160,19 @@ impl std::io::Write for Sink {
     }
 }
 
+/// Waits until data directory `data` is free: a dropped runner's runtime
+/// shuts down in the background, and the directory is free once its lock
+/// is (at most 30 s).
+pub async fn until_unlocked(data: &std::path::Path) {
+    let lock = std::fs::File::open(data.join("runner.lock")).expect("the data directory's lock");
+    for _ in 0..1500 {
+        if lock.try_lock().is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Asserts how many instances `tenant` created, and how many of its
 /// requests ran on an instance kept from an earlier one.
 pub async fn assert_instances(r: &InProcess, tenant: &str, created: f64, reused: f64) {

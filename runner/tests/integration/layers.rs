@@ -38,6 +38,7 @@ const LAYERS: &[&str] = &[
     "fleet::deployed",
     "fleet",
     "fleet::follow",
+    "fleet::components",
     "ingress::idle",
     "ingress::server",
     "ingress",

@@ -5,6 +5,7 @@
 
 mod admin;
 mod cache;
+mod components;
 mod harness;
 mod ingress;
 mod isolation;

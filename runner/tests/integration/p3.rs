@@ -749,16 +749,7 @@ async fn a_purge_leaves_no_late_write_behind() {
         assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     }
     drop(r);
-    // Its runtime shuts down in the background: the directory is free
-    // once its lock is.
-    let lock = std::fs::File::open(data.join("runner.lock")).unwrap();
-    for _ in 0..1500 {
-        if lock.try_lock().is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(lock);
+    crate::harness::until_unlocked(&data).await;
     let r = InProcess::start(&args);
     let admin = Admin::new(r.admin, &token);
     let bytes = std::fs::read(env!("RUNNER_P3_GUEST")).unwrap();

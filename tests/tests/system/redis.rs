@@ -556,3 +556,50 @@ async fn a_follower_compiling_a_deploy_keeps_serving_and_taking_changes() {
         "a round waited {slowest:?} ({changes} changes made) while b compiled for {took:?}"
     );
 }
+
+/// A component uploaded through one runner can be deployed through
+/// another (read back from Redis); it cannot be deleted while a tenant of
+/// the fleet runs it; once deleted through one runner it cannot be deployed
+/// through another that still holds it compiled, since the fleet could not
+/// read it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_are_the_fleets_to_deploy_and_delete_through_any_runner() {
+    let Some(redis) = Redis::start() else { return };
+    let token = Token::new();
+    let [a, b] = admin_pair(&redis, &token);
+    let (api_a, api_b) = (Admin::new(a.admin, &token), Admin::new(b.admin, &token));
+    let bytes = std::fs::read(hostile_guest()).unwrap();
+    let res = api_a.put_component(bytes).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let digest = res.json()["digest"].as_str().unwrap().to_string();
+
+    let document = serde_json::json!({ "component": digest });
+    let res = api_b.put_tenant("app", document.clone()).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    until(&a, "/t/app/hello", StatusCode::OK).await;
+    for api in [&api_a, &api_b] {
+        let res = api.delete(&format!("/v1/components/{digest}")).await;
+        assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.text());
+    }
+
+    let res = api_b.delete("/v1/tenants/app").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    until(&a, "/t/app/hello", StatusCode::NOT_FOUND).await;
+    let res = api_b.delete(&format!("/v1/components/{digest}")).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    // a still holds it compiled (until its grace), but Redis has it no
+    // more: a deploy on it would name what no runner could read back.
+    let res = api_a.put_tenant("app", document).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.text());
+    assert_eq!(
+        res.json()["detail"],
+        format!(
+            "no component {digest}: it was deleted or released meanwhile (no tenant ran it for \
+             --component-grace); upload it again"
+        )
+    );
+    let res = api_a.delete(&format!("/v1/components/{digest}")).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let res = api_b.delete(&format!("/v1/components/{digest}")).await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.text());
+}

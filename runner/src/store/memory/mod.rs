@@ -508,16 +508,24 @@ impl Shared {
         }
     }
 
-    fn token(&self, version: u64) -> String {
-        format!("{:x}.{version}", self.epoch)
+    /// The token of write `version` of the key that hashes to `hash`.
+    /// Versions are numbered per shard, so two keys of different shards
+    /// may share a number: the key's hash in the token tells them apart.
+    fn token(&self, hash: u64, version: u64) -> String {
+        format!("{:x}.{hash:x}.{version}", self.epoch)
     }
 
-    /// The version number a token names, if this namespace made it.
-    fn parse(&self, token: &str) -> Option<u64> {
-        let (epoch, version) = token.split_once('.')?;
-        (u64::from_str_radix(epoch, 16).ok()? == self.epoch)
-            .then(|| version.parse().ok())
-            .flatten()
+    /// Whether this namespace made `token` (for any key).
+    fn made(&self, token: &str) -> bool {
+        let mut parts = token.split('.');
+        let (Some(epoch), Some(hash), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        u64::from_str_radix(epoch, 16).is_ok_and(|e| e == self.epoch)
+            && u64::from_str_radix(hash, 16).is_ok()
+            && version.parse::<u64>().is_ok()
     }
 
     fn schedule(self: &Arc<Self>, due: Due) {
@@ -928,13 +936,13 @@ impl Bucket {
         let shard = self.shard(hash).read();
         shard
             .live(hash, key, &self.now())
-            .map(|e| self.versioned(e))
+            .map(|e| self.versioned(hash, e))
     }
 
-    fn versioned(&self, entry: &Entry) -> backend::Versioned {
+    fn versioned(&self, hash: u64, entry: &Entry) -> backend::Versioned {
         backend::Versioned {
             value: entry.value.clone(),
-            version: self.shared.token(entry.version),
+            version: self.shared.token(hash, entry.version),
         }
     }
 
@@ -950,12 +958,12 @@ impl Bucket {
         let mut shard = self.shard(hash).write();
         let current = shard
             .live(hash, &key, &self.now())
-            .map(|e| self.versioned(e));
+            .map(|e| self.versioned(hash, e));
         // A token of another namespace or process names no write here.
         let foreign = require
             .version
             .as_ref()
-            .is_some_and(|v| self.shared.parse(v).is_none());
+            .is_some_and(|v| !self.shared.made(v));
         if foreign || !require.met_by(current.as_ref()) {
             return Ok((backend::Swapped::Stale(current), Pending::NONE));
         }
@@ -964,9 +972,11 @@ impl Bucket {
     }
 
     /// The live keys starting with `prefix` after `after`, in key order, cut
-    /// at `limits`: each shard's index is read from the first such key, so
-    /// a page costs its own keys (times the shard count), whatever else the
-    /// bucket holds.
+    /// at `limits`. The shards' indexes are merged lazily: each shard's
+    /// next key waits in a heap, and only the smallest is taken and its
+    /// shard read again past it, so a page costs a seek per shard plus a
+    /// seek per key it returns, whatever else the bucket holds. Each read
+    /// holds one shard's lock, briefly.
     fn list_prefix(
         &self,
         prefix: &str,
@@ -974,38 +984,45 @@ impl Bucket {
         limits: PageLimits,
     ) -> backend::KeyPage {
         use std::ops::Bound;
+        let now = self.now().get();
+        // The first live key under `prefix` from `from` in shard `index`.
+        let next_in = |index: usize, from: Bound<&str>| -> Option<Arc<str>> {
+            let shard = self.shards[index].read();
+            shard
+                .keys
+                .range::<str, _>((from, Bound::Unbounded))
+                .take_while(|(key, _)| key.starts_with(prefix))
+                .find(|(_, expires)| **expires == 0 || **expires > now)
+                .map(|(key, _)| key.clone())
+        };
         let start: Bound<&str> = match after {
             Some(after) if after >= prefix => Bound::Excluded(after),
             _ => Bound::Included(prefix),
         };
-        let now = self.now();
-        let mut found: Vec<Arc<str>> = Vec::new();
-        for shard in &self.shards {
-            let shard = shard.read();
-            found.extend(
-                shard
-                    .keys
-                    .range::<str, _>((start, Bound::Unbounded))
-                    .take_while(|(key, _)| key.starts_with(prefix))
-                    .filter(|(_, expires)| **expires == 0 || **expires > now.get())
-                    .take(limits.max_keys)
-                    .map(|(key, _)| key.clone()),
-            );
-        }
-        found.sort_unstable();
+        let mut heads: BinaryHeap<Reverse<(Arc<str>, usize)>> = (0..self.shards.len())
+            .filter_map(|index| next_in(index, start).map(|key| Reverse((key, index))))
+            .collect();
         let mut bytes = 0usize;
         let mut keys = Vec::new();
-        for key in &found {
+        while let Some(Reverse((key, _))) = heads.peek() {
             bytes += key.len();
             if keys.len() == limits.max_keys || (bytes > limits.max_bytes && !keys.is_empty()) {
                 break;
             }
+            let Some(Reverse((key, index))) = heads.pop() else {
+                break;
+            };
+            if let Some(next) = next_in(index, Bound::Excluded(&key)) {
+                heads.push(Reverse((next, index)));
+            }
             keys.push(key.to_string());
         }
-        // Each shard gave at most a page, so a full page may have more
-        // after it.
-        let more = found.len() > keys.len() || keys.len() == limits.max_keys;
-        let next = if more { keys.last().cloned() } else { None };
+        // A key left in the heap is one more after the page.
+        let next = if heads.is_empty() {
+            None
+        } else {
+            keys.last().cloned()
+        };
         backend::KeyPage { keys, next }
     }
 
@@ -1416,6 +1433,51 @@ mod tests {
             b.swap("k".into(), Bytes::from("c"), require).await.unwrap(),
             Swapped::Stale(Some(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_keys_version_satisfies_no_other_keys_swap() {
+        use crate::store::{Require, Swapped};
+        // Versions are numbered per shard: with 8 shards and 40 keys
+        // written alike, many keys of different shards share a number.
+        let store = Store::new(8);
+        let b = Namespace::new(&store, "t", Quotas::default())
+            .unwrap()
+            .open("")
+            .await
+            .unwrap();
+        let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
+        for key in &keys {
+            b.set(key.clone(), Bytes::from("v")).await.unwrap();
+        }
+        let mut tokens = Vec::new();
+        for key in &keys {
+            tokens.push(b.current(key).await.unwrap().unwrap().version);
+        }
+        for (x, token) in keys.iter().zip(&tokens) {
+            for y in keys.iter().filter(|y| *y != x) {
+                let require = Require {
+                    version: Some(token.clone()),
+                    value: None,
+                };
+                let swapped = b.swap(y.clone(), Bytes::from("w"), require).await.unwrap();
+                assert!(
+                    matches!(swapped, Swapped::Stale(Some(_))),
+                    "{x}'s token {token} satisfied {y}'s swap"
+                );
+            }
+        }
+        // Its own key's swap it satisfies.
+        let require = Require {
+            version: Some(tokens[0].clone()),
+            value: None,
+        };
+        assert_eq!(
+            b.swap(keys[0].clone(), Bytes::from("w"), require)
+                .await
+                .unwrap(),
+            Swapped::Done
+        );
     }
 
     #[tokio::test]
