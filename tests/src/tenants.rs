@@ -9,7 +9,16 @@ use crate::target_dir;
 
 /// The hostile test guest, built by the runner's build script.
 pub fn hostile_guest() -> PathBuf {
-    let path = target_dir().join("guests/wasm32-wasip2/release/guest_hostile.wasm");
+    guest("guest_hostile")
+}
+
+/// The WASIp3 test guest (`guest/p3`), built by the runner's build script.
+pub fn p3_guest() -> PathBuf {
+    guest("guest_p3")
+}
+
+fn guest(name: &str) -> PathBuf {
+    let path = target_dir().join(format!("guests/wasm32-wasip2/release/{name}.wasm"));
     assert!(
         path.is_file(),
         "{} is missing: build the runner first (cargo test --release --workspace does)",

@@ -490,6 +490,11 @@ impl Fleet {
         kept.retain(|name, _| !listed.contains(name.as_str()));
         let mut built = Vec::with_capacity(kept.len());
         let mut refused = Vec::new();
+        let names: Vec<&str> = kept.keys().map(String::as_str).collect();
+        self.backend
+            .enter_many(&names)
+            .await
+            .context("opening the tenants' key-value namespaces")?;
         for (name, t) in &kept {
             let prepared = match self.resolve(keeper, name, t).await {
                 Ok((component, limits)) => self
@@ -765,6 +770,11 @@ impl Fleet {
         tenants: &[TenantConfig],
         (distinct, which): &(Vec<Loaded>, Vec<usize>),
     ) -> anyhow::Result<Vec<Arc<Tenant>>> {
+        let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+        self.backend
+            .enter_many(&names)
+            .await
+            .context("opening the tenants' key-value namespaces")?;
         let mut built = Vec::new();
         for (t, index) in tenants.iter().zip(which) {
             let prepared = self
@@ -861,6 +871,10 @@ impl Fleet {
             .get(name)
             .map(|current| current.namespace().fence().clone())
             .unwrap_or_default();
+        self.backend
+            .enter(name)
+            .await
+            .context("opening its key-value namespace")?;
         let namespace = store::Namespace::new(&*self.backend, name, limits.quotas())
             .context("opening its key-value namespace")?
             .fenced(fence);

@@ -42,6 +42,23 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// Called before each namespace of `tenant` is made, for every version
+    /// of it: a backend several runners share reads the tenant's
+    /// generation here, which a purge through any of them advances, so
+    /// that the writes of namespaces made before a purge are refused after
+    /// it in every runner. A backend only this process reaches has its
+    /// fence ([`super::Fence`]) for that.
+    async fn enter(&self, _tenant: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// [`Backend::enter`] for many tenants at once (start-up), ahead of
+    /// their namespaces: the `enter` that comes before each of them then
+    /// costs nothing.
+    async fn enter_many(&self, _tenants: &[&str]) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Drops what this process keeps about `tenant`'s data besides the
     /// data (cached usage, buckets known to exist), because another process
     /// sharing the store removed the tenant and may purge it. A backend

@@ -120,9 +120,7 @@ impl Fence {
         use std::sync::atomic::Ordering;
         if self.state.fetch_add(1, Ordering::Acquire) & Self::CLOSED != 0 {
             self.state.fetch_sub(1, Ordering::Release);
-            return Err(Error::Unavailable(
-                "the tenant was removed and its data purged".into(),
-            ));
+            return Err(purged());
         }
         Ok(Passing(self))
     }
@@ -136,6 +134,13 @@ impl Fence {
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
+}
+
+/// The error of a write after its tenant's purge: past its fence here, or
+/// of an earlier generation than the shared store's (another runner
+/// purged it).
+pub(crate) fn purged() -> Error {
+    Error::Unavailable("the tenant was removed and its data purged".into())
 }
 
 /// A write past the fence, until dropped.

@@ -14,7 +14,7 @@ use system_tests::admin::{Admin, Token};
 use system_tests::http::{get, request};
 use system_tests::probe;
 use system_tests::redis::{Cluster, Redis};
-use system_tests::tenants::hostile_guest;
+use system_tests::tenants::{hostile_guest, p3_guest};
 use system_tests::{Launch, Runner, loadgen};
 
 /// Two runners on `redis`, with `args` each.
@@ -602,4 +602,42 @@ async fn components_are_the_fleets_to_deploy_and_delete_through_any_runner() {
     assert_eq!(res.status, StatusCode::OK, "{}", res.text());
     let res = api_b.delete(&format!("/v1/components/{digest}")).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.text());
+}
+
+/// A purge through one runner leaves nothing behind even where a task of
+/// the removed tenant, on another runner, still writes after it: the
+/// purge advances the tenant's generation in Redis first, and that
+/// runner's write of the earlier one is refused, so the tenant made again
+/// under the name finds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_through_one_runner_stops_a_late_write_from_another() {
+    let Some(redis) = Redis::start() else { return };
+    let token = Token::new();
+    let [a, b] = admin_pair(&redis, &token);
+    let api_a = Admin::new(a.admin, &token);
+    let res = api_a
+        .put_component(std::fs::read(p3_guest()).unwrap())
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let digest = res.json()["digest"].as_str().unwrap().to_string();
+    let document = serde_json::json!({ "component": digest, "limits": { "timeout": "5s" } });
+    let res = api_a.put_tenant("r", document.clone()).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    until(&b, "/t/r/hello", StatusCode::OK).await;
+    // On b: answered, and writing 700 ms later.
+    let answer = get(b.addr, "/t/r/write-later?ms=700&key=ghost").await;
+    assert_eq!(answer.text(), "will write");
+    let res = api_a.delete("/v1/tenants/r?purge=true").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    let res = api_a.put_tenant("r", document).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    until(&b, "/t/r/hello", StatusCode::OK).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    for r in [&a, &b] {
+        let read = get(r.addr, "/t/r/kv/ghost").await;
+        assert_eq!(read.status, StatusCode::NOT_FOUND, "{}", read.text());
+    }
+    // The tenant made again writes, through either runner.
+    assert_eq!(put(&b, "/t/r/kv/fresh", b"v").await, StatusCode::NO_CONTENT);
+    assert_eq!(get(a.addr, "/t/r/kv/fresh").await.text(), "v");
 }

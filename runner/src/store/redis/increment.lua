@@ -1,3 +1,10 @@
+-- ARGV[1]: the generation the caller's namespace was made in ('' for
+-- none); a purge advances the tenant's, and a write of an earlier one is
+-- refused, from whichever runner it comes.
+local generation = table.remove(ARGV, 1)
+if generation ~= '' and (redis.call('HGET', KEYS[1], 'g') or '0') ~= generation then
+  return {'purged'}
+end
 local usage, buckets, index, data = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local old = redis.call('GET', data)
 if old then

@@ -4,7 +4,11 @@
 //! Layout, for tenant `T` (hex-encoded, so the hash tag can hold no brace),
 //! under the key prefix `P` (`runner:` unless a test gives another):
 //! - `P{T}:u`: a hash: `k` keys and `b` bytes the tenant holds, `s` the
-//!   last sequence number given to a key;
+//!   last sequence number given to a key, `g` the tenant's generation: a
+//!   purge advances it first, and every write script checks that the
+//!   namespace it comes from was made in the current one, so no write of
+//!   the purged tenant's, from any runner, lands after (it outlives the
+//!   purge, a few bytes per purged tenant);
 //! - `P{T}:b`: a set of the tenant's bucket names, the default one too;
 //! - `P{T}:i<len>:<bucket>`: a bucket's index, a sorted set of its keys,
 //!   each scored by the sequence number it got when it was created;
@@ -58,6 +62,12 @@ pub struct Store {
     /// Each tenant's quotas and cached usage, shared by every namespace of
     /// the tenant this process opens.
     tenants: Mutex<std::collections::HashMap<Box<str>, Arc<TenantState>>>,
+    /// Each tenant's generation as [`backend::Backend::enter`] last read
+    /// it, for the state made next.
+    generations: Mutex<std::collections::HashMap<Box<str>, u64>>,
+    /// Tenants whose generation `enter_many` read for the namespace made
+    /// next: their next `enter` reads nothing.
+    entered: Mutex<HashSet<Box<str>>>,
 }
 
 struct Shared {
@@ -108,6 +118,31 @@ impl Store {
                 timeout,
             }),
             tenants: Mutex::new(Default::default()),
+            generations: Mutex::new(Default::default()),
+            entered: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Reads `tenant`'s generation from Redis.
+    async fn generation(&self, tenant: &str) -> Result<u64, Error> {
+        let names = Names::new(&self.shared.prefix, tenant);
+        let mut read = ::redis::cmd("HGET");
+        read.arg(names.usage()).arg("g");
+        Ok(self.shared.call::<Option<u64>>(&read).await?.unwrap_or(0))
+    }
+
+    /// Takes `generation` as `tenant`'s: a state of this process made in
+    /// another (the tenant was purged since, through any runner) is
+    /// dropped, so the namespace made next writes in this one, while the
+    /// namespaces made before keep the old one and are refused.
+    fn entered(&self, tenant: &str, generation: u64) {
+        self.generations.lock().insert(tenant.into(), generation);
+        let mut tenants = self.tenants.lock();
+        if tenants
+            .get(tenant)
+            .is_some_and(|state| state.generation != Some(generation))
+        {
+            tenants.remove(tenant);
         }
     }
 
@@ -122,9 +157,11 @@ impl Store {
             found.set_quotas(quotas);
             return found.clone();
         }
+        let generation = self.generations.lock().get(tenant).copied();
         let state = Arc::new(TenantState::new(
             Names::new(&self.shared.prefix, tenant),
             quotas,
+            generation,
         ));
         tenants.insert(tenant.into(), state.clone());
         state.refresh_usage(&self.shared);
@@ -147,6 +184,12 @@ impl backend::Backend for Store {
 
     async fn purge(&self, tenant: &str) -> Result<(), Error> {
         let names = Names::new(&self.shared.prefix, tenant);
+        // First the generation: from now on no namespace of the tenant made
+        // before, in any runner, writes (a task of the removed tenant still
+        // running elsewhere included), so no write lands after the purge.
+        let mut advance = ::redis::cmd("HINCRBY");
+        advance.arg(names.usage()).arg("g").arg(1);
+        self.shared.call::<i64>(&advance).await?;
         // In bounded steps: one script over a tenant of millions of keys
         // would hold Redis, and every runner's calls, for seconds.
         loop {
@@ -165,6 +208,7 @@ impl backend::Backend for Store {
             }
         }
         self.tenants.lock().remove(tenant);
+        self.generations.lock().remove(tenant);
         Ok(())
     }
 
@@ -174,6 +218,39 @@ impl backend::Backend for Store {
 
     fn forget(&self, tenant: &str) {
         self.tenants.lock().remove(tenant);
+    }
+
+    /// Reads the tenant's generation (see [`Store::entered`]), unless
+    /// `enter_many` just did.
+    async fn enter(&self, tenant: &str) -> Result<(), Error> {
+        if self.entered.lock().remove(tenant) {
+            return Ok(());
+        }
+        let generation = self.generation(tenant).await?;
+        self.entered(tenant, generation);
+        Ok(())
+    }
+
+    /// Reads many tenants' generations at once, a few hundred requests in
+    /// flight on the connection, which pipelines them.
+    async fn enter_many(&self, tenants: &[&str]) -> Result<(), Error> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        // Owned names: a stream over borrowed ones trips the compiler's
+        // proof that the future is Send.
+        let owned: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+        let read: Vec<(String, u64)> = futures::stream::iter(owned)
+            .map(|tenant| async move {
+                let generation = self.generation(&tenant).await?;
+                Ok::<_, Error>((tenant, generation))
+            })
+            .buffer_unordered(256)
+            .try_collect()
+            .await?;
+        for (tenant, generation) in read {
+            self.entered(&tenant, generation);
+            self.entered.lock().insert(tenant.into());
+        }
+        Ok(())
     }
 }
 
@@ -227,11 +304,16 @@ struct TenantState {
     /// Named buckets this process has opened: opening one again costs no
     /// round trip.
     opened: Mutex<HashSet<Box<str>>>,
+    /// The tenant's generation when this state was made (see
+    /// [`backend::Backend::enter`]), which each write names; `None`: not
+    /// read, writes unfenced (a namespace made without `enter`).
+    generation: Option<u64>,
 }
 
 impl TenantState {
-    fn new(names: Names, quotas: &Quotas) -> Self {
+    fn new(names: Names, quotas: &Quotas, generation: Option<u64>) -> Self {
         Self {
+            generation,
             names,
             max_keys: AtomicU64::new(quotas.max_keys),
             max_bytes: AtomicU64::new(quotas.max_bytes),
@@ -248,6 +330,11 @@ impl TenantState {
         self.max_bytes.store(quotas.max_bytes, Ordering::Relaxed);
         self.max_buckets
             .store(quotas.max_buckets, Ordering::Relaxed);
+    }
+
+    /// The generation argument of a write script.
+    fn generation(&self) -> String {
+        self.generation.map(|g| g.to_string()).unwrap_or_default()
     }
 
     fn limits(&self) -> (u64, u64) {
@@ -301,11 +388,16 @@ impl backend::NamespaceBackend for Namespace {
                 .script(
                     OPEN_BUCKET
                         .key(self.tenant.names.buckets())
+                        .key(self.tenant.names.usage())
+                        .arg(self.tenant.generation())
                         .arg(name)
                         .arg(DEFAULT_BUCKET)
                         .arg(max),
                 )
                 .await?;
+            if opened == -2 {
+                return Err(super::purged());
+            }
             if opened < 0 {
                 return Err(Error::quota(
                     Quota::Buckets,
@@ -379,6 +471,7 @@ impl Bucket {
             Put::IfEqual(value) => ("equal", value),
         };
         invocation
+            .arg(self.tenant.generation())
             .arg(mode)
             .arg(expected)
             .arg(max_keys)
@@ -414,6 +507,7 @@ impl Bucket {
                     self.tenant.record(int(1)?, int(2)?);
                     Ok(None)
                 }
+                b"purged" => Err(super::purged()),
                 b"changed" => match reply.get(1) {
                     Some(Value::BulkString(v)) => Ok(Some(Some(Bytes::copy_from_slice(v)))),
                     Some(Value::Nil) | None => Ok(Some(None)),
@@ -442,13 +536,23 @@ impl Bucket {
             return Ok(());
         }
         let mut invocation = DELETE.prepare_invoke();
-        invocation.key(self.tenant.names.usage()).key(&self.index);
+        invocation
+            .key(self.tenant.names.usage())
+            .key(&self.index)
+            .arg(self.tenant.generation());
         for key in keys {
             invocation.key(self.data(key)).arg(key);
         }
-        let (held, bytes): (u64, u64) = self.shared.script(&invocation).await?;
-        self.tenant.record(held, bytes);
-        Ok(())
+        let reply: Vec<Value> = self.shared.script(&invocation).await?;
+        match reply.as_slice() {
+            [Value::Int(held), Value::Int(bytes)] => {
+                let count = |n: &i64| u64::try_from(*n).map_err(|_| unexpected(&reply));
+                self.tenant.record(count(held)?, count(bytes)?);
+                Ok(())
+            }
+            [Value::BulkString(tag)] if tag.as_slice() == b"purged" => Err(super::purged()),
+            _ => Err(unexpected(&reply)),
+        }
     }
 
     /// An increment the script could not do with Redis's own INCRBY (a
@@ -508,6 +612,7 @@ impl backend::BucketBackend for Bucket {
             .key(names.buckets())
             .key(&self.index)
             .key(self.data(&key))
+            .arg(self.tenant.generation())
             .arg(amount)
             .arg(delta.kind())
             .arg(max_keys)
@@ -771,6 +876,51 @@ mod tests {
         assert_eq!(won.iter().filter(|w| **w).count(), 1);
     }
 
+    /// Two runners on one Redis: a purge through one refuses every later
+    /// write of the tenant's namespaces made before it, in the other too
+    /// (bucket made, set, increment, delete), and a namespace made after
+    /// it, in either, writes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_purge_through_one_runner_fences_every_runners_earlier_namespaces() {
+        use crate::store::backend::Backend as _;
+        let Some(a) = fresh() else { return };
+        let b = Store::new(
+            connect(Redis::shared().unwrap(), TIMEOUT),
+            &a.shared.prefix,
+            TIMEOUT,
+        );
+        b.enter("t").await.unwrap();
+        let before = Front::new(&b, "t", Quotas::default()).unwrap();
+        let bucket = before.open("").await.unwrap();
+        bucket.set("k1".into(), Bytes::from("v")).await.unwrap();
+        a.purge("t").await.unwrap();
+        let purged = Some(Error::Unavailable(
+            "the tenant was removed and its data purged".into(),
+        ));
+        assert_eq!(
+            bucket.set("k2".into(), Bytes::from("v")).await.err(),
+            purged
+        );
+        assert_eq!(bucket.increment("n".into(), 1).await.err(), purged);
+        assert_eq!(bucket.delete("k1").await.err(), purged);
+        assert_eq!(before.open("named").await.err(), purged);
+        // Made after the purge, in either runner: empty, and written.
+        for runner in [&a, &b] {
+            runner.enter("t").await.unwrap();
+            let after = Front::new(runner, "t", Quotas::default())
+                .unwrap()
+                .open("")
+                .await
+                .unwrap();
+            assert_eq!(after.get("k1").await.unwrap(), None);
+            after.set("k3".into(), Bytes::from("v")).await.unwrap();
+        }
+        assert_eq!(
+            bucket.set("k4".into(), Bytes::from("v")).await.err(),
+            purged
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn names_are_injective_and_tenants_share_nothing() {
         let Some(served) = fresh() else { return };
@@ -874,11 +1024,17 @@ mod tests {
             .await
             .unwrap();
         backend::Backend::purge(&store, "big").await.unwrap();
-        // Nothing of the tenant is left in Redis.
+        // Nothing of the tenant is left in Redis but its generation, which
+        // the purge advanced.
+        let names = Names::new(&store.shared.prefix, "big");
         let mut scan = ::redis::cmd("KEYS");
-        scan.arg(format!("{}*", Names::new(&store.shared.prefix, "big").tag));
+        scan.arg(format!("{}*", names.tag));
         let left: Vec<String> = store.shared.call(&scan).await.unwrap();
-        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(left, [names.usage()]);
+        let mut all = ::redis::cmd("HGETALL");
+        all.arg(names.usage());
+        let usage: Vec<(String, String)> = store.shared.call(&all).await.unwrap();
+        assert_eq!(usage, [("g".to_string(), "1".to_string())]);
         let fresh = Front::new(&store, "big", Quotas::default()).unwrap();
         for bucket in ["", "named"] {
             let b = fresh.open(bucket).await.unwrap();

@@ -17,5 +17,7 @@ for _, bucket in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   end
   if budget <= 0 then return 0 end
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+-- The generation ('g', advanced before the first step) stays.
+redis.call('HDEL', KEYS[1], 'k', 'b', 's')
+redis.call('DEL', KEYS[2])
 return 1
