@@ -7,7 +7,8 @@
 //! - `<data-dir>/fleet/components/<hex>.wasm`: each component uploaded, by
 //!   its SHA-256;
 //! - `<data-dir>/fleet/tenants.json`: each tenant deployed through the API,
-//!   with its component digest and its whole effective limits.
+//!   with its component digest, its whole effective limits and its
+//!   incarnation (made anew each time it is created).
 //!
 //! Every write goes to a temporary file, is fsynced, renamed over the old
 //! one and the directory fsynced, so a crash leaves the old or the new
@@ -35,6 +36,27 @@ pub struct SavedTenant {
     pub component: String,
     /// Every limit, by its config key.
     pub limits: serde_json::Map<String, serde_json::Value>,
+    /// Made anew each time the tenant is created (an update keeps it): a
+    /// tenant removed with its data purged and made again with the same
+    /// component and limits is another tenant, which a runner that saw
+    /// neither change must build afresh (its old version writes in the
+    /// purged generation). Empty in what older runners saved.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
+}
+
+impl SavedTenant {
+    /// A new incarnation's name: 64 random bits, in hex.
+    pub fn new_incarnation() -> String {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let mut hasher = std::hash::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        format!("{:016x}", hasher.finish())
+    }
 }
 
 pub type SavedTenants = BTreeMap<String, SavedTenant>;
@@ -497,6 +519,7 @@ mod tests {
                     .as_object()
                     .unwrap()
                     .clone(),
+                incarnation: SavedTenant::new_incarnation(),
             },
         );
         deployed.save_tenants(&tenants).unwrap();

@@ -382,6 +382,14 @@ impl Fleet {
                 component.digest.to_string()
             },
             limits: limits.to_json(),
+            // An update keeps the tenant's incarnation; a creation makes one.
+            incarnation: self
+                .get(name)
+                .and_then(|_| {
+                    let (_, saved) = self.deployed.as_ref()?;
+                    Some(saved.lock().get(name)?.incarnation.clone())
+                })
+                .unwrap_or_else(SavedTenant::new_incarnation),
         };
         let tenant = match self.prepare(name, component, limits).await {
             Ok(Some(tenant)) => tenant,
@@ -609,7 +617,16 @@ impl Fleet {
             return Ok(Some(Change::Removed));
         };
         let (component, limits) = self.resolve(keeper, name, &remote).await?;
-        let prepared = match self.prepare(name, &component, limits).await {
+        // Removed (maybe purged) and made again since this runner's
+        // version, maybe with the same component and limits: built afresh,
+        // in the tenant's new key-value generation.
+        let reborn = local.is_some_and(|local| local.incarnation != remote.incarnation);
+        let prepared = if reborn {
+            self.build(name, &component, limits).await.map(Some)
+        } else {
+            self.prepare(name, &component, limits).await
+        };
+        let prepared = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
                 self.reassert_quotas([name]);
