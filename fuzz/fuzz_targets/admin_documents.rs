@@ -140,10 +140,6 @@ fn body(body: &Body, digest: &str) -> Vec<u8> {
     }
 }
 
-fn encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
-}
-
 /// A runner with one tenant of its own and the admin API on, started once
 /// per process: its tenant listener, its admin listener, and the digest
 /// of the one component uploaded (the default guest's bytes).
@@ -152,34 +148,22 @@ fn runner() -> (SocketAddr, SocketAddr, &'static str) {
     let (addr, admin, digest) = ADDRS.get_or_init(|| {
         let token = std::env::temp_dir().join(format!("runner-fuzz-token-{}", std::process::id()));
         std::fs::write(&token, TOKEN).expect("writing the token file");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let args = [
-                    "runner",
-                    "--tenants",
-                    "1",
-                    "--admin-token-file",
-                    token.to_str().unwrap(),
-                    "--log",
-                    "off",
-                ];
-                let (_, config) = runner::config::Config::try_from_args(args).unwrap();
-                let built = runner::Runner::build(config).await.unwrap();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send((listener.local_addr().unwrap(), admin.local_addr().unwrap()))
-                    .unwrap();
-                built.serve(listener, admin, std::future::pending()).await.unwrap();
-            });
-        });
-        let (addr, admin) = rx.recv().unwrap();
-        let (status, answer) = send(admin, "PUT", "/v1/components", runner::engine::DEFAULT_GUEST);
+        let token = token.to_str().unwrap().to_string();
+        let args = [
+            "--tenants",
+            "1",
+            "--admin-token-file",
+            &token,
+            "--log",
+            "off",
+        ];
+        let (addr, admin) = loopback::start(args.map(String::from).to_vec());
+        let (status, answer) = send(
+            admin,
+            "PUT",
+            "/v1/components",
+            runner::engine::DEFAULT_GUEST,
+        );
         assert!(status == 200 || status == 201, "{status} {answer}");
         let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
         (addr, admin, answer["digest"].as_str().unwrap().to_string())
@@ -214,7 +198,7 @@ fuzz_target!(|call: Call| {
     let mut target = route.to_string();
     if route.ends_with("s/") {
         match &call.raw_name {
-            Some(raw) => target.push_str(&encode(raw)),
+            Some(raw) => target.push_str(&loopback::encode(raw)),
             None if route == "/v1/components/" && call.name % 2 == 0 => target.push_str(digest),
             None => target.push_str(NAMES[usize::from(call.name) % NAMES.len()]),
         }
@@ -223,7 +207,7 @@ fuzz_target!(|call: Call| {
         target.push(if i == 0 { '?' } else { '&' });
         target.push_str(PARAMS[usize::from(*param) % PARAMS.len()]);
         target.push('=');
-        target.push_str(&encode(value));
+        target.push_str(&loopback::encode(value));
     }
     let sent = body(&call.body, digest);
     let (status, answer) = send(admin, method, &target, &sent);
@@ -233,14 +217,25 @@ fuzz_target!(|call: Call| {
     if status >= 400 {
         let kind = document["type"].as_str().unwrap_or_default();
         let token = kind.strip_prefix("urn:runner:problem:").unwrap_or_default();
-        assert!(PROBLEMS.contains(&token), "{method} {target}: {status} {answer}");
+        assert!(
+            PROBLEMS.contains(&token),
+            "{method} {target}: {status} {answer}"
+        );
         assert_eq!(document["status"], status, "{method} {target}: {answer}");
-        assert!(document["detail"].as_str().is_some_and(|d| !d.is_empty()), "{answer}");
+        assert!(
+            document["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{answer}"
+        );
     }
     // The uploaded component stays deployable whatever was deleted: put it
     // back if a DELETE took it.
     if method == "DELETE" && status == 200 && target.starts_with("/v1/components/") {
-        let (status, answer) = send(admin, "PUT", "/v1/components", runner::engine::DEFAULT_GUEST);
+        let (status, answer) = send(
+            admin,
+            "PUT",
+            "/v1/components",
+            runner::engine::DEFAULT_GUEST,
+        );
         assert!(status == 200 || status == 201, "{status} {answer}");
     }
     let (status, body) = send(addr, "GET", "/t/t0/hello", b"");

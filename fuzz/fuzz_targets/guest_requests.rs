@@ -27,41 +27,39 @@ struct Call {
 }
 
 const ROUTES: [&str; 10] = [
-    "/kv/", "/exists/", "/incr/", "/keys", "/batch/get", "/batch/set", "/batch/delete", "/demo",
-    "/hello", "/",
+    "/kv/",
+    "/exists/",
+    "/incr/",
+    "/keys",
+    "/batch/get",
+    "/batch/set",
+    "/batch/delete",
+    "/demo",
+    "/hello",
+    "/",
 ];
 const METHODS: [&str; 4] = ["GET", "PUT", "POST", "DELETE"];
 const PARAMS: [&str; 4] = ["bucket", "cursor", "by", "x"];
-
-fn encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("%{b:02X}")).collect()
-}
 
 /// A runner with two tenants and small quotas, started once per process.
 fn runner() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
     *ADDR.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let args = [
-                    "runner", "--tenants", "2", "--max-keys", "50", "--max-store-bytes", "64KiB",
-                    "--max-value-bytes", "4KiB", "--max-page-keys", "5", "--log", "off",
-                ];
-                let (_, config) = runner::config::Config::try_from_args(args).unwrap();
-                let built = runner::Runner::build(config).await.unwrap();
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                built.serve(listener, admin, std::future::pending()).await.unwrap();
-            });
-        });
-        rx.recv().unwrap()
+        let args = [
+            "--tenants",
+            "2",
+            "--max-keys",
+            "50",
+            "--max-store-bytes",
+            "64KiB",
+            "--max-value-bytes",
+            "4KiB",
+            "--max-page-keys",
+            "5",
+            "--log",
+            "off",
+        ];
+        loopback::start(args.map(String::from).to_vec()).0
     })
 }
 
@@ -73,12 +71,12 @@ fuzz_target!(|call: Call| {
     let addr = runner();
     let method = METHODS[usize::from(call.method) % METHODS.len()];
     let route = ROUTES[usize::from(call.route) % ROUTES.len()];
-    let mut target = format!("/t/t0{route}{}", encode(&call.rest));
+    let mut target = format!("/t/t0{route}{}", loopback::encode(&call.rest));
     for (i, (param, value)) in call.query.iter().take(4).enumerate() {
         target.push(if i == 0 { '?' } else { '&' });
         target.push_str(PARAMS[usize::from(*param) % PARAMS.len()]);
         target.push('=');
-        target.push_str(&encode(value));
+        target.push_str(&loopback::encode(value));
     }
     let (status, body) = send(addr, method, &target, &call.body);
     // A 500 may be the guest's (a trap, a store error it maps); the

@@ -320,11 +320,6 @@ impl Runtime {
         self.compiled.lock().get(digest).cloned()
     }
 
-    /// Components compiled and held now.
-    pub fn components(&self) -> usize {
-        self.compiled.lock().len()
-    }
-
     /// Every component held now, with the bytes of its compiled code.
     pub fn held(&self) -> Vec<(Digest, usize)> {
         self.compiled
