@@ -288,6 +288,7 @@ fn tenant_on(
         loaded,
         Namespace::new(store, name, Quotas::default()).expect("a fresh namespace"),
         Arc::new(TenantMetrics::new(name.into(), recorder)),
+        &runner::outbound::Egress::new(Default::default()),
     ))
 }
 

@@ -60,6 +60,12 @@ pub enum TenantAction {
         name: String,
         /// A .wasm component, or `default` for the runner's embedded guest.
         component: String,
+        /// A host the tenant's guests may call, in Spin's syntax
+        /// (`https://api.example.com`, `https://*.example.com`,
+        /// `http://svc:8080`); repeat for more. Added to any
+        /// --allowed-outbound-hosts.
+        #[arg(long = "allow-outbound", value_name = "URL")]
+        allow_outbound: Vec<String>,
         #[command(flatten)]
         limits: Box<Limits>,
     },
@@ -90,6 +96,7 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
         TenantAction::Deploy {
             name,
             component,
+            allow_outbound,
             limits,
         } => {
             let digest = if component == "default" {
@@ -113,6 +120,14 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
                 let id = key.replace('-', "_");
                 if given.value_source(&id) == Some(ValueSource::CommandLine) {
                     sent.insert(key, value);
+                }
+            }
+            if !allow_outbound.is_empty() {
+                let hosts = sent
+                    .entry("allowed-outbound-hosts")
+                    .or_insert_with(|| json!([]));
+                if let Some(list) = hosts.as_array_mut() {
+                    list.extend(allow_outbound.iter().map(|url| json!(url)));
                 }
             }
             let document = json!({ "component": digest, "limits": sent });

@@ -30,6 +30,7 @@ pub use crate::ingress::api::{ADMIN_TOKEN_VAR, AdminApi};
 use crate::ingress::server::ConnectionLimits;
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
+use crate::outbound::policy::Networks;
 use crate::request_id::Policy as RequestIdPolicy;
 use crate::settings::{Auto, LogFormat, OptionalPath, Range, Setting as _, Switch, settings};
 use crate::store::location::{Location, StoreConfig};
@@ -258,6 +259,13 @@ settings! {
         /// requests: faster reuse, at the cost of up to pool-size times this
         /// much resident memory.
         pool_keep_resident: ByteSize = "2MiB", Range::Between(ByteSize(0), ByteSize::gib(1));
+        /// Networks (CIDRs, comma-separated) tenants' outgoing requests may
+        /// reach although the address policy refuses them: loopback,
+        /// private (RFC 1918, RFC 4193, 100.64.0.0/10), link-local
+        /// (169.254.0.0/16, cloud metadata included), unspecified,
+        /// multicast and reserved addresses are refused unless listed here.
+        /// The runner's own listening addresses are refused always.
+        allowed_outbound_networks: Networks = "", Range::<Networks>::Any;
         /// How tenants appear in metric labels: per-tenant, or aggregate
         /// (every tenant shares tenant="_all").
         metrics_tenant_label: TenantLabelMode = "per-tenant", Range::<TenantLabelMode>::Any;

@@ -62,6 +62,7 @@ pub mod host;
 pub(crate) mod ingress;
 pub mod limits;
 pub mod metrics;
+pub mod outbound;
 pub mod outcome;
 pub(crate) mod periodic;
 pub mod request_id;
@@ -84,6 +85,7 @@ use crate::ingress::Ingress;
 use crate::ingress::admin::Admin;
 use crate::ingress::api::Api;
 use crate::metrics::Recorder;
+use crate::outbound::Egress;
 
 pub use crate::engine::DEFAULT_GUEST;
 
@@ -179,6 +181,7 @@ impl Runner {
             config.tenant_labels,
             config.defaults.clone(),
             deployed,
+            Egress::new(config.server.allowed_outbound_networks.clone()),
         ));
         fleet.apply(&config.tenants, &[], Source::Startup).await?;
         let restored = fleet.restore(&config.tenants).await?;
@@ -235,6 +238,11 @@ impl Runner {
         shutdown: impl Future<Output = ()>,
     ) -> anyhow::Result<()> {
         self.runtime.serving();
+        // A guest allowed loopback still may not call the runner itself.
+        let own = [listener.local_addr(), admin_listener.local_addr()];
+        self.fleet
+            .egress()
+            .refuse_own(own.into_iter().filter_map(Result::ok).collect());
         let ready = Arc::new(AtomicBool::new(true));
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin = Arc::new(Admin {

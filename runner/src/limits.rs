@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use http::StatusCode;
 
+use crate::outbound::policy::AllowedHosts;
 use crate::settings::{Range, settings};
 use crate::store::Quotas;
 
@@ -95,6 +96,37 @@ settings! {
         /// name; more is refused before any work, so one host call's cost is
         /// bounded.
         max_batch_keys: usize = "1000", Range::Positive(100_000usize);
+        /// Where the tenant's guests may send HTTP requests, in Spin's
+        /// syntax: `https://api.example.com`, `https://*.example.com`,
+        /// `http://svc.internal:8080`, `https://api.example.com:*`
+        /// (comma-separated here, a list in files and the admin API). Empty,
+        /// the default, refuses every outgoing request
+        /// (HTTP-request-denied).
+        allowed_outbound_hosts: AllowedHosts = "", Range::<AllowedHosts>::Any;
+        /// Outgoing requests one incoming request may make; past it,
+        /// HTTP-request-denied.
+        max_outbound_requests: usize = "32", Range::Between(0usize, 100_000);
+        /// Outgoing requests of the tenant in flight at once (each holds one
+        /// connection until its response body ends); more wait up to the
+        /// connect timeout, then get connection-limit-reached.
+        max_outbound_connections: usize = "16", Range::Positive(10_000usize);
+        /// Time to resolve and connect (TLS included) to an upstream; past
+        /// it, connection-timeout. A guest may ask for less.
+        outbound_connect_timeout: Duration = "5s", Range::Between(Duration::from_millis(1), Duration::from_secs(3600));
+        /// Time from sending a request to its response head; past it,
+        /// connection-read-timeout. A guest may ask for less.
+        outbound_first_byte_timeout: Duration = "30s", Range::Between(Duration::from_millis(1), DAY);
+        /// Time between two pieces of a response body; past it,
+        /// connection-read-timeout. A guest may ask for less.
+        outbound_between_bytes_timeout: Duration = "30s", Range::Between(Duration::from_millis(1), DAY);
+        /// Largest response body an outgoing request may receive; past it,
+        /// HTTP-response-body-size.
+        max_outbound_response_bytes: ByteSize = "16MiB", Range::Between(ByteSize(0), ByteSize::gib(4));
+        /// Idle connections the tenant's pool keeps per upstream host, for
+        /// its next requests; 0 closes each after its request.
+        outbound_idle_connections: usize = "8", Range::Between(0usize, 1000);
+        /// How long an idle pooled connection is kept.
+        outbound_idle_timeout: Duration = "30s", Range::Between(Duration::from_millis(1), Duration::from_secs(3600));
     }
 }
 

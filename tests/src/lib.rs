@@ -6,6 +6,7 @@
 //! - [`loadgen`]: the `loadgen` binary, run to its end.
 //! - [`prometheus`]: a real Prometheus server and promtool.
 //! - [`redis`]: a real `redis-server`, which a test can stop and restart.
+//! - [`upstream`]: an HTTP server for guests' outgoing requests.
 //! - [`polyglot`]: the Python and JavaScript example guests, built.
 //! - [`admin`]: admin tokens and requests to the admin API.
 //! - [`http`]: a plain HTTP/1.1 client; [`tenants`]: tenants files;
@@ -23,6 +24,7 @@ pub mod probe;
 pub mod prometheus;
 pub mod redis;
 pub mod tenants;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

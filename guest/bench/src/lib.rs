@@ -27,6 +27,9 @@ fn route(req: &Request) -> Result {
     if path == "/hello" {
         return Ok(Response::text(200, "hello"));
     }
+    if path == "/fetch" {
+        return guest_common::fetch::route(req, &Default::default());
+    }
     if let Some(raw) = path.strip_prefix("/setget/") {
         return match req.method() {
             Method::Get => kv::set_get(req, &kv::key(raw)?),

@@ -46,6 +46,7 @@ wit_bindgen::generate!({
 #[doc(hidden)]
 pub use wit_bindgen;
 
+pub mod fetch;
 pub mod http;
 pub mod kv;
 pub mod query;

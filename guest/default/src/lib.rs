@@ -30,6 +30,10 @@ fn route(req: &Request) -> Result {
             Method::Get => Ok(Response::text(200, "hello")),
             _ => Err(Response::method_not_allowed("GET")),
         },
+        "/fetch" => match method {
+            Method::Get => guest_common::fetch::route(req, &Default::default()),
+            _ => Err(Response::method_not_allowed("GET")),
+        },
         "/demo" => match method {
             Method::Get => demo(req),
             _ => Err(Response::method_not_allowed("GET")),

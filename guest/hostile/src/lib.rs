@@ -65,6 +65,18 @@ fn route(req: &Request) -> Result {
     let handler: fn(&Request) -> Result = match path {
         "/hello" => |_| Ok(Response::text(200, "hello")),
         "/answer-once" => |_| Ok(Response::text(200, "answered")),
+        // Outgoing requests the host should refuse: `host` sets a Host
+        // header naming another host, `target` sends a request target
+        // (an absolute URL, say) in place of the URL's path.
+        "/fetch" => |req| {
+            let host = req.param("host")?;
+            let target = req.param("target")?;
+            let options = guest_common::fetch::Options {
+                host: host.as_deref(),
+                target: target.as_deref(),
+            };
+            guest_common::fetch::route(req, &options)
+        },
         "/loop" => spin,
         "/burn" => burn,
         "/grow" => grow,

@@ -26,7 +26,9 @@
 //! - `POST /log`: writes the body to stdout, which the runner logs with
 //!   the tenant
 //! - `GET /fetch`: tries an outgoing request (`wasi:http/client@0.3.0`) and
-//!   a TCP connection (`wasi:sockets@0.3.0`), and answers how each failed
+//!   a TCP connection (`wasi:sockets@0.3.0`), and answers how each failed;
+//!   `GET /fetch?url=URL`: fetches URL through `wasi:http/client@0.3.0`
+//!   and answers its status and body (502 and the error code if it fails)
 //!
 //! It imports only what `wasmtime serve -S cli -S keyvalue` links, so the
 //! benchmarks run it under both servers.
@@ -97,7 +99,10 @@ impl wasip3::exports::http::handler::Guest for Service {
                 wasip3::clocks::monotonic_clock::wait_for(86_400 * 1_000_000_000).await;
                 drop(writer);
             })),
-            (Method::Get, "/fetch") => Ok(text(200, &reach_out().await)),
+            (Method::Get, "/fetch") => match query_text(query, "url") {
+                Some(url) => Ok(fetch(url).await),
+                None => Ok(text(200, &reach_out().await)),
+            },
             (Method::Post, "/log") => {
                 let body = read_body(request).await?;
                 println!("{}", String::from_utf8_lossy(&body));
@@ -376,6 +381,34 @@ async fn reach_out() -> String {
         }
     };
     format!("http: {http}\ntcp: {tcp}")
+}
+
+/// `GET url` through `wasi:http/client@0.3.0`: its status and body, or
+/// 502 and the host's error code.
+async fn fetch(url: &str) -> Response {
+    use wasip3::http::types::Scheme;
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return text(400, "the url has no scheme");
+    };
+    let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
+    let (_done, trailers) = wit_future::new(|| Ok(None));
+    let (outgoing, _sent) = Request::new(Fields::new(), None, trailers, None);
+    let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
+    let _ = outgoing.set_scheme(Some(&scheme));
+    let _ = outgoing.set_authority(Some(authority));
+    let _ = outgoing.set_path_with_query(Some(path));
+    let response = match wasip3::http::client::send(outgoing).await {
+        Ok(response) => response,
+        Err(code) => return text(502, &format!("outgoing request failed: {code:?}")),
+    };
+    let status = response.get_status_code();
+    let (_done, result) = wit_future::new(|| Ok(()));
+    let (contents, trailers) = Response::consume_body(response, result);
+    let body = contents.collect().await;
+    if let Err(code) = trailers.await {
+        return text(502, &format!("outgoing response failed: {code:?}"));
+    }
+    bytes(status, body)
 }
 
 /// The whole request body.

@@ -42,6 +42,7 @@ use crate::engine::component::Digest;
 use crate::engine::{Loaded, Runtime};
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{Recorder, TenantLabelMode, TenantLabels, TenantMetrics};
+use crate::outbound::Egress;
 use crate::store::{self, Backend};
 use crate::tenant::Tenant;
 
@@ -162,6 +163,8 @@ pub struct Fleet {
     /// [`components`]).
     unused: Mutex<HashMap<Digest, std::time::Instant>>,
     metrics: FleetMetrics,
+    /// What every tenant's outgoing requests share.
+    egress: Arc<Egress>,
 }
 
 #[derive(Default)]
@@ -196,6 +199,7 @@ impl Fleet {
         labels: TenantLabels,
         defaults: Limits,
         deployed: Option<Keeper>,
+        egress: Arc<Egress>,
     ) -> Self {
         let metrics = recorder.scope(|| {
             use crate::metrics::{COMPONENT_CODE_BYTES, COMPONENTS, TENANT_CHANGES, TENANTS};
@@ -222,7 +226,13 @@ impl Fleet {
             default_guest: Digest::of(crate::engine::DEFAULT_GUEST),
             unused: Mutex::new(HashMap::new()),
             metrics,
+            egress,
         }
+    }
+
+    /// What every tenant's outgoing requests share.
+    pub fn egress(&self) -> &Arc<Egress> {
+        &self.egress
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -897,7 +907,14 @@ impl Fleet {
             .fenced(fence);
         let metrics = self.metrics_for(name);
         let key = (component.digest, format!("{limits:?}"));
-        let tenant = Arc::new(Tenant::new(name, limits, component, namespace, metrics));
+        let tenant = Arc::new(Tenant::new(
+            name,
+            limits,
+            component,
+            namespace,
+            metrics,
+            &self.egress,
+        ));
         if !self.checked.lock().contains(&key) {
             crate::call::preflight(&self.runtime, &tenant).await?;
             self.checked.lock().insert(key);

@@ -9,6 +9,7 @@
 mod keyvalue;
 mod limiter;
 mod logging;
+mod outgoing;
 mod output;
 mod wasmcloud;
 
@@ -17,10 +18,12 @@ use std::time::Instant;
 
 use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use self::keyvalue::{BucketHandle, CasHandle};
 pub use self::limiter::Limiter;
+pub(crate) use self::outgoing::DenyOutgoing;
+use self::outgoing::Outgoing;
 use self::output::{GuestLog, GuestOutput, Stream};
 
 use crate::request_id::RequestId;
@@ -169,7 +172,7 @@ pub struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    hooks: DenyOutgoing,
+    hooks: Outgoing,
     log: GuestLog,
     pub(crate) limiter: Limiter,
     /// When the current request must end; the epoch callback reads it.
@@ -204,7 +207,7 @@ impl Host {
             wasi: wasi.build(),
             http,
             table,
-            hooks: DenyOutgoing,
+            hooks: Outgoing::new(tenant.egress().clone(), log.clone()),
             log,
             tenant,
             deadline: Instant::now(),
@@ -218,6 +221,7 @@ impl Host {
     pub fn begin_request(&mut self, deadline: Instant, id: Option<RequestId>) {
         self.deadline = deadline;
         self.limiter.hit = None;
+        self.hooks.begin(self.tenant.limits().max_outbound_requests);
         self.log
             .begin(crate::limits::bytes(self.tenant.limits().max_log_bytes), id);
     }
@@ -235,6 +239,7 @@ impl Host {
     /// at once, and a line cannot tell whose it is.
     pub fn join_request(&mut self, deadline: Instant) {
         self.deadline = self.deadline.max(deadline);
+        self.hooks.join(self.tenant.limits().max_outbound_requests);
         self.log.begin(
             crate::limits::bytes(self.tenant.limits().max_log_bytes),
             None,
@@ -262,31 +267,6 @@ impl WasiHttpView for Host {
             table: &mut self.table,
             hooks: &mut self.hooks,
         }
-    }
-}
-
-/// Tenants may not make outgoing HTTP requests: the runner is not their
-/// network egress, and a request could reach the host's own loopback.
-pub(crate) struct DenyOutgoing;
-
-impl WasiHttpHooks for DenyOutgoing {
-    fn send_request(
-        &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
-        _options: Option<wasmtime_wasi_http::RequestOptions>,
-        _fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-    ) -> Box<
-        dyn Future<
-                Output = Result<
-                    (
-                        http::Response<wasmtime_wasi_http::WasiBody>,
-                        Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>,
-                    ),
-                    wasmtime_wasi_http::Error,
-                >,
-            > + Send,
-    > {
-        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 
@@ -399,7 +379,7 @@ pub fn add_to_linker(linker: &mut Linker<Host>, p3: bool) -> wasmtime::Result<()
     // WASI 0.3 beside 0.2 (the versions differ, so both link): a WASIp3
     // component imports wasi:http@0.3.0 and, from Rust's std, WASI 0.2.
     // Sockets and the filesystem are denied and empty as above, and
-    // outgoing requests are refused by the same hooks.
+    // outgoing requests go through the same hooks.
     wasmtime_wasi::p3::add_to_linker(l)?;
     wasmtime_wasi_http::p3::add_to_linker(l)?;
     {

@@ -96,6 +96,11 @@ impl Shared {
         &self.tenant
     }
 
+    /// The id of the request its lines are for, if one.
+    pub fn request_id(&self) -> Option<RequestId> {
+        self.request.lock().clone()
+    }
+
     /// Takes what a line of `text` bytes costs (see [`LINE_OVERHEAD`]) from
     /// the request's budget and the tenant's rate; false, and nothing
     /// written, when either is spent. The first refusal is logged once per

@@ -100,6 +100,7 @@ impl Recorder {
             )?
             .set_buckets_for_metric(Matcher::Full(KV_OPERATION_DURATION.into()), KV_BUCKETS)?
             .set_buckets_for_metric(Matcher::Full(STORE_FSYNC_DURATION.into()), FSYNC_BUCKETS)?
+            .set_buckets_for_metric(Matcher::Full(OUTBOUND_DURATION.into()), REQUEST_BUCKETS)?
             .build_recorder();
         let this = Self {
             handle: recorder.handle(),
@@ -254,6 +255,29 @@ fn describe() {
         "Key-value call latency inside the host."
     );
     describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
+    describe_counter!(
+        OUTBOUND_REQUESTS,
+        "Outgoing HTTP requests of tenant guests by outcome: ok, denied_host (not on the tenant's allow-list), denied_address (the address policy), denied_limit (a per-request or connection cap), timeout, error."
+    );
+    describe_histogram!(
+        OUTBOUND_DURATION,
+        Unit::Seconds,
+        "Outgoing HTTP requests' time to the response head, connecting included."
+    );
+    describe_counter!(
+        OUTBOUND_SENT,
+        Unit::Bytes,
+        "Outgoing request body bytes sent."
+    );
+    describe_counter!(
+        OUTBOUND_RECEIVED,
+        Unit::Bytes,
+        "Outgoing response body bytes received."
+    );
+    describe_gauge!(
+        OUTBOUND_CONNECTIONS,
+        "Outgoing connections open (in use or idle in the tenant's pool)."
+    );
     describe_counter!(
         STORE_UNAVAILABLE,
         "Key-value calls that failed with store-unavailable: the store (Redis, or the data directory's disk) could not be reached or failed."
@@ -412,6 +436,42 @@ impl TrapKind {
     }
 }
 
+/// How an outgoing request ended, for the `outcome` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outbound {
+    Ok,
+    /// Not on the tenant's allow-list (or a malformed target).
+    DeniedHost,
+    /// Resolved only to addresses the address policy refuses.
+    DeniedAddress,
+    /// Past the tenant's per-request cap or its connection cap.
+    DeniedLimit,
+    Timeout,
+    Error,
+}
+
+impl Outbound {
+    const ALL: [Outbound; 6] = [
+        Outbound::Ok,
+        Outbound::DeniedHost,
+        Outbound::DeniedAddress,
+        Outbound::DeniedLimit,
+        Outbound::Timeout,
+        Outbound::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outbound::Ok => "ok",
+            Outbound::DeniedHost => "denied_host",
+            Outbound::DeniedAddress => "denied_address",
+            Outbound::DeniedLimit => "denied_limit",
+            Outbound::Timeout => "timeout",
+            Outbound::Error => "error",
+        }
+    }
+}
+
 /// A key-value call, for the `op` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvOp {
@@ -480,6 +540,11 @@ pub struct TenantMetrics {
     kv_ops: [[OnceLock<Counter>; 3]; KvOp::ALL.len()],
     kv_duration: [OnceLock<Histogram>; KvOp::ALL.len()],
     kv_quota: [OnceLock<Counter>; Quota::ALL.len()],
+    outbound: [OnceLock<Counter>; Outbound::ALL.len()],
+    outbound_duration: OnceLock<Histogram>,
+    outbound_sent: OnceLock<Counter>,
+    outbound_received: OnceLock<Counter>,
+    outbound_connections: OnceLock<Gauge>,
     /// Process-wide, without a tenant label: an outage of the store is
     /// every tenant's.
     store_unavailable: Counter,
@@ -503,6 +568,11 @@ impl TenantMetrics {
             kv_ops: Default::default(),
             kv_duration: Default::default(),
             kv_quota: Default::default(),
+            outbound: Default::default(),
+            outbound_duration: OnceLock::new(),
+            outbound_sent: OnceLock::new(),
+            outbound_received: OnceLock::new(),
+            outbound_connections: OnceLock::new(),
             store_unavailable: recorder.scope(|| metrics::counter!(STORE_UNAVAILABLE)),
             label,
             recorder: recorder.clone(),
@@ -598,6 +668,39 @@ impl TenantMetrics {
     pub fn instance_reused(&self) {
         self.counter(&self.instances_reused, INSTANCES_REUSED, None)
             .increment(1);
+    }
+
+    /// Counts an outgoing request's outcome, and its time to the response
+    /// head when it got one.
+    pub fn outbound(&self, outcome: Outbound, elapsed: Option<Duration>) {
+        let label = Some(("outcome", outcome.as_str()));
+        self.counter(&self.outbound[outcome as usize], OUTBOUND_REQUESTS, label)
+            .increment(1);
+        if let Some(elapsed) = elapsed {
+            self.outbound_duration
+                .get_or_init(|| {
+                    let tenant = self.label.clone();
+                    self.recorder
+                        .scope(|| metrics::histogram!(OUTBOUND_DURATION, "tenant" => tenant))
+                })
+                .record(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn outbound_sent(&self, bytes: u64) {
+        self.counter(&self.outbound_sent, OUTBOUND_SENT, None)
+            .increment(bytes);
+    }
+
+    pub fn outbound_received(&self, bytes: u64) {
+        self.counter(&self.outbound_received, OUTBOUND_RECEIVED, None)
+            .increment(bytes);
+    }
+
+    /// An outgoing connection opened (`1.0`) or closed (`-1.0`).
+    pub fn outbound_connection(&self, change: f64) {
+        self.gauge(&self.outbound_connections, OUTBOUND_CONNECTIONS)
+            .increment(change);
     }
 
     pub fn kv_op(&self, op: KvOp, elapsed: Duration, error: Option<&store::Error>) {

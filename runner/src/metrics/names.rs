@@ -39,6 +39,11 @@ pub const STORE_FSYNC_DURATION: &str = "runner_store_fsync_duration_seconds";
 pub const CONNECTIONS_OPEN: &str = "runner_http_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "runner_http_connections_rejected_total";
 pub const UNROUTED: &str = "runner_unrouted_requests_total";
+pub const OUTBOUND_REQUESTS: &str = "runner_outbound_requests_total";
+pub const OUTBOUND_DURATION: &str = "runner_outbound_request_duration_seconds";
+pub const OUTBOUND_SENT: &str = "runner_outbound_sent_bytes_total";
+pub const OUTBOUND_RECEIVED: &str = "runner_outbound_received_bytes_total";
+pub const OUTBOUND_CONNECTIONS: &str = "runner_outbound_connections";
 // The standard process metrics (process_cpu_seconds_total,
 // process_resident_memory_bytes, process_open_fds, ...) come from
 // metrics-process, under the names every Prometheus client library uses, so

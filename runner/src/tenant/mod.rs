@@ -22,6 +22,7 @@ use crate::engine::kept::IdleInstances;
 use crate::host::HandlerPre;
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
+use crate::outbound::Egress;
 use crate::store::Namespace;
 
 pub struct Tenant {
@@ -53,8 +54,9 @@ impl Tenant {
         component: &Loaded,
         namespace: Namespace,
         metrics: Arc<TenantMetrics>,
+        egress: &Arc<Egress>,
     ) -> Self {
-        let scope = Scope::new(name, limits, namespace, metrics);
+        let scope = Scope::new(name, limits, namespace, metrics, egress);
         let idle = IdleInstances::new(
             scope.shared_name(),
             scope.limits().instance_idle_timeout,

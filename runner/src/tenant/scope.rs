@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
+use crate::outbound::{Egress, TenantEgress};
 use crate::store::Namespace;
 
 pub struct Scope {
@@ -25,6 +26,8 @@ pub struct Scope {
     log_rate: Arc<LogRate>,
     /// Shared with the other tenants past the labelled ones.
     metrics: Arc<TenantMetrics>,
+    /// Its outgoing requests: allow-list, limits, connection pool.
+    egress: Arc<TenantEgress>,
     /// Set when the tenant is removed: a request that found it just before
     /// and was not admitted yet is answered as if it had come after.
     removed: std::sync::atomic::AtomicBool,
@@ -45,9 +48,17 @@ impl Scope {
         limits: Limits,
         namespace: Namespace,
         metrics: Arc<TenantMetrics>,
+        egress: &Arc<Egress>,
     ) -> Self {
+        let name: Arc<str> = name.into();
         Self {
-            name: name.into(),
+            egress: Arc::new(TenantEgress::new(
+                name.clone(),
+                &limits,
+                egress,
+                metrics.clone(),
+            )),
+            name,
             permits: Arc::new(Semaphore::new(limits.max_tenant_in_flight)),
             log_rate: Arc::new(LogRate::new(crate::limits::bytes(
                 limits.max_log_bytes_per_second,
@@ -87,6 +98,10 @@ impl Scope {
 
     pub fn metrics(&self) -> &TenantMetrics {
         &self.metrics
+    }
+
+    pub fn egress(&self) -> &Arc<TenantEgress> {
+        &self.egress
     }
 
     pub fn log_rate(&self) -> &Arc<LogRate> {
@@ -139,6 +154,13 @@ impl Scope {
         let namespace = Namespace::new(&memory::Store::new(1), "t0", Quotas::default())
             .expect("a fresh namespace");
         let metrics = Arc::new(TenantMetrics::new("t0".into(), recorder));
-        Arc::new(Self::new("t0", Limits::default(), namespace, metrics))
+        let egress = Egress::new(Default::default());
+        Arc::new(Self::new(
+            "t0",
+            Limits::default(),
+            namespace,
+            metrics,
+            &egress,
+        ))
     }
 }

@@ -14,5 +14,6 @@ mod layers;
 mod limits;
 mod logs;
 mod metrics;
+mod outbound;
 mod p3;
 mod reuse;
