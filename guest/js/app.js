@@ -1,16 +1,19 @@
 // An example tenant component in JavaScript, built with ComponentizeJS.
 //
 // It serves the same routes as the hostile guest's hello and key-value ones
-// (see guest/README.md) through the standard interfaces only: wasi:http's
-// incoming handler and wasi:keyvalue@0.2.0-draft.
+// (see guest/README.md), and /fetch?url=URL (an outgoing request), through
+// the standard interfaces only: wasi:http's incoming and outgoing handlers
+// and wasi:keyvalue@0.2.0-draft.
 // Nothing in it is specific to this runner.
 
 import { open } from "wasi:keyvalue/store@0.2.0-draft";
 import { increment } from "wasi:keyvalue/atomics@0.2.0-draft";
+import { handle } from "wasi:http/outgoing-handler@0.2.10";
 import {
   Fields,
   IncomingBody,
   OutgoingBody,
+  OutgoingRequest,
   OutgoingResponse,
   ResponseOutparam,
 } from "wasi:http/types@0.2.10";
@@ -65,6 +68,12 @@ function route(request) {
     }
     return text(200, String(count));
   }
+  if (path === "/fetch") {
+    // An outgoing request through wasi:http's outgoing handler; the host
+    // decides whether it may go out.
+    expect(method, "GET");
+    return fetchUrl(url.searchParams.get("url") ?? "");
+  }
   if (path.startsWith("/kv/")) {
     const key = decodeKey(path.slice("/kv/".length));
     if (method === "GET") {
@@ -116,7 +125,45 @@ function respond(responseOut, { status, type, body }) {
   OutgoingBody.finish(outgoing, undefined);
 }
 
-// The whole request body; the runner has already bounded its size.
+// GET `target` and answer its status and body, or 502 with the host's
+// error code (`outgoing request failed: HTTP-request-denied`).
+function fetchUrl(target) {
+  const url = new URL(target);
+  const request = new OutgoingRequest(new Fields());
+  request.setScheme({ tag: url.protocol === "https:" ? "HTTPS" : "HTTP" });
+  request.setAuthority(url.host);
+  request.setPathWithQuery(url.pathname + url.search);
+  const failed = (code) => text(502, `outgoing request failed: ${code.tag}`);
+  let future;
+  try {
+    future = handle(request, undefined);
+  } catch (error) {
+    if (error.payload === undefined) {
+      throw error;
+    }
+    return failed(error.payload);
+  }
+  let result = future.get();
+  while (result === undefined) {
+    future.subscribe().block();
+    result = future.get();
+  }
+  if (result.tag === "err") {
+    throw new Error("the response was taken twice");
+  }
+  if (result.val.tag === "err") {
+    return failed(result.val.val);
+  }
+  const response = result.val.val;
+  return {
+    status: response.status(),
+    type: "application/octet-stream",
+    body: readBody(response),
+  };
+}
+
+// The whole body of an incoming request or response; the runner has
+// already bounded its size.
 function readBody(request) {
   const incoming = request.consume();
   const stream = incoming.stream();

@@ -1,7 +1,7 @@
 """An example tenant component in Python, built with componentize-py.
 
 It serves the same routes as the hostile guest's hello and key-value ones
-(see guest/README.md) and /connect, through the standard interfaces only: wasi:http's
+(see guest/README.md), /connect and /fetch, through the standard interfaces only: wasi:http's
 incoming handler, wasi:keyvalue@0.2.0-draft (store and atomics) and
 wasi:logging. Nothing in it is specific to this runner.
 """
@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from componentize_py_types import Err, Ok
 from wit_world import exports
-from wit_world.imports import atomics, store, streams
+from wit_world.imports import atomics, outgoing_handler, store, streams
 
 try:
     from wit_world.imports import logging
@@ -27,8 +27,11 @@ from wit_world.imports.types import (
     Method_Post,
     Method_Put,
     OutgoingBody,
+    OutgoingRequest,
     OutgoingResponse,
     ResponseOutparam,
+    Scheme_Http,
+    Scheme_Https,
 )
 
 # wasi:io streams take at most this many bytes per blocking write.
@@ -80,6 +83,11 @@ def route(request):
         except OSError as error:
             return text(403, f"refused: {error}")
         return text(200, "connected")
+    if path == "/fetch":
+        # An outgoing request through wasi:http's outgoing handler; the host
+        # decides whether it may go out.
+        expect(method, Method_Get, "GET")
+        return fetch(query.get("url", [""])[0])
     if path.startswith("/kv/"):
         key = decode_key(path[len("/kv/"):])
         if isinstance(method, Method_Get):
@@ -158,7 +166,33 @@ def call(operation):
         raise Reply(status, f"store error: {message}")
 
 
+def fetch(url):
+    """GET url: its status and body, or 502 with the host's error code."""
+    parts = urlsplit(url)
+    request = OutgoingRequest(Fields())
+    request.set_scheme(Scheme_Https() if parts.scheme == "https" else Scheme_Http())
+    request.set_authority(parts.netloc)
+    request.set_path_with_query((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+    try:
+        future = outgoing_handler.handle(request, None)
+    except Err as err:
+        return failed(err.value)
+    result = future.get()
+    while result is None:
+        future.subscribe().block()
+        result = future.get()
+    if isinstance(result.value, Err):
+        return failed(result.value.value)
+    response = result.value.value
+    return response.status(), read_body(response), "application/octet-stream"
+
+
+def failed(code):
+    return text(502, f"outgoing request failed: {type(code).__name__}")
+
+
 def read_body(request):
+    """The whole body of an incoming request or response."""
     body = request.consume()
     stream = body.stream()
     chunks = []

@@ -9,6 +9,9 @@
 //! - `/stall`: answers a head and one piece of body, then nothing
 //! - `/big?bytes=N`: N bytes of `x`
 //! - anything else: 404
+//!
+//! [`Upstream::start_tls`] serves the same over HTTPS, HTTP/1.1 or HTTP/2
+//! as ALPN settles, with a certificate from a [`TestCa`] the test makes.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,8 +30,69 @@ use parking_lot::Mutex;
 pub struct Seen {
     accepts: AtomicUsize,
     requests: AtomicUsize,
-    /// Each request's target (as on the request line) and Host header.
+    /// Each request's target (as on the request line) and Host header
+    /// (`:authority` over HTTP/2).
     heads: Mutex<Vec<(String, String)>>,
+    /// Each request's HTTP version.
+    versions: Mutex<Vec<http::Version>>,
+}
+
+/// A certificate authority a test makes, and a certificate from it for
+/// `localhost` and 127.0.0.1; its certificate is written as PEM to
+/// [`TestCa::ca_file`], for `SSL_CERT_FILE`.
+pub struct TestCa {
+    dir: crate::TempDir,
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "runner test CA");
+        let ca_key = KeyPair::generate().expect("a CA key");
+        let ca_cert = ca.self_signed(&ca_key).expect("the CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf_key = KeyPair::generate().expect("a key");
+        let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("leaf parameters")
+            .signed_by(&leaf_key, &issuer)
+            .expect("the leaf certificate");
+        let dir = crate::TempDir::new();
+        std::fs::write(dir.path.join("ca.pem"), ca_cert.pem()).expect("writing the CA");
+        Self {
+            dir,
+            leaf: leaf.der().clone(),
+            key: leaf_key.serialize_der(),
+        }
+    }
+
+    /// The CA's certificate, PEM.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path.join("ca.pem")
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.key.clone().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.leaf.clone()], key)
+            .expect("the server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 pub struct Upstream {
@@ -42,6 +106,15 @@ type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 impl Upstream {
     /// Starts one on 127.0.0.1, on a runtime of its own.
     pub fn start() -> Self {
+        Self::serve(None)
+    }
+
+    /// Starts one serving HTTPS with `ca`'s certificate.
+    pub fn start_tls(ca: &TestCa) -> Self {
+        Self::serve(Some(ca.server_config()))
+    }
+
+    fn serve(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -64,20 +137,37 @@ impl Upstream {
                 };
                 state.accepts.fetch_add(1, Ordering::SeqCst);
                 let state = state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move {
-                            if req.uri().path() == "/silent" {
-                                state.requests.fetch_add(1, Ordering::SeqCst);
-                                futures::future::pending::<()>().await;
+                    let service =
+                        hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                            let state = state.clone();
+                            async move {
+                                if req.uri().path() == "/silent" {
+                                    state.requests.fetch_add(1, Ordering::SeqCst);
+                                    futures::future::pending::<()>().await;
+                                }
+                                Ok::<_, Infallible>(answer(&state, req))
                             }
-                            Ok::<_, Infallible>(answer(&state, req))
+                        });
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    match tls {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = builder.serve_connection(io, service).await;
                         }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                        Some(config) => {
+                            let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = builder.serve_connection(io, service).await;
+                        }
+                    }
                 });
             }
         });
@@ -91,6 +181,11 @@ impl Upstream {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Each request's HTTP version, in order.
+    pub fn versions(&self) -> Vec<http::Version> {
+        self.seen.versions.lock().clone()
     }
 
     /// Connections accepted so far.
@@ -123,9 +218,21 @@ fn answer(seen: &Seen, req: Request<hyper::body::Incoming>) -> Response<Body> {
         .headers()
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or(req.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default()
         .to_owned();
-    seen.heads.lock().push((req.uri().to_string(), host));
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let target = if req.version() == http::Version::HTTP_2 {
+        target
+    } else {
+        req.uri().to_string()
+    };
+    seen.heads.lock().push((target, host));
+    seen.versions.lock().push(req.version());
     let full = |status: u16, body: &'static str| {
         Response::builder()
             .status(status)

@@ -178,6 +178,39 @@ async fn the_tenant_subcommands_drive_a_live_runner() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // An allow-list, one URL at a time; a malformed one names the key.
+    let out = ok(client(
+        &r,
+        &token,
+        &[
+            "deploy",
+            "caller",
+            "default",
+            "--allow-outbound",
+            "https://api.example.com",
+            "--allow-outbound",
+            "http://*.svc.internal:8080",
+        ],
+    ));
+    assert!(out.starts_with("tenant caller created"), "{out}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(client(&r, &token, &["show", "caller"]))).unwrap();
+    assert_eq!(
+        shown["limits"]["allowed-outbound-hosts"],
+        serde_json::json!(["https://api.example.com", "http://*.svc.internal:8080"])
+    );
+    let out = client(
+        &r,
+        &token,
+        &["deploy", "bad", "default", "--allow-outbound", "ftp://x"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: PUT /v1/tenants/bad: 400: limits: allowed-outbound-hosts: \"ftp://x\" is not \
+         an outbound host (the scheme is neither http, https nor *); write \
+         scheme://host[:port], as https://api.example.com, https://*.example.com or \
+         http://10.0.0.5:8080"
+    );
     let out = client(&r, &token, &["deploy", "bad", "default", "--fuel", "0"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),

@@ -10,6 +10,8 @@
 //! - `durable`: the data directory under SIGKILL, a full disk, a second
 //!   runner.
 //! - `loadgen`: the load generator against the runner, checked both ways.
+//! - `outbound`: guests calling out over HTTPS, trusted through
+//!   `SSL_CERT_FILE`.
 //! - `packaging`: the container image and the systemd unit, as shipped.
 //! - `polyglot`: the Python and JavaScript example guests, built by their
 //!   own toolchains, run unchanged.
@@ -21,6 +23,7 @@ mod admin;
 mod compile;
 mod durable;
 mod loadgen;
+mod outbound;
 mod packaging;
 mod polyglot;
 mod process;

@@ -10,6 +10,7 @@ use http::{Method, StatusCode};
 use system_tests::http::{get, request};
 use system_tests::polyglot::{self, Toolchain};
 use system_tests::probe::Observed as _;
+use system_tests::upstream::Upstream;
 use system_tests::{Runner, Tenants};
 
 /// Every tenant's fuel budget (the default): `/burn` past it is refused.
@@ -20,7 +21,7 @@ async fn the_python_guest_runs_unchanged() {
     let Some(component) = polyglot::build(Toolchain::Python) else {
         return;
     };
-    let runner = exercise(&component).await;
+    let runner = exercise(&component, "ErrorCode_HttpRequestDenied").await;
 
     // CPython imports wasi:sockets; every use is denied, and nothing
     // reaches a port that is listening.
@@ -61,7 +62,7 @@ async fn the_python_guest_builds_without_wasi_logging_for_wasmtime_serve() {
         (imports_logging(&full), imports_logging(&serve)),
         (true, false)
     );
-    exercise(&serve).await;
+    exercise(&serve, "ErrorCode_HttpRequestDenied").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +70,7 @@ async fn the_javascript_guest_runs_unchanged() {
     let Some(component) = polyglot::build(Toolchain::JavaScript) else {
         return;
     };
-    exercise(&component).await;
+    exercise(&component, "HTTP-request-denied").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,14 +119,33 @@ async fn reused(component: &Path) {
 
 /// The routes both guests share, on two tenants of one component: a
 /// key-value round trip, isolation, increment, a 1 MiB value and one byte
-/// more, and a request past the fuel budget. Returns the runner, still up.
-async fn exercise(component: &Path) -> Runner {
+/// more, a request past the fuel budget, and an outgoing request that only
+/// the tenant allowed to make it gets through (`denied`: the code the
+/// other sees, as the toolchain spells it). Returns the runner, still up.
+async fn exercise(component: &Path, denied: &str) -> Runner {
+    let upstream = Upstream::start();
     let tenant = format!("component = {component:?}\nfuel = {FUEL}");
+    let allowed = format!(
+        "{tenant}\nallowed-outbound-hosts = [\"http://{}\"]",
+        upstream.addr
+    );
     let runner = Runner::start_with(
-        &Tenants::new().tenant("a", &tenant).tenant("b", &tenant),
-        &[],
+        &Tenants::new().tenant("a", &allowed).tenant("b", &tenant),
+        &["--allowed-outbound-networks", "127.0.0.0/8"],
     );
     let addr = runner.addr;
+    let small = upstream.url("/small");
+    let res = get(addr, &format!("/t/a/fetch?url={small}")).await;
+    assert_eq!(
+        (res.status, res.text().as_str()),
+        (StatusCode::OK, "upstream says hi")
+    );
+    let res = get(addr, &format!("/t/b/fetch?url={small}")).await;
+    assert_eq!(
+        (res.status.as_u16(), res.text()),
+        (502, format!("outgoing request failed: {denied}"))
+    );
+    assert_eq!(upstream.requests(), 1);
     let put = |path: &'static str, body: Vec<u8>| request(addr, Method::PUT, path, body);
     let post = |path: &'static str| request(addr, Method::POST, path, vec![]);
 
