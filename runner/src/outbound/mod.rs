@@ -267,6 +267,10 @@ impl TenantEgress {
             }
         };
         let metrics = self.metrics.clone();
+        // The tenant's byte counters start at its first request, bodies or
+        // not, as its other series do.
+        metrics.outbound_sent(0);
+        metrics.outbound_received(0);
         let request = request.map(|body| Sent {
             body,
             metrics: metrics.clone(),
