@@ -31,7 +31,8 @@
 # each server and path and its ratio to $BASELINE, with the min-max of the
 # per-round ratios.
 #
-# Settings (environment): ROUNDS (3), DURATION (5s), CONNECTIONS (32),
+# Settings (environment): RUNNER_ARGS (more runner flags, space-separated),
+# WASMTIME_ARGS (more `wasmtime serve` flags), ROUNDS (3), DURATION (5s), CONNECTIONS (32),
 # REUSE (128), CONCURRENCY (16), PATHS ("/hello /setget/k"), NATIVE (1; 0
 # leaves it out, for guests whose routes it does not have), SERVERS (the
 # first five, space-separated), BASELINE (wasmtime-reuse), PROFILE (the
@@ -79,7 +80,7 @@ start() {
         [[ $1 != runner ]] && extra=(--max-instance-reuse "$REUSE")
         [[ $1 == runner-concurrent ]] && extra+=(--max-instance-concurrency "$CONCURRENCY")
         "$TARGET_DIR/$PROFILE/runner" --tenants 1 --component "$COMPONENT" --log warn \
-            --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 "${extra[@]}" \
+            --listen "127.0.0.1:$port" --metrics-listen 127.0.0.1:0 "${extra[@]}" ${RUNNER_ARGS:-} \
             >"$WORK/out" 2>&1 &
         BASE=http://127.0.0.1:$port/t/t0
         ;;
@@ -90,7 +91,7 @@ start() {
             --max-instance-concurrent-reuse-count 1 -W fuel=$((FUEL * REUSE)))
         [[ $1 == wasmtime-concurrent ]] && extra=(--max-instance-reuse-count "$REUSE"
             --max-instance-concurrent-reuse-count "$CONCURRENCY" -W fuel=$((FUEL * REUSE)))
-        "$WASMTIME" serve "${WASMTIME_BEST[@]}" "${extra[@]}" --addr "127.0.0.1:$port" \
+        "$WASMTIME" serve "${WASMTIME_BEST[@]}" "${extra[@]}" ${WASMTIME_ARGS:-} --addr "127.0.0.1:$port" \
             "$COMPONENT" >"$WORK/out" 2>&1 &
         BASE=http://127.0.0.1:$port
         ;;

@@ -17,6 +17,9 @@
 //! - `GET /t/{tenant}/setget/{key}`: sets the key to `world`, reads it back
 //!   and answers it: the per-request work of the native figure in
 //!   CONTEXT.md (the guest's `/demo` does the same through wasi:keyvalue).
+//! - `GET /t/{tenant}/fetch?url=URL`: fetches `http` URL through a pooled
+//!   client (hyper-util's, keep-alive) and answers its status and body: the
+//!   native baseline of `bench/outbound.sh`.
 //!
 //! The store is 16 shards, each a `parking_lot::RwLock` over a map from
 //! tenant to that tenant's keys; the shard is picked by a randomly seeded
@@ -100,7 +103,35 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-async fn handle(kv: Arc<Kv>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// The pooled client `/fetch` sends through.
+type Pool = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<Bytes>,
+>;
+
+/// `GET url`: its status and body, or 502.
+async fn fetch(pool: &Pool, query: Option<&str>) -> Response<Full<Bytes>> {
+    let Some(url) = query.and_then(|q| q.strip_prefix("url=")) else {
+        return text(StatusCode::BAD_REQUEST, "missing query parameter: url");
+    };
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return text(StatusCode::BAD_REQUEST, "invalid url");
+    };
+    let Ok(response) = pool.get(uri).await else {
+        return text(StatusCode::BAD_GATEWAY, "outgoing request failed");
+    };
+    let (parts, body) = response.into_parts();
+    match body.collect().await {
+        Ok(body) => Response::from_parts(parts, Full::new(body.to_bytes())),
+        Err(_) => text(StatusCode::BAD_GATEWAY, "outgoing response failed"),
+    }
+}
+
+async fn handle(
+    kv: Arc<Kv>,
+    pool: Pool,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let Some((tenant, rest)) = path
         .strip_prefix("/t/")
@@ -111,6 +142,7 @@ async fn handle(kv: Arc<Kv>, req: Request<Incoming>) -> Result<Response<Full<Byt
     };
     let response = match (req.method(), rest) {
         (&Method::GET, "hello") => text(StatusCode::OK, "hello"),
+        (&Method::GET, "fetch") => fetch(&pool, req.uri().query()).await,
         (method, rest) => {
             if let Some(key) = rest.strip_prefix("kv/").filter(|k| !k.is_empty()) {
                 match *method {
@@ -168,6 +200,9 @@ async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("binding {addr}"))?;
     println!("listening on http://{}", listener.local_addr()?);
     let kv = Arc::new(Kv::new());
+    let pool: Pool =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(pair) => pair,
@@ -178,9 +213,9 @@ async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
-        let kv = kv.clone();
+        let (kv, pool) = (kv.clone(), pool.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(kv.clone(), req));
+            let service = service_fn(move |req| handle(kv.clone(), pool.clone(), req));
             // A client that hangs up mid-request is not this server's error.
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

@@ -521,3 +521,89 @@ impl Body for Received {
         self.incoming.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Recorder;
+
+    fn egress() -> TenantEgress {
+        let recorder = Recorder::new().expect("a recorder");
+        let metrics = Arc::new(TenantMetrics::new("t".into(), &recorder));
+        TenantEgress::new(
+            "t".into(),
+            &Limits::default(),
+            &Egress::new(Networks::default()),
+            metrics,
+        )
+    }
+
+    fn check(uri: &str, host: Option<&str>) -> Result<(Scheme, String, u16), String> {
+        let mut request = http::Request::get(uri);
+        if let Some(host) = host {
+            request = request.header(HOST, host);
+        }
+        let request = request.body(()).expect("a request");
+        egress()
+            .check_target(&request)
+            .map_err(|f| f.refused.unwrap_or_default())
+    }
+
+    /// What wasi:http lets a guest build is checked again here, where the
+    /// request leaves: the authority the connection goes to is the one
+    /// the request line and `Host` name.
+    #[test]
+    fn the_target_is_the_authority_the_connection_goes_to() {
+        assert_eq!(
+            check("https://API.example.com./v1?x=1", Some("API.example.com.")),
+            Ok((Scheme::Https, "api.example.com".into(), 443))
+        );
+        assert_eq!(
+            check("http://[::1]:8080/", None),
+            Ok((Scheme::Http, "[::1]".into(), 8080))
+        );
+        for (uri, host, why) in [
+            (
+                "ftp://example.com/",
+                None,
+                "the scheme is neither http nor https",
+            ),
+            ("/relative", None, "the scheme is neither http nor https"),
+            (
+                "http://user:pw@example.com/",
+                None,
+                "user info in the authority",
+            ),
+            (
+                "http://example.com/",
+                Some("evil.example"),
+                "a Host header naming another authority",
+            ),
+            (
+                "http://example.com:8080/",
+                Some("example.com"),
+                "a Host header naming another authority",
+            ),
+        ] {
+            assert_eq!(check(uri, host), Err(why.to_string()), "{uri} {host:?}");
+        }
+        // An absolute URL cannot even be a path here (the http crate
+        // refuses it, as wasi:http refuses it to a guest); `*` can, and
+        // goes only with OPTIONS.
+        assert!(
+            "http://evil.example/x"
+                .parse::<http::uri::PathAndQuery>()
+                .is_err()
+        );
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some("allowed.example".parse().expect("an authority"));
+        parts.path_and_query = Some("*".parse().expect("a target"));
+        let uri = http::Uri::from_parts(parts).expect("a URI");
+        let request = http::Request::get(uri).body(()).expect("a request");
+        assert_eq!(
+            egress().check_target(&request).map_err(|f| f.refused),
+            Err(Some("the path is not in origin form (/...)".to_string()))
+        );
+    }
+}

@@ -342,6 +342,50 @@ async fn sequential_requests_reuse_a_pooled_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_bounded_in_count_and_time() {
+    let up = Upstream::start();
+    let t = Tenants::new()
+        .hostile(
+            "none",
+            &format!("{}\noutbound-idle-connections = 0", allow(&up)),
+        )
+        .hostile(
+            "brief",
+            &format!("{}\noutbound-idle-timeout = \"200ms\"", allow(&up)),
+        );
+    let r = InProcess::start_with(&t, &LOOPBACK);
+    let small = up.url("/small");
+    for _ in 0..3 {
+        assert_eq!(fetch(&r, "none", &small, "").await.0, 200);
+    }
+    // No idle connection kept: one each.
+    assert_eq!(up.accepts(), 3);
+    assert_eq!(fetch(&r, "brief", &small, "").await.0, 200);
+    assert_eq!(fetch(&r, "brief", &small, "").await.0, 200);
+    assert_eq!(up.accepts(), 4, "the second request reused the first's");
+    // Past the idle timeout the connection is closed, and the next opens
+    // a new one.
+    let mut open = 1.0;
+    for _ in 0..300 {
+        open = r
+            .metric("runner_outbound_connections", "tenant=\"brief\"")
+            .await;
+        if open == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(open, 0.0, "the idle connection was closed");
+    assert_eq!(fetch(&r, "brief", &small, "").await.0, 200);
+    assert_eq!(up.accepts(), 5);
+    assert_eq!(
+        r.metric("runner_outbound_connections", "tenant=\"none\"")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wasip3_guest_calls_out_through_the_same_policy() {
     let up = Upstream::start();
     let t = p3(Tenants::new(), "a", &allow(&up));

@@ -208,7 +208,15 @@ async fn drive_load(addr: SocketAddr, upstream: &str) -> BTreeMap<Labels, u64> {
             expect(&mut c, Method::GET, "/t/t0/hello", "", 200, Some("hello")).await;
         }
         let fetch = format!("/t/t0/fetch?url={upstream}");
-        expect(&mut c, Method::GET, &fetch, "", 200, Some("upstream says hi")).await;
+        expect(
+            &mut c,
+            Method::GET,
+            &fetch,
+            "",
+            200,
+            Some("upstream says hi"),
+        )
+        .await;
         expect(&mut c, Method::GET, "/t/t0/panic", "", 500, None).await;
         expect(&mut c, Method::GET, "/t/t0/loop", "", 503, None).await;
         let fill = format!("/t/t0/fill-keys?max={}", MAX_KEYS + 1);
