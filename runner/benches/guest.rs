@@ -289,6 +289,7 @@ fn tenant_on(
         Namespace::new(store, name, Quotas::default()).expect("a fresh namespace"),
         Arc::new(TenantMetrics::new(name.into(), recorder)),
         &runner::outbound::Egress::new(Default::default()),
+        Default::default(),
     ))
 }
 

@@ -66,6 +66,10 @@ pub enum TenantAction {
         /// --allowed-outbound-hosts.
         #[arg(long = "allow-outbound", value_name = "URL")]
         allow_outbound: Vec<String>,
+        /// A configuration value its guests read (`wasi:config`, Spin's
+        /// variables); repeat for more. The tenant gets exactly these.
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = name_value)]
+        vars: Vec<(String, String)>,
         #[command(flatten)]
         limits: Box<Limits>,
     },
@@ -97,6 +101,7 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
             name,
             component,
             allow_outbound,
+            vars,
             limits,
         } => {
             let digest = if component == "default" {
@@ -130,7 +135,9 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
                     list.extend(allow_outbound.iter().map(|url| json!(url)));
                 }
             }
-            let document = json!({ "component": digest, "limits": sent });
+            let config: serde_json::Map<String, serde_json::Value> =
+                vars.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            let document = json!({ "component": digest, "limits": sent, "config": config });
             let path = format!("/v1/tenants/{name}");
             let reply = client
                 .send(Method::PUT, &path, Bytes::from(document.to_string()))
@@ -267,4 +274,11 @@ impl Client {
         }
         bail!("{method} {path}: {}: {message}", status.as_u16())
     }
+}
+
+/// `NAME=VALUE`, split at the first `=`.
+fn name_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
 }

@@ -37,6 +37,7 @@ use crate::store::location::{Location, StoreConfig};
 use crate::store::memory::Store;
 use crate::store::memory::journal::{DataDir, Fsync};
 use crate::tenant;
+use crate::vars::{Secret, Variables};
 
 /// An async multi-tenant WebAssembly component runner.
 ///
@@ -305,8 +306,55 @@ struct File {
 struct TenantEntry {
     /// The tenant's component; relative paths are relative to the file.
     component: Option<PathBuf>,
+    /// `[tenants.NAME.config]`: plain settings its guests read.
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    /// `[tenants.NAME.secrets]`: each `{ file = "..." }` (relative to the
+    /// file) or `{ env = "VAR" }`, read when the file is; never inline.
+    #[serde(default)]
+    secrets: BTreeMap<String, toml::Value>,
     #[serde(flatten)]
     limits: LimitsFile,
+}
+
+/// Reads each secret from where its entry points; an error names the
+/// secret and the place, never a value.
+fn read_secrets(
+    entries: &BTreeMap<String, toml::Value>,
+    base_dir: &Path,
+) -> anyhow::Result<BTreeMap<String, Secret>> {
+    let mut secrets = BTreeMap::new();
+    for (name, entry) in entries {
+        let how = |why: &str| anyhow::anyhow!("secrets.{name}: {why}");
+        let table = match entry {
+            toml::Value::Table(table) if table.len() == 1 => table,
+            _ => {
+                return Err(how(
+                    "give a secret by reference, { file = \"PATH\" } or { env = \"VARIABLE\" }; \
+                     a secret is never written in the tenants file",
+                ));
+            }
+        };
+        let value = match table.iter().next() {
+            Some((key, toml::Value::String(path))) if key == "file" => {
+                let path = base_dir.join(path);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| how(&format!("reading {}: {e}", path.display())))?;
+                // The newline an editor or `echo` leaves is not the secret's.
+                let text = text.strip_suffix('\n').unwrap_or(&text);
+                text.strip_suffix('\r').unwrap_or(text).to_owned()
+            }
+            Some((key, toml::Value::String(var))) if key == "env" => std::env::var(var)
+                .map_err(|_| how(&format!("the environment variable {var} is not set")))?,
+            _ => {
+                return Err(how(
+                    "expected { file = \"PATH\" } or { env = \"VARIABLE\" }",
+                ));
+            }
+        };
+        secrets.insert(name.clone(), Secret::new(value));
+    }
+    Ok(secrets)
 }
 
 /// Everything `run` needs, validated.
@@ -590,10 +638,13 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             }
             None => default_component.clone(),
         };
+        let secrets = read_secrets(&entry.secrets, base_dir)
+            .with_context(|| who.trim_end_matches(": ").to_string())?;
         tenants.push(TenantConfig {
             limits,
             name,
             component,
+            vars: Variables::new(entry.config, secrets),
         });
     }
     let generated = match (cli.tenants, cli.config.is_some()) {
@@ -618,6 +669,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             name,
             component: default_component.clone(),
             limits: defaults.clone(),
+            vars: Variables::default(),
         });
     }
     let token = admin_token(&server.admin_token_file)?;

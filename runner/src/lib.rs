@@ -69,6 +69,7 @@ pub mod request_id;
 pub mod settings;
 pub mod store;
 pub mod tenant;
+pub mod vars;
 
 use std::collections::HashSet;
 use std::sync::Arc;

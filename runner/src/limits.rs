@@ -127,6 +127,12 @@ settings! {
         outbound_idle_connections: usize = "8", Range::Between(0usize, 1000);
         /// How long an idle pooled connection is kept.
         outbound_idle_timeout: Duration = "30s", Range::Between(Duration::from_millis(1), Duration::from_secs(3600));
+        /// Config and secret entries a tenant may have, together.
+        max_config_entries: usize = "128", Range::Between(0usize, 100_000);
+        /// Longest config or secret name.
+        max_config_name_bytes: usize = "255", Range::Positive(4096usize);
+        /// Largest config or secret value (Fastly's secrets go to 64 KB).
+        max_config_value_bytes: ByteSize = "64KiB", Range::Between(ByteSize(0), ByteSize::mib(16));
     }
 }
 
@@ -234,5 +240,16 @@ impl Limit {
             self,
             Limit::TenantConcurrency | Limit::GlobalConcurrency | Limit::InstancePool
         )
+    }
+}
+
+impl Limits {
+    /// The bounds on the tenant's config and secrets.
+    pub fn var_limits(&self) -> crate::vars::VarLimits {
+        crate::vars::VarLimits {
+            max_entries: self.max_config_entries,
+            max_name_bytes: self.max_config_name_bytes,
+            max_value_bytes: bytes(self.max_config_value_bytes),
+        }
     }
 }

@@ -65,6 +65,9 @@ fn route(req: &Request) -> Result {
     let handler: fn(&Request) -> Result = match path {
         "/hello" => |_| Ok(Response::text(200, "hello")),
         "/answer-once" => |_| Ok(Response::text(200, "answered")),
+        "/config/rc1" => config_rc1,
+        "/config/draft" => config_draft,
+        "/config/spin2" => config_spin2,
         // Outgoing requests the host should refuse: `host` sets a Host
         // header naming another host, `target` sends a request target
         // (an absolute URL, say) in place of the URL's path.
@@ -410,4 +413,57 @@ fn sleep(req: &Request) -> Result {
     let ms: u64 = req.required_param("ms")?;
     monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
     Ok(Response::text(200, "slept"))
+}
+
+/// `?name=N`: the value, or 404 `none`; without a name, every `name=value`
+/// on a line of its own (`get-all`).
+fn config_answer(
+    req: &Request,
+    get: impl Fn(&str) -> std::result::Result<Option<String>, String>,
+    all: impl Fn() -> std::result::Result<Vec<(String, String)>, String>,
+) -> Result {
+    let reply = match req.param("name")? {
+        Some(name) => get(&name).map(|found| match found {
+            Some(value) => Response::text(200, value),
+            None => Response::text(404, "none"),
+        }),
+        None => all().map(|pairs| {
+            let lines: String = pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+            Response::text(200, lines)
+        }),
+    };
+    Ok(reply.unwrap_or_else(|e| Response::text(500, e)))
+}
+
+/// `wasi:config/store@0.2.0-rc.1`, as wasmtime and wasmCloud link it.
+fn config_rc1(req: &Request) -> Result {
+    use guest_common::wasi::config0_2_0_rc_1::store;
+    config_answer(
+        req,
+        |name| store::get(name).map_err(|e| format!("{e:?}")),
+        || store::get_all().map_err(|e| format!("{e:?}")),
+    )
+}
+
+/// `wasi:config/store@0.2.0-draft-2024-09-27`, as Spin links it.
+fn config_draft(req: &Request) -> Result {
+    use guest_common::wasi::config0_2_0_draft_2024_09_27::store;
+    config_answer(
+        req,
+        |name| store::get(name).map_err(|e| format!("{e:?}")),
+        || store::get_all().map_err(|e| format!("{e:?}")),
+    )
+}
+
+/// `fermyon:spin/variables@2.0.0`: the value, or its error (404
+/// `undefined`, 400 `invalid-name`) with the host's message.
+fn config_spin2(req: &Request) -> Result {
+    use guest_common::fermyon::spin::variables::{Error, get};
+    let name: String = req.required_param("name")?;
+    Ok(match get(&name) {
+        Ok(value) => Response::text(200, value),
+        Err(Error::Undefined(why)) => Response::text(404, format!("undefined: {why}")),
+        Err(Error::InvalidName(why)) => Response::text(400, format!("invalid-name: {why}")),
+        Err(e) => Response::text(500, format!("{e:?}")),
+    })
 }

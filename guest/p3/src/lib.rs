@@ -25,13 +25,16 @@
 //!   typed errors; see [`wc`])
 //! - `POST /log`: writes the body to stdout, which the runner logs with
 //!   the tenant
+//! - `GET /config/spin3?name=N`: the tenant's variable N through
+//!   `spin:variables@3.0.0` (404 `undefined: ...`, 400 `invalid-name: ...`)
 //! - `GET /fetch`: tries an outgoing request (`wasi:http/client@0.3.0`) and
 //!   a TCP connection (`wasi:sockets@0.3.0`), and answers how each failed;
 //!   `GET /fetch?url=URL`: fetches URL through `wasi:http/client@0.3.0`
 //!   and answers its status and body (502 and the error code if it fails)
 //!
-//! It imports only what `wasmtime serve -S cli -S keyvalue` links, so the
-//! benchmarks run it under both servers.
+//! Its `/wc` and `/config` routes import what `wasmtime serve` does not
+//! link (wasmCloud's key-value, Spin's variables); the WASIp3 speed
+//! comparisons run `guest/bench-p3`, which imports only WASI.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -99,6 +102,16 @@ impl wasip3::exports::http::handler::Guest for Service {
                 wasip3::clocks::monotonic_clock::wait_for(86_400 * 1_000_000_000).await;
                 drop(writer);
             })),
+            (Method::Get, "/config/spin3") => {
+                use spin::variables::variables::{Error, get};
+                let name = query_text(query, "name").unwrap_or_default().to_string();
+                Ok(match get(name).await {
+                    Ok(value) => text(200, &value),
+                    Err(Error::Undefined(why)) => text(404, &format!("undefined: {why}")),
+                    Err(Error::InvalidName(why)) => text(400, &format!("invalid-name: {why}")),
+                    Err(e) => text(500, &format!("{e:?}")),
+                })
+            }
             (Method::Get, "/fetch") => match query_text(query, "url") {
                 Some(url) => Ok(fetch(url).await),
                 None => Ok(text(200, &reach_out().await)),

@@ -36,6 +36,10 @@ pub struct SavedTenant {
     pub component: String,
     /// Every limit, by its config key.
     pub limits: serde_json::Map<String, serde_json::Value>,
+    /// Its configuration (never its secrets, which are not kept in the
+    /// clear).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
     /// Made anew each time the tenant is created (an update keeps it): a
     /// tenant removed with its data purged and made again with the same
     /// component and limits is another tenant, which a runner that saw
@@ -519,6 +523,7 @@ mod tests {
                     .as_object()
                     .unwrap()
                     .clone(),
+                config: [("mode".to_string(), "fast".to_string())].into(),
                 incarnation: SavedTenant::new_incarnation(),
             },
         );

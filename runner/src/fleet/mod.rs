@@ -45,6 +45,7 @@ use crate::metrics::{Recorder, TenantLabelMode, TenantLabels, TenantMetrics};
 use crate::outbound::Egress;
 use crate::store::{self, Backend};
 use crate::tenant::Tenant;
+use crate::vars::Variables;
 
 /// Where a tenant's component comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -59,6 +60,9 @@ pub struct TenantConfig {
     pub name: String,
     pub component: ComponentSource,
     pub limits: Limits,
+    /// Its configuration and secrets, read (secrets from their files and
+    /// variables) when the tenants file was.
+    pub vars: Variables,
 }
 
 /// A change refused while being built: the store failing is the runner's
@@ -379,6 +383,7 @@ impl Fleet {
         name: &str,
         component: &Loaded,
         limits: Limits,
+        vars: Variables,
         source: Source,
     ) -> Result<Change, Refused> {
         let _one_at_a_time = self.changes.lock().await;
@@ -392,6 +397,10 @@ impl Fleet {
                 component.digest.to_string()
             },
             limits: limits.to_json(),
+            config: vars
+                .config()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             // An update keeps the tenant's incarnation; a creation makes one.
             incarnation: self
                 .get(name)
@@ -401,7 +410,7 @@ impl Fleet {
                 })
                 .unwrap_or_else(SavedTenant::new_incarnation),
         };
-        let tenant = match self.prepare(name, component, limits).await {
+        let tenant = match self.prepare(name, component, limits, vars).await {
             Ok(Some(tenant)) => tenant,
             // A shared store may hold another version than this runner
             // serves (a peer's change not followed yet): it gets this one.
@@ -515,8 +524,8 @@ impl Fleet {
             .context("opening the tenants' key-value namespaces")?;
         for (name, t) in &kept {
             let prepared = match self.resolve(keeper, name, t).await {
-                Ok((component, limits)) => self
-                    .prepare(name, &component, limits)
+                Ok((component, limits, vars)) => self
+                    .prepare(name, &component, limits, vars)
                     .await
                     .with_context(|| who(name)),
                 Err(e) => Err(e),
@@ -548,14 +557,14 @@ impl Fleet {
         Ok(count)
     }
 
-    /// The component and limits a kept deployment names; a component this
-    /// runner has not compiled yet is read from the keeper.
+    /// The component, limits and configuration a kept deployment names; a
+    /// component this runner has not compiled yet is read from the keeper.
     async fn resolve(
         &self,
         keeper: &Keeper,
         name: &str,
         t: &SavedTenant,
-    ) -> anyhow::Result<(Loaded, Limits)> {
+    ) -> anyhow::Result<(Loaded, Limits, Variables)> {
         let component = match t.component.as_str() {
             "default" => self.embedded(None).await?,
             digest => {
@@ -584,7 +593,11 @@ impl Fleet {
         limits
             .overlay(&file, "", &|_| false)
             .with_context(|| who(name))?;
-        Ok((component, limits))
+        Ok((
+            component,
+            limits,
+            Variables::new(t.config.clone(), Default::default()),
+        ))
     }
 
     /// Applies what the fleet's shared store holds for tenant `name` now
@@ -626,15 +639,15 @@ impl Fleet {
             self.backend.forget(name);
             return Ok(Some(Change::Removed));
         };
-        let (component, limits) = self.resolve(keeper, name, &remote).await?;
+        let (component, limits, vars) = self.resolve(keeper, name, &remote).await?;
         // Removed (maybe purged) and made again since this runner's
         // version, maybe with the same component and limits: built afresh,
         // in the tenant's new key-value generation.
         let reborn = local.is_some_and(|local| local.incarnation != remote.incarnation);
         let prepared = if reborn {
-            self.build(name, &component, limits).await.map(Some)
+            self.build(name, &component, limits, vars).await.map(Some)
         } else {
-            self.prepare(name, &component, limits).await
+            self.prepare(name, &component, limits, vars).await
         };
         let prepared = match prepared {
             Ok(prepared) => prepared,
@@ -805,7 +818,7 @@ impl Fleet {
         let mut built = Vec::new();
         for (t, index) in tenants.iter().zip(which) {
             let prepared = self
-                .prepare(&t.name, &distinct[*index], t.limits.clone())
+                .prepare(&t.name, &distinct[*index], t.limits.clone(), t.vars.clone())
                 .await
                 .with_context(|| format!("tenant {:?}", t.name))?;
             built.extend(prepared);
@@ -814,20 +827,22 @@ impl Fleet {
     }
 
     /// A new version of tenant `name`, built and checked; `None` when it
-    /// already runs `component` under `limits`.
+    /// already runs `component` under `limits` with `vars`.
     async fn prepare(
         &self,
         name: &str,
         component: &Loaded,
         limits: Limits,
+        vars: Variables,
     ) -> anyhow::Result<Option<Arc<Tenant>>> {
         if let Some(current) = self.get(name)
             && current.component() == component.digest
             && *current.limits() == limits
+            && *current.vars() == vars
         {
             return Ok(None);
         }
-        self.build(name, component, limits).await.map(Some)
+        self.build(name, component, limits, vars).await.map(Some)
     }
 
     /// Swaps built tenants into the routing table, in one step.
@@ -879,9 +894,12 @@ impl Fleet {
         name: &str,
         component: &Loaded,
         limits: Limits,
+        vars: Variables,
     ) -> anyhow::Result<Arc<Tenant>> {
         crate::tenant::validate_name(name).map_err(anyhow::Error::msg)?;
         limits.validate("")?;
+        vars.check(limits.var_limits())
+            .map_err(anyhow::Error::msg)?;
         let pool = self.runtime.config().max_memory;
         let max_memory = limits::bytes(limits.max_memory);
         if max_memory > pool {
@@ -914,6 +932,7 @@ impl Fleet {
             namespace,
             metrics,
             &self.egress,
+            vars,
         ));
         if !self.checked.lock().contains(&key) {
             crate::call::preflight(&self.runtime, &tenant).await?;

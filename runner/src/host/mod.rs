@@ -6,6 +6,7 @@
 //! is bound in here by the runner when the store is made; nothing a guest
 //! passes can name another tenant.
 
+mod config;
 mod keyvalue;
 mod limiter;
 mod logging;
@@ -30,9 +31,9 @@ use crate::request_id::RequestId;
 use crate::tenant::scope::Scope;
 
 /// Host bindings for the `runner-host` world in `wit/world.wit`. Only
-/// `wasi:keyvalue`, `wasmcloud:keyvalue` and `wasi:logging` are implemented
-/// here; every WASI interface, 0.2 and 0.3, maps onto wasmtime-wasi and
-/// wasmtime-wasi-http.
+/// `wasi:keyvalue`, `wasmcloud:keyvalue`, `wasi:logging`, `wasi:config` and
+/// Spin's variables are implemented here; every other WASI interface, 0.2
+/// and 0.3, maps onto wasmtime-wasi and wasmtime-wasi-http.
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -77,7 +78,7 @@ pub const NO_HANDLER: &str = "the component exports neither wasi:http/incoming-h
 
 /// The packages [`add_to_linker`] defines interfaces of: an import from any
 /// other is refused before compiling. Keep in step with it.
-const PACKAGES: [&str; 10] = [
+const PACKAGES: [&str; 13] = [
     "wasi:io",
     "wasi:clocks",
     "wasi:random",
@@ -88,6 +89,9 @@ const PACKAGES: [&str; 10] = [
     "wasi:keyvalue",
     "wasi:logging",
     "wasmcloud:keyvalue",
+    "wasi:config",
+    "fermyon:spin",
+    "spin:variables",
 ];
 
 /// Whether import `name` (`namespace:package/interface@version`) is from a
@@ -373,6 +377,9 @@ pub fn add_to_linker(linker: &mut Linker<Host>, p3: bool) -> wasmtime::Result<()
         batch::add_to_linker::<Host, HostData>(l, |h| h)?;
     }
     bindings::wasi::logging::logging::add_to_linker::<Host, HostData>(l, |h| h)?;
+    bindings::wasi::config0_2_0_rc_1::store::add_to_linker::<Host, HostData>(l, |h| h)?;
+    bindings::wasi::config0_2_0_draft_2024_09_27::store::add_to_linker::<Host, HostData>(l, |h| h)?;
+    bindings::fermyon::spin::variables::add_to_linker::<Host, HostData>(l, |h| h)?;
     if !p3 {
         return Ok(());
     }
@@ -390,6 +397,7 @@ pub fn add_to_linker(linker: &mut Linker<Host>, p3: bool) -> wasmtime::Result<()
         cas::add_to_linker::<Host, HostData>(l, |h| h)?;
         batch::add_to_linker::<Host, HostData>(l, |h| h)?;
     }
+    bindings::spin::variables::variables::add_to_linker::<Host, HostData>(l, |h| h)?;
     Ok(())
 }
 

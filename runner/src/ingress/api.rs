@@ -13,9 +13,11 @@
 //!   and deletes its copies (data directory, the fleet's Redis, compiled
 //!   cache); 409 naming the tenants that run it.
 //! - `PUT /v1/tenants/{name}`, `{"component": "sha256:<hex>" | "default",
-//!   "limits": {<keys of a [tenants.NAME] table>}}`: the tenant becomes
-//!   exactly that (keys left out take the runner's defaults); 201 created,
-//!   200 updated or unchanged.
+//!   "limits": {<keys of a [tenants.NAME] table>}, "config": {"name":
+//!   "value"}}`: the tenant becomes exactly that (limits left out take the
+//!   runner's defaults); 201 created, 200 updated or unchanged. Secrets
+//!   are refused here (400, naming `--secrets-key-file`) until they can be
+//!   kept encrypted.
 //! - `GET /v1/tenants[?limit=N&cursor=C]`: names and components in name
 //!   order, with the cursor of the next page.
 //! - `GET /v1/tenants/{name}`: component, the handler it exports (WASIp2
@@ -42,6 +44,7 @@ use crate::engine::component::Digest;
 use crate::fleet::{Change, Fleet, Refused, Source};
 use crate::limits::LimitsFile;
 use crate::tenant::Tenant;
+use crate::vars::Variables;
 
 /// The admin API's settings.
 #[derive(Clone, Debug)]
@@ -210,6 +213,10 @@ struct TenantDocument {
     component: String,
     #[serde(default)]
     limits: LimitsFile,
+    #[serde(default)]
+    config: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: Option<serde_json::Map<String, Value>>,
 }
 
 fn default_component() -> String {
@@ -391,8 +398,19 @@ impl Api {
         limits
             .validate("limits: ")
             .map_err(|e| Failure::bad(format!("{e:#}")))?;
+        if document.secrets.is_some() {
+            return Err(Failure::bad(
+                "secrets: the admin API takes secrets only to keep them encrypted, under a key \
+                 from --secrets-key-file, which this runner has not; give them in the tenants \
+                 file by reference ({ file = \"...\" } or { env = \"...\" })",
+            ));
+        }
+        let vars = Variables::new(document.config, Default::default());
+        vars.check(limits.var_limits()).map_err(Failure::bad)?;
         let component = fleet.component(&document.component).await?;
-        let change = fleet.put(name, &component, limits, Source::Api).await?;
+        let change = fleet
+            .put(name, &component, limits, vars, Source::Api)
+            .await?;
         let tenant = fleet.get(name).ok_or_else(|| {
             Failure(
                 Problem::Conflict,
@@ -502,6 +520,9 @@ fn describe(tenant: &Tenant) -> Value {
         "component": tenant.component().to_string(),
         "handler": tenant.pre().world(),
         "limits": limits.to_json(),
+        "config": tenant.vars().config().collect::<std::collections::BTreeMap<_, _>>(),
+        // Names only: a secret's value is never shown.
+        "secrets": tenant.vars().secret_names().collect::<Vec<_>>(),
         "usage": {
             "keys": usage.keys,
             "bytes": usage.bytes,

@@ -256,6 +256,10 @@ fn describe() {
     );
     describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
     describe_counter!(
+        CONFIG_READS,
+        "Guests' reads of their tenant's configuration by kind: config, secret, or undefined (no such name)."
+    );
+    describe_counter!(
         OUTBOUND_REQUESTS,
         "Outgoing HTTP requests of tenant guests by outcome: ok, denied_host (not on the tenant's allow-list), denied_address (the address policy), denied_limit (a per-request or connection cap), timeout, error."
     );
@@ -541,6 +545,7 @@ pub struct TenantMetrics {
     kv_duration: [OnceLock<Histogram>; KvOp::ALL.len()],
     kv_quota: [OnceLock<Counter>; Quota::ALL.len()],
     outbound: [OnceLock<Counter>; Outbound::ALL.len()],
+    config_reads: [OnceLock<Counter>; 3],
     outbound_duration: OnceLock<Histogram>,
     outbound_sent: OnceLock<Counter>,
     outbound_received: OnceLock<Counter>,
@@ -569,6 +574,7 @@ impl TenantMetrics {
             kv_duration: Default::default(),
             kv_quota: Default::default(),
             outbound: Default::default(),
+            config_reads: Default::default(),
             outbound_duration: OnceLock::new(),
             outbound_sent: OnceLock::new(),
             outbound_received: OnceLock::new(),
@@ -685,6 +691,22 @@ impl TenantMetrics {
                 })
                 .record(elapsed.as_secs_f64());
         }
+    }
+
+    /// Counts a guest's read of a config value or a secret, or of a name
+    /// with nothing under it (`None`); never by name.
+    pub fn config_read(&self, kind: Option<crate::vars::Kind>) {
+        let (cell, label) = match kind {
+            Some(crate::vars::Kind::Config) => (0, "config"),
+            Some(crate::vars::Kind::Secret) => (1, "secret"),
+            None => (2, "undefined"),
+        };
+        self.counter(
+            &self.config_reads[cell],
+            CONFIG_READS,
+            Some(("kind", label)),
+        )
+        .increment(1);
     }
 
     pub fn outbound_sent(&self, bytes: u64) {

@@ -39,6 +39,7 @@ pub const STORE_FSYNC_DURATION: &str = "runner_store_fsync_duration_seconds";
 pub const CONNECTIONS_OPEN: &str = "runner_http_connections_open";
 pub const CONNECTIONS_REJECTED: &str = "runner_http_connections_rejected_total";
 pub const UNROUTED: &str = "runner_unrouted_requests_total";
+pub const CONFIG_READS: &str = "runner_config_reads_total";
 pub const OUTBOUND_REQUESTS: &str = "runner_outbound_requests_total";
 pub const OUTBOUND_DURATION: &str = "runner_outbound_request_duration_seconds";
 pub const OUTBOUND_SENT: &str = "runner_outbound_sent_bytes_total";

@@ -24,6 +24,7 @@ use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
 use crate::outbound::Egress;
 use crate::store::Namespace;
+use crate::vars::Variables;
 
 pub struct Tenant {
     scope: Arc<Scope>,
@@ -55,8 +56,9 @@ impl Tenant {
         namespace: Namespace,
         metrics: Arc<TenantMetrics>,
         egress: &Arc<Egress>,
+        vars: Variables,
     ) -> Self {
-        let scope = Scope::new(name, limits, namespace, metrics, egress);
+        let scope = Scope::new(name, limits, namespace, metrics, egress, vars);
         let idle = IdleInstances::new(
             scope.shared_name(),
             scope.limits().instance_idle_timeout,
@@ -83,6 +85,10 @@ impl Tenant {
 
     pub fn limits(&self) -> &Limits {
         self.scope.limits()
+    }
+
+    pub fn vars(&self) -> &Variables {
+        self.scope.vars()
     }
 
     /// The digest of the component it runs.

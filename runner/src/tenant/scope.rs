@@ -14,6 +14,7 @@ use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
 use crate::outbound::{Egress, TenantEgress};
 use crate::store::Namespace;
+use crate::vars::Variables;
 
 pub struct Scope {
     name: Arc<str>,
@@ -28,6 +29,8 @@ pub struct Scope {
     metrics: Arc<TenantMetrics>,
     /// Its outgoing requests: allow-list, limits, connection pool.
     egress: Arc<TenantEgress>,
+    /// Its configuration and secrets.
+    vars: Variables,
     /// Set when the tenant is removed: a request that found it just before
     /// and was not admitted yet is answered as if it had come after.
     removed: std::sync::atomic::AtomicBool,
@@ -49,9 +52,11 @@ impl Scope {
         namespace: Namespace,
         metrics: Arc<TenantMetrics>,
         egress: &Arc<Egress>,
+        vars: Variables,
     ) -> Self {
         let name: Arc<str> = name.into();
         Self {
+            vars,
             egress: Arc::new(TenantEgress::new(
                 name.clone(),
                 &limits,
@@ -98,6 +103,10 @@ impl Scope {
 
     pub fn metrics(&self) -> &TenantMetrics {
         &self.metrics
+    }
+
+    pub fn vars(&self) -> &Variables {
+        &self.vars
     }
 
     pub fn egress(&self) -> &Arc<TenantEgress> {
@@ -161,6 +170,7 @@ impl Scope {
             namespace,
             metrics,
             &egress,
+            Variables::default(),
         ))
     }
 }

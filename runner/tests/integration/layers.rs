@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "metrics::names",
     "store",
     "outbound::policy",
+    "vars",
     "limits",
     "metrics",
     "body",

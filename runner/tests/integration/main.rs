@@ -6,6 +6,7 @@
 mod admin;
 mod cache;
 mod components;
+mod config;
 mod harness;
 mod ingress;
 mod isolation;

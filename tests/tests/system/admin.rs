@@ -190,6 +190,10 @@ async fn the_tenant_subcommands_drive_a_live_runner() {
             "https://api.example.com",
             "--allow-outbound",
             "http://*.svc.internal:8080",
+            "--var",
+            "mode=fast",
+            "--var",
+            "greeting=a=b",
         ],
     ));
     assert!(out.starts_with("tenant caller created"), "{out}");
@@ -198,6 +202,10 @@ async fn the_tenant_subcommands_drive_a_live_runner() {
     assert_eq!(
         shown["limits"]["allowed-outbound-hosts"],
         serde_json::json!(["https://api.example.com", "http://*.svc.internal:8080"])
+    );
+    assert_eq!(
+        shown["config"],
+        serde_json::json!({"mode": "fast", "greeting": "a=b"})
     );
     let out = client(
         &r,

@@ -1,0 +1,226 @@
+//! A tenant's configuration and secrets, read by real components through
+//! every interface that publishes them: `wasi:config/store` in its two
+//! versions and Spin's variables (`fermyon:spin@2.0.0` from the hostile
+//! guest, `spin:variables@3.0.0` from the WASIp3 guest).
+
+use http::StatusCode;
+use serde_json::json;
+use system_tests::admin::{Admin, Token};
+use system_tests::{TempDir, Tenants};
+
+use crate::harness::{InProcess, Observed as _, get};
+
+const SECRET: &str = "s3cr3t-value";
+
+fn p3(tenants: Tenants, name: &str, extra: &str) -> Tenants {
+    let path = env!("RUNNER_P3_GUEST");
+    tenants.tenant(name, &format!("component = {path:?}\n{extra}"))
+}
+
+async fn read(r: &InProcess, path: &str) -> (u16, String) {
+    let reply = get(r.addr, path).await;
+    (reply.status.as_u16(), reply.text())
+}
+
+fn ok(text: &str) -> (u16, String) {
+    (200, text.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_interface_reads_the_same_config_and_secrets() {
+    let dir = TempDir::new();
+    let secret_file = dir.path.join("api_key");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("writing the secret");
+    let vars = format!(
+        "config = {{ greeting = \"hello\", region = \"eu\" }}\n\
+         secrets = {{ api_key = {{ file = {secret_file:?} }}, pkg = {{ env = \"CARGO_PKG_NAME\" }} }}"
+    );
+    let t = Tenants::new()
+        .hostile("a", &vars)
+        .hostile("b", "config = { greeting = \"other\" }");
+    let t = p3(t, "p", &vars);
+    let r = InProcess::start_with(&t, &[]);
+
+    for (name, value) in [
+        ("greeting", "hello"),
+        ("api_key", SECRET),
+        ("pkg", "runner"),
+    ] {
+        for route in ["rc1", "draft", "spin2"] {
+            assert_eq!(
+                read(&r, &format!("/t/a/config/{route}?name={name}")).await,
+                ok(value),
+                "{route} {name}"
+            );
+        }
+        assert_eq!(
+            read(&r, &format!("/t/p/config/spin3?name={name}")).await,
+            ok(value),
+            "spin3 {name}"
+        );
+    }
+    // Each interface's own answer for a name with nothing under it, and
+    // for a malformed one.
+    for route in ["rc1", "draft"] {
+        assert_eq!(
+            read(&r, &format!("/t/a/config/{route}?name=nope")).await,
+            (404, "none".into())
+        );
+        assert_eq!(
+            read(&r, &format!("/t/a/config/{route}?name=Bad")).await,
+            (404, "none".into())
+        );
+    }
+    let undefined = (404, "undefined: no variable for \"nope\"".to_string());
+    assert_eq!(read(&r, "/t/a/config/spin2?name=nope").await, undefined);
+    assert_eq!(read(&r, "/t/p/config/spin3?name=nope").await, undefined);
+    let invalid = (
+        400,
+        "invalid-name: \"Bad\": a name may hold only lowercase letters, digits and underscores"
+            .to_string(),
+    );
+    assert_eq!(read(&r, "/t/a/config/spin2?name=Bad").await, invalid);
+    assert_eq!(read(&r, "/t/p/config/spin3?name=Bad").await, invalid);
+    // get-all: config and secrets alike, by name.
+    let all = format!("api_key={SECRET}\ngreeting=hello\npkg=runner\nregion=eu");
+    assert_eq!(read(&r, "/t/a/config/rc1").await, ok(&all));
+    assert_eq!(read(&r, "/t/a/config/draft").await, ok(&all));
+    // Another tenant sees its own, and nothing of a's.
+    assert_eq!(read(&r, "/t/b/config/rc1?name=greeting").await, ok("other"));
+    assert_eq!(
+        read(&r, "/t/b/config/rc1?name=api_key").await,
+        (404, "none".into())
+    );
+    assert_eq!(read(&r, "/t/b/config/rc1").await, ok("greeting=other"));
+
+    let reads = |kind: &str| format!("tenant=\"a\",kind=\"{kind}\"");
+    // 3 interfaces x 1 config name, then get-all's 2 twice.
+    assert_eq!(
+        r.metric("runner_config_reads_total", &reads("config"))
+            .await,
+        3.0 + 4.0
+    );
+    assert_eq!(
+        r.metric("runner_config_reads_total", &reads("secret"))
+            .await,
+        6.0 + 4.0
+    );
+    assert_eq!(
+        r.metric("runner_config_reads_total", &reads("undefined"))
+            .await,
+        6.0
+    );
+    let scrape = get(r.admin, "/metrics").await.text();
+    assert!(!scrape.contains(SECRET) && !scrape.contains("api_key"));
+    assert!(!r.output().contains(SECRET), "{}", r.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_takes_config_shows_secret_names_only_and_refuses_secrets_it_cannot_keep() {
+    let dir = TempDir::new();
+    let secret_file = dir.path.join("token");
+    std::fs::write(&secret_file, SECRET).expect("writing the secret");
+    let token = Token::new();
+    let t = Tenants::new().hostile(
+        "filed",
+        &format!("secrets = {{ token = {{ file = {secret_file:?} }} }}"),
+    );
+    let r = InProcess::start_with(&t, &["--admin-token-file", token.path()]);
+    let admin = Admin::new(r.admin, &token);
+
+    let shown = admin.send(http::Method::GET, "/v1/tenants/filed", "").await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.json()["secrets"], json!(["token"]));
+    assert!(!shown.text().contains(SECRET), "{}", shown.text());
+
+    let res = admin
+        .put_tenant(
+            "api",
+            json!({"component": "default", "config": {"mode": "fast", "url": "https://x"}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let shown = admin.send(http::Method::GET, "/v1/tenants/api", "").await;
+    assert_eq!(
+        (
+            shown.json()["config"].clone(),
+            shown.json()["secrets"].clone()
+        ),
+        (json!({"mode": "fast", "url": "https://x"}), json!([]))
+    );
+
+    let res = admin
+        .put_tenant(
+            "api",
+            json!({"component": "default", "secrets": {"token": SECRET}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.json()["detail"],
+        "secrets: the admin API takes secrets only to keep them encrypted, under a key from \
+         --secrets-key-file, which this runner has not; give them in the tenants file by \
+         reference ({ file = \"...\" } or { env = \"...\" })"
+    );
+    let res = admin
+        .put_tenant(
+            "api",
+            json!({"component": "default", "config": {"Bad-Name": "x"}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.json()["detail"],
+        "config.\"Bad-Name\": a name may hold only lowercase letters, digits and underscores"
+    );
+    assert!(!r.output().contains(SECRET));
+}
+
+/// Why a runner with tenants file `t` does not start.
+async fn start_error(t: &Tenants) -> String {
+    let path = t.write();
+    let path = path.to_str().expect("a UTF-8 path");
+    match runner::config::Config::try_from_args(["runner", "--config", path]) {
+        Err(e) => format!("{e:#}"),
+        Ok((_, config)) => match runner::Runner::build(config).await {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => panic!("the runner started with {path}"),
+        },
+    }
+}
+
+/// The tenants file's refusals at start-up: each names the tenant and the
+/// field, and none quotes a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_variables_stop_start_up_naming_the_field() {
+    let dir = TempDir::new();
+    let big = dir.path.join("big");
+    std::fs::write(&big, "x".repeat(65 * 1024)).expect("writing a big secret");
+    for (tenant, error) in [
+        (
+            "secrets = { key = \"inline-value\" }",
+            "tenant \"a\": secrets.key: give a secret by reference, { file = \"PATH\" } or \
+             { env = \"VARIABLE\" }; a secret is never written in the tenants file",
+        ),
+        (
+            "secrets = { key = { env = \"RUNNER_TEST_UNSET_VARIABLE\" } }",
+            "tenant \"a\": secrets.key: the environment variable RUNNER_TEST_UNSET_VARIABLE is \
+             not set",
+        ),
+        (
+            &format!("secrets = {{ key = {{ file = {big:?} }} }}"),
+            "tenant \"a\": secrets.key: its value is 66560 bytes, over max-config-value-bytes \
+             of 65536",
+        ),
+        (
+            "config = { \"API_KEY\" = \"x\" }",
+            "tenant \"a\": config.\"API_KEY\": a name may hold only lowercase letters, digits \
+             and underscores",
+        ),
+    ] {
+        let t = Tenants::new().hostile("a", tenant);
+        let got = start_error(&t).await;
+        assert!(got.contains(error), "{got}\nexpected: {error}");
+        assert!(!got.contains("inline-value"), "{got}");
+    }
+}
