@@ -70,6 +70,12 @@ pub enum TenantAction {
         /// variables); repeat for more. The tenant gets exactly these.
         #[arg(long = "var", value_name = "NAME=VALUE", value_parser = name_value)]
         vars: Vec<(String, String)>,
+        /// A secret its guests read, from a file (`NAME=@FILE`) or an
+        /// environment variable (`NAME=env:VARIABLE`), never from the
+        /// command line itself; sent to the runner, which seals it under
+        /// its --secrets-key-file. Repeat for more.
+        #[arg(long = "secret", value_name = "NAME=@FILE|NAME=env:VAR", value_parser = name_value)]
+        secrets: Vec<(String, String)>,
         #[command(flatten)]
         limits: Box<Limits>,
     },
@@ -102,6 +108,7 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
             component,
             allow_outbound,
             vars,
+            secrets,
             limits,
         } => {
             let digest = if component == "default" {
@@ -137,7 +144,14 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
             }
             let config: serde_json::Map<String, serde_json::Value> =
                 vars.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            let document = json!({ "component": digest, "limits": sent, "config": config });
+            let mut document = json!({ "component": digest, "limits": sent, "config": config });
+            if !secrets.is_empty() {
+                let mut read = serde_json::Map::new();
+                for (name, source) in secrets {
+                    read.insert(name.clone(), json!(read_secret(name, source)?));
+                }
+                document["secrets"] = serde_json::Value::Object(read);
+            }
             let path = format!("/v1/tenants/{name}");
             let reply = client
                 .send(Method::PUT, &path, Bytes::from(document.to_string()))
@@ -281,4 +295,23 @@ fn name_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("{text:?} is not NAME=VALUE"))
+}
+
+/// A `--secret`'s value, from the file or the variable its source names.
+fn read_secret(name: &str, source: &str) -> anyhow::Result<String> {
+    if let Some(path) = source.strip_prefix('@') {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--secret {name}: reading {path}"))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        return Ok(text.strip_suffix('\r').unwrap_or(text).to_owned());
+    }
+    if let Some(var) = source.strip_prefix("env:") {
+        return std::env::var(var).with_context(|| {
+            format!("--secret {name}: the environment variable {var} is not set")
+        });
+    }
+    anyhow::bail!(
+        "--secret {name}: give NAME=@FILE or NAME=env:VARIABLE; a secret on the command line \
+         is seen by every user of the machine"
+    )
 }

@@ -260,6 +260,15 @@ settings! {
         /// requests: faster reuse, at the cost of up to pool-size times this
         /// much resident memory.
         pool_keep_resident: ByteSize = "2MiB", Range::Between(ByteSize(0), ByteSize::gib(1));
+        /// File holding the key (64 hex digits: `openssl rand -hex 32`)
+        /// that seals secrets deployed through the admin API where they are
+        /// kept (data directory, Redis); without it the API refuses
+        /// secrets.
+        secrets_key_file: OptionalPath = "none", Range::<OptionalPath>::Any;
+        /// The key secrets were sealed with before --secrets-key-file, for
+        /// a rotation: what it sealed still opens, and the data directory's
+        /// secrets are sealed anew with the current key at start-up.
+        secrets_previous_key_file: OptionalPath = "none", Range::<OptionalPath>::Any;
         /// Networks (CIDRs, comma-separated) tenants' outgoing requests may
         /// reach although the address policy refuses them: loopback,
         /// private (RFC 1918, RFC 4193, 100.64.0.0/10), link-local
@@ -372,6 +381,8 @@ pub struct Config {
     /// deployment) leaves out: flags over the file's `[defaults]`.
     pub defaults: Limits,
     pub admin: AdminApi,
+    /// Seals secrets deployed through the admin API (`--secrets-key-file`).
+    pub sealer: Option<std::sync::Arc<crate::seal::Sealer>>,
     /// The store the runner opens, decided from the server settings.
     pub store: StoreConfig,
     /// Deprecated environment variables it read, each as a warning.
@@ -729,6 +740,19 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             max_component_bytes: server.max_component_bytes.as_u64(),
             grace: server.shutdown_timeout,
             body_read_timeout: server.body_read_timeout,
+        },
+        sealer: match (
+            &server.secrets_key_file.0,
+            &server.secrets_previous_key_file.0,
+        ) {
+            (Some(current), previous) => Some(std::sync::Arc::new(
+                crate::seal::Sealer::open_files(current, previous.as_deref())?,
+            )),
+            (None, Some(_)) => bail!(
+                "secrets-previous-key-file is set without secrets-key-file: give the current \
+                 key too"
+            ),
+            (None, None) => None,
         },
         server: server.clone(),
         max_connections_given: false,

@@ -66,6 +66,7 @@ pub mod outbound;
 pub mod outcome;
 pub(crate) mod periodic;
 pub mod request_id;
+pub mod seal;
 pub mod settings;
 pub mod store;
 pub mod tenant;
@@ -175,7 +176,7 @@ impl Runner {
         let recorder = Recorder::new()?;
         let runtime = Arc::new(recorder.scope(|| Runtime::new(config.engine.clone()))?);
         let (backend, deployed) = open_store(&config, &recorder).await?;
-        let fleet = Arc::new(Fleet::new(
+        let mut fleet = Fleet::new(
             runtime.clone(),
             backend,
             recorder.clone(),
@@ -183,7 +184,9 @@ impl Runner {
             config.defaults.clone(),
             deployed,
             Egress::new(config.server.allowed_outbound_networks.clone()),
-        ));
+        );
+        fleet.seal_with(config.sealer.clone());
+        let fleet = Arc::new(fleet);
         fleet.apply(&config.tenants, &[], Source::Startup).await?;
         let restored = fleet.restore(&config.tenants).await?;
         if restored > 0 {

@@ -40,6 +40,9 @@ pub struct SavedTenant {
     /// clear).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub config: std::collections::BTreeMap<String, String>,
+    /// Its secrets, each sealed (`crate::seal`): never in the clear here.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, String>,
     /// Made anew each time the tenant is created (an update keeps it): a
     /// tenant removed with its data purged and made again with the same
     /// component and limits is another tenant, which a runner that saw
@@ -524,6 +527,7 @@ mod tests {
                     .unwrap()
                     .clone(),
                 config: [("mode".to_string(), "fast".to_string())].into(),
+                secrets: Default::default(),
                 incarnation: SavedTenant::new_incarnation(),
             },
         );

@@ -43,6 +43,7 @@ use crate::engine::{Loaded, Runtime};
 use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{Recorder, TenantLabelMode, TenantLabels, TenantMetrics};
 use crate::outbound::Egress;
+use crate::seal::{Sealer, Unsealed};
 use crate::store::{self, Backend};
 use crate::tenant::Tenant;
 use crate::vars::Variables;
@@ -169,6 +170,9 @@ pub struct Fleet {
     metrics: FleetMetrics,
     /// What every tenant's outgoing requests share.
     egress: Arc<Egress>,
+    /// Seals the secrets of tenants deployed through the API, where they
+    /// are kept (`--secrets-key-file`).
+    sealer: Option<Arc<Sealer>>,
 }
 
 #[derive(Default)]
@@ -231,6 +235,7 @@ impl Fleet {
             unused: Mutex::new(HashMap::new()),
             metrics,
             egress,
+            sealer: None,
         }
     }
 
@@ -401,6 +406,20 @@ impl Fleet {
                 .config()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            secrets: match (&self.sealer, vars.secrets().is_empty()) {
+                (_, true) => Default::default(),
+                (Some(sealer), false) => vars
+                    .secrets()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), sealer.seal(name, k, v.expose())))
+                    .collect(),
+                (None, false) => {
+                    return Err(Refused::Invalid(anyhow::anyhow!(
+                        "secrets are kept only sealed, under --secrets-key-file, which this \
+                         runner has not"
+                    )));
+                }
+            },
             // An update keeps the tenant's incarnation; a creation makes one.
             incarnation: self
                 .get(name)
@@ -522,12 +541,17 @@ impl Fleet {
             .enter_many(&names)
             .await
             .context("opening the tenants' key-value namespaces")?;
+        let mut resealed = Vec::new();
         for (name, t) in &kept {
             let prepared = match self.resolve(keeper, name, t).await {
-                Ok((component, limits, vars)) => self
-                    .prepare(name, &component, limits, vars)
-                    .await
-                    .with_context(|| who(name)),
+                Ok((component, limits, vars)) => {
+                    if self.reseal_due(t) {
+                        resealed.push((name.clone(), self.sealed(name, &vars)));
+                    }
+                    self.prepare(name, &component, limits, vars)
+                        .await
+                        .with_context(|| who(name))
+                }
                 Err(e) => Err(e),
             };
             match prepared {
@@ -544,6 +568,17 @@ impl Fleet {
         }
         for name in &refused {
             kept.remove(name);
+        }
+        // Secrets sealed under the previous key are sealed anew under the
+        // current one, and written back below, where this runner alone
+        // keeps them (peers on a shared Redis may not have the new key
+        // yet: there the next deploy seals them anew).
+        if keeper.shared().is_none() {
+            for (name, secrets) in resealed {
+                if let Some(t) = kept.get_mut(&name) {
+                    t.secrets = secrets;
+                }
+            }
         }
         let _one_at_a_time = self.changes.lock().await;
         self.install(built, Source::Startup);
@@ -593,11 +628,77 @@ impl Fleet {
         limits
             .overlay(&file, "", &|_| false)
             .with_context(|| who(name))?;
-        Ok((
-            component,
-            limits,
-            Variables::new(t.config.clone(), Default::default()),
-        ))
+        let secrets = self.unseal(name, t).with_context(|| who(name))?;
+        Ok((component, limits, Variables::new(t.config.clone(), secrets)))
+    }
+
+    /// Opens a kept deployment's sealed secrets; an error names the secret
+    /// and the key, never a value.
+    fn unseal(
+        &self,
+        name: &str,
+        t: &SavedTenant,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, crate::vars::Secret>> {
+        let mut secrets = std::collections::BTreeMap::new();
+        if t.secrets.is_empty() {
+            return Ok(secrets);
+        }
+        let Some(sealer) = &self.sealer else {
+            anyhow::bail!(
+                "its secrets are sealed; start the runner with the --secrets-key-file they \
+                 were sealed with"
+            );
+        };
+        for (secret, sealed) in &t.secrets {
+            let value = match sealer.open(name, secret, sealed) {
+                Ok((value, _)) => value,
+                Err(Unsealed::UnknownKey(id)) => anyhow::bail!(
+                    "secrets.{secret}: sealed under key {id}, which is neither \
+                     --secrets-key-file (key {}) nor --secrets-previous-key-file",
+                    sealer.key_id()
+                ),
+                Err(Unsealed::Damaged) => anyhow::bail!(
+                    "secrets.{secret}: does not open under key {}: altered, or not this \
+                     tenant's",
+                    sealer.key_id()
+                ),
+            };
+            secrets.insert(secret.clone(), crate::vars::Secret::new(value));
+        }
+        Ok(secrets)
+    }
+
+    /// Whether a kept deployment has secrets sealed under another key than
+    /// the current one.
+    fn reseal_due(&self, t: &SavedTenant) -> bool {
+        let Some(sealer) = &self.sealer else {
+            return false;
+        };
+        let current = format!("v1:{}:", sealer.key_id());
+        t.secrets
+            .values()
+            .any(|sealed| !sealed.starts_with(&current))
+    }
+
+    /// `vars`' secrets sealed for tenant `name` under the current key.
+    fn sealed(&self, name: &str, vars: &Variables) -> std::collections::BTreeMap<String, String> {
+        let Some(sealer) = &self.sealer else {
+            return Default::default();
+        };
+        vars.secrets()
+            .iter()
+            .map(|(k, v)| (k.clone(), sealer.seal(name, k, v.expose())))
+            .collect()
+    }
+
+    /// Seals secrets deployed through the API with `sealer`; without one,
+    /// the API refuses them.
+    pub fn seal_with(&mut self, sealer: Option<Arc<Sealer>>) {
+        self.sealer = sealer;
+    }
+
+    pub fn sealer(&self) -> Option<&Arc<Sealer>> {
+        self.sealer.as_ref()
     }
 
     /// Applies what the fleet's shared store holds for tenant `name` now

@@ -15,9 +15,9 @@
 //! - `PUT /v1/tenants/{name}`, `{"component": "sha256:<hex>" | "default",
 //!   "limits": {<keys of a [tenants.NAME] table>}, "config": {"name":
 //!   "value"}}`: the tenant becomes exactly that (limits left out take the
-//!   runner's defaults); 201 created, 200 updated or unchanged. Secrets
-//!   are refused here (400, naming `--secrets-key-file`) until they can be
-//!   kept encrypted.
+//!   runner's defaults); 201 created, 200 updated or unchanged.
+//!   `"secrets": {"name": "value"}` are sealed under `--secrets-key-file`
+//!   where they are kept (400 without one), and never shown again.
 //! - `GET /v1/tenants[?limit=N&cursor=C]`: names and components in name
 //!   order, with the cursor of the next page.
 //! - `GET /v1/tenants/{name}`: component, the handler it exports (WASIp2
@@ -44,7 +44,7 @@ use crate::engine::component::Digest;
 use crate::fleet::{Change, Fleet, Refused, Source};
 use crate::limits::LimitsFile;
 use crate::tenant::Tenant;
-use crate::vars::Variables;
+use crate::vars::{Secret, Variables};
 
 /// The admin API's settings.
 #[derive(Clone, Debug)]
@@ -398,14 +398,24 @@ impl Api {
         limits
             .validate("limits: ")
             .map_err(|e| Failure::bad(format!("{e:#}")))?;
-        if document.secrets.is_some() {
-            return Err(Failure::bad(
-                "secrets: the admin API takes secrets only to keep them encrypted, under a key \
-                 from --secrets-key-file, which this runner has not; give them in the tenants \
-                 file by reference ({ file = \"...\" } or { env = \"...\" })",
-            ));
-        }
-        let vars = Variables::new(document.config, Default::default());
+        let secrets = match document.secrets {
+            Some(_) if fleet.sealer().is_none() => {
+                return Err(Failure::bad(
+                    "secrets: the admin API takes secrets only to keep them encrypted, under a \
+                     key from --secrets-key-file, which this runner has not; give them in the \
+                     tenants file by reference ({ file = \"...\" } or { env = \"...\" })",
+                ));
+            }
+            Some(given) => given
+                .into_iter()
+                .map(|(name, value)| match value {
+                    Value::String(value) => Ok((name, Secret::new(value))),
+                    _ => Err(Failure::bad(format!("secrets.{name}: expected a string"))),
+                })
+                .collect::<Result<_, _>>()?,
+            None => Default::default(),
+        };
+        let vars = Variables::new(document.config, secrets);
         vars.check(limits.var_limits()).map_err(Failure::bad)?;
         let component = fleet.component(&document.component).await?;
         let change = fleet

@@ -224,3 +224,175 @@ async fn malformed_variables_stop_start_up_naming_the_field() {
         assert!(!got.contains("inline-value"), "{got}");
     }
 }
+
+/// A key file of 32 bytes of `byte`, as 64 hex digits.
+fn key_file(dir: &TempDir, name: &str, byte: u8) -> String {
+    let path = dir.path.join(name);
+    std::fs::write(&path, format!("{}\n", format!("{byte:02x}").repeat(32))).expect("a key");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// Every file under `dir`, read whole, searched for `needle`.
+fn found_in(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .expect("reading a directory")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(found_in(&path, needle));
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Secrets deployed through the API are sealed where the data directory
+/// keeps them: the files never hold the value; a restart with the key
+/// serves it; without the key, or with another, start-up is refused
+/// naming the key; with a new key and the old one as previous, the
+/// secrets are sealed anew under the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_secrets_are_sealed_at_rest_and_rotate() {
+    let dir = TempDir::new();
+    let data = dir.path.join("data");
+    let data_arg = data.to_str().expect("a UTF-8 path").to_string();
+    let (old, new) = (key_file(&dir, "old", 0x11), key_file(&dir, "new", 0x22));
+    let token = Token::new();
+    let start = |key: &str, previous: Option<&str>| {
+        let mut args = vec![
+            "--admin-token-file",
+            token.path(),
+            "--data-dir",
+            &data_arg,
+            "--secrets-key-file",
+            key,
+        ];
+        if let Some(previous) = previous {
+            args.extend(["--secrets-previous-key-file", previous]);
+        }
+        InProcess::start(&args)
+    };
+    let hostile = std::fs::read(system_tests::tenants::hostile_guest()).expect("the guest");
+
+    let r = start(&old, None);
+    let admin = Admin::new(r.admin, &token);
+    let digest = admin.put_component(hostile).await.json()["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string();
+    let res = admin
+        .put_tenant(
+            "app",
+            json!({"component": digest, "config": {"mode": "fast"}, "secrets": {"api_key": SECRET}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    assert!(!res.text().contains(SECRET));
+    assert_eq!(read(&r, "/t/app/config/rc1?name=api_key").await, ok(SECRET));
+    drop(r);
+    crate::harness::until_unlocked(&data).await;
+    assert_eq!(
+        found_in(&data, SECRET.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+
+    // Restarted with the key: served as before.
+    let r = start(&old, None);
+    assert_eq!(read(&r, "/t/app/config/rc1?name=api_key").await, ok(SECRET));
+    drop(r);
+    crate::harness::until_unlocked(&data).await;
+
+    // Another key alone: refused, naming both keys' ids, never the value.
+    let path = data_arg.clone();
+    let args = [
+        "runner",
+        "--admin-token-file",
+        token.path(),
+        "--data-dir",
+        &path,
+        "--secrets-key-file",
+        &new,
+    ];
+    let (_, config) = runner::config::Config::try_from_args(args).expect("the arguments");
+    let error = match runner::Runner::build(config).await {
+        Err(e) => format!("{e:#}"),
+        Ok(_) => panic!("the runner started with the wrong key"),
+    };
+    assert!(
+        error.contains(
+            "tenant \"app\" (deployed through the admin API): secrets.api_key: sealed under key "
+        ) && error.contains("which is neither --secrets-key-file (key "),
+        "{error}"
+    );
+    assert!(!error.contains(SECRET));
+    crate::harness::until_unlocked(&data).await;
+
+    // The new key with the old one as previous: served, and sealed anew.
+    let r = start(&new, Some(&old));
+    assert_eq!(read(&r, "/t/app/config/rc1?name=api_key").await, ok(SECRET));
+    drop(r);
+    crate::harness::until_unlocked(&data).await;
+    let r = start(&new, None);
+    assert_eq!(read(&r, "/t/app/config/rc1?name=api_key").await, ok(SECRET));
+    assert_eq!(read(&r, "/t/app/config/rc1?name=mode").await, ok("fast"));
+    drop(r);
+    crate::harness::until_unlocked(&data).await;
+    assert_eq!(
+        found_in(&data, SECRET.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+/// On a shared Redis too, a secret deployed through the API is kept
+/// sealed: no key or value Redis holds contains it, and a second runner
+/// with the key serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_secrets_are_sealed_in_a_shared_redis() {
+    let Some(redis) = system_tests::redis::Redis::start() else {
+        return;
+    };
+    let dir = TempDir::new();
+    let key = key_file(&dir, "key", 0x33);
+    let token = Token::new();
+    let url = redis.url();
+    let args = [
+        "--admin-token-file",
+        token.path(),
+        "--store",
+        &url,
+        "--secrets-key-file",
+        &key,
+    ];
+    let r = InProcess::start(&args);
+    let admin = Admin::new(r.admin, &token);
+    let res = admin
+        .put_tenant(
+            "app",
+            json!({"component": "default", "secrets": {"api_key": SECRET}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let second = InProcess::start(&args);
+    let shown = Admin::new(second.admin, &token)
+        .send(http::Method::GET, "/v1/tenants/app", "")
+        .await;
+    assert_eq!(shown.json()["secrets"], json!(["api_key"]));
+    let keys = redis.cli(&["--scan"]);
+    assert!(!keys.is_empty());
+    for k in keys.lines() {
+        let held = match redis.cli(&["TYPE", k]).trim() {
+            "string" => redis.cli(&["GET", k]),
+            "hash" => redis.cli(&["HGETALL", k]),
+            "set" => redis.cli(&["SMEMBERS", k]),
+            "zset" => redis.cli(&["ZRANGE", k, "0", "-1", "WITHSCORES"]),
+            "list" => redis.cli(&["LRANGE", k, "0", "-1"]),
+            other => panic!("{k} is a {other}"),
+        };
+        assert!(!held.contains(SECRET) && !k.contains(SECRET), "{k}: {held}");
+    }
+}

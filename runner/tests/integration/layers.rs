@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "store",
     "outbound::policy",
     "vars",
+    "seal",
     "limits",
     "metrics",
     "body",

@@ -219,6 +219,31 @@ async fn the_tenant_subcommands_drive_a_live_runner() {
          scheme://host[:port], as https://api.example.com, https://*.example.com or \
          http://10.0.0.5:8080"
     );
+    // A secret is read from a file or a variable, never taken from the
+    // command line; this runner has no key to seal it, and says so.
+    let out = client(
+        &r,
+        &token,
+        &["deploy", "bad", "default", "--secret", "k=plain"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: --secret k: give NAME=@FILE or NAME=env:VARIABLE; a secret on the command \
+         line is seen by every user of the machine"
+    );
+    let out = client(
+        &r,
+        &token,
+        &["deploy", "bad", "default", "--secret", "k=env:PATH"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(
+            "error: PUT /v1/tenants/bad: 400: secrets: the admin API takes secrets only to \
+             keep them encrypted"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = client(&r, &token, &["deploy", "bad", "default", "--fuel", "0"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
