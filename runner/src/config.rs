@@ -305,9 +305,22 @@ struct File {
     #[serde(default)]
     server: ServerFile,
     #[serde(default)]
-    defaults: LimitsFile,
+    defaults: DefaultsEntry,
     #[serde(default)]
     tenants: BTreeMap<String, TenantEntry>,
+}
+
+/// `[defaults]`: limits, and config and secrets every tenant starts from
+/// (its own table's names win).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct DefaultsEntry {
+    #[serde(default)]
+    config: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, toml::Value>,
+    #[serde(flatten)]
+    limits: LimitsFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -381,6 +394,9 @@ pub struct Config {
     /// deployment) leaves out: flags over the file's `[defaults]`.
     pub defaults: Limits,
     pub admin: AdminApi,
+    /// The config and secrets of `[defaults]`, which tenants deployed
+    /// through the admin API start from too.
+    pub default_vars: Variables,
     /// Seals secrets deployed through the admin API (`--secrets-key-file`).
     pub sealer: Option<std::sync::Arc<crate::seal::Sealer>>,
     /// The store the runner opens, decided from the server settings.
@@ -511,7 +527,7 @@ impl Config {
             }
         }
         cli.limits
-            .overlay(&file.defaults, "[defaults] ", &explicit)
+            .overlay(&file.defaults.limits, "[defaults] ", &explicit)
             .context("in the tenants file")?;
         let mut config = build(&cli, file, &base_dir)?;
         config.max_connections_given = max_connections_given;
@@ -629,6 +645,8 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
     let store = StoreConfig::decide(&server.store, &server.data_dir, server.fsync)
         .map_err(|why| anyhow::anyhow!("store: {why}"))?;
     let defaults = &cli.limits;
+    let default_secrets = read_secrets(&file.defaults.secrets, base_dir).context("[defaults]")?;
+    let default_vars = Variables::new(file.defaults.config, default_secrets);
     let mut tenants = Vec::new();
     let default_component = match &cli.component {
         Some(path) => ComponentSource::File(path.clone()),
@@ -655,7 +673,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             limits,
             name,
             component,
-            vars: Variables::new(entry.config, secrets),
+            vars: default_vars.under(entry.config, secrets),
         });
     }
     let generated = match (cli.tenants, cli.config.is_some()) {
@@ -680,7 +698,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             name,
             component: default_component.clone(),
             limits: defaults.clone(),
-            vars: Variables::default(),
+            vars: default_vars.clone(),
         });
     }
     let token = admin_token(&server.admin_token_file)?;
@@ -735,6 +753,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             max_tenants: server.metrics_max_tenants,
         },
         defaults: defaults.clone(),
+        default_vars,
         admin: AdminApi {
             token,
             max_component_bytes: server.max_component_bytes.as_u64(),

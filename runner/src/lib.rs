@@ -140,6 +140,8 @@ impl Reloader {
             .apply(&config.tenants, &remove, Source::Reload)
             .await?;
         self.fleet.set_defaults(config.defaults.clone());
+        self.fleet
+            .set_default_vars(config.default_vars.config_only());
         match (&self.api, config.admin.token) {
             (Some(api), Some(token)) => api.rotate(token),
             (Some(_), None) => tracing::warn!(
@@ -186,6 +188,9 @@ impl Runner {
             Egress::new(config.server.allowed_outbound_networks.clone()),
         );
         fleet.seal_with(config.sealer.clone());
+        // A deployment through the API starts from [defaults]' config; its
+        // secrets are its own (kept sealed), never the file's.
+        fleet.set_default_vars(config.default_vars.config_only());
         let fleet = Arc::new(fleet);
         fleet.apply(&config.tenants, &[], Source::Startup).await?;
         let restored = fleet.restore(&config.tenants).await?;

@@ -110,6 +110,35 @@ impl Variables {
         Ok(())
     }
 
+    /// `config` and `secrets` over these defaults: a name given here
+    /// replaces the default's, config or secret alike.
+    pub fn under(
+        &self,
+        config: BTreeMap<String, String>,
+        secrets: BTreeMap<String, Secret>,
+    ) -> Self {
+        let mut merged = self.clone();
+        merged
+            .config
+            .retain(|k, _| !config.contains_key(k) && !secrets.contains_key(k));
+        merged
+            .secrets
+            .retain(|k, _| !config.contains_key(k) && !secrets.contains_key(k));
+        merged
+            .config
+            .extend(config.into_iter().map(|(k, v)| (k, v.into())));
+        merged.secrets.extend(secrets);
+        merged
+    }
+
+    /// The config alone, without the secrets.
+    pub fn config_only(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            secrets: BTreeMap::new(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.config.is_empty() && self.secrets.is_empty()
     }
@@ -202,6 +231,26 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), Secret::new(*v)))
             .collect()
+    }
+
+    #[test]
+    fn a_tenants_own_names_replace_its_defaults_of_either_kind() {
+        let defaults = Variables::new(
+            config(&[("mode", "slow"), ("region", "eu")]),
+            secrets(&[("shared", "s"), ("token", "old")]),
+        );
+        let own = defaults.under(config(&[("token", "plain")]), secrets(&[("region", "r")]));
+        assert_eq!(own.get("mode"), Some(("slow", Kind::Config)));
+        assert_eq!(own.get("region"), Some(("r", Kind::Secret)));
+        assert_eq!(own.get("token"), Some(("plain", Kind::Config)));
+        assert_eq!(own.get("shared"), Some(("s", Kind::Secret)));
+        assert_eq!(own.config_only().secret_names().count(), 0);
+        own.check(VarLimits {
+            max_entries: 4,
+            max_name_bytes: 16,
+            max_value_bytes: 8,
+        })
+        .expect("no name is both");
     }
 
     #[test]

@@ -173,6 +173,8 @@ pub struct Fleet {
     /// Seals the secrets of tenants deployed through the API, where they
     /// are kept (`--secrets-key-file`).
     sealer: Option<Arc<Sealer>>,
+    /// `[defaults]`' config and secrets.
+    default_vars: RwLock<Variables>,
 }
 
 #[derive(Default)]
@@ -236,6 +238,7 @@ impl Fleet {
             metrics,
             egress,
             sealer: None,
+            default_vars: RwLock::default(),
         }
     }
 
@@ -298,6 +301,16 @@ impl Fleet {
 
     pub fn set_defaults(&self, defaults: Limits) {
         *self.defaults.write() = defaults;
+    }
+
+    /// The config a tenant deployed through the API starts from
+    /// (`[defaults]`'; its secrets are its own).
+    pub fn default_vars(&self) -> Variables {
+        self.default_vars.read().clone()
+    }
+
+    pub fn set_default_vars(&self, vars: Variables) {
+        *self.default_vars.write() = vars;
     }
 
     /// Compiles `bytes` (nothing, if these bytes were compiled before) and

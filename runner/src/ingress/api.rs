@@ -44,7 +44,7 @@ use crate::engine::component::Digest;
 use crate::fleet::{Change, Fleet, Refused, Source};
 use crate::limits::LimitsFile;
 use crate::tenant::Tenant;
-use crate::vars::{Secret, Variables};
+use crate::vars::Secret;
 
 /// The admin API's settings.
 #[derive(Clone, Debug)]
@@ -415,7 +415,7 @@ impl Api {
                 .collect::<Result<_, _>>()?,
             None => Default::default(),
         };
-        let vars = Variables::new(document.config, secrets);
+        let vars = fleet.default_vars().under(document.config, secrets);
         vars.check(limits.var_limits()).map_err(Failure::bad)?;
         let component = fleet.component(&document.component).await?;
         let change = fleet

@@ -121,16 +121,29 @@ async fn the_api_takes_config_shows_secret_names_only_and_refuses_secrets_it_can
     let secret_file = dir.path.join("token");
     std::fs::write(&secret_file, SECRET).expect("writing the secret");
     let token = Token::new();
-    let t = Tenants::new().hostile(
-        "filed",
-        &format!("secrets = {{ token = {{ file = {secret_file:?} }} }}"),
-    );
+    let t = Tenants::new()
+        .raw(&format!(
+            "[defaults]\nconfig = {{ mode = \"slow\", region = \"eu\" }}\n\
+             secrets = {{ shared = {{ file = {secret_file:?} }} }}\n"
+        ))
+        .hostile(
+            "filed",
+            &format!(
+                "secrets = {{ token = {{ file = {secret_file:?} }}, region = {{ file = {secret_file:?} }} }}"
+            ),
+        );
     let r = InProcess::start_with(&t, &["--admin-token-file", token.path()]);
     let admin = Admin::new(r.admin, &token);
 
     let shown = admin.send(http::Method::GET, "/v1/tenants/filed", "").await;
     assert_eq!(shown.status, StatusCode::OK);
-    assert_eq!(shown.json()["secrets"], json!(["token"]));
+    // [defaults] under the tenant's own: its `region` secret replaces the
+    // default's `region` config.
+    assert_eq!(
+        shown.json()["secrets"],
+        json!(["region", "shared", "token"])
+    );
+    assert_eq!(shown.json()["config"], json!({"mode": "slow"}));
     assert!(!shown.text().contains(SECRET), "{}", shown.text());
 
     let res = admin
@@ -146,7 +159,11 @@ async fn the_api_takes_config_shows_secret_names_only_and_refuses_secrets_it_can
             shown.json()["config"].clone(),
             shown.json()["secrets"].clone()
         ),
-        (json!({"mode": "fast", "url": "https://x"}), json!([]))
+        // [defaults]' config under its own; none of the file's secrets.
+        (
+            json!({"mode": "fast", "region": "eu", "url": "https://x"}),
+            json!([])
+        )
     );
 
     let res = admin
@@ -395,4 +412,56 @@ async fn api_secrets_are_sealed_in_a_shared_redis() {
         };
         assert!(!held.contains(SECRET) && !k.contains(SECRET), "{k}: {held}");
     }
+}
+
+/// A configuration change is a tenant update like any other: under load,
+/// every request answers, each with the old value or the new one, and
+/// none with the old one after it has seen the new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_update_under_load_switches_values_and_fails_nothing() {
+    let token = Token::new();
+    let r = InProcess::start(&["--admin-token-file", token.path()]);
+    let admin = Admin::new(r.admin, &token);
+    let hostile = std::fs::read(system_tests::tenants::hostile_guest()).expect("the guest");
+    let digest = admin.put_component(hostile).await.json()["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string();
+    let deploy = |value: &str| json!({"component": digest, "config": {"v": value}});
+    let res = admin.put_tenant("a", deploy("1")).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let addr = r.addr;
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                // Until it has read the new value a few times (bounded).
+                let mut seen = Vec::new();
+                let mut new = 0;
+                while new < 20 && seen.len() < 20_000 {
+                    let reply = get(addr, "/t/a/config/rc1?name=v").await;
+                    new += usize::from(reply.text() == "2");
+                    seen.push((reply.status.as_u16(), reply.text()));
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let res = admin.put_tenant("a", deploy("2")).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(read(&r, "/t/a/config/rc1?name=v").await, ok("2"));
+    let mut switched = 0;
+    for reader in readers {
+        let seen = reader.await.expect("a reader");
+        assert!(seen.iter().all(|(status, _)| *status == 200), "{seen:?}");
+        let values: Vec<&str> = seen.iter().map(|(_, v)| v.as_str()).collect();
+        let first_new = values
+            .iter()
+            .position(|v| *v == "2")
+            .unwrap_or(values.len());
+        assert!(values[..first_new].iter().all(|v| *v == "1"), "{values:?}");
+        assert!(values[first_new..].iter().all(|v| *v == "2"), "{values:?}");
+        switched += usize::from(first_new > 0 && first_new < values.len());
+    }
+    assert_eq!(switched, 4, "every reader saw the change happen under it");
 }
