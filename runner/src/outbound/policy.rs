@@ -210,10 +210,91 @@ fn valid_name(host: &str) -> bool {
         })
 }
 
+/// An entry of a list setting: read from text, shown as text.
+pub trait Item: Clone + fmt::Debug + fmt::Display + PartialOrd + Send + Sync + 'static {
+    /// What a file's value should be, for its error.
+    const EXPECTED: &'static str;
+    fn parse(text: &str) -> Result<Self, String>;
+}
+
+/// A list setting: comma-separated on the command line, a list (or one
+/// comma-separated string) in files and the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd)]
+pub struct List<T>(pub Vec<T>);
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List(Vec::new())
+    }
+}
+
+impl<T: Item> Setting for List<T> {
+    fn parse_flag(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(T::parse)
+            .collect::<Result<_, _>>()
+            .map(List)
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        let found = |v: &toml::Value| format!("expected {}, found {}", T::EXPECTED, v.type_str());
+        match value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => T::parse(s),
+                    other => Err(found(other)),
+                })
+                .collect::<Result<_, _>>()
+                .map(List),
+            toml::Value::String(s) => Self::parse_flag(s),
+            other => Err(found(other)),
+        }
+    }
+
+    fn show(&self) -> String {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        all.join(",")
+    }
+
+    fn is_zero(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        self.0
+            .iter()
+            .map(|item| serde_json::Value::from(item.to_string()))
+            .collect()
+    }
+}
+
+impl Item for HostPattern {
+    const EXPECTED: &'static str = "a list of URLs such as [\"https://api.example.com\"]";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        HostPattern::parse(text)
+    }
+}
+
+impl Item for IpNet {
+    const EXPECTED: &'static str = "a list of networks such as [\"127.0.0.0/8\"]";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map(|n| n.trunc())
+            .map_err(|_| {
+                format!("{text:?} is not a network such as 127.0.0.0/8, 10.1.2.0/24 or ::1/128")
+            })
+    }
+}
+
 /// A tenant's allow-list (`allowed-outbound-hosts`): empty, the default,
 /// refuses every outgoing request.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd)]
-pub struct AllowedHosts(Vec<HostPattern>);
+pub type AllowedHosts = List<HostPattern>;
 
 impl AllowedHosts {
     pub fn is_empty(&self) -> bool {
@@ -225,117 +306,9 @@ impl AllowedHosts {
     }
 }
 
-impl Setting for AllowedHosts {
-    /// Comma-separated, as a flag takes it; empty for none.
-    fn parse_flag(text: &str) -> Result<Self, String> {
-        text.split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(HostPattern::parse)
-            .collect::<Result<_, _>>()
-            .map(AllowedHosts)
-    }
-
-    fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|item| match item {
-                    toml::Value::String(s) => HostPattern::parse(s),
-                    other => Err(format!("expected a URL string, found {}", other.type_str())),
-                })
-                .collect::<Result<_, _>>()
-                .map(AllowedHosts),
-            toml::Value::String(s) => Self::parse_flag(s),
-            other => Err(format!(
-                "expected a list of URLs such as [\"https://api.example.com\"], found {}",
-                other.type_str()
-            )),
-        }
-    }
-
-    fn show(&self) -> String {
-        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        all.join(",")
-    }
-
-    fn is_zero(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        self.0
-            .iter()
-            .map(|p| serde_json::Value::from(p.text.clone()))
-            .collect()
-    }
-}
-
 /// Networks outgoing requests may reach although the address policy
-/// refuses them (`allowed-outbound-networks`): CIDRs, comma-separated.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd)]
-pub struct Networks(pub Vec<IpNet>);
-
-impl Setting for Networks {
-    fn parse_flag(text: &str) -> Result<Self, String> {
-        text.split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(|t| {
-                t.parse::<IpNet>()
-                    .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
-                    .map(|n| n.trunc())
-                    .map_err(|_| {
-                        format!(
-                            "{t:?} is not a network such as 127.0.0.0/8, 10.1.2.0/24 or ::1/128"
-                        )
-                    })
-            })
-            .collect::<Result<_, _>>()
-            .map(Networks)
-    }
-
-    fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        match value {
-            toml::Value::Array(items) => {
-                let mut all = Vec::new();
-                for item in items {
-                    match item {
-                        toml::Value::String(s) => all.extend(Self::parse_flag(s)?.0),
-                        other => {
-                            return Err(format!(
-                                "expected a CIDR string, found {}",
-                                other.type_str()
-                            ));
-                        }
-                    }
-                }
-                Ok(Networks(all))
-            }
-            toml::Value::String(s) => Self::parse_flag(s),
-            other => Err(format!(
-                "expected a list of networks such as [\"127.0.0.0/8\"], found {}",
-                other.type_str()
-            )),
-        }
-    }
-
-    fn show(&self) -> String {
-        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        all.join(",")
-    }
-
-    fn is_zero(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        self.0
-            .iter()
-            .map(|n| serde_json::Value::from(n.to_string()))
-            .collect()
-    }
-}
+/// refuses them (`allowed-outbound-networks`): CIDRs.
+pub type Networks = List<IpNet>;
 
 /// Why the address policy refuses an address: the rule, for the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
