@@ -188,13 +188,9 @@ impl TenantEgress {
         over_cap: bool,
         id: Option<RequestId>,
     ) -> Result<http::Response<WasiBody>, HttpError> {
-        let target = format!(
-            "{} {}://{}{}",
-            request.method(),
-            request.uri().scheme_str().unwrap_or("?"),
-            request.uri().authority().map_or("?", |a| a.as_str()),
-            request.uri().path()
-        );
+        // Kept for a refusal's log line (reference-counted, not copied):
+        // the line is written only then.
+        let (method, uri) = (request.method().clone(), request.uri().clone());
         let started = Instant::now();
         let result = self.clone().try_send(request, options, over_cap).await;
         let (outcome, elapsed) = match &result {
@@ -208,7 +204,10 @@ impl TenantEgress {
                     target: "guest",
                     tenant = %self.tenant,
                     request_id = id.as_ref().map(tracing::field::display),
-                    "outgoing request refused: {why}: {target}"
+                    "outgoing request refused: {why}: {method} {}://{}{}",
+                    uri.scheme_str().unwrap_or("?"),
+                    uri.authority().map_or("?", |a| a.as_str()),
+                    uri.path()
                 );
             }
             failure.code
