@@ -26,6 +26,8 @@ fn main() {
         "hostile",
         "p3",
         "bench-p3",
+        "spin",
+        "spin-unsupported",
     ] {
         println!("cargo:rerun-if-changed={}", guest.join(path).display());
     }
@@ -68,6 +70,11 @@ fn main() {
         ("RUNNER_BENCH_GUEST", "guest_bench.wasm"),
         ("RUNNER_P3_GUEST", "guest_p3.wasm"),
         ("RUNNER_BENCH_P3_GUEST", "guest_bench_p3.wasm"),
+        ("RUNNER_SPIN_GUEST", "guest_spin.wasm"),
+        (
+            "RUNNER_SPIN_UNSUPPORTED_GUEST",
+            "guest_spin_unsupported.wasm",
+        ),
     ] {
         let path = out.join(file);
         assert!(path.is_file(), "{} was not built", path.display());

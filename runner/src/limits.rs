@@ -11,7 +11,7 @@ use bytesize::ByteSize;
 use http::StatusCode;
 
 use crate::outbound::policy::AllowedHosts;
-use crate::settings::{Range, settings};
+use crate::settings::{Item, List, Range, settings};
 use crate::store::Quotas;
 
 /// Most fuel a request may be given: wasmtime keeps fuel in an i64.
@@ -96,6 +96,13 @@ settings! {
         /// name; more is refused before any work, so one host call's cost is
         /// bounded.
         max_batch_keys: usize = "1000", Range::Positive(100_000usize);
+        /// The buckets (Spin's store labels) the tenant's guests may open,
+        /// through every key-value interface, as a Spin manifest's
+        /// `key_value_stores` (comma-separated here, a list in files and
+        /// the admin API): `*`, the default, allows any; `default` is the
+        /// default bucket; empty allows none. Any other is refused with
+        /// access-denied.
+        key_value_stores: StoreLabels = "*", Range::<StoreLabels>::Any;
         /// Where the tenant's guests may send HTTP requests, in Spin's
         /// syntax: `https://api.example.com`, `https://*.example.com`,
         /// `http://svc.internal:8080`, `https://api.example.com:*`
@@ -141,6 +148,54 @@ pub fn bytes(size: ByteSize) -> usize {
     usize::try_from(size.as_u64()).unwrap_or(usize::MAX)
 }
 
+/// One entry of `key-value-stores`: a bucket's name, or `*` for any.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd)]
+pub enum StoreLabel {
+    Any,
+    Named(String),
+}
+
+impl std::fmt::Display for StoreLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLabel::Any => f.write_str("*"),
+            StoreLabel::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+impl Item for StoreLabel {
+    const EXPECTED: &'static str = "a list of store labels such as [\"default\", \"cache\"]";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "*" => Ok(StoreLabel::Any),
+            name if name.len() > crate::store::MAX_BUCKET_NAME_BYTES => Err(format!(
+                "store label of {} bytes is over the {}-byte limit",
+                name.len(),
+                crate::store::MAX_BUCKET_NAME_BYTES
+            )),
+            name => Ok(StoreLabel::Named(name.to_owned())),
+        }
+    }
+}
+
+/// A tenant's `key-value-stores`.
+pub type StoreLabels = List<StoreLabel>;
+
+impl StoreLabels {
+    /// The buckets allowed by name; `None` when `*` allows any.
+    fn named(&self) -> Option<std::sync::Arc<[String]>> {
+        self.0
+            .iter()
+            .map(|label| match label {
+                StoreLabel::Any => None,
+                StoreLabel::Named(name) => Some(name.clone()),
+            })
+            .collect()
+    }
+}
+
 /// The declared defaults of the key-value limits.
 impl Default for Quotas {
     fn default() -> Self {
@@ -160,6 +215,7 @@ impl Limits {
             max_page_keys: self.max_page_keys,
             max_call_bytes: bytes(self.max_call_bytes),
             max_batch_keys: self.max_batch_keys,
+            buckets: self.key_value_stores.named(),
         }
     }
 }
@@ -251,5 +307,34 @@ impl Limits {
             max_name_bytes: self.max_config_name_bytes,
             max_value_bytes: bytes(self.max_config_value_bytes),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Setting;
+
+    #[test]
+    fn key_value_stores_name_buckets_or_allow_any() {
+        let named = |text: &str| StoreLabels::parse_flag(text).map(|labels| labels.named());
+        assert_eq!(named("*"), Ok(None));
+        assert_eq!(named("default,*"), Ok(None));
+        assert_eq!(
+            named("default, cache"),
+            Ok(Some(["default".to_string(), "cache".to_string()].into()))
+        );
+        assert_eq!(named(""), Ok(Some([].into())));
+        let list: toml::Value =
+            toml::from_str::<toml::Table>("v = [\"default\", \"cache\"]").unwrap()["v"].clone();
+        assert_eq!(
+            StoreLabels::from_toml(&list).unwrap().show(),
+            "default,cache"
+        );
+        assert_eq!(
+            named(&"b".repeat(256)),
+            Err("store label of 256 bytes is over the 255-byte limit".to_string())
+        );
+        assert_eq!(Limits::default().quotas().buckets, None);
     }
 }

@@ -15,6 +15,7 @@
 //! (`config::command`). Adding a setting is adding one entry to a
 //! `settings!` list.
 
+use std::fmt;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -40,6 +41,67 @@ pub fn from_toml_string<T: Setting>(value: &toml::Value, expected: &str) -> Resu
     match value {
         toml::Value::String(s) => T::parse_flag(s),
         other => Err(format!("expected {expected}, found {}", other.type_str())),
+    }
+}
+
+/// An entry of a list setting: read from text, shown as text.
+pub trait Item: Clone + fmt::Debug + fmt::Display + PartialOrd + Send + Sync + 'static {
+    /// What a file's value should be, for its error.
+    const EXPECTED: &'static str;
+    fn parse(text: &str) -> Result<Self, String>;
+}
+
+/// A list setting: comma-separated on the command line, a list (or one
+/// comma-separated string) in files and the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd)]
+pub struct List<T>(pub Vec<T>);
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List(Vec::new())
+    }
+}
+
+impl<T: Item> Setting for List<T> {
+    fn parse_flag(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(T::parse)
+            .collect::<Result<_, _>>()
+            .map(List)
+    }
+
+    fn from_toml(value: &toml::Value) -> Result<Self, String> {
+        let found = |v: &toml::Value| format!("expected {}, found {}", T::EXPECTED, v.type_str());
+        match value {
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => T::parse(s),
+                    other => Err(found(other)),
+                })
+                .collect::<Result<_, _>>()
+                .map(List),
+            toml::Value::String(s) => Self::parse_flag(s),
+            other => Err(found(other)),
+        }
+    }
+
+    fn show(&self) -> String {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        all.join(",")
+    }
+
+    fn is_zero(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        self.0
+            .iter()
+            .map(|item| serde_json::Value::from(item.to_string()))
+            .collect()
     }
 }
 

@@ -49,6 +49,9 @@ fn route(req: &Request) -> Result {
             _ => Err(Response::method_not_allowed("POST")),
         };
     }
+    if let Some(rest) = path.strip_prefix("/spin2/") {
+        return spin2::route(req, rest);
+    }
     if path == "/keys2" {
         return match req.method() {
             Method::Get => spin_kv::keys(req),
@@ -122,16 +125,15 @@ mod spin_kv {
     }
 
     fn error(e: Error) -> Response {
-        let text = match e {
-            Error::NoSuchStore => "no-such-store".to_owned(),
-            Error::AccessDenied => "access-denied".to_owned(),
-            Error::Other(text) => text,
-        };
-        let status = match guest_common::kv::token(&text) {
-            Some("quota-exceeded") => 507,
-            Some("invalid-argument") => 400,
-            Some("store-unavailable") => 503,
-            _ => 500,
+        let (status, text) = match e {
+            Error::NoSuchStore => (404, "no-such-store".to_owned()),
+            Error::AccessDenied => (403, "access-denied".to_owned()),
+            Error::Other(text) => match guest_common::kv::token(&text) {
+                Some("quota-exceeded") => (507, text),
+                Some("invalid-argument") => (400, text),
+                Some("store-unavailable") => (503, text),
+                _ => (500, text),
+            },
         };
         Response::text(status, format!("store error: {text}"))
     }
@@ -187,6 +189,68 @@ mod spin_kv {
             let _ = write!(out, "\n{key}");
         }
         Ok(Response::text(200, out))
+    }
+}
+
+/// Routes over `fermyon:spin/key-value@2.0.0`, the interface Spin's
+/// WASIp2 SDKs import, bound by wit-bindgen from Spin's published text, on
+/// the same data as the other key-value routes. The store is the `store`
+/// query parameter (`default` when absent), as a Spin label.
+mod spin2 {
+    use guest_common::fermyon::spin::key_value::{Error, Store};
+    use guest_common::http::{Request, Response, Result};
+    use guest_common::wasi::http::types::Method;
+
+    /// `GET|PUT|DELETE /spin2/kv/{key}`, `GET /spin2/exists/{key}`,
+    /// `GET /spin2/keys` (one key per line).
+    pub fn route(req: &Request, rest: &str) -> Result {
+        let label = req.param("store")?.unwrap_or("default".into());
+        let store = Store::open(&label).map_err(error)?;
+        if let Some(raw) = rest.strip_prefix("kv/") {
+            let key = guest_common::kv::key(raw)?;
+            return match req.method() {
+                Method::Get => match store.get(&key).map_err(error)? {
+                    Some(value) => Ok(Response::octets(200, value)),
+                    None => Ok(Response::text(404, "key not found")),
+                },
+                Method::Put => {
+                    store.set(&key, &req.read_body()?).map_err(error)?;
+                    Ok(Response::no_content())
+                }
+                Method::Delete => {
+                    store.delete(&key).map_err(error)?;
+                    Ok(Response::no_content())
+                }
+                _ => Err(Response::method_not_allowed("GET, PUT, DELETE")),
+            };
+        }
+        if let Some(raw) = rest.strip_prefix("exists/") {
+            let found = store.exists(&guest_common::kv::key(raw)?).map_err(error)?;
+            return Ok(Response::text(200, found.to_string()));
+        }
+        if rest == "keys" {
+            let keys = store.get_keys().map_err(error)?;
+            return Ok(Response::text(200, keys.join("\n")));
+        }
+        Err(Response::no_route())
+    }
+
+    /// Spin's error by its variant's name: 403 `access-denied`, 507 for a
+    /// quota, 500 otherwise.
+    fn error(e: Error) -> Response {
+        let (status, text) = match e {
+            Error::AccessDenied => (403, "access-denied".to_owned()),
+            Error::NoSuchStore => (404, "no-such-store".to_owned()),
+            Error::StoreTableFull => (500, "store-table-full".to_owned()),
+            Error::Other(text) => {
+                let status = match guest_common::kv::token(&text) {
+                    Some("quota-exceeded") => 507,
+                    _ => 500,
+                };
+                (status, format!("other: {text}"))
+            }
+        };
+        Response::text(status, format!("store error: {text}"))
     }
 }
 

@@ -39,7 +39,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasip3::http::types::{ErrorCode, Fields, Method, Request, Response};
-use wasip3::{wit_future, wit_stream};
+// The bindings below make their own `wit_future` and `wit_stream` for the
+// types of Spin's key-value; these are `wasi:http`'s.
+use wasip3::{wit_future as http_future, wit_stream as http_stream};
 
 wasip3::wit_bindgen::generate!({
     path: "../../wit",
@@ -371,7 +373,7 @@ mod wc {
 async fn reach_out() -> String {
     use wasip3::sockets::types::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress, TcpSocket};
 
-    let (_done, trailers) = wit_future::new(|| Ok(None));
+    let (_done, trailers) = http_future::new(|| Ok(None));
     let (outgoing, _sent) = Request::new(Fields::new(), None, trailers, None);
     let _ = outgoing.set_scheme(Some(&wasip3::http::types::Scheme::Http));
     let _ = outgoing.set_authority(Some("example.com"));
@@ -404,7 +406,7 @@ async fn fetch(url: &str) -> Response {
         return text(400, "the url has no scheme");
     };
     let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
-    let (_done, trailers) = wit_future::new(|| Ok(None));
+    let (_done, trailers) = http_future::new(|| Ok(None));
     let (outgoing, _sent) = Request::new(Fields::new(), None, trailers, None);
     let scheme = if scheme == "https" { Scheme::Https } else { Scheme::Http };
     let _ = outgoing.set_scheme(Some(&scheme));
@@ -415,7 +417,7 @@ async fn fetch(url: &str) -> Response {
         Err(code) => return text(502, &format!("outgoing request failed: {code:?}")),
     };
     let status = response.get_status_code();
-    let (_done, result) = wit_future::new(|| Ok(()));
+    let (_done, result) = http_future::new(|| Ok(()));
     let (contents, trailers) = Response::consume_body(response, result);
     let body = contents.collect().await;
     if let Err(code) = trailers.await {
@@ -426,7 +428,7 @@ async fn fetch(url: &str) -> Response {
 
 /// The whole request body.
 async fn read_body(request: Request) -> Result<Vec<u8>, ErrorCode> {
-    let (_done, result) = wit_future::new(|| Ok(()));
+    let (_done, result) = http_future::new(|| Ok(()));
     let (contents, trailers) = Request::consume_body(request, result);
     let body = contents.collect().await;
     trailers.await?;
@@ -443,8 +445,8 @@ fn respond<F>(status: u16, write: impl FnOnce(BodyWriter) -> F) -> Response
 where
     F: Future<Output = ()> + 'static,
 {
-    let (writer, contents) = wit_stream::new();
-    let (trailers_tx, trailers) = wit_future::new(|| Ok(None));
+    let (writer, contents) = http_stream::new();
+    let (trailers_tx, trailers) = http_future::new(|| Ok(None));
     let headers = Fields::from_list(&[(
         "content-type".to_string(),
         b"text/plain; charset=utf-8".to_vec(),

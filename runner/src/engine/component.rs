@@ -88,11 +88,8 @@ impl Outline {
                 wasmparser::Payload::ComponentImportSection(section) if depth == 1 => {
                     for import in section {
                         let name = import.map_err(unreadable)?.name.name;
-                        if !crate::host::provides_package(name) {
-                            imports.push((
-                                name.to_string(),
-                                "the runner provides no such package".to_string(),
-                            ));
+                        if let Some(why) = crate::host::unprovided(name) {
+                            imports.push((name.to_string(), why.to_string()));
                         }
                     }
                 }

@@ -56,18 +56,22 @@ fn parse_cursor(cursor: Option<String>) -> Result<Option<u64>, Error> {
 }
 
 impl Host {
-    fn bucket(&self, handle: &Resource<BucketHandle>) -> wasmtime::Result<&Bucket> {
+    pub(super) fn bucket(&self, handle: &Resource<BucketHandle>) -> wasmtime::Result<&Bucket> {
         Ok(&self.table.get(handle)?.0)
     }
 
     /// Records the call in the tenant's metrics and turns a store error into
-    /// the WIT error the guest sees: `other`, with the error's text, which
-    /// starts with its stable token.
+    /// the WIT error the guest sees: `access-denied` for a bucket outside
+    /// the tenant's `key-value-stores`, otherwise `other`, with the error's
+    /// text, which starts with its stable token.
     fn finish<T>(&self, op: KvOp, started: Instant, result: Result<T, Error>) -> KvResult<T> {
         self.tenant
             .metrics()
             .kv_op(op, started.elapsed(), result.as_ref().err());
-        Ok(result.map_err(|e| store::Error::Other(e.to_string())))
+        Ok(result.map_err(|e| match e {
+            Error::Denied(_) => store::Error::AccessDenied,
+            e => store::Error::Other(e.to_string()),
+        }))
     }
 }
 

@@ -12,6 +12,7 @@ mod limiter;
 mod logging;
 mod outgoing;
 mod output;
+mod spin;
 mod wasmcloud;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ mod bindings {
             "wasi:keyvalue/store@0.2.0-draft2": async | trappable,
             "wasi:keyvalue/atomics@0.2.0-draft2": async | trappable,
             "wasi:keyvalue/batch@0.2.0-draft2": async | trappable,
+            "fermyon:spin/key-value": async | trappable,
             default: trappable,
         },
         exports: { default: async },
@@ -61,6 +63,8 @@ mod bindings {
             "wasi:keyvalue/store@0.2.0-draft2.bucket": super::BucketHandle,
             "wasi:keyvalue/atomics@0.2.0-draft2.cas": super::CasHandle,
             "wasmcloud:keyvalue/types.bucket": super::BucketHandle,
+            "fermyon:spin/key-value.store": super::BucketHandle,
+            "spin:key-value/key-value.store": super::BucketHandle,
         },
     });
 }
@@ -76,9 +80,10 @@ pub const HANDLERS: [&str; 2] = ["wasi:http/incoming-handler@0.2", "wasi:http/ha
 pub const NO_HANDLER: &str = "the component exports neither wasi:http/incoming-handler@0.2.x \
                               (WASIp2) nor wasi:http/handler@0.3.0 (WASIp3)";
 
-/// The packages [`add_to_linker`] defines interfaces of: an import from any
-/// other is refused before compiling. Keep in step with it.
-const PACKAGES: [&str; 13] = [
+/// The packages [`add_to_linker`] defines interfaces of, and single
+/// interfaces of packages it links only in part: an import from anything
+/// else is refused before compiling. Keep in step with it.
+const PACKAGES: [&str; 15] = [
     "wasi:io",
     "wasi:clocks",
     "wasi:random",
@@ -90,15 +95,30 @@ const PACKAGES: [&str; 13] = [
     "wasi:logging",
     "wasmcloud:keyvalue",
     "wasi:config",
-    "fermyon:spin",
     "spin:variables",
+    "spin:key-value",
+    // Spin's WASIp2 package also holds llm, mysql, postgres, redis, sqlite
+    // and mqtt, which the runner does not serve.
+    "fermyon:spin/variables",
+    "fermyon:spin/key-value",
 ];
 
-/// Whether import `name` (`namespace:package/interface@version`) is from a
-/// package the runner links interfaces of.
-pub fn provides_package(name: &str) -> bool {
-    let package = name.split(['/', '@']).next().unwrap_or_default();
-    PACKAGES.contains(&package)
+/// Why import `name` (`namespace:package/interface@version`) cannot link,
+/// if the runner links nothing of its package, or nothing of its
+/// interface in a package it links in part; `None` when it may link.
+pub fn unprovided(name: &str) -> Option<&'static str> {
+    let unversioned = name.split('@').next().unwrap_or_default();
+    let package = unversioned.split('/').next().unwrap_or_default();
+    if PACKAGES.contains(&package) || PACKAGES.contains(&unversioned) {
+        None
+    } else if PACKAGES
+        .iter()
+        .any(|p| p.split('/').next() == Some(package))
+    {
+        Some("the runner provides no such interface")
+    } else {
+        Some("the runner provides no such package")
+    }
 }
 
 /// A tenant's component, linked and ready to instantiate: a WASIp2 handler
@@ -380,6 +400,7 @@ pub fn add_to_linker(linker: &mut Linker<Host>, p3: bool) -> wasmtime::Result<()
     bindings::wasi::config0_2_0_rc_1::store::add_to_linker::<Host, HostData>(l, |h| h)?;
     bindings::wasi::config0_2_0_draft_2024_09_27::store::add_to_linker::<Host, HostData>(l, |h| h)?;
     bindings::fermyon::spin::variables::add_to_linker::<Host, HostData>(l, |h| h)?;
+    bindings::fermyon::spin::key_value::add_to_linker::<Host, HostData>(l, |h| h)?;
     if !p3 {
         return Ok(());
     }
@@ -398,12 +419,33 @@ pub fn add_to_linker(linker: &mut Linker<Host>, p3: bool) -> wasmtime::Result<()
         batch::add_to_linker::<Host, HostData>(l, |h| h)?;
     }
     bindings::spin::variables::variables::add_to_linker::<Host, HostData>(l, |h| h)?;
+    bindings::spin::key_value::key_value::add_to_linker::<Host, HostData>(l, |h| h)?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{printable, unprovided};
+
+    #[test]
+    fn an_import_links_by_package_or_by_interface_of_a_package_linked_in_part() {
+        assert_eq!(unprovided("wasi:http/types@0.2.12"), None);
+        assert_eq!(unprovided("spin:key-value/key-value@3.0.0"), None);
+        assert_eq!(unprovided("fermyon:spin/key-value@2.0.0"), None);
+        assert_eq!(unprovided("fermyon:spin/variables"), None);
+        assert_eq!(
+            unprovided("fermyon:spin/llm@2.0.0"),
+            Some("the runner provides no such interface")
+        );
+        assert_eq!(
+            unprovided("spin:sqlite/sqlite@3.1.0"),
+            Some("the runner provides no such package")
+        );
+        assert_eq!(
+            unprovided("fermyon:spinx/key-value@2.0.0"),
+            Some("the runner provides no such package")
+        );
+    }
 
     #[test]
     fn guest_text_cannot_break_or_reorder_a_line() {

@@ -30,11 +30,12 @@ fn typed(error: kv::Error) -> types::Error {
         kv::Error::Invalid(_) => types::Error::InvalidArgument,
         kv::Error::Unavailable(_) => types::Error::StoreUnavailable,
         unsupported @ kv::Error::Unsupported(_) => types::Error::Other(unsupported.to_string()),
+        kv::Error::Denied(_) => types::Error::AccessDenied,
     }
 }
 
 /// The tenant's bucket behind `handle`, and the tenant for its metrics.
-fn bucket<T>(
+pub(super) fn bucket<T>(
     accessor: &Accessor<T, HostData>,
     handle: &Resource<BucketHandle>,
 ) -> wasmtime::Result<(Bucket, std::sync::Arc<crate::tenant::scope::Scope>)> {

@@ -728,7 +728,9 @@ impl TenantMetrics {
     pub fn kv_op(&self, op: KvOp, elapsed: Duration, error: Option<&store::Error>) {
         let result = match error {
             None => 0,
-            Some(store::Error::Invalid(_) | store::Error::Unsupported(_)) => 1,
+            Some(
+                store::Error::Invalid(_) | store::Error::Unsupported(_) | store::Error::Denied(_),
+            ) => 1,
             Some(store::Error::Unavailable(_)) => {
                 self.store_unavailable.increment(1);
                 1

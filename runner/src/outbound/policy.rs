@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
 
-use crate::settings::Setting;
+use crate::settings::{Item, List};
 
 /// The schemes a pattern may name: the ones the runner sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd)]
@@ -210,67 +210,6 @@ fn valid_name(host: &str) -> bool {
         })
 }
 
-/// An entry of a list setting: read from text, shown as text.
-pub trait Item: Clone + fmt::Debug + fmt::Display + PartialOrd + Send + Sync + 'static {
-    /// What a file's value should be, for its error.
-    const EXPECTED: &'static str;
-    fn parse(text: &str) -> Result<Self, String>;
-}
-
-/// A list setting: comma-separated on the command line, a list (or one
-/// comma-separated string) in files and the admin API.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd)]
-pub struct List<T>(pub Vec<T>);
-
-impl<T> Default for List<T> {
-    fn default() -> Self {
-        List(Vec::new())
-    }
-}
-
-impl<T: Item> Setting for List<T> {
-    fn parse_flag(text: &str) -> Result<Self, String> {
-        text.split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(T::parse)
-            .collect::<Result<_, _>>()
-            .map(List)
-    }
-
-    fn from_toml(value: &toml::Value) -> Result<Self, String> {
-        let found = |v: &toml::Value| format!("expected {}, found {}", T::EXPECTED, v.type_str());
-        match value {
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|item| match item {
-                    toml::Value::String(s) => T::parse(s),
-                    other => Err(found(other)),
-                })
-                .collect::<Result<_, _>>()
-                .map(List),
-            toml::Value::String(s) => Self::parse_flag(s),
-            other => Err(found(other)),
-        }
-    }
-
-    fn show(&self) -> String {
-        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        all.join(",")
-    }
-
-    fn is_zero(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        self.0
-            .iter()
-            .map(|item| serde_json::Value::from(item.to_string()))
-            .collect()
-    }
-}
-
 impl Item for HostPattern {
     const EXPECTED: &'static str = "a list of URLs such as [\"https://api.example.com\"]";
 
@@ -454,6 +393,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::Setting;
 
     fn p(text: &str) -> HostPattern {
         HostPattern::parse(text).unwrap_or_else(|e| panic!("{e}"))

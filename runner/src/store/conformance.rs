@@ -32,6 +32,7 @@ macro_rules! conformance_suite {
             reopening_applies_the_new_quotas,
             purge_empties_one_tenant_only,
             bucket_names_are_bounded,
+            only_the_listed_buckets_open,
             size_quotas_refuse_whole_writes,
             accounting_is_exact_across_overwrites_and_deletes,
             increment_is_decimal_and_checked,
@@ -242,6 +243,27 @@ pub async fn bucket_names_are_bounded(make: Make<'_>) {
     );
     ns.open("default").await.unwrap();
     ns.open("").await.unwrap();
+}
+
+pub async fn only_the_listed_buckets_open(make: Make<'_>) {
+    let listed = |names: &[&str]| Quotas {
+        max_buckets: 1,
+        buckets: Some(names.iter().map(|n| n.to_string()).collect()),
+        ..Quotas::default()
+    };
+    let ns = ns_with(make, listed(&["default", "cache"]));
+    let err = ns.open("other").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "access-denied: bucket \"other\" is not among the tenant's key-value-stores"
+    );
+    // The refusal made no bucket: the one named bucket allowed is still free.
+    bucket(&ns, "cache").await;
+    bucket(&ns, "").await;
+    bucket(&ns, "default").await;
+    let none = Namespace::new(&*make(), "u", listed(&[])).unwrap();
+    assert!(matches!(none.open("").await, Err(Error::Denied(_))));
+    assert!(matches!(none.open("default").await, Err(Error::Denied(_))));
 }
 
 pub async fn size_quotas_refuse_whole_writes(make: Make<'_>) {

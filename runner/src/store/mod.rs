@@ -72,6 +72,9 @@ pub enum Error {
     /// a backend that cannot keep it, say); the call never succeeds there.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// The tenant may not open the bucket (`key-value-stores`).
+    #[error("access-denied: {0}")]
+    Denied(String),
 }
 
 impl Error {
@@ -89,6 +92,7 @@ impl Error {
             Error::Invalid(_) => "invalid-argument",
             Error::Unavailable(_) => "store-unavailable",
             Error::Unsupported(_) => "unsupported",
+            Error::Denied(_) => "access-denied",
         }
     }
 }
@@ -226,6 +230,13 @@ impl Namespace {
             return Err(Error::Invalid(format!(
                 "bucket name of {} bytes is over the {MAX_BUCKET_NAME_BYTES}-byte limit",
                 name.len()
+            )));
+        }
+        if let Some(allowed) = &self.quotas.buckets
+            && !allowed.iter().any(|bucket| bucket == name)
+        {
+            return Err(Error::Denied(format!(
+                "bucket {name:?} is not among the tenant's key-value-stores"
             )));
         }
         let _passing = self.fence.pass()?;
@@ -384,7 +395,8 @@ impl Bucket {
         )
     }
 
-    fn page_limits(&self) -> PageLimits {
+    /// The most one list-keys page holds.
+    pub fn page_limits(&self) -> PageLimits {
         PageLimits {
             max_keys: self.quotas.max_page_keys.max(1),
             max_bytes: self.quotas.max_call_bytes,

@@ -31,6 +31,9 @@ pub struct Quotas {
     pub max_call_bytes: usize,
     /// Most keys one batch call (get-many, set-many, delete-many) may name.
     pub max_batch_keys: usize,
+    /// The buckets the tenant may open, by name (`key-value-stores`);
+    /// `None`: any.
+    pub buckets: Option<std::sync::Arc<[String]>>,
 }
 
 impl Quotas {

@@ -18,3 +18,4 @@ mod metrics;
 mod outbound;
 mod p3;
 mod reuse;
+mod spin;

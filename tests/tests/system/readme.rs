@@ -2,7 +2,8 @@
 //! the README cannot drift from what the binaries do.
 //!
 //! Every command of every `sh` block is run with `sh -c` in a directory
-//! holding what the examples name (`token`, `shop.wasm`, the request
+//! holding what the examples name (`token`, `shop.wasm`, `spin-app.wasm`
+//! (guest/spin), the request
 //! templates file the README shows as `shop.toml`), against one runner
 //! started as the quick start starts it (`--tenants 100`, with the admin
 //! token), after `export` lines set their variables. Each must exit 0; a
@@ -139,6 +140,11 @@ fn the_readme_examples_run_on_loopback() {
         dir.path.join("shop.wasm"),
     )
     .expect("copying a component as shop.wasm");
+    std::fs::copy(
+        target_dir().join("guests/wasm32-wasip2/release/guest_spin.wasm"),
+        dir.path.join("spin-app.wasm"),
+    )
+    .expect("copying the Spin guest as spin-app.wasm");
     // The request templates the README shows, as the file its command names.
     if let Some(templates) = tomls.iter().find(|t| t.contains("[[template]]")) {
         std::fs::write(dir.path.join("shop.toml"), templates).expect("writing shop.toml");

@@ -1,0 +1,330 @@
+//! Spin applications' components, unchanged: `guest/spin`, built with
+//! Spin's Rust SDK 7 from crates.io (`spin:key-value@3.0.0`,
+//! `spin:variables@3.0.0`, outgoing HTTP), and the hostile guest's
+//! `/spin2` routes, bound by wit-bindgen from Spin's published
+//! `fermyon:spin/key-value@2.0.0` text, on the tenant's store beside
+//! every other key-value interface.
+
+use std::collections::BTreeSet;
+
+use http::{Method, StatusCode};
+use serde_json::json;
+use system_tests::Tenants;
+use system_tests::admin::{Admin, Token};
+use system_tests::upstream::Upstream;
+
+use crate::harness::{InProcess, Observed as _, request};
+
+const SPIN: &str = env!("RUNNER_SPIN_GUEST");
+
+fn spin(tenants: Tenants, name: &str, extra: &str) -> Tenants {
+    tenants.tenant(name, &format!("component = {SPIN:?}\n{extra}"))
+}
+
+async fn call(r: &InProcess, method: Method, path: &str, body: &str) -> (u16, String) {
+    let reply = request(r.addr, method, path, body.as_bytes().to_vec()).await;
+    (reply.status.as_u16(), reply.text())
+}
+
+async fn read(r: &InProcess, path: &str) -> (u16, String) {
+    call(r, Method::GET, path, "").await
+}
+
+fn answer(status: u16, text: &str) -> (u16, String) {
+    (status, text.to_string())
+}
+
+/// A listing with its lines sorted: a backend lists in its own order.
+fn lines((status, text): (u16, String)) -> (u16, String) {
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    (status, lines.join("\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spin_sdk_7_component_keeps_its_data_in_the_tenants_store_alone() {
+    let t = spin(Tenants::new(), "s", "config = { greeting = \"hello\" }");
+    let t = spin(t, "other", "");
+    let r = InProcess::start_with(&t, &[]);
+
+    assert_eq!(read(&r, "/t/s/hello").await, answer(200, "hello from spin"));
+    assert_eq!(
+        call(&r, Method::PUT, "/t/s/kv/colour", "blue").await,
+        answer(204, "")
+    );
+    assert_eq!(read(&r, "/t/s/kv/colour").await, answer(200, "blue"));
+    assert_eq!(read(&r, "/t/s/exists/colour").await, answer(200, "true"));
+    // One key a line (the client trims the last line's end).
+    assert_eq!(read(&r, "/t/s/keys").await, answer(200, "colour"));
+    // A named store is another bucket.
+    assert_eq!(
+        read(&r, "/t/s/kv/colour?store=cache").await,
+        answer(404, "key not found")
+    );
+    // Another tenant's store is its own.
+    assert_eq!(
+        read(&r, "/t/other/kv/colour").await,
+        answer(404, "key not found")
+    );
+    assert_eq!(
+        read(&r, "/t/other/exists/colour").await,
+        answer(200, "false")
+    );
+    assert_eq!(read(&r, "/t/other/keys").await, answer(200, ""));
+    assert_eq!(
+        call(&r, Method::DELETE, "/t/s/kv/colour", "").await,
+        answer(204, "")
+    );
+    assert_eq!(
+        read(&r, "/t/s/kv/colour").await,
+        answer(404, "key not found")
+    );
+    assert_eq!(read(&r, "/t/s/exists/colour").await, answer(200, "false"));
+
+    // Variables: the tenant's configuration.
+    assert_eq!(read(&r, "/t/s/var/greeting").await, answer(200, "hello"));
+    assert_eq!(
+        read(&r, "/t/other/var/greeting").await,
+        answer(404, "undefined: no variable for \"greeting\"")
+    );
+
+    let ops = |op: &str| format!("tenant=\"s\",op=\"{op}\",result=\"ok\"");
+    assert_eq!(
+        r.metric("runner_kv_operations_total", &ops("set")).await,
+        1.0
+    );
+    assert_eq!(
+        r.metric("runner_kv_operations_total", &ops("delete")).await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spin_key_value_in_both_versions_shares_one_tenants_data_with_wasi_keyvalue() {
+    let token = Token::new();
+    let r = InProcess::start(&["--admin-token-file", token.path()]);
+    let admin = Admin::new(r.admin, &token);
+    let mut digests = Vec::new();
+    for path in [SPIN, env!("RUNNER_HOSTILE_GUEST")] {
+        let res = admin.put_component(std::fs::read(path).unwrap()).await;
+        assert!(res.status.is_success(), "{}", res.text());
+        digests.push(res.json()["digest"].as_str().unwrap().to_string());
+    }
+    let deploy = |digest: &str| json!({ "component": digest });
+    let res = admin.put_tenant("app", deploy(&digests[0])).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+
+    // Written through spin:key-value@3.0.0...
+    for (key, value) in [("from-spin3", "three"), ("shared", "v3")] {
+        assert_eq!(
+            call(&r, Method::PUT, &format!("/t/app/kv/{key}"), value).await,
+            answer(204, "")
+        );
+    }
+    // ...read through fermyon:spin/key-value@2.0.0 and both wasi:keyvalue
+    // drafts, in the same tenant with another component.
+    let res = admin.put_tenant("app", deploy(&digests[1])).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(
+        read(&r, "/t/app/spin2/kv/from-spin3").await,
+        answer(200, "three")
+    );
+    assert_eq!(read(&r, "/t/app/kv/from-spin3").await, answer(200, "three"));
+    // draft2's page starts with its cursor, `-` at the end.
+    assert_eq!(
+        lines(read(&r, "/t/app/keys2").await),
+        answer(200, "-\nfrom-spin3\nshared")
+    );
+    assert_eq!(
+        lines(read(&r, "/t/app/spin2/keys").await),
+        answer(200, "from-spin3\nshared")
+    );
+    assert_eq!(
+        read(&r, "/t/app/spin2/exists/shared").await,
+        answer(200, "true")
+    );
+    assert_eq!(
+        call(&r, Method::PUT, "/t/app/spin2/kv/shared", "v2").await,
+        answer(204, "")
+    );
+    assert_eq!(
+        call(&r, Method::PUT, "/t/app/spin2/kv/from-spin2", "two").await,
+        answer(204, "")
+    );
+    assert_eq!(
+        call(&r, Method::DELETE, "/t/app/spin2/kv/from-spin3", "").await,
+        answer(204, "")
+    );
+    assert_eq!(read(&r, "/t/app/kv/shared").await, answer(200, "v2"));
+    // A named store is the bucket of that name in every interface.
+    assert_eq!(
+        call(&r, Method::PUT, "/t/app/spin2/kv/k?store=cache", "c").await,
+        answer(204, "")
+    );
+    assert_eq!(read(&r, "/t/app/kv/k?bucket=cache").await, answer(200, "c"));
+
+    // And back: SDK 7 sees what 2.0.0 wrote.
+    let res = admin.put_tenant("app", deploy(&digests[0])).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(read(&r, "/t/app/kv/shared").await, answer(200, "v2"));
+    assert_eq!(
+        read(&r, "/t/app/kv/from-spin3").await,
+        answer(404, "key not found")
+    );
+    assert_eq!(
+        lines(read(&r, "/t/app/keys").await),
+        answer(200, "from-spin2\nshared")
+    );
+    assert_eq!(read(&r, "/t/app/kv/k?store=cache").await, answer(200, "c"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_keys_streams_every_key_once_a_page_at_a_time() {
+    let token = Token::new();
+    // Pages of 100: the stream reads the store a page per guest read.
+    let t = spin(Tenants::new(), "s", "max-page-keys = 100").hostile("h", "max-page-keys = 100");
+    let r = InProcess::start_with(&t, &["--admin-token-file", token.path()]);
+    for i in 0..250 {
+        assert_eq!(
+            call(&r, Method::PUT, &format!("/t/s/kv/key-{i:04}"), "v").await,
+            answer(204, "")
+        );
+    }
+    // In the backend's order, which is not the keys' order in memory.
+    let (status, listed) = read(&r, "/t/s/keys").await;
+    assert_eq!(status, 200);
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort_unstable();
+    let expected: Vec<String> = (0..250).map(|i| format!("key-{i:04}")).collect();
+    assert_eq!(listed, expected);
+    let pages = |tenant: &str| format!("tenant=\"{tenant}\",op=\"list_keys\",result=\"ok\"");
+    assert_eq!(
+        r.metric("runner_kv_operations_total", &pages("s")).await,
+        3.0
+    );
+
+    // 3,000 keys, written through wasi:keyvalue by the hostile guest; 2.0.0's
+    // list form refuses more than a page, naming the limits that cut it.
+    assert_eq!(
+        read(&r, "/t/h/fill-keys?max=3000").await,
+        answer(200, "wrote 3000 keys")
+    );
+    assert_eq!(
+        read(&r, "/t/h/spin2/keys").await,
+        answer(
+            507,
+            "store error: other: quota-exceeded: the bucket holds more keys than one call \
+             may return (max-page-keys 100, max-call-bytes 8.0 MiB); spin:key-value@3.0.0's \
+             get-keys and wasi:keyvalue's list-keys walk it all"
+        )
+    );
+    // The same tenant on the Spin guest streams all 3,000, each once, in 30
+    // page reads.
+    let admin = Admin::new(r.admin, &token);
+    let res = admin.put_component(std::fs::read(SPIN).unwrap()).await;
+    let digest = res.json()["digest"].as_str().unwrap().to_string();
+    let res = admin
+        .put_tenant(
+            "h",
+            json!({ "component": digest, "limits": { "max-page-keys": 100 } }),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(
+        read(&r, "/t/h/keys?count").await,
+        answer(200, "3000 keys, 3000 distinct")
+    );
+    assert_eq!(
+        r.metric("runner_kv_operations_total", &pages("h")).await,
+        30.0
+    );
+    let (_, all) = read(&r, "/t/h/keys").await;
+    let all: BTreeSet<&str> = all.lines().collect();
+    let written: BTreeSet<String> = (0..3000).map(|i| format!("k{i}")).collect();
+    assert_eq!(all, written.iter().map(String::as_str).collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outside_the_tenants_key_value_stores_is_access_denied_in_every_interface() {
+    let listed = "key-value-stores = [\"default\", \"cache\"]";
+    let t = spin(Tenants::new(), "s", listed).hostile("h", listed);
+    let t = spin(t, "none", "key-value-stores = []");
+    let t = t.tenant(
+        "p",
+        &format!(
+            "component = {:?}\nkey-value-stores = []",
+            env!("RUNNER_P3_GUEST")
+        ),
+    );
+    let r = InProcess::start_with(&t, &[]);
+    let denied = answer(403, "store error: access-denied");
+    for ok in [
+        "/t/s/kv/k",
+        "/t/s/kv/k?store=cache",
+        "/t/h/spin2/kv/k?store=cache",
+    ] {
+        assert_eq!(read(&r, ok).await, answer(404, "key not found"), "{ok}");
+    }
+    assert_eq!(
+        read(&r, "/t/h/kv/k?bucket=cache").await,
+        answer(404, "key not found")
+    );
+    for path in [
+        "/t/s/kv/k?store=other",
+        "/t/h/spin2/kv/k?store=other",
+        "/t/h/kv/k?bucket=other",
+        "/t/none/kv/k",
+    ] {
+        assert_eq!(read(&r, path).await, denied, "{path}");
+    }
+    assert_eq!(read(&r, "/t/h/keys2?bucket=other").await, denied);
+    // wasmcloud:keyvalue opens the default bucket, which "p" may not.
+    assert_eq!(
+        read(&r, "/t/p/wc/get/k").await,
+        answer(403, "access-denied")
+    );
+    let errors = "tenant=\"h\",op=\"open\",result=\"error\"";
+    assert_eq!(r.metric("runner_kv_operations_total", errors).await, 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spin_sdk_7_component_calls_the_hosts_it_is_allowed() {
+    let upstream = Upstream::start();
+    let url = upstream.url("/small");
+    let allowed = format!("allowed-outbound-hosts = [\"http://{}\"]", upstream.addr);
+    let t = spin(Tenants::new(), "s", &allowed);
+    let t = spin(t, "closed", "");
+    let r = InProcess::start_with(&t, &["--allowed-outbound-networks", "127.0.0.0/8"]);
+    let (status, body) = read(&r, &format!("/t/s/fetch?url={url}")).await;
+    assert_eq!((status, body.as_str()), (200, "upstream says hi"));
+    assert_eq!(
+        read(&r, &format!("/t/closed/fetch?url={url}")).await,
+        answer(502, "ErrorCode::HttpRequestDenied")
+    );
+    assert_eq!(upstream.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spin_component_using_what_the_runner_does_not_serve_is_refused_naming_it_all() {
+    let token = Token::new();
+    let r = InProcess::start(&["--admin-token-file", token.path()]);
+    let admin = Admin::new(r.admin, &token);
+    let bytes = std::fs::read(env!("RUNNER_SPIN_UNSUPPORTED_GUEST")).unwrap();
+    let res = admin.put_component(bytes).await;
+    assert_eq!(
+        res.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        res.text()
+    );
+    assert_eq!(
+        res.json()["detail"],
+        "the component imports 6 interfaces the runner does not provide: \
+         spin:postgres/postgres@4.2.0 (the runner provides no such package); \
+         fermyon:spin/llm@2.0.0 (the runner provides no such interface); \
+         spin:mqtt/mqtt@3.0.0 (the runner provides no such package); \
+         spin:mysql/mysql@3.0.0 (the runner provides no such package); \
+         spin:redis/redis@3.0.0 (the runner provides no such package); \
+         spin:sqlite/sqlite@3.1.0 (the runner provides no such package)"
+    );
+}
