@@ -5,7 +5,7 @@
 //! [`crate::ingress::api`]); what the API refuses is printed as it says it,
 //! and the exit code is 1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
@@ -52,14 +52,21 @@ pub struct TenantCommand {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum TenantAction {
-    /// Upload COMPONENT and create or update tenant NAME to run it. The
-    /// tenant gets exactly the limits given here; the rest are the
-    /// runner's defaults (its flags and its file's [defaults]).
+    /// Upload COMPONENT (or a Spin application's HTTP component, with
+    /// --spin) and create or update tenant NAME to run it. The tenant gets
+    /// exactly the limits given here (over the manifest's); the rest are
+    /// the runner's defaults (its flags and its file's [defaults]).
     Deploy {
         /// The tenant: 1 to 64 ASCII letters, digits, '-' or '_'.
         name: String,
         /// A .wasm component, or `default` for the runner's embedded guest.
-        component: String,
+        #[arg(required_unless_present = "spin", conflicts_with = "spin")]
+        component: Option<String>,
+        /// A Spin application's manifest (spin.toml, version 2): its HTTP
+        /// component, route, variables, allowed_outbound_hosts and
+        /// key_value_stores. --var and --secret give its variables' values.
+        #[arg(long, value_name = "SPIN_TOML")]
+        spin: Option<PathBuf>,
         /// A host the tenant's guests may call, in Spin's syntax
         /// (`https://api.example.com`, `https://*.example.com`,
         /// `http://svc:8080`); repeat for more. Added to any
@@ -106,23 +113,20 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
         TenantAction::Deploy {
             name,
             component,
+            spin,
             allow_outbound,
             vars,
             secrets,
             limits,
         } => {
-            let digest = if component == "default" {
-                "default".to_string()
-            } else {
-                let bytes = std::fs::read(component)
-                    .with_context(|| format!("reading component {component}"))?;
-                let reply = client
-                    .send(Method::PUT, "/v1/components", Bytes::from(bytes))
-                    .await?;
-                reply["digest"]
-                    .as_str()
-                    .context("the runner's answer has no digest")?
-                    .to_string()
+            let (digest, spin) = match (component.as_deref(), spin) {
+                (Some("default"), _) => ("default".to_string(), None),
+                (Some(component), _) => (client.upload(Path::new(component)).await?, None),
+                (None, Some(manifest)) => {
+                    let (digest, document) = client.upload_spin(manifest).await?;
+                    (digest, Some(document))
+                }
+                (None, None) => anyhow::bail!("deploy needs a COMPONENT or --spin"),
             };
             let given = matches
                 .subcommand_matches("deploy")
@@ -144,7 +148,11 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
             }
             let config: serde_json::Map<String, serde_json::Value> =
                 vars.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            let mut document = json!({ "component": digest, "limits": sent, "config": config });
+            let mut document = json!({ "limits": sent, "config": config });
+            match spin {
+                Some(spin) => document["spin"] = spin,
+                None => document["component"] = json!(digest),
+            }
             if !secrets.is_empty() {
                 let mut read = serde_json::Map::new();
                 for (name, source) in secrets {
@@ -161,6 +169,9 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
                 reply["change"].as_str().unwrap_or("deployed"),
                 reply["component"].as_str().unwrap_or(&digest)
             );
+            for warning in reply["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+            }
         }
         TenantAction::List => {
             let mut cursor: Option<String> = None;
@@ -206,6 +217,42 @@ struct Client {
 }
 
 impl Client {
+    /// Uploads the component at `path`; its digest.
+    async fn upload(&self, path: &Path) -> anyhow::Result<String> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading component {}", path.display()))?;
+        let reply = self
+            .send(Method::PUT, "/v1/components", Bytes::from(bytes))
+            .await?;
+        Ok(reply["digest"]
+            .as_str()
+            .context("the runner's answer has no digest")?
+            .to_string())
+    }
+
+    /// Reads the Spin manifest at `path` and uploads its HTTP component
+    /// (a file named relative to the manifest, as Spin reads it): the
+    /// digest, and the document's `spin` part.
+    async fn upload_spin(&self, path: &Path) -> anyhow::Result<(String, Value)> {
+        use crate::manifest::{Manifest, Source};
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let manifest =
+            Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let digest = match manifest.source() {
+            Source::Digest(digest) => digest.clone(),
+            Source::File(file) => {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                self.upload(&dir.join(file)).await?
+            }
+        };
+        let components = json!({ manifest.component(): digest });
+        Ok((
+            digest,
+            json!({ "manifest": text, "components": components }),
+        ))
+    }
+
     fn new(command: &TenantCommand) -> anyhow::Result<Self> {
         let uri: Uri = command
             .admin

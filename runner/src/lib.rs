@@ -15,8 +15,12 @@
 //! - [`store`]: the key-value store: the backend seam, the sharded
 //!   in-memory backend (and its journal on disk), Redis, quotas, and the
 //!   conformance suite every backend runs.
+//! - [`routes`]: HTTP routes in Spin's syntax and the `spin-*` headers of
+//!   a match.
 //! - [`limits`]: every per-tenant limit, declared, and the token and status
 //!   of each limit a request can run into.
+//! - [`manifest`]: a Spin application's manifest (`spin.toml`), read into
+//!   a tenant's component, settings, configuration and secrets.
 //! - [`metrics`]: every Prometheus metric's labels, help and buckets, and
 //!   the runner's own registry.
 //! - `body`: host-made responses and the size-limited request body.
@@ -61,11 +65,13 @@ pub mod fleet;
 pub mod host;
 pub(crate) mod ingress;
 pub mod limits;
+pub mod manifest;
 pub mod metrics;
 pub mod outbound;
 pub mod outcome;
 pub(crate) mod periodic;
 pub mod request_id;
+pub mod routes;
 pub mod seal;
 pub mod settings;
 pub mod store;

@@ -11,6 +11,7 @@ use bytesize::ByteSize;
 use http::StatusCode;
 
 use crate::outbound::policy::AllowedHosts;
+use crate::routes::Route;
 use crate::settings::{Item, List, Range, settings};
 use crate::store::Quotas;
 
@@ -103,6 +104,13 @@ settings! {
         /// default bucket; empty allows none. Any other is refused with
         /// access-denied.
         key_value_stores: StoreLabels = "*", Range::<StoreLabels>::Any;
+        /// The paths the tenant serves, as a Spin route: `/...` every path,
+        /// `/api/...` `/api` and below, `/hello` that path alone,
+        /// `/users/:id` a named segment. A request to another path gets 404
+        /// without reaching the component; with a route set, the component
+        /// also gets Spin's spin-* headers. Empty, the default: every path,
+        /// no spin-* headers.
+        route: Route = "", Range::<Route>::Any;
         /// Where the tenant's guests may send HTTP requests, in Spin's
         /// syntax: `https://api.example.com`, `https://*.example.com`,
         /// `http://svc.internal:8080`, `https://api.example.com:*`

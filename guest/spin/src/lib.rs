@@ -3,9 +3,12 @@
 //! `spin:key-value/key-value@3.0.0`, `spin:variables/variables@3.0.0` and
 //! `wasi:http/client@0.3.0`, and runs unchanged here and under `spin up`.
 //!
-//! Routes (the store is the `store` query parameter, `default` when
-//! absent, as a Spin label):
+//! Routes, matched on `spin-path-info` under a wildcard route (as Spin
+//! components do), else on the path (the store is the `store` query
+//! parameter, `default` when absent, as a Spin label):
 //! - `GET /hello`: `hello from spin`
+//! - `GET /headers`: the `spin-*` headers it got, one `name: value` a
+//!   line, sorted
 //! - `GET|PUT|DELETE /kv/{key}`: the value (404 when absent), set it from
 //!   the body, delete it
 //! - `GET /exists/{key}`: `true` or `false`
@@ -40,11 +43,28 @@ async fn handle(request: Request) -> impl IntoResponse {
 }
 
 async fn route(request: Request) -> Result<Reply, Reply> {
-    let path = request.uri().path().to_owned();
+    // Under a route such as `/app/...`, the path below it, as Spin
+    // components read it.
+    let path = match request.headers().get("spin-path-info") {
+        Some(info) if request.headers().contains_key("spin-component-route") => {
+            info.to_str().unwrap_or_default().to_owned()
+        }
+        _ => request.uri().path().to_owned(),
+    };
     let query = request.uri().query().unwrap_or_default().to_owned();
     let method = request.method().clone();
     if path == "/hello" {
         return Ok(reply(200, "hello from spin"));
+    }
+    if path == "/headers" {
+        let mut lines: Vec<String> = request
+            .headers()
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with("spin-"))
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?")))
+            .collect();
+        lines.sort();
+        return Ok(reply(200, lines.join("\n")));
     }
     if let Some(name) = path.strip_prefix("/var/") {
         return Ok(match variables::get(name).await {

@@ -35,7 +35,7 @@ impl Admin {
         limits: &ConnectionLimits,
         shutdown: impl Future<Output = ()>,
     ) {
-        let handler = move |req: Request<Incoming>| {
+        let handler = move |req: Request<Incoming>, _peer| {
             let this = self.clone();
             async move {
                 match &this.api {

@@ -18,6 +18,11 @@
 //!   runner's defaults); 201 created, 200 updated or unchanged.
 //!   `"secrets": {"name": "value"}` are sealed under `--secrets-key-file`
 //!   where they are kept (400 without one), and never shown again.
+//!   `"spin": {"manifest": "<spin.toml>", "components": {"id":
+//!   "sha256:<hex>"}}` in place of `component` deploys a Spin application
+//!   ([`crate::manifest`]): config and secrets are then its variables'
+//!   values, and limits are laid over the manifest's settings; the answer
+//!   lists what the manifest has that the runner leaves, as `warnings`.
 //! - `GET /v1/tenants[?limit=N&cursor=C]`: names and components in name
 //!   order, with the cursor of the next page.
 //! - `GET /v1/tenants/{name}`: component, the handler it exports (WASIp2
@@ -209,18 +214,61 @@ type Answer = Result<(StatusCode, Value), Failure>;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TenantDocument {
-    #[serde(default = "default_component")]
-    component: String,
+    #[serde(default)]
+    component: Option<String>,
     #[serde(default)]
     limits: LimitsFile,
     #[serde(default)]
     config: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     secrets: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    spin: Option<SpinDocument>,
 }
 
-fn default_component() -> String {
-    "default".into()
+/// A Spin manifest read for a deploy: the tenant it makes, the digest of
+/// its HTTP component, and what it leaves out.
+struct SpinApp {
+    app: crate::manifest::App,
+    digest: String,
+    warnings: Vec<String>,
+}
+
+impl SpinApp {
+    fn read(
+        spin: &SpinDocument,
+        config: &std::collections::BTreeMap<String, String>,
+        secrets: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, String> {
+        use crate::manifest::{Manifest, Source};
+        let manifest = Manifest::parse(&spin.manifest)?;
+        let id = manifest.component();
+        let digest = match (spin.components.get(id), manifest.source()) {
+            (Some(digest), _) => digest.clone(),
+            (None, Source::Digest(digest)) => digest.clone(),
+            (None, Source::File(path)) => {
+                return Err(format!(
+                    "spin.components: no digest for component {id:?} ({path}): upload it to \
+                     /v1/components and name its digest here"
+                ));
+            }
+        };
+        Ok(Self {
+            app: manifest.app(config, secrets)?,
+            digest,
+            warnings: manifest.warnings().to_vec(),
+        })
+    }
+}
+
+/// A Spin application to deploy: its manifest's text, and the digest of
+/// each component it names that was uploaded.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpinDocument {
+    manifest: String,
+    #[serde(default)]
+    components: std::collections::BTreeMap<String, String>,
 }
 
 impl Api {
@@ -392,12 +440,15 @@ impl Api {
         let document: TenantDocument = serde_json::from_value(document)
             .map_err(|e| Failure::bad(format!("the tenant document: {e}")))?;
         let mut limits = fleet.defaults();
-        limits
-            .overlay(&document.limits, "limits: ", &|_| false)
-            .map_err(|e| Failure::bad(format!("{e:#}")))?;
-        limits
-            .validate("limits: ")
-            .map_err(|e| Failure::bad(format!("{e:#}")))?;
+        let mut warnings = Vec::new();
+        let mut config = document.config;
+        if document.spin.is_some() && document.component.is_some() {
+            return Err(Failure::bad(
+                "the tenant document names a component and a Spin manifest; the manifest \
+                 names its component",
+            ));
+        }
+        let mut component = document.component.unwrap_or_else(|| "default".into());
         let secrets = match document.secrets {
             Some(_) if fleet.sealer().is_none() => {
                 return Err(Failure::bad(
@@ -409,15 +460,47 @@ impl Api {
             Some(given) => given
                 .into_iter()
                 .map(|(name, value)| match value {
-                    Value::String(value) => Ok((name, Secret::new(value))),
+                    Value::String(value) => Ok((name, value)),
                     _ => Err(Failure::bad(format!("secrets.{name}: expected a string"))),
                 })
                 .collect::<Result<_, _>>()?,
-            None => Default::default(),
+            None => std::collections::BTreeMap::new(),
         };
-        let vars = fleet.default_vars().under(document.config, secrets);
+        let mut secrets = secrets;
+        if let Some(spin) = document.spin {
+            // The manifest's settings first, then the document's own.
+            let app = SpinApp::read(&spin, &config, &secrets).map_err(Failure::bad)?;
+            let file: LimitsFile = app
+                .app
+                .limits
+                .try_into()
+                .map_err(|e| Failure::bad(format!("spin.manifest: {e}")))?;
+            limits
+                .overlay(&file, "spin.manifest: ", &|_| false)
+                .map_err(|e| Failure::bad(format!("{e:#}")))?;
+            (config, secrets) = (app.app.config, app.app.secrets);
+            component = app.digest;
+            warnings = app.warnings;
+        }
+        limits
+            .overlay(&document.limits, "limits: ", &|_| false)
+            .map_err(|e| Failure::bad(format!("{e:#}")))?;
+        limits
+            .validate("limits: ")
+            .map_err(|e| Failure::bad(format!("{e:#}")))?;
+        if !secrets.is_empty() && fleet.sealer().is_none() {
+            return Err(Failure::bad(
+                "spin.manifest: its secret variables are secrets, which the admin API keeps \
+                 only encrypted, under a key from --secrets-key-file, which this runner has not",
+            ));
+        }
+        let secrets = secrets
+            .into_iter()
+            .map(|(name, value)| (name, Secret::new(value)))
+            .collect();
+        let vars = fleet.default_vars().under(config, secrets);
         vars.check(limits.var_limits()).map_err(Failure::bad)?;
-        let component = fleet.component(&document.component).await?;
+        let component = fleet.component(&component).await?;
         let change = fleet
             .put(name, &component, limits, vars, Source::Api)
             .await?;
@@ -433,6 +516,9 @@ impl Api {
         };
         let mut body = describe(&tenant);
         body["change"] = change.as_str().into();
+        if !warnings.is_empty() {
+            body["warnings"] = warnings.into();
+        }
         Ok((status, body))
     }
 

@@ -15,6 +15,7 @@ pub mod api;
 mod idle;
 pub mod server;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -87,11 +88,15 @@ impl Ingress {
             rejected: metrics.connections_rejected.clone(),
         };
         let limits = self.limits.connections.clone();
-        let handler = move |req| self.clone().handle(req);
+        let handler = move |req, peer| self.clone().handle(req, peer);
         server::serve(listener, &limits, Some(metrics), handler, shutdown, grace).await;
     }
 
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<OutBody> {
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<OutBody> {
         let id = RequestId::for_request(req.headers(), self.limits.request_ids);
         // A body left unread ends the connection (hyper cannot skip it), so
         // an answer that does not read it says so.
@@ -123,7 +128,9 @@ impl Ingress {
         let request = outcome::Request::start(tenant.scope(), id)
             .head(req.method() == http::Method::HEAD)
             .access(access);
-        let outcome = self.admit_and_call(&tenant, req, rest_len, for_guest).await;
+        let outcome = self
+            .admit_and_call(&tenant, req, rest_len, for_guest, peer)
+            .await;
         request.end(outcome)
     }
 
@@ -157,6 +164,7 @@ impl Ingress {
         req: Request<Incoming>,
         rest_len: usize,
         id: RequestId,
+        peer: SocketAddr,
     ) -> Outcome {
         let max_body = self.limits.max_request_body;
         let declared = content_length(&req);
@@ -165,6 +173,19 @@ impl Ingress {
         }
         let (mut parts, body) = req.into_parts();
         parts.uri = guest_uri(&parts, rest_len);
+        if let Some(routes) = tenant.routes() {
+            // Before any body is read or slot taken: a path no route
+            // matches never reaches the component.
+            let path = parts.uri.path();
+            let Some(spin) = routes.headers(path, &parts.uri.to_string()) else {
+                let message = format!("no route of tenant {:?} matches {path}", tenant.name());
+                return Outcome::Served(text(StatusCode::NOT_FOUND, message));
+            };
+            parts.headers.extend(spin);
+            if let Ok(peer) = http::HeaderValue::try_from(peer.to_string()) {
+                parts.headers.insert("spin-client-addr", peer);
+            }
+        }
         let (body, tripped) = LimitedBody::new(body, max_body);
         // A small body is read before admission: a client that declares
         // one and never sends it waits here, holding no slot of the

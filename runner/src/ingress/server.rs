@@ -39,7 +39,8 @@ pub struct ConnectionMetrics {
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Serves `listener` with `handler` until `shutdown` resolves, then lets open
-/// connections finish their requests for up to `grace`.
+/// connections finish their requests for up to `grace`. The handler gets
+/// each request with its connection's peer address.
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: &ConnectionLimits,
@@ -48,7 +49,7 @@ pub async fn serve<H, F>(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<OutBody>> + Send + 'static,
 {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
@@ -67,7 +68,7 @@ pub async fn serve<H, F>(
     }
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -93,7 +94,7 @@ pub async fn serve<H, F>(
         let conn = http.serve_connection(
             TokioIo::new(io),
             service_fn(move |req| {
-                let response = handler(req);
+                let response = handler(req, peer);
                 async move { Ok::<_, Infallible>(response.await) }
             }),
         );

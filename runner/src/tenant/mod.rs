@@ -23,6 +23,7 @@ use crate::host::HandlerPre;
 use crate::limits::Limits;
 use crate::metrics::TenantMetrics;
 use crate::outbound::Egress;
+use crate::routes::Routes;
 use crate::store::Namespace;
 use crate::vars::Variables;
 
@@ -37,6 +38,8 @@ pub struct Tenant {
     /// Its WASIp3 instances serving several requests at once (with
     /// max-instance-concurrency).
     workers: Workers,
+    /// The paths it serves, when its `route` is set.
+    routes: Option<Routes>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -66,12 +69,20 @@ impl Tenant {
             component.pre.is_p3(),
         );
         let workers = Workers::new(scope.limits().max_tenant_in_flight);
+        let routes = Routes::new(&scope.limits().route);
         Self {
             scope: Arc::new(scope),
             component: component.clone(),
             idle: Arc::new(idle),
             workers,
+            routes,
         }
+    }
+
+    /// The paths it serves, when its `route` is set: requests to others
+    /// never reach its component.
+    pub fn routes(&self) -> Option<&Routes> {
+        self.routes.as_ref()
     }
 
     /// What its requests and instances see of it.

@@ -328,3 +328,221 @@ async fn a_spin_component_using_what_the_runner_does_not_serve_is_refused_naming
          spin:sqlite/sqlite@3.1.0 (the runner provides no such package)"
     );
 }
+
+/// A Spin application's manifest, its HTTP component at `route`.
+fn manifest(route: &str, greeting: &str) -> String {
+    format!(
+        r#"spin_manifest_version = 2
+
+[application]
+name = "todo"
+
+[variables]
+greeting = {{ default = "{greeting}" }}
+api_key = {{ required = true, secret = true }}
+
+[[trigger.http]]
+route = "{route}"
+component = "todo"
+
+[[trigger.cron]]
+cron_expression = "0 * * * *"
+component = "sweeper"
+
+[component.todo]
+source = "todo.wasm"
+key_value_stores = ["default"]
+variables = {{ greeting = "{{{{ greeting }}}}", auth = "Bearer {{{{ api_key }}}}" }}
+[component.todo.build]
+command = "cargo build --target wasm32-wasip2 --release"
+
+[component.sweeper]
+source = "sweeper.wasm"
+"#
+    )
+}
+
+/// A runner with the admin API and a secrets key, the Spin guest uploaded:
+/// the runner, its API, and the guest's digest.
+async fn with_api(dir: &system_tests::TempDir, token: &Token) -> (InProcess, Admin, String) {
+    let key = dir.path.join("key");
+    std::fs::write(&key, format!("{}\n", "5a".repeat(32))).expect("writing a key");
+    let r = InProcess::start(&[
+        "--admin-token-file",
+        token.path(),
+        "--secrets-key-file",
+        key.to_str().expect("a UTF-8 path"),
+    ]);
+    let admin = Admin::new(r.admin, token);
+    let res = admin
+        .put_component(std::fs::read(SPIN).expect("the Spin guest"))
+        .await;
+    let digest = res.json()["digest"].as_str().expect("a digest").to_string();
+    (r, admin, digest)
+}
+
+fn spin_document(manifest: &str, digest: &str) -> serde_json::Value {
+    json!({
+        "spin": { "manifest": manifest, "components": { "todo": digest } },
+        "secrets": { "api_key": "k3y" },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spin_manifest_deploys_as_a_tenant_on_its_route_with_its_variables_and_stores() {
+    let dir = system_tests::TempDir::new();
+    let token = Token::new();
+    let (r, admin, digest) = with_api(&dir, &token).await;
+    let res = admin
+        .put_tenant(
+            "todo",
+            spin_document(&manifest("/app/...", "hello"), &digest),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let body = res.json();
+    assert_eq!(
+        body["warnings"],
+        json!([
+            "trigger.cron: only HTTP triggers run here; not deployed for it: sweeper",
+            "component.sweeper: no HTTP route names it; not deployed",
+            "component.todo.build: ignored; the runner runs the built component",
+        ])
+    );
+    assert_eq!(body["component"], json!(digest));
+    assert_eq!(body["config"], json!({ "greeting": "hello" }));
+    assert_eq!(body["secrets"], json!(["auth"]));
+    assert_eq!(body["limits"]["route"], json!("/app/..."));
+    assert_eq!(body["limits"]["key-value-stores"], json!(["default"]));
+    assert!(!res.text().contains("k3y"));
+
+    assert_eq!(
+        read(&r, "/t/todo/app/var/greeting").await,
+        answer(200, "hello")
+    );
+    assert_eq!(
+        read(&r, "/t/todo/app/var/auth").await,
+        answer(200, "Bearer k3y")
+    );
+    assert_eq!(
+        read(&r, "/t/todo/elsewhere").await,
+        answer(404, "no route of tenant \"todo\" matches /elsewhere")
+    );
+    assert_eq!(
+        read(&r, "/t/todo/application").await,
+        answer(404, "no route of tenant \"todo\" matches /application")
+    );
+    assert_eq!(
+        call(&r, Method::PUT, "/t/todo/app/kv/first", "milk").await,
+        answer(204, "")
+    );
+    assert_eq!(read(&r, "/t/todo/app/kv/first").await, answer(200, "milk"));
+    assert_eq!(
+        read(&r, "/t/todo/app/kv/first?store=cache").await,
+        answer(403, "store error: access-denied")
+    );
+    let (status, headers) = read(&r, "/t/todo/app/headers?x=1").await;
+    assert_eq!(status, 200);
+    let client = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("spin-client-addr: "))
+        .expect("spin-client-addr")
+        .to_string();
+    assert!(client.starts_with("127.0.0.1:"), "{client}");
+    assert_eq!(
+        headers,
+        format!(
+            "spin-base-path: /\n\
+             spin-client-addr: {client}\n\
+             spin-component-route: /app\n\
+             spin-full-url: http://{}/app/headers?x=1\n\
+             spin-matched-route: /app/...\n\
+             spin-path-info: /headers\n\
+             spin-raw-component-route: /app/...",
+            r.addr
+        )
+    );
+    // A component deployed without a route gets every path, and no spin-*
+    // headers.
+    let res = admin
+        .put_tenant("plain", json!({ "component": digest }))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    assert_eq!(read(&r, "/t/plain/headers").await, answer(200, ""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_the_runner_cannot_honour_is_refused_naming_why() {
+    let dir = system_tests::TempDir::new();
+    let token = Token::new();
+    let (_r, admin, digest) = with_api(&dir, &token).await;
+    let refused = |res: system_tests::http::Reply| {
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
+        res.json()["detail"].as_str().unwrap().to_string()
+    };
+    let files = manifest("/...", "hello").replace(
+        "key_value_stores",
+        "files = [\"static/**\"]\nkey_value_stores",
+    );
+    assert_eq!(
+        refused(admin.put_tenant("a", spin_document(&files, &digest)).await),
+        "component.todo.files: the runner mounts no files into components"
+    );
+    let mut no_secret = spin_document(&manifest("/...", "hello"), &digest);
+    no_secret.as_object_mut().unwrap().remove("secrets");
+    assert_eq!(
+        refused(admin.put_tenant("a", no_secret).await),
+        "variable \"api_key\" is required and was not given: give it with --var \
+         api_key=VALUE or --secret api_key=@FILE"
+    );
+    let no_digest = json!({
+        "spin": { "manifest": manifest("/...", "hello") },
+        "secrets": { "api_key": "k" },
+    });
+    assert_eq!(
+        refused(admin.put_tenant("a", no_digest).await),
+        "spin.components: no digest for component \"todo\" (todo.wasm): upload it to \
+         /v1/components and name its digest here"
+    );
+    assert_eq!(
+        admin.get("/v1/tenants/a").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_updated_under_load_fails_no_request() {
+    let dir = system_tests::TempDir::new();
+    let token = Token::new();
+    let (r, admin, digest) = with_api(&dir, &token).await;
+    let res = admin
+        .put_tenant("todo", spin_document(&manifest("/...", "v0"), &digest))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let addr = r.addr;
+    let load = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let reply = system_tests::http::get(addr, "/t/todo/var/greeting").await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            seen.insert(reply.text());
+        }
+        seen
+    });
+    for version in 1..=5 {
+        let res = admin
+            .put_tenant(
+                "todo",
+                spin_document(&manifest("/...", &format!("v{version}")), &digest),
+            )
+            .await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let seen = load.await.unwrap();
+    assert!(
+        seen.iter().all(|v| v.len() == 2 && v.starts_with('v')),
+        "{seen:?}"
+    );
+    assert_eq!(read(&r, "/t/todo/var/greeting").await, answer(200, "v5"));
+}

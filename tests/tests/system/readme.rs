@@ -3,7 +3,7 @@
 //!
 //! Every command of every `sh` block is run with `sh -c` in a directory
 //! holding what the examples name (`token`, `shop.wasm`, `spin-app.wasm`
-//! (guest/spin), the request
+//! (guest/spin) and the `spin.toml` the README shows, the request
 //! templates file the README shows as `shop.toml`), against one runner
 //! started as the quick start starts it (`--tenants 100`, with the admin
 //! token), after `export` lines set their variables. Each must exit 0; a
@@ -146,6 +146,10 @@ fn the_readme_examples_run_on_loopback() {
     )
     .expect("copying the Spin guest as spin-app.wasm");
     // The request templates the README shows, as the file its command names.
+    // The Spin manifest it shows, as spin.toml (beside spin-app.wasm).
+    if let Some(manifest) = tomls.iter().find(|t| t.contains("spin_manifest_version")) {
+        std::fs::write(dir.path.join("spin.toml"), manifest).expect("writing spin.toml");
+    }
     if let Some(templates) = tomls.iter().find(|t| t.contains("[[template]]")) {
         std::fs::write(dir.path.join("shop.toml"), templates).expect("writing shop.toml");
         std::fs::write(dir.path.join("value.bin"), b"a value").expect("writing value.bin");
