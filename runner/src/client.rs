@@ -88,6 +88,10 @@ pub enum TenantAction {
     },
     /// List every tenant with the digest of its component.
     List,
+    /// After a key rotation (the new key as --secrets-key-file, the old as
+    /// --secrets-previous-key-file), seal every kept tenant's secrets anew
+    /// under the new key, so that the old one can be retired.
+    Reseal,
     /// Show a tenant: its component, effective limits and usage.
     Show {
         /// The tenant.
@@ -172,6 +176,15 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
             for warning in reply["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}", warning.as_str().unwrap_or_default());
             }
+        }
+        TenantAction::Reseal => {
+            let reply = client
+                .send(Method::POST, "/v1/secrets/reseal", Bytes::new())
+                .await?;
+            println!(
+                "secrets sealed anew: {} tenants",
+                reply["resealed"].as_u64().unwrap_or(0)
+            );
         }
         TenantAction::List => {
             let mut cursor: Option<String> = None;

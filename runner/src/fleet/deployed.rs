@@ -441,16 +441,51 @@ impl Shared {
         self.query::<()>(&write, timeout)
             .await
             .with_context(|| format!("keeping tenant {name:?} in Redis"))?;
+        self.announce(name).await;
+        Ok(())
+    }
+
+    /// Writes `value` for tenant `name` only if Redis still holds
+    /// `expected`, the text [`Shared::load_tenant_text`] read: whether it
+    /// did. A change made meanwhile through another runner is never
+    /// overwritten.
+    pub async fn replace_tenant(
+        &self,
+        name: &str,
+        expected: &str,
+        value: &SavedTenant,
+    ) -> anyhow::Result<bool> {
+        const REPLACE: &str = "if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then \
+                               redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) return 1 end return 0";
+        let json = serde_json::to_string(value).context("encoding a tenant")?;
+        let mut eval = ::redis::cmd("EVAL");
+        eval.arg(REPLACE)
+            .arg(1)
+            .arg(self.tenants_key())
+            .arg(name)
+            .arg(expected)
+            .arg(json);
+        let replaced: i64 = self
+            .query(&eval, self.timeout * 4)
+            .await
+            .with_context(|| format!("keeping tenant {name:?} in Redis"))?;
+        if replaced == 1 {
+            self.announce(name).await;
+        }
+        Ok(replaced == 1)
+    }
+
+    /// Tells the other runners that tenant `name` changed.
+    async fn announce(&self, name: &str) {
         let mut publish = ::redis::cmd("PUBLISH");
         publish.arg(self.channel()).arg(name);
-        if let Err(e) = self.query::<()>(&publish, timeout).await {
+        if let Err(e) = self.query::<()>(&publish, self.timeout * 4).await {
             tracing::warn!(
                 tenant = %name,
                 "announcing the change on Redis: {e:#}; the other runners apply it at their next resync (within {}s)",
                 RESYNC_EVERY.as_secs()
             );
         }
-        Ok(())
     }
 
     pub async fn load_tenants(&self) -> anyhow::Result<SavedTenants> {
@@ -476,18 +511,22 @@ impl Shared {
 
     /// Tenant `name` as Redis has it now; `None`: not deployed.
     pub async fn load_tenant(&self, name: &str) -> anyhow::Result<Option<SavedTenant>> {
-        let mut get = ::redis::cmd("HGET");
-        get.arg(self.tenants_key()).arg(name);
-        let found: Option<String> = self
-            .query(&get, self.timeout * 4)
-            .await
-            .with_context(|| format!("reading tenant {name:?} from Redis"))?;
-        found
+        self.load_tenant_text(name)
+            .await?
             .map(|json| {
                 serde_json::from_str(&json)
                     .with_context(|| format!("tenant {name:?} in Redis is not readable"))
             })
             .transpose()
+    }
+
+    /// Tenant `name` as Redis holds it: its JSON text, as stored.
+    pub async fn load_tenant_text(&self, name: &str) -> anyhow::Result<Option<String>> {
+        let mut get = ::redis::cmd("HGET");
+        get.arg(self.tenants_key()).arg(name);
+        self.query(&get, self.timeout * 4)
+            .await
+            .with_context(|| format!("reading tenant {name:?} from Redis"))
     }
 }
 

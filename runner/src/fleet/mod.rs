@@ -704,6 +704,64 @@ impl Fleet {
             .collect()
     }
 
+    /// Seals every kept tenant's secrets that another key sealed anew under
+    /// the current key, where they are kept (the data directory, or the
+    /// fleet's Redis, whichever runner deployed them): after a rotation,
+    /// so that the previous key can be retired. Returns how many tenants
+    /// it sealed anew. On Redis each tenant is replaced only if no runner
+    /// changed it meanwhile (then it is read again).
+    pub async fn reseal(&self) -> anyhow::Result<usize> {
+        let Some(sealer) = &self.sealer else {
+            anyhow::bail!("this runner has no --secrets-key-file to seal secrets with");
+        };
+        let Some((keeper, saved)) = &self.deployed else {
+            return Ok(0);
+        };
+        let _one_at_a_time = self.changes.lock().await;
+        let reseal = |name: &str, t: &SavedTenant| -> anyhow::Result<SavedTenant> {
+            let secrets = self.unseal(name, t).with_context(|| who(name))?;
+            let mut t = t.clone();
+            t.secrets = secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), sealer.seal(name, k, v.expose())))
+                .collect();
+            Ok(t)
+        };
+        let Some(shared) = keeper.shared() else {
+            let mut resealed = Vec::new();
+            for (name, t) in saved.lock().iter() {
+                if self.reseal_due(t) {
+                    resealed.push((name.clone(), reseal(name, t)?));
+                }
+            }
+            let count = resealed.len();
+            self.save(|tenants| tenants.extend(resealed)).await?;
+            return Ok(count);
+        };
+        let mut count = 0;
+        for name in keeper.load_tenants().await?.keys() {
+            // A runner's change between the read and the write: read again.
+            for _ in 0..10 {
+                let Some(text) = shared.load_tenant_text(name).await? else {
+                    break;
+                };
+                let t: SavedTenant = serde_json::from_str(&text)
+                    .with_context(|| format!("tenant {name:?} in Redis is not readable"))?;
+                if !self.reseal_due(&t) {
+                    break;
+                }
+                if shared
+                    .replace_tenant(name, &text, &reseal(name, &t)?)
+                    .await?
+                {
+                    count += 1;
+                    break;
+                }
+            }
+        }
+        Ok(count)
+    }
+
     /// Seals secrets deployed through the API with `sealer`; without one,
     /// the API refuses them.
     pub fn seal_with(&mut self, sealer: Option<Arc<Sealer>>) {

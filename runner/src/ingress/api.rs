@@ -28,6 +28,9 @@
 //! - `GET /v1/tenants/{name}`: component, the handler it exports (WASIp2
 //!   or WASIp3), effective limits, usage.
 //! - `DELETE /v1/tenants/{name}[?purge=true]`.
+//! - `POST /v1/secrets/reseal`: seals every kept tenant's secrets that an
+//!   earlier key sealed anew under the current `--secrets-key-file`, in
+//!   the data directory or the fleet's Redis; `{"resealed": N}` tenants.
 //!
 //! Errors are RFC 9457 problem details (`application/problem+json`): a
 //! stable `type` per kind of error (`urn:runner:problem:<token>`, see
@@ -362,6 +365,18 @@ impl Api {
                 fleet.remove_component(&digest).await?;
                 Ok((StatusCode::OK, json!({ "removed": digest.to_string() })))
             }
+            (Method::POST, ["secrets", "reseal"]) => {
+                if fleet.sealer().is_none() {
+                    return Err(Failure::bad(
+                        "this runner has no --secrets-key-file to seal secrets with",
+                    ));
+                }
+                let resealed = fleet
+                    .reseal()
+                    .await
+                    .map_err(|e| Failure(Problem::Failed, format!("{e:#}")))?;
+                Ok((StatusCode::OK, json!({ "resealed": resealed })))
+            }
             (Method::GET, ["tenants"]) => list(fleet, &query),
             (Method::GET, ["tenants", name]) => {
                 let tenant = fleet
@@ -388,15 +403,22 @@ impl Api {
                     .await?;
                 Ok((StatusCode::OK, json!({ "removed": name, "purged": purge })))
             }
-            (_, ["components"] | ["components", _] | ["tenants"] | ["tenants", _]) => Err(Failure(
+            (
+                _,
+                ["components"]
+                | ["components", _]
+                | ["tenants"]
+                | ["tenants", _]
+                | ["secrets", "reseal"],
+            ) => Err(Failure(
                 Problem::MethodNotAllowed,
                 format!("{} is not allowed on {path}", req.method()),
             )),
             _ => Err(Failure(
                 Problem::NoRoute,
                 format!(
-                    "no route {path}: the API has /v1/components[/{{digest}}] and \
-                     /v1/tenants[/{{name}}]"
+                    "no route {path}: the API has /v1/components[/{{digest}}], \
+                     /v1/tenants[/{{name}}] and /v1/secrets/reseal"
                 ),
             )),
         }

@@ -414,6 +414,90 @@ async fn api_secrets_are_sealed_in_a_shared_redis() {
     }
 }
 
+/// After a rotation, `POST /v1/secrets/reseal` seals a shared Redis's
+/// secrets anew under the new key, so a runner with the new key alone
+/// serves them; before it, such a runner cannot open them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reseal_moves_a_shared_redis_to_the_new_key() {
+    let Some(redis) = system_tests::redis::Redis::start() else {
+        return;
+    };
+    let dir = TempDir::new();
+    let (old, new) = (key_file(&dir, "old", 0x33), key_file(&dir, "new", 0x44));
+    let token = Token::new();
+    let url = redis.url();
+    let start = |key: &str, previous: Option<&str>| {
+        let mut args = vec![
+            "--admin-token-file",
+            token.path(),
+            "--store",
+            &url,
+            "--secrets-key-file",
+            key,
+        ];
+        if let Some(previous) = previous {
+            args.extend(["--secrets-previous-key-file", previous]);
+        }
+        InProcess::start(&args)
+    };
+    let hostile = std::fs::read(system_tests::tenants::hostile_guest()).expect("the guest");
+    let r = start(&old, None);
+    let admin = Admin::new(r.admin, &token);
+    let digest = admin.put_component(hostile).await.json()["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_string();
+    let res = admin
+        .put_tenant(
+            "app",
+            json!({"component": digest, "secrets": {"api_key": SECRET}}),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    drop(r);
+
+    // The new key alone cannot open what the old one sealed.
+    let r = start(&new, None);
+    assert_eq!(
+        get(r.addr, "/t/app/hello").await.status,
+        StatusCode::NOT_FOUND
+    );
+    drop(r);
+    let r = start(&new, Some(&old));
+    assert_eq!(read(&r, "/t/app/config/rc1?name=api_key").await, ok(SECRET));
+    let admin = Admin::new(r.admin, &token);
+    let reseal = || admin.send(http::Method::POST, "/v1/secrets/reseal", "");
+    let res = reseal().await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.json(), json!({"resealed": 1}));
+    assert_eq!(reseal().await.json(), json!({"resealed": 0}));
+    assert_eq!(read(&r, "/t/app/config/rc1?name=api_key").await, ok(SECRET));
+    drop(r);
+    let r = start(&new, None);
+    assert_eq!(read(&r, "/t/app/config/rc1?name=api_key").await, ok(SECRET));
+    let scan = redis.cli(&["--scan"]);
+    let deployments = scan
+        .lines()
+        .find(|k| k.ends_with("fleet:tenants"))
+        .expect("the fleet's deployments");
+    let held = redis.cli(&["HGETALL", deployments]);
+    assert!(
+        held.contains("\"api_key\"") && !held.contains(SECRET),
+        "{held}"
+    );
+    drop(r);
+    // Without a key there is nothing to seal with.
+    let r = InProcess::start(&["--admin-token-file", token.path()]);
+    let res = Admin::new(r.admin, &token)
+        .send(http::Method::POST, "/v1/secrets/reseal", "")
+        .await;
+    assert_eq!(res.status, StatusCode::BAD_REQUEST, "{}", res.text());
+    assert_eq!(
+        res.json()["detail"],
+        "this runner has no --secrets-key-file to seal secrets with"
+    );
+}
+
 /// A configuration change is a tenant update like any other: under load,
 /// every request answers, each with the old value or the new one, and
 /// none with the old one after it has seen the new.
