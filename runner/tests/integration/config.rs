@@ -249,6 +249,22 @@ fn key_file(dir: &TempDir, name: &str, byte: u8) -> String {
     path.to_str().expect("a UTF-8 path").to_string()
 }
 
+/// A runner with the admin API, `store` (its flags), and the secrets key
+/// file `key`, and `previous` as the previous one.
+fn keyed(token: &Token, store: &[&str], key: &str, previous: Option<&str>) -> InProcess {
+    let mut args = vec![
+        "--admin-token-file",
+        token.path(),
+        "--secrets-key-file",
+        key,
+    ];
+    args.extend_from_slice(store);
+    if let Some(previous) = previous {
+        args.extend(["--secrets-previous-key-file", previous]);
+    }
+    InProcess::start(&args)
+}
+
 /// Every file under `dir`, read whole, searched for `needle`.
 fn found_in(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
@@ -280,20 +296,7 @@ async fn api_secrets_are_sealed_at_rest_and_rotate() {
     let data_arg = data.to_str().expect("a UTF-8 path").to_string();
     let (old, new) = (key_file(&dir, "old", 0x11), key_file(&dir, "new", 0x22));
     let token = Token::new();
-    let start = |key: &str, previous: Option<&str>| {
-        let mut args = vec![
-            "--admin-token-file",
-            token.path(),
-            "--data-dir",
-            &data_arg,
-            "--secrets-key-file",
-            key,
-        ];
-        if let Some(previous) = previous {
-            args.extend(["--secrets-previous-key-file", previous]);
-        }
-        InProcess::start(&args)
-    };
+    let start = |key: &str, previous| keyed(&token, &["--data-dir", &data_arg], key, previous);
     let hostile = std::fs::read(system_tests::tenants::hostile_guest()).expect("the guest");
 
     let r = start(&old, None);
@@ -426,20 +429,7 @@ async fn a_reseal_moves_a_shared_redis_to_the_new_key() {
     let (old, new) = (key_file(&dir, "old", 0x33), key_file(&dir, "new", 0x44));
     let token = Token::new();
     let url = redis.url();
-    let start = |key: &str, previous: Option<&str>| {
-        let mut args = vec![
-            "--admin-token-file",
-            token.path(),
-            "--store",
-            &url,
-            "--secrets-key-file",
-            key,
-        ];
-        if let Some(previous) = previous {
-            args.extend(["--secrets-previous-key-file", previous]);
-        }
-        InProcess::start(&args)
-    };
+    let start = |key: &str, previous| keyed(&token, &["--store", &url], key, previous);
     let hostile = std::fs::read(system_tests::tenants::hostile_guest()).expect("the guest");
     let r = start(&old, None);
     let admin = Admin::new(r.admin, &token);
