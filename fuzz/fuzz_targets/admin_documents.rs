@@ -177,7 +177,7 @@ fn send(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> (u16, Stri
     loopback::send(addr, method, target, &[&authorization], body)
 }
 
-const PROBLEMS: [&str; 11] = [
+const PROBLEMS: [&str; 12] = [
     "unauthorized",
     "bad-request",
     "not-found",
@@ -187,6 +187,7 @@ const PROBLEMS: [&str; 11] = [
     "body-too-large",
     "conflict",
     "in-use",
+    "host-claimed",
     "cannot-run",
     "failed",
 ];

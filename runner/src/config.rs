@@ -32,6 +32,7 @@ use crate::limits::{self, Limits, LimitsFile};
 use crate::metrics::{TenantLabelMode, TenantLabels};
 use crate::outbound::policy::Networks;
 use crate::request_id::Policy as RequestIdPolicy;
+use crate::routes::HostNames;
 use crate::settings::{Auto, LogFormat, OptionalPath, Range, Setting as _, Switch, settings};
 use crate::store::location::{Location, StoreConfig};
 use crate::store::memory::Store;
@@ -276,6 +277,13 @@ settings! {
         /// multicast and reserved addresses are refused unless listed here.
         /// The runner's own listening addresses are refused always.
         allowed_outbound_networks: Networks = "", Range::<Networks>::Any;
+        /// Domains whose subdomains name tenants (comma-separated): with
+        /// apps.example.com, a request to alice.apps.example.com reaches
+        /// tenant alice with its path unchanged; an unknown one gets 404.
+        host_suffix: HostNames = "", Range::<HostNames>::Any;
+        /// Whether /t/{tenant}/ reaches tenants; off, only their hosts and
+        /// --host-suffix do, and a request to any other host gets 404.
+        path_routing: Switch = "on", Range::<Switch>::Any;
         /// How tenants appear in metric labels: per-tenant, or aggregate
         /// (every tenant shares tenant="_all").
         metrics_tenant_label: TenantLabelMode = "per-tenant", Range::<TenantLabelMode>::Any;
@@ -739,6 +747,8 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             body_read_timeout: server.body_read_timeout,
             request_ids: server.request_id,
             access_log: server.access_log.is_on(),
+            host_suffixes: server.host_suffix.clone(),
+            path_routing: server.path_routing.is_on(),
             connections: ConnectionLimits {
                 max_connections: server.max_connections,
                 max_header_bytes: limits::bytes(server.max_header_bytes),

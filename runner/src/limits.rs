@@ -11,7 +11,7 @@ use bytesize::ByteSize;
 use http::StatusCode;
 
 use crate::outbound::policy::AllowedHosts;
-use crate::routes::Route;
+use crate::routes::{HostNames, Route};
 use crate::settings::{Item, List, Range, settings};
 use crate::store::Quotas;
 
@@ -111,6 +111,12 @@ settings! {
         /// also gets Spin's spin-* headers. Empty, the default: every path,
         /// no spin-* headers.
         route: Route = "", Range::<Route>::Any;
+        /// Host names the tenant is served at (comma-separated here, a list
+        /// in files and the admin API): a request whose Host is one of them
+        /// reaches the tenant with its path unchanged, beside /t/NAME/.
+        /// Compared without case, port or trailing dot; a name another
+        /// tenant claims is refused at deploy.
+        hosts: HostNames = "", Range::<HostNames>::Any;
         /// Where the tenant's guests may send HTTP requests, in Spin's
         /// syntax: `https://api.example.com`, `https://*.example.com`,
         /// `http://svc.internal:8080`, `https://api.example.com:*`

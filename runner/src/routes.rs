@@ -1,15 +1,86 @@
-//! HTTP routes in Spin's syntax, matched as Spin matches them: `/hello`
-//! is that path alone, `/api/...` is `/api` and everything below it,
-//! `/users/:id` names a segment, and the most specific route wins. A
-//! tenant with a route (`route`, or a Spin manifest's `[[trigger.http]]`)
-//! serves only the paths it matches, and its component gets Spin's
-//! `spin-*` headers saying how the request matched.
+//! How a request finds its tenant and component.
+//!
+//! - Host names: a tenant may claim hosts (`hosts`), and the runner may
+//!   map the subdomains of a suffix to tenants (`--host-suffix`); a request
+//!   whose host is one of them reaches that tenant with its path unchanged.
+//! - HTTP routes in Spin's syntax, matched as Spin matches them: `/hello`
+//!   is that path alone, `/api/...` is `/api` and everything below it,
+//!   `/users/:id` names a segment, and the most specific route wins. A
+//!   tenant with a route (`route`, or a Spin manifest's `[[trigger.http]]`)
+//!   serves only the paths it matches, and its component gets Spin's
+//!   `spin-*` headers saying how the request matched.
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
-use crate::settings::Setting;
+use crate::outbound::policy::{normalize_host, valid_name};
+use crate::settings::{Item, List, Setting};
+
+/// A host name as requests are matched against it: lowercase, without a
+/// trailing dot or a port.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Hash)]
+pub struct HostName(String);
+
+impl HostName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Item for HostName {
+    const EXPECTED: &'static str = "a list of host names such as [\"shop.example.com\"]";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let name = normalize_host(text.trim());
+        if name.contains(':') {
+            return Err(format!(
+                "{text:?} is not a host name: a host is named without a port"
+            ));
+        }
+        if !valid_name(&name) || name.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!(
+                "{text:?} is not a host name such as shop.example.com"
+            ));
+        }
+        Ok(HostName(name))
+    }
+}
+
+/// Host names: a tenant's `hosts`, or the runner's `host-suffix`es.
+pub type HostNames = List<HostName>;
+
+/// The host a request names, as claims are compared: its `Host` header
+/// (HTTP/1.1) or its URI's authority (HTTP/2's `:authority`), lowercase,
+/// without a port or a trailing dot.
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let authority = match headers.get(http::header::HOST) {
+        Some(host) => host.to_str().ok()?,
+        None => uri.authority()?.as_str(),
+    };
+    // A bracketed IPv6 literal keeps its colons; anything else loses its
+    // port.
+    let host = match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[..i],
+        _ => authority,
+    };
+    Some(normalize_host(host))
+}
+
+/// The tenant a subdomain of one of `suffixes` names: `alice` for
+/// `alice.apps.example.com` under `apps.example.com`; one label only.
+pub fn suffix_tenant<'a>(host: &'a str, suffixes: &HostNames) -> Option<&'a str> {
+    suffixes.0.iter().find_map(|suffix| {
+        let label = host.strip_suffix(suffix.as_str())?.strip_suffix('.')?;
+        (!label.is_empty() && !label.contains('.')).then_some(label)
+    })
+}
 
 /// A route, as written; parsed when a tenant is made with it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd)]
@@ -175,6 +246,47 @@ mod tests {
         let headers = r.headers("/users/42", "u").unwrap();
         assert_eq!(header(&headers, "spin-path-match-id"), "42");
         assert!(r.headers("/users", "u").is_none());
+    }
+
+    #[test]
+    fn hosts_compare_without_case_port_or_trailing_dot() {
+        let host = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::HOST, value.parse().unwrap());
+            request_host(&Uri::from_static("/x"), &headers)
+        };
+        assert_eq!(host("Shop.Example.COM"), Some("shop.example.com".into()));
+        assert_eq!(
+            host("shop.example.com.:8443"),
+            Some("shop.example.com".into())
+        );
+        assert_eq!(host("[::1]:80"), Some("[::1]".into()));
+        assert_eq!(
+            request_host(
+                &Uri::from_static("https://h2.example.com:443/x"),
+                &HeaderMap::new()
+            ),
+            Some("h2.example.com".into())
+        );
+        let suffixes = HostNames::parse_flag("apps.example.com").unwrap();
+        assert_eq!(
+            suffix_tenant("alice.apps.example.com", &suffixes),
+            Some("alice")
+        );
+        assert_eq!(suffix_tenant("a.b.apps.example.com", &suffixes), None);
+        assert_eq!(suffix_tenant("apps.example.com", &suffixes), None);
+        assert_eq!(suffix_tenant("xapps.example.com", &suffixes), None);
+        assert_eq!(
+            HostNames::parse_flag("Shop.Example.com., b.example.com")
+                .unwrap()
+                .show(),
+            "shop.example.com,b.example.com"
+        );
+        assert_eq!(
+            HostNames::parse_flag("shop.example.com:443").unwrap_err(),
+            "\"shop.example.com:443\" is not a host name: a host is named without a port"
+        );
+        assert!(HostNames::parse_flag("10.0.0.1").is_err());
     }
 
     #[test]

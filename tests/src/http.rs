@@ -112,6 +112,13 @@ async fn try_read_reply(res: hyper::Response<hyper::body::Incoming>) -> Option<R
 /// `GET path` with extra `headers`, on a fresh connection.
 pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
     let mut req = build_request(addr, Method::GET, path, Vec::new());
+    // A Host given replaces the one the request has.
+    if headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        req.headers_mut().remove(http::header::HOST);
+    }
     for (name, value) in headers {
         req.headers_mut().append(
             http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),

@@ -131,6 +131,9 @@ pub enum Refused {
     /// A component to remove that tenants still run.
     #[error("{0}")]
     InUse(String),
+    /// A host name another tenant claims.
+    #[error("{0}")]
+    HostClaimed(String),
     /// The component or the limits cannot run here.
     #[error("{0:#}")]
     Invalid(anyhow::Error),
@@ -147,6 +150,11 @@ pub struct Fleet {
     /// Routing: read by every request, written by a change. Hashed with
     /// foldhash (randomly seeded per process): a lookup per request.
     tenants: RwLock<HashMap<Box<str>, Arc<Tenant>, foldhash::fast::RandomState>>,
+    /// The host names tenants claim (`hosts`), to the tenant's name;
+    /// changed where `tenants` is, under the change lock.
+    hosts: RwLock<HashMap<Box<str>, Box<str>, foldhash::fast::RandomState>>,
+    /// Whether `hosts` has any: read by every request without the lock.
+    any_hosts: std::sync::atomic::AtomicBool,
     /// Metric handles by label: one per tenant name with a label of its
     /// own (at most `labels.max_tenants` of them, so the series count stays
     /// bounded however many tenants come and go), and the shared `_other`
@@ -228,6 +236,8 @@ impl Fleet {
             recorder,
             labels,
             tenants: RwLock::new(HashMap::default()),
+            hosts: RwLock::new(HashMap::default()),
+            any_hosts: std::sync::atomic::AtomicBool::new(false),
             labelled: Mutex::new(Labels::default()),
             checked: Mutex::new(HashSet::new()),
             changes: tokio::sync::Mutex::new(()),
@@ -254,6 +264,47 @@ impl Fleet {
     /// The tenant a request for `name` goes to.
     pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
         self.tenants.read().get(name).cloned()
+    }
+
+    /// Whether any tenant claims a host name: requests look their host up
+    /// only then.
+    pub fn claims_hosts(&self) -> bool {
+        self.any_hosts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The tenant that claims `host` (lowercase, no port or trailing dot).
+    pub fn by_host(&self, host: &str) -> Option<Arc<Tenant>> {
+        let name = self.hosts.read().get(host).cloned()?;
+        self.get(&name)
+    }
+
+    /// Refuses host names that one of `batch` (tenants about to be
+    /// deployed) claims beside another of them, or that a served tenant
+    /// outside the batch claims.
+    fn check_hosts<'a>(
+        &self,
+        batch: impl IntoIterator<Item = (&'a str, &'a Limits)>,
+    ) -> anyhow::Result<()> {
+        let batch: Vec<(&str, &Limits)> = batch.into_iter().collect();
+        let mut claimed: HashMap<&str, &str> = HashMap::new();
+        let held = self.hosts.read();
+        for (name, limits) in &batch {
+            for host in &limits.hosts.0 {
+                let host = host.as_str();
+                let other = claimed.insert(host, name).or_else(|| {
+                    held.get(host)
+                        .map(|owner| &**owner)
+                        .filter(|owner| !batch.iter().any(|(n, _)| n == owner))
+                });
+                if let Some(other) = other.filter(|other| other != name) {
+                    anyhow::bail!(
+                        "host {host} is claimed by tenant {other:?} and tenant {name:?}; a host \
+                         reaches one tenant"
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -408,6 +459,8 @@ impl Fleet {
         if source == Source::Api {
             self.check_kept(&component.digest).await?;
         }
+        self.check_hosts([(name, &limits)])
+            .map_err(|e| Refused::HostClaimed(e.to_string()))?;
         let saved = SavedTenant {
             component: if component.digest == self.default_guest {
                 "default".into()
@@ -983,6 +1036,7 @@ impl Fleet {
         (distinct, which): &(Vec<Loaded>, Vec<usize>),
     ) -> anyhow::Result<Vec<Arc<Tenant>>> {
         let names: Vec<&str> = tenants.iter().map(|t| t.name.as_str()).collect();
+        self.check_hosts(tenants.iter().map(|t| (t.name.as_str(), &t.limits)))?;
         self.backend
             .enter_many(&names)
             .await
@@ -1029,6 +1083,19 @@ impl Fleet {
                 .map(|t| table.insert(t.name().into(), t.clone()))
                 .collect()
         };
+        {
+            let mut hosts = self.hosts.write();
+            for old in replaced.iter().flatten() {
+                release_hosts(&mut hosts, old);
+            }
+            for t in &tenants {
+                for host in &t.limits().hosts.0 {
+                    hosts.insert(host.as_str().into(), t.name().into());
+                }
+            }
+            self.any_hosts
+                .store(!hosts.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        }
         self.metrics.tenants.set(self.len() as f64);
         tenants
             .iter()
@@ -1181,6 +1248,12 @@ impl Fleet {
     /// What every removal does: its kept instances go, and it is logged
     /// and counted.
     fn retire(&self, old: &Tenant, purge: bool, source: Source) {
+        {
+            let mut hosts = self.hosts.write();
+            release_hosts(&mut hosts, old);
+            self.any_hosts
+                .store(!hosts.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        }
         self.metrics.removed.increment(1);
         old.scope().remove();
         crate::call::forget(&self.runtime, old);
@@ -1207,5 +1280,20 @@ impl Fleet {
             .entry(label.into())
             .or_insert_with(|| Arc::new(TenantMetrics::new(label.into(), &self.recorder)))
             .clone()
+    }
+}
+
+/// Lets go of the host names `old` claims, those still its own.
+fn release_hosts(
+    hosts: &mut HashMap<Box<str>, Box<str>, foldhash::fast::RandomState>,
+    old: &Tenant,
+) {
+    for host in &old.limits().hosts.0 {
+        if hosts
+            .get(host.as_str())
+            .is_some_and(|owner| **owner == *old.name())
+        {
+            hosts.remove(host.as_str());
+        }
     }
 }

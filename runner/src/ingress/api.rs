@@ -125,6 +125,8 @@ pub enum Problem {
     Conflict,
     /// A component to remove that tenants run.
     InUse,
+    /// A host name another tenant claims.
+    HostClaimed,
     /// A component or limits that cannot run here.
     CannotRun,
     /// The change was made in part and a later step failed (the store).
@@ -144,6 +146,7 @@ impl Problem {
             Problem::BodyTooLarge => "body-too-large",
             Problem::Conflict => "conflict",
             Problem::InUse => "in-use",
+            Problem::HostClaimed => "host-claimed",
             Problem::CannotRun => "cannot-run",
             Problem::Failed => "failed",
         }
@@ -160,6 +163,7 @@ impl Problem {
             Problem::BodyTooLarge => "the request body is too large",
             Problem::Conflict => "the tenant changed during the request",
             Problem::InUse => "the component is in use",
+            Problem::HostClaimed => "a host is claimed by another tenant",
             Problem::CannotRun => "the component or limits cannot run on this runner",
             Problem::Failed => "the change failed part way",
         }
@@ -173,7 +177,7 @@ impl Problem {
             Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Problem::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Problem::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Problem::Conflict | Problem::InUse => StatusCode::CONFLICT,
+            Problem::Conflict | Problem::InUse | Problem::HostClaimed => StatusCode::CONFLICT,
             Problem::CannotRun => StatusCode::UNPROCESSABLE_ENTITY,
             Problem::Failed => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -204,6 +208,7 @@ impl From<Refused> for Failure {
         let problem = match &refused {
             Refused::NotFound(_) => Problem::NotFound,
             Refused::InUse(_) => Problem::InUse,
+            Refused::HostClaimed(_) => Problem::HostClaimed,
             Refused::Invalid(_) => Problem::CannotRun,
             Refused::Failed(_) => Problem::Failed,
         };

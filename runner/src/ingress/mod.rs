@@ -33,6 +33,7 @@ use crate::fleet::Fleet;
 use crate::limits::Limit;
 use crate::outcome::{self, Access, Outcome};
 use crate::request_id::{self, RequestId};
+use crate::routes::{HostNames, request_host, suffix_tenant};
 use crate::tenant::Tenant;
 
 /// The settings the tenant listener enforces.
@@ -50,6 +51,10 @@ pub struct HttpLimits {
     pub request_ids: request_id::Policy,
     /// One log line per request (target `access`).
     pub access_log: bool,
+    /// Domains whose subdomains name tenants.
+    pub host_suffixes: HostNames,
+    /// Whether `/t/{tenant}/` reaches tenants.
+    pub path_routing: bool,
 }
 
 /// State shared by every connection of the tenant listener.
@@ -115,15 +120,42 @@ impl Ingress {
             return self.unrouted(StatusCode::BAD_REQUEST, message.into(), id, access, unread);
         }
         let path = req.uri().path();
-        let Some((name, rest)) = split_tenant(path) else {
-            let message = "not found: tenant requests go to /t/{tenant}/{path}";
-            return self.unrouted(StatusCode::NOT_FOUND, message.into(), id, access, unread);
+        let by_host = if self.fleet.claims_hosts() || !self.limits.host_suffixes.0.is_empty() {
+            request_host(req.uri(), req.headers()).and_then(|host| {
+                self.fleet.by_host(&host).or_else(|| {
+                    suffix_tenant(&host, &self.limits.host_suffixes)
+                        .and_then(|name| self.fleet.get(name))
+                })
+            })
+        } else {
+            None
         };
-        let Some(tenant) = self.fleet.get(name) else {
-            let message = format!("unknown tenant {name:?}");
-            return self.unrouted(StatusCode::NOT_FOUND, message, id, access, unread);
+        let (tenant, rest_len) = match by_host {
+            // The whole path is the tenant's.
+            Some(tenant) => (tenant, path.len()),
+            None => {
+                let split = split_tenant(path).filter(|_| self.limits.path_routing);
+                let Some((name, rest)) = split else {
+                    let message = if self.limits.path_routing {
+                        "not found: tenant requests go to /t/{tenant}/{path}"
+                    } else {
+                        "not found: no tenant is served at this host"
+                    };
+                    return self.unrouted(
+                        StatusCode::NOT_FOUND,
+                        message.into(),
+                        id,
+                        access,
+                        unread,
+                    );
+                };
+                let Some(tenant) = self.fleet.get(name) else {
+                    let message = format!("unknown tenant {name:?}");
+                    return self.unrouted(StatusCode::NOT_FOUND, message, id, access, unread);
+                };
+                (tenant, rest.len())
+            }
         };
-        let rest_len = rest.len();
         let for_guest = id.clone();
         let request = outcome::Request::start(tenant.scope(), id)
             .head(req.method() == http::Method::HEAD)

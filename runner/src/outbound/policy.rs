@@ -199,7 +199,7 @@ pub fn parse_ip(host: &str) -> Option<IpAddr> {
 
 /// A DNS name of letters, digits, hyphens and underscores in dot-separated
 /// labels.
-fn valid_name(host: &str) -> bool {
+pub fn valid_name(host: &str) -> bool {
     host.len() <= 253
         && host.split('.').all(|label| {
             !label.is_empty()

@@ -279,3 +279,129 @@ async fn the_bench_guest_serves_its_routes_and_imports_only_what_wasmtime_serve_
         );
     }
 }
+
+/// A GET to `path` with Host `host`: the status and body.
+async fn at_host(r: &InProcess, host: &str, path: &str) -> (u16, String) {
+    let res = crate::harness::get_with(r.addr, path, &[("host", host)]).await;
+    (res.status.as_u16(), res.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_reached_by_their_hosts_and_a_suffixs_subdomains_with_their_paths_unchanged() {
+    let token = system_tests::admin::Token::new();
+    let t = Tenants::new()
+        .hostile(
+            "shop",
+            "hosts = [\"shop.example.com\", \"www.shop.example\"]",
+        )
+        .hostile("alice", "");
+    let r = InProcess::start_with(
+        &t,
+        &[
+            "--host-suffix",
+            "apps.example.com",
+            "--admin-token-file",
+            token.path(),
+        ],
+    );
+    let hello = (200, "hello".to_string());
+    let not_found = (
+        404,
+        "not found: tenant requests go to /t/{tenant}/{path}".to_string(),
+    );
+    for host in [
+        "shop.example.com",
+        "SHOP.Example.COM",
+        "shop.example.com.",
+        "shop.example.com:8080",
+        "www.shop.example",
+    ] {
+        assert_eq!(at_host(&r, host, "/hello").await, hello, "{host}");
+    }
+    assert_eq!(at_host(&r, "alice.apps.example.com", "/hello").await, hello);
+    assert_eq!(
+        at_host(&r, "Alice.Apps.Example.com:443", "/hello").await,
+        hello
+    );
+    // Only one label under the suffix names a tenant; an unknown host goes
+    // by path, as before.
+    assert_eq!(
+        at_host(&r, "x.alice.apps.example.com", "/hello").await,
+        not_found
+    );
+    assert_eq!(
+        at_host(&r, "nobody.apps.example.com", "/hello").await,
+        not_found
+    );
+    assert_eq!(at_host(&r, "other.example.com", "/hello").await, not_found);
+    assert_eq!(
+        at_host(&r, "other.example.com", "/t/alice/hello").await,
+        hello
+    );
+    // Its own data, whichever way it is reached.
+    let put = request(r.addr, Method::PUT, "/t/shop/kv/k", b"v".to_vec()).await;
+    assert_eq!(put.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        at_host(&r, "shop.example.com", "/kv/k").await,
+        (200, "v".into())
+    );
+    assert_eq!(
+        at_host(&r, "alice.apps.example.com", "/kv/k").await,
+        (404, "key not found".into())
+    );
+
+    // A host another tenant claims is refused, naming both.
+    let admin = system_tests::admin::Admin::new(r.admin, &token);
+    let claim = |hosts: &[&str]| serde_json::json!({ "component": "default", "limits": { "hosts": hosts } });
+    let res = admin
+        .put_tenant("rival", claim(&["Shop.Example.com"]))
+        .await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.text());
+    assert_eq!(
+        res.json()["detail"],
+        "host shop.example.com is claimed by tenant \"shop\" and tenant \"rival\"; a host \
+         reaches one tenant"
+    );
+    assert_eq!(
+        admin.get("/v1/tenants/rival").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Given up, it can be claimed; the old owner is not reached by it.
+    let res = admin.put_tenant("shop", claim(&["www.shop.example"])).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(at_host(&r, "shop.example.com", "/hello").await, not_found);
+    let res = admin
+        .put_tenant("rival", claim(&["shop.example.com"]))
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    // The default guest's route, which the hostile guest has not.
+    assert_eq!(
+        at_host(&r, "shop.example.com", "/demo").await,
+        (200, "world".into())
+    );
+    // Removed, its hosts reach nothing.
+    assert_eq!(
+        admin.delete("/v1/tenants/rival").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(at_host(&r, "shop.example.com", "/hello").await, not_found);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_path_routing_off_only_hosts_reach_tenants() {
+    let t = Tenants::new().hostile("shop", "hosts = \"shop.example.com\"");
+    let r = InProcess::start_with(&t, &["--path-routing", "off"]);
+    assert_eq!(
+        at_host(&r, "shop.example.com", "/hello").await,
+        (200, "hello".into())
+    );
+    let no_host = (
+        404,
+        "not found: no tenant is served at this host".to_string(),
+    );
+    assert_eq!(at_host(&r, "localhost", "/t/shop/hello").await, no_host);
+    assert_eq!(
+        at_host(&r, "shop.example.com.evil", "/hello").await,
+        no_host
+    );
+}

@@ -422,3 +422,19 @@ async fn json_logs_are_one_object_per_line() {
         .collect();
     assert!(other.is_empty(), "{other:?}");
 }
+
+/// Two tenants of the tenants file claiming one host: the runner does not
+/// start, and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_two_tenants_claim_stops_the_start_naming_both() {
+    let t = Tenants::new()
+        .default("a", "hosts = [\"shop.example.com\"]")
+        .default("b", "hosts = [\"Shop.Example.com.\"]");
+    let out = Runner::run_to_exit(&t);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: host shop.example.com is claimed by tenant \"a\" and tenant \"b\"; a host \
+         reaches one tenant"
+    );
+}
