@@ -85,10 +85,12 @@ async fn dashboards_and_alerts_against_a_real_prometheus() {
         None,
     );
 
-    // t0 calls out too, so the outgoing-HTTP panels have its series.
+    // t0 calls out and reads its configuration too, so the outgoing-HTTP
+    // and configuration panels have its series.
     let upstream = Upstream::start();
     let t0 = format!(
-        "fuel = 20000000\nmax-tenant-in-flight = 1\nallowed-outbound-hosts = [\"http://{}\"]",
+        "fuel = 20000000\nmax-tenant-in-flight = 1\nallowed-outbound-hosts = [\"http://{}\"]\n\
+         config = {{ greeting = \"hi\" }}",
         upstream.addr
     );
     let tenants = Tenants::new()
@@ -201,7 +203,7 @@ async fn drive_load(addr: SocketAddr, upstream: &str) -> BTreeMap<Labels, u64> {
     let (hellos, rounds, pairs) = (80, 25, 40);
     // t0 also traps once, runs out of fuel once, fills its key quota and,
     // with two requests at once, is refused one for its concurrency cap:
-    // four failures in 85 requests, under the error-rate alert's 5%.
+    // four failures in 87 requests, under the error-rate alert's 5%.
     let t0 = async {
         let mut c = Client::connect(addr).await;
         for _ in 0..hellos {
@@ -217,6 +219,8 @@ async fn drive_load(addr: SocketAddr, upstream: &str) -> BTreeMap<Labels, u64> {
             Some("upstream says hi"),
         )
         .await;
+        let config = "/t/t0/config/rc1?name=greeting";
+        expect(&mut c, Method::GET, config, "", 200, Some("hi")).await;
         expect(&mut c, Method::GET, "/t/t0/panic", "", 500, None).await;
         expect(&mut c, Method::GET, "/t/t0/loop", "", 503, None).await;
         let fill = format!("/t/t0/fill-keys?max={}", MAX_KEYS + 1);
@@ -281,7 +285,7 @@ async fn drive_load(addr: SocketAddr, upstream: &str) -> BTreeMap<Labels, u64> {
     };
     tokio::join!(t0, t1, t2, t3);
     [
-        ("t0", "ok", hellos + 2),
+        ("t0", "ok", hellos + 3),
         ("t0", "rejected", 1),
         ("t0", "trap", 1),
         ("t0", "fuel_exhausted", 1),
