@@ -1,7 +1,8 @@
 //! A Spin HTTP component built with Spin's Rust SDK 7 (`spin-sdk` from
 //! crates.io, WASIp3), written as a Spin user writes one. It imports
 //! `spin:key-value/key-value@3.0.0`, `spin:variables/variables@3.0.0` and
-//! `wasi:http/client@0.3.0`, and runs unchanged here and under `spin up`.
+//! `wasi:http/client@0.3.0`: nothing in it is this runner's own, so it is
+//! the component a Spin user would hand over.
 //!
 //! Routes, matched on `spin-path-info` under a wildcard route (as Spin
 //! components do), else on the path (the store is the `store` query
