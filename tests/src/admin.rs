@@ -82,9 +82,20 @@ impl Admin {
         self.send(Method::GET, path, Bytes::new()).await
     }
 
-    /// Uploads a component; its digest, on success.
+    /// Uploads a component; the runner's answer.
     pub async fn put_component(&self, bytes: Vec<u8>) -> Reply {
         self.send(Method::PUT, "/v1/components", bytes).await
+    }
+
+    /// Uploads the component at `path`, which must be accepted; its digest.
+    pub async fn upload(&self, path: &std::path::Path) -> String {
+        let bytes = std::fs::read(path).expect("reading a component");
+        let res = self.put_component(bytes).await;
+        assert!(res.status.is_success(), "{}", res.text());
+        res.json()["digest"]
+            .as_str()
+            .expect("a digest in the answer")
+            .to_string()
     }
 
     pub async fn put_tenant(&self, name: &str, document: serde_json::Value) -> Reply {

@@ -297,14 +297,10 @@ async fn api_secrets_are_sealed_at_rest_and_rotate() {
     let (old, new) = (key_file(&dir, "old", 0x11), key_file(&dir, "new", 0x22));
     let token = Token::new();
     let start = |key: &str, previous| keyed(&token, &["--data-dir", &data_arg], key, previous);
-    let hostile = std::fs::read(system_tests::tenants::hostile_guest()).expect("the guest");
 
     let r = start(&old, None);
     let admin = Admin::new(r.admin, &token);
-    let digest = admin.put_component(hostile).await.json()["digest"]
-        .as_str()
-        .expect("a digest")
-        .to_string();
+    let digest = admin.upload(&system_tests::tenants::hostile_guest()).await;
     let res = admin
         .put_tenant(
             "app",
@@ -430,13 +426,9 @@ async fn a_reseal_moves_a_shared_redis_to_the_new_key() {
     let token = Token::new();
     let url = redis.url();
     let start = |key: &str, previous| keyed(&token, &["--store", &url], key, previous);
-    let hostile = std::fs::read(system_tests::tenants::hostile_guest()).expect("the guest");
     let r = start(&old, None);
     let admin = Admin::new(r.admin, &token);
-    let digest = admin.put_component(hostile).await.json()["digest"]
-        .as_str()
-        .expect("a digest")
-        .to_string();
+    let digest = admin.upload(&system_tests::tenants::hostile_guest()).await;
     let res = admin
         .put_tenant(
             "app",
@@ -496,11 +488,7 @@ async fn a_config_update_under_load_switches_values_and_fails_nothing() {
     let token = Token::new();
     let r = InProcess::start(&["--admin-token-file", token.path()]);
     let admin = Admin::new(r.admin, &token);
-    let hostile = std::fs::read(system_tests::tenants::hostile_guest()).expect("the guest");
-    let digest = admin.put_component(hostile).await.json()["digest"]
-        .as_str()
-        .expect("a digest")
-        .to_string();
+    let digest = admin.upload(&system_tests::tenants::hostile_guest()).await;
     let deploy = |value: &str| json!({"component": digest, "config": {"v": value}});
     let res = admin.put_tenant("a", deploy("1")).await;
     assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());

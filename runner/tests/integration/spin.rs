@@ -106,9 +106,7 @@ async fn spin_key_value_in_both_versions_shares_one_tenants_data_with_wasi_keyva
     let admin = Admin::new(r.admin, &token);
     let mut digests = Vec::new();
     for path in [SPIN, env!("RUNNER_HOSTILE_GUEST")] {
-        let res = admin.put_component(std::fs::read(path).unwrap()).await;
-        assert!(res.status.is_success(), "{}", res.text());
-        digests.push(res.json()["digest"].as_str().unwrap().to_string());
+        digests.push(admin.upload(std::path::Path::new(path)).await);
     }
     let deploy = |digest: &str| json!({ "component": digest });
     let res = admin.put_tenant("app", deploy(&digests[0])).await;
@@ -221,8 +219,7 @@ async fn get_keys_streams_every_key_once_a_page_at_a_time() {
     // The same tenant on the Spin guest streams all 3,000, each once, in 30
     // page reads.
     let admin = Admin::new(r.admin, &token);
-    let res = admin.put_component(std::fs::read(SPIN).unwrap()).await;
-    let digest = res.json()["digest"].as_str().unwrap().to_string();
+    let digest = admin.upload(std::path::Path::new(SPIN)).await;
     let res = admin
         .put_tenant(
             "h",
