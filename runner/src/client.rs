@@ -173,6 +173,15 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
                 reply["change"].as_str().unwrap_or("deployed"),
                 reply["component"].as_str().unwrap_or(&digest)
             );
+            // A Spin application's further components, each on its route.
+            for part in reply["parts"].as_array().into_iter().flatten() {
+                println!(
+                    "  and component {} {} on route {}",
+                    part["id"].as_str().unwrap_or_default(),
+                    part["component"].as_str().unwrap_or_default(),
+                    part["limits"]["route"].as_str().unwrap_or_default()
+                );
+            }
             for warning in reply["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}", warning.as_str().unwrap_or_default());
             }
@@ -243,27 +252,41 @@ impl Client {
             .to_string())
     }
 
-    /// Reads the Spin manifest at `path` and uploads its HTTP component
-    /// (a file named relative to the manifest, as Spin reads it): the
-    /// digest, and the document's `spin` part.
+    /// Reads the Spin manifest at `path` and uploads its HTTP components
+    /// (files named relative to the manifest, as Spin reads them; one
+    /// file once): the first one's digest, and the document's `spin` part.
     async fn upload_spin(&self, path: &Path) -> anyhow::Result<(String, Value)> {
         use crate::manifest::{Manifest, Source};
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let manifest =
             Manifest::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let digest = match manifest.source() {
-            Source::Digest(digest) => digest.clone(),
-            Source::File(file) => {
-                let dir = path.parent().unwrap_or(Path::new("."));
-                self.upload(&dir.join(file)).await?
-            }
-        };
-        let components = json!({ manifest.component(): digest });
-        Ok((
-            digest,
-            json!({ "manifest": text, "components": components }),
-        ))
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut components = serde_json::Map::new();
+        let mut uploaded: Vec<(&str, String)> = Vec::new();
+        for (id, source) in manifest.components() {
+            let digest = match source {
+                Source::Digest(digest) => digest.clone(),
+                Source::File(file) => match uploaded.iter().find(|(f, _)| f == file) {
+                    Some((_, digest)) => digest.clone(),
+                    None => {
+                        let digest = self.upload(&dir.join(file)).await?;
+                        uploaded.push((file, digest.clone()));
+                        digest
+                    }
+                },
+            };
+            components.insert(id.to_owned(), json!(digest));
+        }
+        // The tenant's own component: the first trigger's.
+        let first = manifest
+            .components()
+            .first()
+            .and_then(|(id, _)| components.get(*id))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Ok((first, json!({ "manifest": text, "components": components })))
     }
 
     fn new(command: &TenantCommand) -> anyhow::Result<Self> {

@@ -1,8 +1,10 @@
 //! A Spin application's manifest (`spin.toml`, `spin_manifest_version =
-//! 2`), read into what deploys it as one tenant: its HTTP component, the
-//! tenant settings the manifest sets (`allowed_outbound_hosts`,
-//! `key_value_stores`, the HTTP route), and the component's variables,
-//! rendered from the application's, as configuration and secrets.
+//! 2`), read into what deploys it as one tenant: for each HTTP trigger, its
+//! component, the settings the manifest gives it (`allowed_outbound_hosts`,
+//! `key_value_stores`, the route), and its variables, rendered from the
+//! application's, as configuration and secrets. The first trigger's
+//! component is the tenant's own; the others are its further parts, and a
+//! request goes to the one whose route matches it best, as in Spin.
 //!
 //! What the runner does not have is named, never dropped: a manifest
 //! feature the component needs to work (files, environment, SQLite
@@ -28,17 +30,26 @@ pub enum Source {
 #[derive(Debug)]
 pub struct Manifest {
     variables: BTreeMap<String, Variable>,
-    /// The HTTP component: its id, route and source.
+    /// Its HTTP triggers, in the manifest's order.
+    triggers: Vec<Http>,
+    warnings: Vec<String>,
+}
+
+/// One HTTP trigger: its component's id, route (under the application's
+/// base), source and settings.
+#[derive(Debug)]
+struct Http {
     component: String,
     route: String,
     source: Source,
     spec: Component,
-    warnings: Vec<String>,
 }
 
-/// What a manifest deploys.
+/// What a manifest deploys for one of its HTTP triggers.
 #[derive(Debug, PartialEq)]
 pub struct App {
+    /// The component's id in the manifest.
+    pub id: String,
     /// Tenant settings, as a tenants file's table: `route`,
     /// `allowed-outbound-hosts`, `key-value-stores`.
     pub limits: toml::Table,
@@ -62,7 +73,7 @@ struct Variable {
     description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 struct Component {
     source: toml::Value,
     #[serde(default)]
@@ -181,91 +192,62 @@ impl Manifest {
             .and_then(|h| h.get("base"))
             .and_then(|b| b.as_str())
             .unwrap_or("/");
-        let (component, route) = match routes.as_slice() {
-            [] => return Err("spin.toml: no [[trigger.http]]: nothing to serve".into()),
-            [one] => one.clone(),
-            several => {
-                let ids: Vec<&str> = several.iter().map(|(id, _)| id.as_str()).collect();
-                return Err(format!(
-                    "spin.toml: {} HTTP routes ({}); a tenant serves one component on one \
-                     route yet: deploy each component as a tenant of its own",
-                    several.len(),
-                    ids.join(", ")
+        if routes.is_empty() {
+            return Err("spin.toml: no [[trigger.http]]: nothing to serve".into());
+        }
+        // As Spin's router: of two triggers on one route, the later serves
+        // it, and the earlier nothing.
+        let mut kept: Vec<(String, String)> = Vec::new();
+        for (component, route) in routes {
+            let route = based(base, &route);
+            if let Some(i) = kept.iter().position(|(_, r)| *r == route) {
+                let (replaced, _) = kept.remove(i);
+                warnings.push(format!(
+                    "trigger.http: route {route:?} is named twice; component {component:?} \
+                     serves it, not {replaced:?}, as in Spin"
                 ));
             }
-        };
-        let route = based(base, &route);
-        let mut raw_components = raw.component;
-        let spec = raw_components
-            .remove(&component)
-            .ok_or_else(|| format!("trigger.http: no [component.{component}] in the manifest"))?;
-        for other in raw_components.keys() {
-            warnings.push(format!(
-                "component.{other}: no HTTP route names it; not deployed"
-            ));
+            kept.push((component, route));
         }
-        for (key, value) in &spec.rest {
-            if let Some((_, why)) = MISSING.iter().find(|(k, _)| k == key) {
-                if !is_empty(value) {
-                    return Err(format!("component.{component}.{key}: {why}"));
-                }
-            } else if TOOLING.contains(&key.as_str()) {
-                if key == "build" || key == "tool" {
-                    warnings.push(format!(
-                        "component.{component}.{key}: ignored; the runner runs the built \
-                         component"
-                    ));
-                }
-            } else {
-                return Err(format!("component.{component}: unknown key {key:?}"));
+        let mut triggers = Vec::with_capacity(kept.len());
+        for (component, route) in kept {
+            let spec = raw.component.get(&component).ok_or_else(|| {
+                format!("trigger.http: no [component.{component}] in the manifest")
+            })?;
+            let (source, spec_warnings) = check_component(&component, spec)?;
+            if !triggers.iter().any(|t: &Http| t.component == component) {
+                warnings.extend(spec_warnings);
             }
+            triggers.push(Http {
+                source,
+                spec: spec.clone(),
+                component,
+                route,
+            });
         }
-        if !spec.allowed_http_hosts.is_empty() {
-            return Err(format!(
-                "component.{component}.allowed_http_hosts: replaced by allowed_outbound_hosts \
-                 in Spin 2 (`spin doctor` rewrites it)"
-            ));
-        }
-        let source = match &spec.source {
-            toml::Value::String(path) => Source::File(path.clone()),
-            toml::Value::Table(remote) => match remote.get("digest").and_then(|d| d.as_str()) {
-                Some(digest) => Source::Digest(digest.to_owned()),
-                None => {
-                    return Err(format!(
-                        "component.{component}.source: a registry source cannot be fetched \
-                         here; build or pull the component and name its file"
-                    ));
-                }
-            },
-            other => {
-                return Err(format!(
-                    "component.{component}.source: expected a file name, found {}",
-                    other.type_str()
+        for other in raw.component.keys() {
+            if !triggers.iter().any(|t| t.component == *other) {
+                warnings.push(format!(
+                    "component.{other}: no HTTP route names it; not deployed"
                 ));
             }
-        };
-        for name in spec.variables.keys() {
-            crate::vars::check_name(name, 255)
-                .map_err(|why| format!("component.{component}.variables.{name}: {why}"))?;
         }
         Ok(Self {
             variables: raw.variables,
-            component,
-            route,
-            source,
-            spec,
+            triggers,
             warnings,
         })
     }
 
-    /// The HTTP component's id, as the manifest names it.
-    pub fn component(&self) -> &str {
-        &self.component
-    }
-
-    /// Where the HTTP component's Wasm is.
-    pub fn source(&self) -> &Source {
-        &self.source
+    /// The HTTP components to upload: each id once, with its source.
+    pub fn components(&self) -> Vec<(&str, &Source)> {
+        let mut seen = Vec::new();
+        for t in &self.triggers {
+            if !seen.iter().any(|(id, _)| *id == t.component) {
+                seen.push((t.component.as_str(), &t.source));
+            }
+        }
+        seen
     }
 
     /// What the manifest has that the runner leaves, each in a sentence.
@@ -273,14 +255,25 @@ impl Manifest {
         &self.warnings
     }
 
-    /// The tenant the manifest deploys, with the application variables'
-    /// values given at the deploy over the manifest's defaults. A value
-    /// given as a secret stays one, whatever the manifest says of it.
-    pub fn app(
+    /// What each HTTP trigger deploys, in the manifest's order, with the
+    /// application variables' values given at the deploy over the
+    /// manifest's defaults. A value given as a secret stays one, whatever
+    /// the manifest says of it.
+    pub fn apps(
         &self,
         config: &BTreeMap<String, String>,
         secrets: &BTreeMap<String, String>,
-    ) -> Result<App, String> {
+    ) -> Result<Vec<App>, String> {
+        let values = self.values(config, secrets)?;
+        self.triggers.iter().map(|t| t.app(&values)).collect()
+    }
+
+    /// The application variables' values, each with whether it is secret.
+    fn values<'a>(
+        &'a self,
+        config: &'a BTreeMap<String, String>,
+        secrets: &'a BTreeMap<String, String>,
+    ) -> Result<BTreeMap<&'a str, (&'a str, bool)>, String> {
         for name in config.keys().chain(secrets.keys()) {
             if !self.variables.contains_key(name) {
                 return Err(format!(
@@ -312,9 +305,68 @@ impl Manifest {
                 }
             }
         }
+        Ok(values)
+    }
+}
+
+/// Checks a component's keys: its source, and warnings for what is
+/// ignored; an error for what it needs and the runner lacks.
+fn check_component(component: &str, spec: &Component) -> Result<(Source, Vec<String>), String> {
+    let mut warnings = Vec::new();
+    for (key, value) in &spec.rest {
+        if let Some((_, why)) = MISSING.iter().find(|(k, _)| k == key) {
+            if !is_empty(value) {
+                return Err(format!("component.{component}.{key}: {why}"));
+            }
+        } else if TOOLING.contains(&key.as_str()) {
+            if key == "build" || key == "tool" {
+                warnings.push(format!(
+                    "component.{component}.{key}: ignored; the runner runs the built \
+                     component"
+                ));
+            }
+        } else {
+            return Err(format!("component.{component}: unknown key {key:?}"));
+        }
+    }
+    if !spec.allowed_http_hosts.is_empty() {
+        return Err(format!(
+            "component.{component}.allowed_http_hosts: replaced by allowed_outbound_hosts \
+             in Spin 2 (`spin doctor` rewrites it)"
+        ));
+    }
+    let source = match &spec.source {
+        toml::Value::String(path) => Source::File(path.clone()),
+        toml::Value::Table(remote) => match remote.get("digest").and_then(|d| d.as_str()) {
+            Some(digest) => Source::Digest(digest.to_owned()),
+            None => {
+                return Err(format!(
+                    "component.{component}.source: a registry source cannot be fetched \
+                     here; build or pull the component and name its file"
+                ));
+            }
+        },
+        other => {
+            return Err(format!(
+                "component.{component}.source: expected a file name, found {}",
+                other.type_str()
+            ));
+        }
+    };
+    for name in spec.variables.keys() {
+        crate::vars::check_name(name, 255)
+            .map_err(|why| format!("component.{component}.variables.{name}: {why}"))?;
+    }
+    Ok((source, warnings))
+}
+
+impl Http {
+    /// What this trigger deploys: the settings its component has, and
+    /// its variables rendered from the application's `values`.
+    fn app(&self, values: &BTreeMap<&str, (&str, bool)>) -> Result<App, String> {
         let (mut config, mut secrets) = (BTreeMap::new(), BTreeMap::new());
         for (name, template) in &self.spec.variables {
-            let (value, secret) = render(template, &values)
+            let (value, secret) = render(template, values)
                 .map_err(|why| format!("component.{}.variables.{name}: {why}", self.component))?;
             if secret {
                 secrets.insert(name.clone(), value);
@@ -333,6 +385,7 @@ impl Manifest {
         );
         limits.insert("key-value-stores".into(), list(&self.spec.key_value_stores));
         Ok(App {
+            id: self.component.clone(),
             limits,
             config,
             secrets,
@@ -464,22 +517,26 @@ source = "worker.wasm"
     #[test]
     fn a_manifest_deploys_its_http_component_with_its_settings_and_variables() {
         let manifest = Manifest::parse(APP).unwrap();
-        assert_eq!(manifest.component(), "api");
         assert_eq!(
-            manifest.source(),
-            &Source::File("target/wasm32-wasip2/release/api.wasm".into())
+            manifest.components(),
+            [(
+                "api",
+                &Source::File("target/wasm32-wasip2/release/api.wasm".into())
+            )]
         );
         assert_eq!(
             manifest.warnings(),
             [
                 "trigger.redis: only HTTP triggers run here; not deployed for it: worker",
-                "component.worker: no HTTP route names it; not deployed",
                 "component.api.build: ignored; the runner runs the built component",
+                "component.worker: no HTTP route names it; not deployed",
             ]
         );
         let app = manifest
-            .app(&BTreeMap::new(), &given(&[("api_key", "k3y")]))
-            .unwrap();
+            .apps(&BTreeMap::new(), &given(&[("api_key", "k3y")]))
+            .unwrap()
+            .remove(0);
+        assert_eq!(app.id, "api");
         assert_eq!(app.config, given(&[("greeting", "hello, world")]));
         assert_eq!(app.secrets, given(&[("key", "Bearer k3y")]));
         let limits: toml::Table = toml::from_str(
@@ -490,21 +547,23 @@ key-value-stores = ["default"]"#,
         .unwrap();
         assert_eq!(app.limits, limits);
         let app = manifest
-            .app(
+            .apps(
                 &given(&[("api_key", "k"), ("greeting", "hi")]),
                 &BTreeMap::new(),
             )
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert_eq!(app.config, given(&[("greeting", "hi, world")]));
         // A secret variable given as plain configuration is still secret;
         // a plain one given as a secret is kept as one.
         assert_eq!(app.secrets, given(&[("key", "Bearer k")]));
         let app = manifest
-            .app(
+            .apps(
                 &BTreeMap::new(),
                 &given(&[("api_key", "k"), ("greeting", "hi")]),
             )
-            .unwrap();
+            .unwrap()
+            .remove(0);
         assert!(app.config.is_empty());
         assert_eq!(
             app.secrets,
@@ -517,14 +576,14 @@ key-value-stores = ["default"]"#,
         let manifest = Manifest::parse(APP).unwrap();
         assert_eq!(
             manifest
-                .app(&BTreeMap::new(), &BTreeMap::new())
+                .apps(&BTreeMap::new(), &BTreeMap::new())
                 .unwrap_err(),
             "variable \"api_key\" is required and was not given: give it with --var \
              api_key=VALUE or --secret api_key=@FILE"
         );
         assert_eq!(
             manifest
-                .app(&given(&[("typo", "x")]), &given(&[("api_key", "k")]))
+                .apps(&given(&[("typo", "x")]), &given(&[("api_key", "k")]))
                 .unwrap_err(),
             "variable \"typo\" was given, but the manifest declares no such variable"
         );
@@ -550,9 +609,8 @@ key-value-stores = ["default"]"#,
             "component.api.sqlite_databases: the runner serves no SQLite databases"
         );
         assert_eq!(
-            with("\n[[trigger.http]]\nroute = \"/web/...\"\ncomponent = \"worker\"\n"),
-            "spin.toml: 2 HTTP routes (api, worker); a tenant serves one component on one \
-             route yet: deploy each component as a tenant of its own"
+            with("\n[[trigger.http]]\nroute = \"/web/...\"\ncomponent = \"nowhere\"\n"),
+            "trigger.http: no [component.nowhere] in the manifest"
         );
         assert_eq!(
             Manifest::parse(&APP.replace("spin_manifest_version = 2", "spin_manifest_version = 1"))
@@ -572,7 +630,7 @@ key-value-stores = ["default"]"#,
         assert_eq!(
             Manifest::parse(&APP.replace("{{ greeting }}", "{{ nope }}"))
                 .unwrap()
-                .app(&BTreeMap::new(), &given(&[("api_key", "k")]))
+                .apps(&BTreeMap::new(), &given(&[("api_key", "k")]))
                 .unwrap_err(),
             "component.api.variables.greeting: \"{{ nope }}, world\" names \"nope\", which \
              [variables] does not declare"
@@ -582,16 +640,59 @@ key-value-stores = ["default"]"#,
     #[test]
     fn the_example_guests_manifest_reads() {
         let manifest = Manifest::parse(include_str!("../../guest/spin/spin.toml")).unwrap();
-        assert_eq!(manifest.component(), "guest");
         assert_eq!(
-            manifest.source(),
-            &Source::File("../target/wasm32-wasip2/release/guest_spin.wasm".into())
+            manifest.components(),
+            [(
+                "guest",
+                &Source::File("../target/wasm32-wasip2/release/guest_spin.wasm".into())
+            )]
         );
         let app = manifest
-            .app(&BTreeMap::new(), &given(&[("api_key", "k")]))
-            .unwrap();
+            .apps(&BTreeMap::new(), &given(&[("api_key", "k")]))
+            .unwrap()
+            .remove(0);
         assert_eq!(app.config, given(&[("greeting", "hello")]));
         assert_eq!(app.secrets, given(&[("api_key", "k")]));
+    }
+
+    #[test]
+    fn each_http_trigger_deploys_its_component_with_its_own_settings() {
+        let manifest = Manifest::parse(include_str!("../../guest/spin-app/spin.toml")).unwrap();
+        let wasm = Source::File("../target/wasm32-wasip2/release/guest_spin.wasm".into());
+        assert_eq!(manifest.components(), [("site", &wasm), ("api", &wasm)]);
+        assert!(manifest.warnings().is_empty(), "{:?}", manifest.warnings());
+        let apps = manifest
+            .apps(&BTreeMap::new(), &given(&[("api_key", "k")]))
+            .unwrap();
+        let summary: Vec<_> = apps
+            .iter()
+            .map(|a| (a.id.as_str(), a.limits["route"].as_str().unwrap()))
+            .collect();
+        assert_eq!(summary, [("site", "/..."), ("api", "/api/...")]);
+        assert_eq!(
+            apps[0].config,
+            given(&[("greeting", "hello from the site")])
+        );
+        assert!(apps[0].secrets.is_empty());
+        assert_eq!(apps[1].config, given(&[("greeting", "hello from the api")]));
+        assert_eq!(apps[1].secrets, given(&[("api_key", "k")]));
+        assert_eq!(
+            apps[1].limits["key-value-stores"],
+            toml::Value::Array(vec!["default".into(), "cache".into()])
+        );
+        // Two triggers on one route: the later serves it, as in Spin.
+        let twice = include_str!("../../guest/spin-app/spin.toml")
+            .replace("route = \"/api/...\"", "route = \"/...\"");
+        let manifest = Manifest::parse(&twice).unwrap();
+        assert_eq!(
+            manifest.warnings(),
+            [
+                "trigger.http: route \"/...\" is named twice; component \"api\" serves it, \
+                 not \"site\", as in Spin",
+                "component.site: no HTTP route names it; not deployed",
+            ]
+        );
+        assert_eq!(manifest.components(), [("api", &wasm)]);
     }
 
     #[test]

@@ -135,35 +135,51 @@ impl Setting for Route {
     }
 }
 
-/// A tenant's routes, ready to match.
+/// A tenant's routes, ready to match: each leads to one of its
+/// components, by index.
 pub struct Routes {
-    router: routefinder::Router<String>,
+    router: routefinder::Router<(String, usize)>,
 }
 
 impl fmt::Debug for Routes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let routes: Vec<&String> = self.router.iter().map(|(_, raw)| raw).collect();
+        let routes: Vec<&(String, usize)> = self.router.iter().map(|(_, raw)| raw).collect();
         f.debug_struct("Routes").field("routes", &routes).finish()
     }
 }
 
 impl Routes {
-    /// The routes of `route`; `None` when it is not set.
-    pub fn new(route: &Route) -> Option<Self> {
-        let text = route.0.as_deref()?;
+    /// The routes of a tenant's components, in order: the route of
+    /// component `i` leads to `i`. `None` when none is set. Of two
+    /// components on the same route the later serves it, as in Spin.
+    pub fn new<'a>(routes: impl IntoIterator<Item = &'a Route>) -> Option<Self> {
+        let mut kept: Vec<(&str, usize)> = Vec::new();
+        for (i, route) in routes.into_iter().enumerate() {
+            let Some(text) = route.0.as_deref() else {
+                continue;
+            };
+            kept.retain(|(other, _)| *other != text);
+            kept.push((text, i));
+        }
+        if kept.is_empty() {
+            return None;
+        }
         let mut router = routefinder::Router::new();
-        // Checked when the setting was read.
-        let spec = Route::spec(text).ok()?;
-        router.add(spec, text.to_owned()).ok()?;
+        for (text, i) in kept {
+            // Checked when the setting was read.
+            let spec = Route::spec(text).ok()?;
+            router.add(spec, (text.to_owned(), i)).ok()?;
+        }
         Some(Self { router })
     }
 
-    /// How `path` (the path below the tenant's mount point, `/` at least)
-    /// matches, as the `spin-*` headers Spin gives a component; `None`
-    /// when no route matches it.
-    pub fn headers(&self, path: &str, full_url: &str) -> Option<HeaderMap> {
+    /// The component `path` (the path below the tenant's mount point, `/`
+    /// at least) goes to, and how it matches, as the `spin-*` headers Spin
+    /// gives a component; `None` when no route matches it.
+    pub fn headers(&self, path: &str, full_url: &str) -> Option<(usize, HeaderMap)> {
         let best = self.router.best_match(path)?;
-        let raw = best.handler().as_str();
+        let (raw, index) = best.handler();
+        let raw = raw.as_str();
         let captures = best.captures();
         // The part of the path the wildcard took, with the slashes Spin
         // keeps around it.
@@ -195,7 +211,7 @@ impl Routes {
             let name = format!("spin-path-match-{}", name.to_ascii_lowercase());
             put(&name, value);
         }
-        Some(headers)
+        Some((*index, headers))
     }
 }
 
@@ -204,7 +220,24 @@ mod tests {
     use super::*;
 
     fn routes(text: &str) -> Routes {
-        Routes::new(&Route::parse_flag(text).unwrap()).unwrap()
+        Routes::new([&Route::parse_flag(text).unwrap()]).unwrap()
+    }
+
+    #[test]
+    fn the_most_specific_route_picks_the_component() {
+        let parsed: Vec<Route> = ["/...", "/api/...", "/api/items", "", "/api/items"]
+            .iter()
+            .map(|t| Route::parse_flag(t).unwrap())
+            .collect();
+        let r = Routes::new(&parsed).unwrap();
+        let to = |path: &str| r.headers(path, "u").map(|(i, _)| i);
+        assert_eq!(to("/"), Some(0));
+        assert_eq!(to("/apix"), Some(0));
+        assert_eq!(to("/api"), Some(1));
+        assert_eq!(to("/api/other"), Some(1));
+        // Named twice: the later component serves it.
+        assert_eq!(to("/api/items"), Some(4));
+        assert!(Routes::new(&[Route::default(), Route::default()]).is_none());
     }
 
     fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
@@ -220,7 +253,7 @@ mod tests {
             ("/api/items", "/items"),
             ("/api/items/7/", "/items/7/"),
         ] {
-            let headers = r.headers(path, "http://h/x").expect(path);
+            let (_, headers) = r.headers(path, "http://h/x").expect(path);
             assert_eq!(header(&headers, "spin-path-info"), info, "{path}");
             assert_eq!(header(&headers, "spin-matched-route"), "/api/...");
             assert_eq!(header(&headers, "spin-component-route"), "/api");
@@ -231,7 +264,7 @@ mod tests {
         assert!(r.headers("/apix", "u").is_none());
         assert!(r.headers("/", "u").is_none());
         let all = routes("/...");
-        let headers = all.headers("/a/b", "u").unwrap();
+        let (_, headers) = all.headers("/a/b", "u").unwrap();
         assert_eq!(header(&headers, "spin-path-info"), "/a/b");
         assert_eq!(header(&headers, "spin-component-route"), "");
     }
@@ -239,11 +272,11 @@ mod tests {
     #[test]
     fn an_exact_route_takes_its_path_alone_and_named_segments_are_headers() {
         let r = routes("/hello");
-        let headers = r.headers("/hello", "u").unwrap();
+        let (_, headers) = r.headers("/hello", "u").unwrap();
         assert_eq!(header(&headers, "spin-path-info"), "");
         assert!(r.headers("/hello/there", "u").is_none());
         let r = routes("/users/:id");
-        let headers = r.headers("/users/42", "u").unwrap();
+        let (_, headers) = r.headers("/users/42", "u").unwrap();
         assert_eq!(header(&headers, "spin-path-match-id"), "42");
         assert!(r.headers("/users", "u").is_none());
     }
@@ -292,7 +325,7 @@ mod tests {
     #[test]
     fn a_route_is_checked_when_it_is_read() {
         assert_eq!(Route::parse_flag("").unwrap(), Route::default());
-        assert!(Routes::new(&Route::default()).is_none());
+        assert!(Routes::new([&Route::default()]).is_none());
         assert_eq!(
             Route::parse_flag("api/...").unwrap_err(),
             "\"api/...\" is not a route: it must start with /"

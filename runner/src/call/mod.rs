@@ -61,8 +61,10 @@ fn store(runtime: &Runtime, tenant: &Tenant) -> Store<Host> {
 /// Drops `tenant`'s kept instances and keeps no more: it was replaced or
 /// removed.
 pub fn forget(runtime: &Runtime, tenant: &Tenant) {
-    runtime.kept().forget(tenant.idle());
-    tenant.workers().close();
+    for part in tenant.components() {
+        runtime.kept().forget(part.idle());
+        part.workers().close();
+    }
 }
 
 /// Instantiates the tenant's component once, under its own limits, so a

@@ -38,7 +38,9 @@ impl Fleet {
     fn in_use(&self) -> HashMap<Digest, usize> {
         let mut used = HashMap::new();
         for tenant in self.tenants.read().values() {
-            *used.entry(tenant.component()).or_insert(0) += 1;
+            for part in tenant.components() {
+                *used.entry(part.component()).or_insert(0) += 1;
+            }
         }
         used
     }
@@ -164,7 +166,7 @@ impl Fleet {
             .tenants
             .read()
             .values()
-            .filter(|t| t.component() == *digest)
+            .filter(|t| t.components().any(|part| part.component() == *digest))
             .map(|t| t.name().to_string())
             .collect();
         if !users.is_empty() {

@@ -32,6 +32,9 @@ pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// A tenant as deployed: what `PUT /v1/tenants/{name}` would send again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedTenant {
+    /// Its component's id in a Spin manifest; empty otherwise.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
     /// `sha256:<hex>`, or `default` for the embedded guest.
     pub component: String,
     /// Every limit, by its config key.
@@ -50,9 +53,35 @@ pub struct SavedTenant {
     /// purged generation). Empty in what older runners saved.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub incarnation: String,
+    /// Its further components (a Spin application's other HTTP
+    /// triggers), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<SavedPart>,
+}
+
+/// A further component of a tenant as deployed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedPart {
+    /// Its id in the manifest.
+    pub id: String,
+    /// `sha256:<hex>`.
+    pub component: String,
+    /// The limits it sets for itself (`super::PART_LIMITS`): the others
+    /// are the tenant's.
+    pub limits: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config: std::collections::BTreeMap<String, String>,
+    /// Sealed, for the tenant's name and the part's: `{tenant}/{id}`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secrets: std::collections::BTreeMap<String, String>,
 }
 
 impl SavedTenant {
+    /// Whether it runs component `named` (`sha256:<hex>`), in any part.
+    pub fn runs(&self, named: &str) -> bool {
+        self.component == named || self.parts.iter().any(|p| p.component == named)
+    }
+
     /// A new incarnation's name: 64 random bits, in hex.
     pub fn new_incarnation() -> String {
         use std::hash::{BuildHasher as _, Hasher as _};
@@ -364,7 +393,7 @@ impl Shared {
             let named = digest.to_string();
             tenants
                 .iter()
-                .filter(|(_, t)| t.component == named)
+                .filter(|(_, t)| t.runs(&named))
                 .map(|(name, _)| name.clone())
                 .take(5)
                 .collect()
@@ -568,6 +597,17 @@ mod tests {
                 config: [("mode".to_string(), "fast".to_string())].into(),
                 secrets: Default::default(),
                 incarnation: SavedTenant::new_incarnation(),
+                id: "site".into(),
+                parts: vec![SavedPart {
+                    id: "api".into(),
+                    component: digest.to_string(),
+                    limits: serde_json::json!({ "route": "/api/..." })
+                        .as_object()
+                        .unwrap()
+                        .clone(),
+                    config: Default::default(),
+                    secrets: [("k".to_string(), "v1:sealed".to_string())].into(),
+                }],
             },
         );
         deployed.save_tenants(&tenants).unwrap();

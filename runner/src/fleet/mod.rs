@@ -37,7 +37,7 @@ use bytes::Bytes;
 use metrics::{Counter, Gauge};
 use parking_lot::{Mutex, RwLock};
 
-use self::deployed::{Keeper, SavedTenant, SavedTenants};
+use self::deployed::{Keeper, SavedPart, SavedTenant, SavedTenants};
 use crate::engine::component::Digest;
 use crate::engine::{Loaded, Runtime};
 use crate::limits::{self, Limits, LimitsFile};
@@ -66,6 +66,59 @@ pub struct TenantConfig {
     pub vars: Variables,
 }
 
+/// One version of a tenant: its component under its limits with its
+/// variables, and its further components, if any.
+#[derive(Clone)]
+pub struct Version {
+    /// Its component's id in a Spin manifest; empty otherwise.
+    pub id: String,
+    pub component: Loaded,
+    pub limits: Limits,
+    pub vars: Variables,
+    pub parts: Vec<Part>,
+}
+
+impl Version {
+    /// A tenant of one component.
+    pub fn new(component: Loaded, limits: Limits, vars: Variables) -> Self {
+        Self {
+            id: String::new(),
+            component,
+            limits,
+            vars,
+            parts: Vec::new(),
+        }
+    }
+
+    /// The same tenant, with `parts`.
+    pub fn with_parts(mut self, parts: Vec<Part>) -> Self {
+        self.parts = parts;
+        self
+    }
+}
+
+/// A further component of a tenant: a Spin application's second and later
+/// HTTP triggers. Requests go to it by its route.
+#[derive(Clone)]
+pub struct Part {
+    /// Its component's id in the manifest.
+    pub id: String,
+    pub component: Loaded,
+    /// The tenant's limits with its own [`PART_LIMITS`].
+    pub limits: Limits,
+    /// Its own configuration and secrets.
+    pub vars: Variables,
+}
+
+/// The limits each component of a tenant has for itself (a Spin manifest
+/// gives them per component); every other limit is the tenant's.
+pub const PART_LIMITS: [&str; 3] = ["route", "allowed-outbound-hosts", "key-value-stores"];
+
+/// The name a part's secrets are sealed for: no tenant's name has a `/`.
+fn seal_name(tenant: &str, part: &str) -> String {
+    format!("{tenant}/{part}")
+}
+
 /// A change refused while being built: the store failing is the runner's
 /// fault (a 5xx), anything else the change's.
 fn refused(error: anyhow::Error) -> Refused {
@@ -73,6 +126,16 @@ fn refused(error: anyhow::Error) -> Refused {
         Some(store::Error::Unavailable(_)) => Refused::Failed(error),
         _ => Refused::Invalid(error),
     }
+}
+
+/// `limits` with those a kept deployment sets (by config key) over them.
+fn overlaid(
+    mut limits: Limits,
+    set: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<Limits> {
+    let file: LimitsFile = serde_json::from_value(serde_json::Value::Object(set.clone()))?;
+    limits.overlay(&file, "", &|_| false)?;
+    Ok(limits)
 }
 
 /// Names a kept deployment in an error.
@@ -444,58 +507,26 @@ impl Fleet {
         }
     }
 
-    /// Creates tenant `name`, or replaces it, running `component` under
-    /// `limits`. The new version is built and checked whole before it
-    /// replaces the old, so a refused change changes nothing.
+    /// Creates tenant `name`, or replaces it, running `version`. The new
+    /// version is built and checked whole before it replaces the old, so a
+    /// refused change changes nothing.
     pub async fn put(
         &self,
         name: &str,
-        component: &Loaded,
-        limits: Limits,
-        vars: Variables,
+        version: Version,
         source: Source,
     ) -> Result<Change, Refused> {
         let _one_at_a_time = self.changes.lock().await;
         if source == Source::Api {
-            self.check_kept(&component.digest).await?;
+            self.check_kept(&version.component.digest).await?;
+            for part in &version.parts {
+                self.check_kept(&part.component.digest).await?;
+            }
         }
-        self.check_hosts([(name, &limits)])
+        self.check_hosts([(name, &version.limits)])
             .map_err(|e| Refused::HostClaimed(e.to_string()))?;
-        let saved = SavedTenant {
-            component: if component.digest == self.default_guest {
-                "default".into()
-            } else {
-                component.digest.to_string()
-            },
-            limits: limits.to_json(),
-            config: vars
-                .config()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            secrets: match (&self.sealer, vars.secrets().is_empty()) {
-                (_, true) => Default::default(),
-                (Some(sealer), false) => vars
-                    .secrets()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), sealer.seal(name, k, v.expose())))
-                    .collect(),
-                (None, false) => {
-                    return Err(Refused::Invalid(anyhow::anyhow!(
-                        "secrets are kept only sealed, under --secrets-key-file, which this \
-                         runner has not"
-                    )));
-                }
-            },
-            // An update keeps the tenant's incarnation; a creation makes one.
-            incarnation: self
-                .get(name)
-                .and_then(|_| {
-                    let (_, saved) = self.deployed.as_ref()?;
-                    Some(saved.lock().get(name)?.incarnation.clone())
-                })
-                .unwrap_or_else(SavedTenant::new_incarnation),
-        };
-        let tenant = match self.prepare(name, component, limits, vars).await {
+        let saved = self.saved(name, &version)?;
+        let tenant = match self.prepare(name, &version).await {
             Ok(Some(tenant)) => tenant,
             // A shared store may hold another version than this runner
             // serves (a peer's change not followed yet): it gets this one.
@@ -522,6 +553,73 @@ impl Fleet {
             }
         }
         Ok(self.install(vec![tenant], source)[0])
+    }
+
+    /// `version` of tenant `name` as it is kept: its secrets sealed.
+    fn saved(&self, name: &str, version: &Version) -> Result<SavedTenant, Refused> {
+        let digest = |loaded: &Loaded| {
+            if loaded.digest == self.default_guest {
+                "default".into()
+            } else {
+                loaded.digest.to_string()
+            }
+        };
+        let config = |vars: &Variables| {
+            vars.config()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        };
+        let parts = version
+            .parts
+            .iter()
+            .map(|part| {
+                let mut limits = part.limits.to_json();
+                limits.retain(|key, _| PART_LIMITS.contains(&key.as_str()));
+                Ok(SavedPart {
+                    id: part.id.clone(),
+                    component: digest(&part.component),
+                    limits,
+                    config: config(&part.vars),
+                    secrets: self.seal(&seal_name(name, &part.id), &part.vars)?,
+                })
+            })
+            .collect::<Result<_, Refused>>()?;
+        Ok(SavedTenant {
+            id: version.id.clone(),
+            component: digest(&version.component),
+            limits: version.limits.to_json(),
+            config: config(&version.vars),
+            secrets: self.seal(name, &version.vars)?,
+            // An update keeps the tenant's incarnation; a creation makes one.
+            incarnation: self
+                .get(name)
+                .and_then(|_| {
+                    let (_, saved) = self.deployed.as_ref()?;
+                    Some(saved.lock().get(name)?.incarnation.clone())
+                })
+                .unwrap_or_else(SavedTenant::new_incarnation),
+            parts,
+        })
+    }
+
+    /// `vars`' secrets, each sealed for `name`; refused without a key.
+    fn seal(
+        &self,
+        name: &str,
+        vars: &Variables,
+    ) -> Result<std::collections::BTreeMap<String, String>, Refused> {
+        match (&self.sealer, vars.secrets().is_empty()) {
+            (_, true) => Ok(Default::default()),
+            (Some(sealer), false) => Ok(vars
+                .secrets()
+                .iter()
+                .map(|(k, v)| (k.clone(), sealer.seal(name, k, v.expose())))
+                .collect()),
+            (None, false) => Err(Refused::Invalid(anyhow::anyhow!(
+                "secrets are kept only sealed, under --secrets-key-file, which this runner has \
+                 not"
+            ))),
+        }
     }
 
     /// Building a tenant reopens its namespace under the new quotas, which
@@ -610,11 +708,11 @@ impl Fleet {
         let mut resealed = Vec::new();
         for (name, t) in &kept {
             let prepared = match self.resolve(keeper, name, t).await {
-                Ok((component, limits, vars)) => {
+                Ok(version) => {
                     if self.reseal_due(t) {
-                        resealed.push((name.clone(), self.sealed(name, &vars)));
+                        resealed.push((name.clone(), self.resealed(name, t)?));
                     }
-                    self.prepare(name, &component, limits, vars)
+                    self.prepare(name, &version)
                         .await
                         .with_context(|| who(name))
                 }
@@ -640,9 +738,9 @@ impl Fleet {
         // keeps them (peers on a shared Redis may not have the new key
         // yet: there the next deploy seals them anew).
         if keeper.shared().is_none() {
-            for (name, secrets) in resealed {
+            for (name, resealed) in resealed {
                 if let Some(t) = kept.get_mut(&name) {
-                    t.secrets = secrets;
+                    *t = resealed;
                 }
             }
         }
@@ -658,55 +756,65 @@ impl Fleet {
         Ok(count)
     }
 
-    /// The component, limits and configuration a kept deployment names; a
-    /// component this runner has not compiled yet is read from the keeper.
+    /// The version a kept deployment names; a component this runner has
+    /// not compiled yet is read from the keeper.
     async fn resolve(
         &self,
         keeper: &Keeper,
         name: &str,
         t: &SavedTenant,
-    ) -> anyhow::Result<(Loaded, Limits, Variables)> {
-        let component = match t.component.as_str() {
-            "default" => self.embedded(None).await?,
-            digest => {
-                let digest = Digest::parse(digest)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| who(name))?;
-                match self.runtime.loaded(&digest) {
-                    Some(found) => found,
-                    None => {
-                        let bytes = keeper
-                            .load_component(&digest)
-                            .await
-                            .with_context(|| who(name))?;
-                        self.add_component(bytes.into(), None)
-                            .await
-                            .map_err(anyhow::Error::from)
-                            .with_context(|| who(name))?
-                            .0
-                    }
-                }
-            }
-        };
-        let file: LimitsFile = serde_json::from_value(serde_json::Value::Object(t.limits.clone()))
+    ) -> anyhow::Result<Version> {
+        let component = self
+            .resolve_component(keeper, &t.component)
+            .await
             .with_context(|| who(name))?;
-        let mut limits = Limits::default();
-        limits
-            .overlay(&file, "", &|_| false)
-            .with_context(|| who(name))?;
-        let secrets = self.unseal(name, t).with_context(|| who(name))?;
-        Ok((component, limits, Variables::new(t.config.clone(), secrets)))
+        let limits = overlaid(Limits::default(), &t.limits).with_context(|| who(name))?;
+        let secrets = self.unseal(name, &t.secrets).with_context(|| who(name))?;
+        let mut parts = Vec::with_capacity(t.parts.len());
+        for part in &t.parts {
+            let context = || format!("{}: component {:?}", who(name), part.id);
+            parts.push(Part {
+                id: part.id.clone(),
+                component: self
+                    .resolve_component(keeper, &part.component)
+                    .await
+                    .with_context(context)?,
+                limits: overlaid(limits.clone(), &part.limits).with_context(context)?,
+                vars: Variables::new(
+                    part.config.clone(),
+                    self.unseal(&seal_name(name, &part.id), &part.secrets)
+                        .with_context(context)?,
+                ),
+            });
+        }
+        let vars = Variables::new(t.config.clone(), secrets);
+        let mut version = Version::new(component, limits, vars).with_parts(parts);
+        version.id = t.id.clone();
+        Ok(version)
     }
 
-    /// Opens a kept deployment's sealed secrets; an error names the secret
+    /// The component a kept deployment names (`default`, or a digest).
+    async fn resolve_component(&self, keeper: &Keeper, named: &str) -> anyhow::Result<Loaded> {
+        if named == "default" {
+            return Ok(self.embedded(None).await?);
+        }
+        let digest = Digest::parse(named).map_err(anyhow::Error::msg)?;
+        if let Some(found) = self.runtime.loaded(&digest) {
+            return Ok(found);
+        }
+        let bytes = keeper.load_component(&digest).await?;
+        Ok(self.add_component(bytes.into(), None).await?.0)
+    }
+
+    /// Opens sealed secrets, sealed for `name`; an error names the secret
     /// and the key, never a value.
     fn unseal(
         &self,
         name: &str,
-        t: &SavedTenant,
+        sealed: &std::collections::BTreeMap<String, String>,
     ) -> anyhow::Result<std::collections::BTreeMap<String, crate::vars::Secret>> {
         let mut secrets = std::collections::BTreeMap::new();
-        if t.secrets.is_empty() {
+        if sealed.is_empty() {
             return Ok(secrets);
         }
         let Some(sealer) = &self.sealer else {
@@ -715,7 +823,7 @@ impl Fleet {
                  were sealed with"
             );
         };
-        for (secret, sealed) in &t.secrets {
+        for (secret, sealed) in sealed {
             let value = match sealer.open(name, secret, sealed) {
                 Ok((value, _)) => value,
                 Err(Unsealed::UnknownKey(id)) => anyhow::bail!(
@@ -743,18 +851,31 @@ impl Fleet {
         let current = format!("v1:{}:", sealer.key_id());
         t.secrets
             .values()
+            .chain(t.parts.iter().flat_map(|p| p.secrets.values()))
             .any(|sealed| !sealed.starts_with(&current))
     }
 
-    /// `vars`' secrets sealed for tenant `name` under the current key.
-    fn sealed(&self, name: &str, vars: &Variables) -> std::collections::BTreeMap<String, String> {
+    /// A kept deployment with its secrets sealed anew under the current
+    /// key.
+    fn resealed(&self, name: &str, t: &SavedTenant) -> anyhow::Result<SavedTenant> {
         let Some(sealer) = &self.sealer else {
-            return Default::default();
+            anyhow::bail!("this runner has no --secrets-key-file to seal secrets with");
         };
-        vars.secrets()
-            .iter()
-            .map(|(k, v)| (k.clone(), sealer.seal(name, k, v.expose())))
-            .collect()
+        let reseal = |name: &str, sealed: &std::collections::BTreeMap<String, String>| {
+            let secrets = self.unseal(name, sealed).with_context(|| who(name))?;
+            anyhow::Ok(
+                secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), sealer.seal(name, k, v.expose())))
+                    .collect(),
+            )
+        };
+        let mut t = t.clone();
+        t.secrets = reseal(name, &t.secrets)?;
+        for part in &mut t.parts {
+            part.secrets = reseal(&seal_name(name, &part.id), &part.secrets)?;
+        }
+        Ok(t)
     }
 
     /// Seals every kept tenant's secrets that another key sealed anew under
@@ -764,22 +885,14 @@ impl Fleet {
     /// it sealed anew. On Redis each tenant is replaced only if no runner
     /// changed it meanwhile (then it is read again).
     pub async fn reseal(&self) -> anyhow::Result<usize> {
-        let Some(sealer) = &self.sealer else {
+        if self.sealer.is_none() {
             anyhow::bail!("this runner has no --secrets-key-file to seal secrets with");
-        };
+        }
         let Some((keeper, saved)) = &self.deployed else {
             return Ok(0);
         };
         let _one_at_a_time = self.changes.lock().await;
-        let reseal = |name: &str, t: &SavedTenant| -> anyhow::Result<SavedTenant> {
-            let secrets = self.unseal(name, t).with_context(|| who(name))?;
-            let mut t = t.clone();
-            t.secrets = secrets
-                .iter()
-                .map(|(k, v)| (k.clone(), sealer.seal(name, k, v.expose())))
-                .collect();
-            Ok(t)
-        };
+        let reseal = |name: &str, t: &SavedTenant| self.resealed(name, t);
         let Some(shared) = keeper.shared() else {
             let mut resealed = Vec::new();
             for (name, t) in saved.lock().iter() {
@@ -864,15 +977,15 @@ impl Fleet {
             self.backend.forget(name);
             return Ok(Some(Change::Removed));
         };
-        let (component, limits, vars) = self.resolve(keeper, name, &remote).await?;
+        let version = self.resolve(keeper, name, &remote).await?;
         // Removed (maybe purged) and made again since this runner's
         // version, maybe with the same component and limits: built afresh,
         // in the tenant's new key-value generation.
         let reborn = local.is_some_and(|local| local.incarnation != remote.incarnation);
         let prepared = if reborn {
-            self.build(name, &component, limits, vars).await.map(Some)
+            self.build(name, &version).await.map(Some)
         } else {
-            self.prepare(name, &component, limits, vars).await
+            self.prepare(name, &version).await
         };
         let prepared = match prepared {
             Ok(prepared) => prepared,
@@ -1043,8 +1156,9 @@ impl Fleet {
             .context("opening the tenants' key-value namespaces")?;
         let mut built = Vec::new();
         for (t, index) in tenants.iter().zip(which) {
+            let version = Version::new(distinct[*index].clone(), t.limits.clone(), t.vars.clone());
             let prepared = self
-                .prepare(&t.name, &distinct[*index], t.limits.clone(), t.vars.clone())
+                .prepare(&t.name, &version)
                 .await
                 .with_context(|| format!("tenant {:?}", t.name))?;
             built.extend(prepared);
@@ -1053,28 +1167,38 @@ impl Fleet {
     }
 
     /// A new version of tenant `name`, built and checked; `None` when it
-    /// already runs `component` under `limits` with `vars`.
-    async fn prepare(
-        &self,
-        name: &str,
-        component: &Loaded,
-        limits: Limits,
-        vars: Variables,
-    ) -> anyhow::Result<Option<Arc<Tenant>>> {
+    /// already runs `version`.
+    async fn prepare(&self, name: &str, version: &Version) -> anyhow::Result<Option<Arc<Tenant>>> {
+        let same = |t: &Tenant, id: &str, component: &Loaded, limits: &Limits, vars: &Variables| {
+            t.id() == id
+                && t.component() == component.digest
+                && t.limits() == limits
+                && t.vars() == vars
+        };
         if let Some(current) = self.get(name)
-            && current.component() == component.digest
-            && *current.limits() == limits
-            && *current.vars() == vars
+            && same(
+                &current,
+                &version.id,
+                &version.component,
+                &version.limits,
+                &version.vars,
+            )
+            && current.parts().len() == version.parts.len()
+            && current
+                .parts()
+                .iter()
+                .zip(&version.parts)
+                .all(|(t, p)| same(t, &p.id, &p.component, &p.limits, &p.vars))
         {
             return Ok(None);
         }
-        self.build(name, component, limits, vars).await.map(Some)
+        self.build(name, version).await.map(Some)
     }
 
     /// Swaps built tenants into the routing table, in one step.
     fn install(&self, tenants: Vec<Arc<Tenant>>, source: Source) -> Vec<Change> {
-        for tenant in &tenants {
-            self.runtime.hold(tenant.loaded());
+        for part in tenants.iter().flat_map(|t| t.components()) {
+            self.runtime.hold(part.loaded());
         }
         let replaced: Vec<Option<Arc<Tenant>>> = {
             let mut table = self.tenants.write();
@@ -1126,29 +1250,31 @@ impl Fleet {
     }
 
     /// Builds and checks a tenant: limits in range and within the pool, its
-    /// namespace opened under its quotas, its component instantiated once
-    /// under its limits (once per distinct component and limits).
-    pub async fn build(
-        &self,
-        name: &str,
-        component: &Loaded,
-        limits: Limits,
-        vars: Variables,
-    ) -> anyhow::Result<Arc<Tenant>> {
+    /// namespace opened under its quotas, each of its components
+    /// instantiated once under its limits (once per distinct component and
+    /// limits).
+    pub async fn build(&self, name: &str, version: &Version) -> anyhow::Result<Arc<Tenant>> {
+        let Version {
+            id,
+            component,
+            limits,
+            vars,
+            parts,
+        } = version;
         crate::tenant::validate_name(name).map_err(anyhow::Error::msg)?;
-        limits.validate("")?;
-        vars.check(limits.var_limits())
-            .map_err(anyhow::Error::msg)?;
-        let pool = self.runtime.config().max_memory;
-        let max_memory = limits::bytes(limits.max_memory);
-        if max_memory > pool {
+        self.check_component(component, limits, vars)?;
+        if !parts.is_empty()
+            && (!limits.route.is_set() || parts.iter().any(|p| !p.limits.route.is_set()))
+        {
             anyhow::bail!(
-                "max-memory {} is above the runner's pool-max-memory of {pool} bytes, fixed \
-                 when it started; restart it with a larger --pool-max-memory",
-                crate::settings::Setting::show(&limits.max_memory)
+                "a tenant of several components needs a route for each: requests go to a \
+                 component by its route"
             );
         }
-        component.fits(max_memory)?;
+        for part in parts {
+            self.check_component(&part.component, &part.limits, &part.vars)
+                .with_context(|| format!("component {:?}", part.id))?;
+        }
         // Every version of a tenant writes through one fence (see
         // `store::Fence`): the one before's, or, for a new tenant, a new one.
         let fence = self
@@ -1163,21 +1289,66 @@ impl Fleet {
             .context("opening its key-value namespace")?
             .fenced(fence);
         let metrics = self.metrics_for(name);
-        let key = (component.digest, format!("{limits:?}"));
-        let tenant = Arc::new(Tenant::new(
+        let tenant = Tenant::new(
             name,
-            limits,
+            limits.clone(),
             component,
             namespace,
             metrics,
             &self.egress,
-            vars,
-        ));
+            vars.clone(),
+        );
+        let tenant = tenant.named(id);
+        self.preflight(&tenant).await?;
+        let mut built = Vec::with_capacity(parts.len());
+        for part in parts {
+            let part_tenant = tenant.part(
+                &part.id,
+                part.limits.clone(),
+                &part.component,
+                &self.egress,
+                part.vars.clone(),
+            );
+            self.preflight(&part_tenant)
+                .await
+                .with_context(|| format!("component {:?}", part.id))?;
+            built.push(Arc::new(part_tenant));
+        }
+        Ok(Arc::new(tenant.with_parts(built)))
+    }
+
+    /// Whether `component` can run under `limits` with `vars`.
+    fn check_component(
+        &self,
+        component: &Loaded,
+        limits: &Limits,
+        vars: &Variables,
+    ) -> anyhow::Result<()> {
+        limits.validate("")?;
+        vars.check(limits.var_limits())
+            .map_err(anyhow::Error::msg)?;
+        let pool = self.runtime.config().max_memory;
+        let max_memory = limits::bytes(limits.max_memory);
+        if max_memory > pool {
+            anyhow::bail!(
+                "max-memory {} is above the runner's pool-max-memory of {pool} bytes, fixed \
+                 when it started; restart it with a larger --pool-max-memory",
+                crate::settings::Setting::show(&limits.max_memory)
+            );
+        }
+        component.fits(max_memory)?;
+        Ok(())
+    }
+
+    /// Instantiates a component of a tenant once, the first time its
+    /// component runs under its limits.
+    async fn preflight(&self, tenant: &Tenant) -> anyhow::Result<()> {
+        let key = (tenant.component(), format!("{:?}", tenant.limits()));
         if !self.checked.lock().contains(&key) {
-            crate::call::preflight(&self.runtime, &tenant).await?;
+            crate::call::preflight(&self.runtime, tenant).await?;
             self.checked.lock().insert(key);
         }
-        Ok(tenant)
+        Ok(())
     }
 
     /// Removes tenant `name`: new requests get 404 from now on; requests in
@@ -1225,7 +1396,9 @@ impl Fleet {
             let all = u32::try_from(max).unwrap_or(u32::MAX);
             let drained = tokio::time::timeout(grace, async {
                 let _requests = old.permits().acquire_many(all).await;
-                old.workers().ended().await;
+                for part in old.components() {
+                    part.workers().ended().await;
+                }
             })
             .await;
             if drained.is_err() {

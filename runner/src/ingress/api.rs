@@ -49,8 +49,8 @@ use serde_json::{Value, json};
 
 use crate::body::{OutBody, full};
 use crate::engine::component::Digest;
-use crate::fleet::{Change, Fleet, Refused, Source};
-use crate::limits::LimitsFile;
+use crate::fleet::{Change, Fleet, Refused, Source, Version};
+use crate::limits::{Limits, LimitsFile};
 use crate::tenant::Tenant;
 use crate::vars::Secret;
 
@@ -234,11 +234,10 @@ struct TenantDocument {
     spin: Option<SpinDocument>,
 }
 
-/// A Spin manifest read for a deploy: the tenant it makes, the digest of
-/// its HTTP component, and what it leaves out.
+/// A Spin manifest read for a deploy: what each HTTP trigger deploys with
+/// the digest of its component, and what the manifest leaves out.
 struct SpinApp {
-    app: crate::manifest::App,
-    digest: String,
+    apps: Vec<(crate::manifest::App, String)>,
     warnings: Vec<String>,
 }
 
@@ -250,20 +249,30 @@ impl SpinApp {
     ) -> Result<Self, String> {
         use crate::manifest::{Manifest, Source};
         let manifest = Manifest::parse(&spin.manifest)?;
-        let id = manifest.component();
-        let digest = match (spin.components.get(id), manifest.source()) {
-            (Some(digest), _) => digest.clone(),
-            (None, Source::Digest(digest)) => digest.clone(),
-            (None, Source::File(path)) => {
-                return Err(format!(
-                    "spin.components: no digest for component {id:?} ({path}): upload it to \
-                     /v1/components and name its digest here"
-                ));
-            }
-        };
+        let mut digests = std::collections::BTreeMap::new();
+        for (id, source) in manifest.components() {
+            let digest = match (spin.components.get(id), source) {
+                (Some(digest), _) => digest.clone(),
+                (None, Source::Digest(digest)) => digest.clone(),
+                (None, Source::File(path)) => {
+                    return Err(format!(
+                        "spin.components: no digest for component {id:?} ({path}): upload it \
+                         to /v1/components and name its digest here"
+                    ));
+                }
+            };
+            digests.insert(id.to_owned(), digest);
+        }
+        let apps = manifest
+            .apps(config, secrets)?
+            .into_iter()
+            .map(|app| {
+                let digest = digests[&app.id].clone();
+                (app, digest)
+            })
+            .collect();
         Ok(Self {
-            app: manifest.app(config, secrets)?,
-            digest,
+            apps,
             warnings: manifest.warnings().to_vec(),
         })
     }
@@ -466,7 +475,6 @@ impl Api {
         }
         let document: TenantDocument = serde_json::from_value(document)
             .map_err(|e| Failure::bad(format!("the tenant document: {e}")))?;
-        let mut limits = fleet.defaults();
         let mut warnings = Vec::new();
         let mut config = document.config;
         if document.spin.is_some() && document.component.is_some() {
@@ -494,43 +502,74 @@ impl Api {
             None => std::collections::BTreeMap::new(),
         };
         let mut secrets = secrets;
-        if let Some(spin) = document.spin {
-            // The manifest's settings first, then the document's own.
-            let app = SpinApp::read(&spin, &config, &secrets).map_err(Failure::bad)?;
-            let file: LimitsFile = app
-                .app
-                .limits
-                .try_into()
-                .map_err(|e| Failure::bad(format!("spin.manifest: {e}")))?;
+        // The manifest's settings first, then the document's own.
+        let settle = |manifest: Option<toml::Table>| -> Result<Limits, Failure> {
+            let mut limits = fleet.defaults();
+            if let Some(set) = manifest {
+                let file: LimitsFile = set
+                    .try_into()
+                    .map_err(|e| Failure::bad(format!("spin.manifest: {e}")))?;
+                limits
+                    .overlay(&file, "spin.manifest: ", &|_| false)
+                    .map_err(|e| Failure::bad(format!("{e:#}")))?;
+            }
             limits
-                .overlay(&file, "spin.manifest: ", &|_| false)
+                .overlay(&document.limits, "limits: ", &|_| false)
                 .map_err(|e| Failure::bad(format!("{e:#}")))?;
-            (config, secrets) = (app.app.config, app.app.secrets);
-            component = app.digest;
-            warnings = app.warnings;
-        }
-        limits
-            .overlay(&document.limits, "limits: ", &|_| false)
-            .map_err(|e| Failure::bad(format!("{e:#}")))?;
-        limits
-            .validate("limits: ")
-            .map_err(|e| Failure::bad(format!("{e:#}")))?;
-        if !secrets.is_empty() && fleet.sealer().is_none() {
-            return Err(Failure::bad(
-                "spin.manifest: its secret variables are secrets, which the admin API keeps \
-                 only encrypted, under a key from --secrets-key-file, which this runner has not",
-            ));
-        }
-        let secrets = secrets
-            .into_iter()
-            .map(|(name, value)| (name, Secret::new(value)))
-            .collect();
-        let vars = fleet.default_vars().under(config, secrets);
-        vars.check(limits.var_limits()).map_err(Failure::bad)?;
+            limits
+                .validate("limits: ")
+                .map_err(|e| Failure::bad(format!("{e:#}")))?;
+            Ok(limits)
+        };
+        let vars_of = |config,
+                       secrets: std::collections::BTreeMap<String, String>,
+                       limits: &Limits| {
+            if !secrets.is_empty() && fleet.sealer().is_none() {
+                return Err(Failure::bad(
+                    "spin.manifest: its secret variables are secrets, which the admin API keeps \
+                     only encrypted, under a key from --secrets-key-file, which this runner has \
+                     not",
+                ));
+            }
+            let secrets = secrets
+                .into_iter()
+                .map(|(name, value)| (name, Secret::new(value)))
+                .collect();
+            let vars = fleet.default_vars().under(config, secrets);
+            vars.check(limits.var_limits()).map_err(Failure::bad)?;
+            Ok(vars)
+        };
+        let mut parts = Vec::new();
+        let mut id = String::new();
+        let limits = match document.spin {
+            None => settle(None)?,
+            Some(spin) => {
+                let app = SpinApp::read(&spin, &config, &secrets).map_err(Failure::bad)?;
+                warnings = app.warnings;
+                let mut apps = app.apps.into_iter();
+                let Some((first, digest)) = apps.next() else {
+                    return Err(Failure::bad("spin.manifest: no HTTP component"));
+                };
+                for (app, digest) in apps {
+                    let limits = settle(Some(app.limits))?;
+                    parts.push(crate::fleet::Part {
+                        id: app.id,
+                        component: fleet.component(&digest).await?,
+                        vars: vars_of(app.config, app.secrets, &limits)?,
+                        limits,
+                    });
+                }
+                (config, secrets) = (first.config, first.secrets);
+                component = digest;
+                id = first.id;
+                settle(Some(first.limits))?
+            }
+        };
+        let vars = vars_of(config, secrets, &limits)?;
         let component = fleet.component(&component).await?;
-        let change = fleet
-            .put(name, &component, limits, vars, Source::Api)
-            .await?;
+        let mut version = Version::new(component, limits, vars).with_parts(parts);
+        version.id = id;
+        let change = fleet.put(name, version, Source::Api).await?;
         let tenant = fleet.get(name).ok_or_else(|| {
             Failure(
                 Problem::Conflict,
@@ -638,7 +677,7 @@ fn describe(tenant: &Tenant) -> Value {
     let in_flight = limits
         .max_tenant_in_flight
         .saturating_sub(tenant.permits().available_permits());
-    json!({
+    let mut described = json!({
         "name": tenant.name(),
         "component": tenant.component().to_string(),
         "handler": tenant.pre().world(),
@@ -651,7 +690,30 @@ fn describe(tenant: &Tenant) -> Value {
             "bytes": usage.bytes,
             "requests_in_flight": in_flight,
         },
-    })
+    });
+    if !tenant.id().is_empty() {
+        described["id"] = tenant.id().into();
+    }
+    if !tenant.parts().is_empty() {
+        let parts: Vec<Value> = tenant
+            .parts()
+            .iter()
+            .map(|part| {
+                let mut own = part.limits().to_json();
+                own.retain(|key, _| crate::fleet::PART_LIMITS.contains(&key.as_str()));
+                json!({
+                    "id": part.id(),
+                    "component": part.component().to_string(),
+                    "handler": part.pre().world(),
+                    "limits": own,
+                    "config": part.vars().config().collect::<std::collections::BTreeMap<_, _>>(),
+                    "secrets": part.vars().secret_names().collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        described["parts"] = parts.into();
+    }
+    described
 }
 
 /// The value of query parameter `name`, still percent-encoded.

@@ -205,19 +205,33 @@ impl Ingress {
         }
         let (mut parts, body) = req.into_parts();
         parts.uri = guest_uri(&parts, rest_len);
+        let mut tenant = tenant.clone();
         if let Some(routes) = tenant.routes() {
             // Before any body is read or slot taken: a path no route
-            // matches never reaches the component.
+            // matches never reaches a component.
             let path = parts.uri.path();
-            let Some(spin) = routes.headers(path, &parts.uri.to_string()) else {
+            let Some((index, spin)) = routes.headers(path, &parts.uri.to_string()) else {
                 let message = format!("no route of tenant {:?} matches {path}", tenant.name());
                 return Outcome::Served(text(StatusCode::NOT_FOUND, message));
             };
+            // The component trusts spin-* headers to be the host's: a
+            // client's own are dropped.
+            let forged: Vec<header::HeaderName> = parts
+                .headers
+                .keys()
+                .filter(|name| name.as_str().starts_with("spin-"))
+                .cloned()
+                .collect();
+            for name in forged {
+                parts.headers.remove(name);
+            }
             parts.headers.extend(spin);
             if let Ok(peer) = http::HeaderValue::try_from(peer.to_string()) {
                 parts.headers.insert("spin-client-addr", peer);
             }
+            tenant = tenant.component_at(index);
         }
+        let tenant = &tenant;
         let (body, tripped) = LimitedBody::new(body, max_body);
         // A small body is read before admission: a client that declares
         // one and never sends it waits here, holding no slot of the

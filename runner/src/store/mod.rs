@@ -163,6 +163,7 @@ impl Drop for Passing<'_> {
 /// backend's future stays inline (a boxed future cost a third of a `get`);
 /// Redis's, hundreds of bytes and a network round trip behind it, is
 /// boxed, so it does not grow every call's future.
+#[derive(Clone)]
 enum NamespaceRef {
     Memory(Arc<memory::Namespace>),
     Redis(Arc<redis::Namespace>),
@@ -205,6 +206,19 @@ impl Namespace {
             inner,
             quotas: Arc::new(quotas),
             fence: Arc::default(),
+        }
+    }
+
+    /// The same namespace (its data, usage and fence), open to `buckets`
+    /// alone (`None`: any): a tenant's component with `key-value-stores`
+    /// of its own.
+    pub fn with_buckets(&self, buckets: Option<Arc<[String]>>) -> Self {
+        let mut quotas = (*self.quotas).clone();
+        quotas.buckets = buckets;
+        Self {
+            inner: self.inner.clone(),
+            quotas: Arc::new(quotas),
+            fence: self.fence.clone(),
         }
     }
 

@@ -4,6 +4,11 @@
 //! builds a new one, and requests already running keep the one they
 //! started on.
 //!
+//! A tenant made from a Spin application of several HTTP components has
+//! further parts: each a [`Tenant`] of its own component, route, outbound
+//! hosts, stores and variables, sharing the tenant's data, permits, log
+//! rate, metrics and removal. Its routes send each request to one.
+//!
 //! - [`Scope`]: the part its requests and instances see.
 //! - `workers`: its WASIp3 instances that serve several requests at once.
 
@@ -38,8 +43,12 @@ pub struct Tenant {
     /// Its WASIp3 instances serving several requests at once (with
     /// max-instance-concurrency).
     workers: Workers,
-    /// The paths it serves, when its `route` is set.
+    /// The paths it serves, when its `route` (or a part's) is set.
     routes: Option<Routes>,
+    /// Its component's id in a Spin manifest; empty otherwise.
+    id: Box<str>,
+    /// Its further components, when it has several.
+    parts: Box<[Arc<Tenant>]>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -62,6 +71,10 @@ impl Tenant {
         vars: Variables,
     ) -> Self {
         let scope = Scope::new(name, limits, namespace, metrics, egress, vars);
+        Self::over(Arc::new(scope), component)
+    }
+
+    fn over(scope: Arc<Scope>, component: &Loaded) -> Self {
         let idle = IdleInstances::new(
             scope.shared_name(),
             scope.limits().instance_idle_timeout,
@@ -69,20 +82,77 @@ impl Tenant {
             component.pre.is_p3(),
         );
         let workers = Workers::new(scope.limits().max_tenant_in_flight);
-        let routes = Routes::new(&scope.limits().route);
+        let routes = Routes::new([&scope.limits().route]);
         Self {
-            scope: Arc::new(scope),
+            scope,
             component: component.clone(),
             idle: Arc::new(idle),
             workers,
             routes,
+            id: "".into(),
+            parts: Box::default(),
         }
     }
 
-    /// The paths it serves, when its `route` is set: requests to others
-    /// never reach its component.
+    /// Another component of this tenant, `id` in its manifest, under
+    /// `limits` (this tenant's, with the component's own route, outbound
+    /// hosts and stores) and with its own variables.
+    pub fn part(
+        &self,
+        id: &str,
+        limits: Limits,
+        component: &Loaded,
+        egress: &Arc<Egress>,
+        vars: Variables,
+    ) -> Self {
+        let scope = self.scope.part(limits, egress, vars);
+        Self::over(Arc::new(scope), component).named(id)
+    }
+
+    /// This component named `id`, as its manifest names it.
+    pub fn named(mut self, id: &str) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// This tenant with its further components: each request goes to the
+    /// one whose route matches it best.
+    pub fn with_parts(mut self, parts: Vec<Arc<Tenant>>) -> Self {
+        self.parts = parts.into();
+        let own = &self.scope.limits().route;
+        let routes = std::iter::once(own).chain(self.parts.iter().map(|p| &p.limits().route));
+        self.routes = Routes::new(routes);
+        self
+    }
+
+    /// The paths it serves, when a route is set: requests to others never
+    /// reach a component. A match's index names the component:
+    /// [`Tenant::component_at`].
     pub fn routes(&self) -> Option<&Routes> {
         self.routes.as_ref()
+    }
+
+    /// Component `index` of its routes: 0 is its own, then its parts'.
+    pub fn component_at(self: &Arc<Self>, index: usize) -> Arc<Tenant> {
+        match index.checked_sub(1).and_then(|i| self.parts.get(i)) {
+            Some(part) => part.clone(),
+            None => self.clone(),
+        }
+    }
+
+    /// Its further components.
+    pub fn parts(&self) -> &[Arc<Tenant>] {
+        &self.parts
+    }
+
+    /// Each of its components: its own, then its parts'.
+    pub fn components(&self) -> impl Iterator<Item = &Tenant> {
+        std::iter::once(self).chain(self.parts.iter().map(|p| &**p))
+    }
+
+    /// Its component's id in a Spin manifest; empty otherwise.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// What its requests and instances see of it.

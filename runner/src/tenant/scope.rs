@@ -33,7 +33,8 @@ pub struct Scope {
     vars: Variables,
     /// Set when the tenant is removed: a request that found it just before
     /// and was not admitted yet is answered as if it had come after.
-    removed: std::sync::atomic::AtomicBool,
+    /// Shared by its components.
+    removed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Scope {
@@ -71,7 +72,30 @@ impl Scope {
             limits,
             namespace,
             metrics,
-            removed: false.into(),
+            removed: Arc::default(),
+        }
+    }
+
+    /// The scope of another component of the same tenant, under `limits`
+    /// (the tenant's, with the component's own route, outbound hosts and
+    /// stores) and with its own variables: it shares the tenant's data,
+    /// permits, log rate, metrics and removal.
+    pub fn part(&self, limits: Limits, egress: &Arc<Egress>, vars: Variables) -> Self {
+        Self {
+            vars,
+            egress: Arc::new(TenantEgress::new(
+                self.name.clone(),
+                &limits,
+                egress,
+                self.metrics.clone(),
+            )),
+            name: self.name.clone(),
+            permits: self.permits.clone(),
+            log_rate: self.log_rate.clone(),
+            namespace: self.namespace.with_buckets(limits.quotas().buckets),
+            limits,
+            metrics: self.metrics.clone(),
+            removed: self.removed.clone(),
         }
     }
 

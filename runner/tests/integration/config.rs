@@ -243,7 +243,7 @@ async fn malformed_variables_stop_start_up_naming_the_field() {
 }
 
 /// A key file of 32 bytes of `byte`, as 64 hex digits.
-fn key_file(dir: &TempDir, name: &str, byte: u8) -> String {
+pub(crate) fn key_file(dir: &TempDir, name: &str, byte: u8) -> String {
     let path = dir.path.join(name);
     std::fs::write(&path, format!("{}\n", format!("{byte:02x}").repeat(32))).expect("a key");
     path.to_str().expect("a UTF-8 path").to_string()
@@ -251,7 +251,7 @@ fn key_file(dir: &TempDir, name: &str, byte: u8) -> String {
 
 /// A runner with the admin API, `store` (its flags), and the secrets key
 /// file `key`, and `previous` as the previous one.
-fn keyed(token: &Token, store: &[&str], key: &str, previous: Option<&str>) -> InProcess {
+pub(crate) fn keyed(token: &Token, store: &[&str], key: &str, previous: Option<&str>) -> InProcess {
     let mut args = vec![
         "--admin-token-file",
         token.path(),

@@ -13,6 +13,7 @@ use system_tests::Tenants;
 use system_tests::admin::{Admin, Token};
 use system_tests::upstream::Upstream;
 
+use crate::config::{key_file, keyed};
 use crate::harness::{InProcess, Observed as _, request};
 
 const SPIN: &str = env!("RUNNER_SPIN_GUEST");
@@ -402,8 +403,8 @@ async fn a_spin_manifest_deploys_as_a_tenant_on_its_route_with_its_variables_and
         body["warnings"],
         json!([
             "trigger.cron: only HTTP triggers run here; not deployed for it: sweeper",
-            "component.sweeper: no HTTP route names it; not deployed",
             "component.todo.build: ignored; the runner runs the built component",
+            "component.sweeper: no HTTP route names it; not deployed",
         ])
     );
     assert_eq!(body["component"], json!(digest));
@@ -542,4 +543,165 @@ async fn a_manifest_updated_under_load_fails_no_request() {
         "{seen:?}"
     );
     assert_eq!(read(&r, "/t/todo/var/greeting").await, answer(200, "v5"));
+}
+
+/// The two-component example application, guest/spin-app/spin.toml, both
+/// components the uploaded Spin guest.
+fn two_components(digest: &str) -> serde_json::Value {
+    json!({
+        "spin": {
+            "manifest": include_str!("../../../guest/spin-app/spin.toml"),
+            "components": { "site": digest, "api": digest },
+        },
+        "secrets": { "api_key": "k3y" },
+    })
+}
+
+/// What the two-component application serves, checked the same on every
+/// runner that serves it: each path reaches the component whose route
+/// matches it best, with that component's variables and stores, over the
+/// tenant's one namespace.
+async fn serves_both_components(r: &InProcess) {
+    assert_eq!(
+        read(r, "/t/shop/var/greeting").await,
+        answer(200, "hello from the site")
+    );
+    assert_eq!(
+        read(r, "/t/shop/api/var/greeting").await,
+        answer(200, "hello from the api")
+    );
+    assert_eq!(read(r, "/t/shop/api/var/api_key").await, answer(200, "k3y"));
+    let (status, _) = read(r, "/t/shop/var/api_key").await;
+    assert_eq!(status, 404, "the site has no api_key");
+    let (_, headers) = read(r, "/t/shop/headers").await;
+    assert!(headers.contains("spin-component-route: \n"), "{headers}");
+    assert!(headers.contains("spin-path-info: /headers"), "{headers}");
+    let (_, headers) = read(r, "/t/shop/api/headers").await;
+    assert!(
+        headers.contains("spin-component-route: /api\n"),
+        "{headers}"
+    );
+    assert!(headers.contains("spin-path-info: /headers"), "{headers}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_component_manifest_is_one_tenant_routed_by_path_and_kept() {
+    let dir = system_tests::TempDir::new();
+    let token = Token::new();
+    let data = dir.path.join("data");
+    let data_arg = data.to_str().expect("a UTF-8 path").to_string();
+    let (old, new) = (key_file(&dir, "old", 0x44), key_file(&dir, "new", 0x55));
+    let start = |key: &str, previous| keyed(&token, &["--data-dir", &data_arg], key, previous);
+    let r = start(&old, None);
+    let admin = Admin::new(r.admin, &token);
+    let digest = admin.upload(std::path::Path::new(SPIN)).await;
+    let res = admin.put_tenant("shop", two_components(&digest)).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    let body = res.json();
+    assert_eq!(body["id"], json!("site"));
+    assert_eq!(body["limits"]["route"], json!("/..."));
+    assert_eq!(body["config"], json!({ "greeting": "hello from the site" }));
+    assert_eq!(body["secrets"], json!([]));
+    assert_eq!(
+        body["parts"],
+        json!([{
+            "id": "api",
+            "component": digest,
+            "handler": body["handler"],
+            "limits": {
+                "route": "/api/...",
+                "allowed-outbound-hosts": ["https://api.example.com"],
+                "key-value-stores": ["default", "cache"],
+            },
+            "config": { "greeting": "hello from the api" },
+            "secrets": ["api_key"],
+        }])
+    );
+    assert!(!res.text().contains("k3y"));
+    serves_both_components(&r).await;
+
+    // One namespace, each component with its own stores.
+    assert_eq!(
+        call(&r, Method::PUT, "/t/shop/api/kv/cart", "3 apples").await,
+        answer(204, "")
+    );
+    assert_eq!(read(&r, "/t/shop/kv/cart").await, answer(200, "3 apples"));
+    assert_eq!(
+        call(&r, Method::PUT, "/t/shop/api/kv/hot?store=cache", "1").await,
+        answer(204, "")
+    );
+    assert_eq!(
+        read(&r, "/t/shop/kv/hot?store=cache").await,
+        answer(403, "store error: access-denied")
+    );
+    let usage = admin.get("/v1/tenants/shop").await.json()["usage"].clone();
+    assert_eq!(usage["keys"], json!(2));
+
+    // A client's own spin-* headers never reach a component.
+    let reply = system_tests::http::get_with(
+        r.addr,
+        "/t/shop/api/headers",
+        &[("spin-path-info", "/admin"), ("spin-forged", "1")],
+    )
+    .await;
+    assert!(!reply.text().contains("/admin"), "{}", reply.text());
+    assert!(!reply.text().contains("spin-forged"), "{}", reply.text());
+    assert!(reply.text().contains("spin-path-info: /headers"));
+
+    // Kept whole in the data directory, both components' secrets sealed:
+    // a restart serves it as before, and a new key seals them anew.
+    drop(r);
+    crate::harness::until_unlocked(&data).await;
+    let r = start(&old, None);
+    serves_both_components(&r).await;
+    assert_eq!(read(&r, "/t/shop/kv/cart").await, answer(200, "3 apples"));
+    drop(r);
+    crate::harness::until_unlocked(&data).await;
+    let r = start(&new, Some(&old));
+    serves_both_components(&r).await;
+    drop(r);
+    crate::harness::until_unlocked(&data).await;
+    let r = start(&new, None);
+    serves_both_components(&r).await;
+
+    // Deployed again with one component, it has no part any more.
+    let admin = Admin::new(r.admin, &token);
+    let one = json!({
+        "spin": { "manifest": manifest("/...", "hello"), "components": { "todo": digest } },
+        "secrets": { "api_key": "k" },
+    });
+    let res = admin.put_tenant("shop", one).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.text());
+    assert_eq!(res.json()["parts"], serde_json::Value::Null);
+    assert_eq!(read(&r, "/t/shop/api/var/greeting").await.0, 404);
+    assert_eq!(read(&r, "/t/shop/kv/cart").await, answer(200, "3 apples"));
+}
+
+/// A second runner on the fleet's Redis serves the application as the
+/// first deployed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_component_tenant_is_followed_through_a_shared_redis() {
+    let Some(redis) = system_tests::redis::Redis::start() else {
+        return;
+    };
+    let dir = system_tests::TempDir::new();
+    let key = key_file(&dir, "key", 0x66);
+    let token = Token::new();
+    let store = ["--store", &redis.url()];
+    let first = keyed(&token, &store, &key, None);
+    let second = keyed(&token, &store, &key, None);
+    let admin = Admin::new(first.admin, &token);
+    let digest = admin.upload(std::path::Path::new(SPIN)).await;
+    let res = admin.put_tenant("shop", two_components(&digest)).await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.text());
+    serves_both_components(&first).await;
+    let followed = async {
+        while read(&second, "/t/shop/api/var/greeting").await.0 != 200 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), followed)
+        .await
+        .expect("the second runner follows the deploy");
+    serves_both_components(&second).await;
 }
