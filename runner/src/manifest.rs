@@ -193,7 +193,21 @@ impl Manifest {
             .and_then(|b| b.as_str())
             .unwrap_or("/");
         if routes.is_empty() {
-            return Err("spin.toml: no [[trigger.http]]: nothing to serve".into());
+            let others: Vec<String> = raw
+                .trigger
+                .keys()
+                .filter(|kind| *kind != "http")
+                .map(|kind| format!("trigger.{kind}"))
+                .collect();
+            return Err(if others.is_empty() {
+                "spin.toml: no [[trigger.http]]: nothing to serve".into()
+            } else {
+                format!(
+                    "spin.toml: {} but no [[trigger.http]]: the runner runs HTTP triggers \
+                     alone, so nothing would serve",
+                    others.join(", ")
+                )
+            });
         }
         // As Spin's router: of two triggers on one route, the later serves
         // it, and the earlier nothing.
@@ -607,6 +621,12 @@ key-value-stores = ["default"]"#,
             ))
             .unwrap_err(),
             "component.api.sqlite_databases: the runner serves no SQLite databases"
+        );
+        let http = "[[trigger.http]]\nroute = \"/api/...\"\ncomponent = \"api\"\n";
+        assert_eq!(
+            Manifest::parse(&APP.replace(http, "")).unwrap_err(),
+            "spin.toml: trigger.redis but no [[trigger.http]]: the runner runs HTTP triggers \
+             alone, so nothing would serve"
         );
         assert_eq!(
             with("\n[[trigger.http]]\nroute = \"/web/...\"\ncomponent = \"nowhere\"\n"),
