@@ -284,6 +284,18 @@ settings! {
         /// Whether /t/{tenant}/ reaches tenants; off, only their hosts and
         /// --host-suffix do, and a request to any other host gets 404.
         path_routing: Switch = "on", Range::<Switch>::Any;
+        /// PEM certificate chain (leaf first) the tenant listener serves
+        /// HTTPS with, HTTP/2 and HTTP/1.1 offered by ALPN; with --tls-key.
+        /// `none`: plain HTTP. Read again on SIGHUP: new handshakes get the
+        /// new certificate, open connections keep theirs.
+        tls_cert: OptionalPath = "none", Range::<OptionalPath>::Any;
+        /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); readable
+        /// by the runner's user alone.
+        tls_key: OptionalPath = "none", Range::<OptionalPath>::Any;
+        /// Time a client has to finish its TLS handshake, holding a
+        /// connection slot meanwhile; past it the connection is closed
+        /// (runner_tls_handshake_failures_total{reason="timeout"}).
+        tls_handshake_timeout: Duration = "10s", Range::Between(Duration::from_millis(1), HOUR);
         /// How tenants appear in metric labels: per-tenant, or aggregate
         /// (every tenant shares tenant="_all").
         metrics_tenant_label: TenantLabelMode = "per-tenant", Range::<TenantLabelMode>::Any;
@@ -412,6 +424,8 @@ pub struct Config {
     /// Deprecated environment variables it read, each as a warning.
     pub deprecated: Vec<String>,
     pub tenants: Vec<TenantConfig>,
+    /// The tenant listener's certificate and key, with TLS on.
+    pub tls: Option<crate::ingress::tls::KeyPair>,
 }
 
 /// The engine's settings: the server's, with the pool's memory size
@@ -518,6 +532,8 @@ impl Config {
             ("data_dir", file.server.data_dir.is_some()),
             ("admin_token_file", file.server.admin_token_file.is_some()),
             ("cache_dir", file.server.cache_dir.is_some()),
+            ("tls_cert", file.server.tls_cert.is_some()),
+            ("tls_key", file.server.tls_key.is_some()),
         ]
         .map(|(id, in_file)| in_file && !explicit(id));
         cli.server
@@ -528,6 +544,8 @@ impl Config {
             &mut server.data_dir,
             &mut server.admin_token_file,
             &mut server.cache_dir,
+            &mut server.tls_cert,
+            &mut server.tls_key,
         ];
         for (path, from_file) in paths.into_iter().zip(from_file) {
             if from_file && let Some(path) = &mut path.0 {
@@ -749,6 +767,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             access_log: server.access_log.is_on(),
             host_suffixes: server.host_suffix.clone(),
             path_routing: server.path_routing.is_on(),
+            tls_handshake_timeout: server.tls_handshake_timeout,
             connections: ConnectionLimits {
                 max_connections: server.max_connections,
                 max_header_bytes: limits::bytes(server.max_header_bytes),
@@ -783,6 +802,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             ),
             (None, None) => None,
         },
+        tls: crate::ingress::tls::pair(server.tls_cert.0.as_deref(), server.tls_key.0.as_deref())?,
         server: server.clone(),
         max_connections_given: false,
         tenants,

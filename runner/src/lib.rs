@@ -130,6 +130,8 @@ pub struct Reloader {
     /// The tenants the configuration listed last time.
     configured: Vec<String>,
     server: config::ServerSettings,
+    /// The tenant listener's certificates, with TLS on.
+    certs: Option<Arc<ingress::tls::Certs>>,
 }
 
 impl Reloader {
@@ -159,12 +161,34 @@ impl Reloader {
             (None, None) => {}
         }
         self.configured = config.tenants.iter().map(|t| t.name.clone()).collect();
+        // The certificate is read again, changed or not: renewed files
+        // keep their names.
+        match (&self.certs, &config.tls) {
+            (Some(certs), Some(pair)) => match certs.reload(pair) {
+                Ok(()) => tracing::info!(
+                    cert = %pair.cert.display(),
+                    "reload: TLS certificate read again; new handshakes get it"
+                ),
+                Err(e) => tracing::error!(
+                    "reload: the TLS certificate was not replaced, the one before is still \
+                     served: {e:#}"
+                ),
+            },
+            (Some(_), None) => tracing::warn!(
+                "reload: TLS is turned off only at a restart; the certificate served stays"
+            ),
+            (None, Some(_)) => tracing::warn!("reload: TLS is turned on only at a restart"),
+            (None, None) => {}
+        }
         let before = self.server.to_json();
         let changed: Vec<String> = config
             .server
             .to_json()
             .into_iter()
             .filter(|(key, value)| before.get(key) != Some(value))
+            .filter(|(key, _)| {
+                self.certs.is_none() || !matches!(key.as_str(), "tls-cert" | "tls-key")
+            })
             .map(|(key, _)| key)
             .collect();
         if !changed.is_empty() {
@@ -210,7 +234,13 @@ impl Runner {
                 "tenants deployed through the admin API brought back from {from}"
             );
         }
-        let ingress = Arc::new(Ingress::new(fleet.clone(), config.http.clone()));
+        let certs = match &config.tls {
+            Some(pair) => Some(Arc::new(
+                ingress::tls::Certs::load(pair).context("--tls-cert")?,
+            )),
+            None => None,
+        };
+        let ingress = Arc::new(Ingress::new(fleet.clone(), config.http.clone(), certs));
         let api = Api::new(config.admin.clone(), &recorder).map(Arc::new);
         Ok(Self {
             config,
@@ -234,6 +264,7 @@ impl Runner {
             api: self.api.clone(),
             configured: self.config.tenants.iter().map(|t| t.name.clone()).collect(),
             server: self.config.server.clone(),
+            certs: self.ingress.certs().cloned(),
         }
     }
 
@@ -283,14 +314,15 @@ impl Runner {
             ready.store(false, Ordering::Relaxed);
             tracing::info!("shutting down: no new connections; finishing in-flight requests");
         };
-        self.ingress
+        let served = self
+            .ingress
             .serve(listener, stopping, self.config.server.shutdown_timeout)
             .await;
         drop(follower);
         drop(collector);
         let _ = stop_admin.send(());
         let _ = admin_task.await;
-        Ok(())
+        served
     }
 }
 

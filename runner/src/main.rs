@@ -121,7 +121,12 @@ async fn serve(
         .await
         .with_context(|| format!("binding --metrics-listen {}", cli.server.metrics_listen))?;
     // Parseable lines for scripts and tests, on stdout.
-    println!("listening on http://{}", listener.local_addr()?);
+    let scheme = if cli.server.tls_cert.0.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("listening on {scheme}://{}", listener.local_addr()?);
     println!("metrics on http://{}", admin.local_addr()?);
     tracing::info!(tenants, %store, "runner ready");
     reload_on_hangup(runner.reloader());

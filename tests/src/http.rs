@@ -228,3 +228,99 @@ pub async fn raw_for(addr: SocketAddr, bytes: &[u8], patience: Duration) -> Stri
     let _ = tokio::time::timeout(patience, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A keep-alive TLS connection that asked for `name` (SNI), speaking the
+/// HTTP version ALPN chose.
+pub struct TlsClient {
+    authority: String,
+    sender: TlsSender,
+    /// The version ALPN chose: HTTP/2 or HTTP/1.1.
+    pub version: http::Version,
+    /// The server's certificate (the leaf, DER).
+    pub leaf: Vec<u8>,
+}
+
+enum TlsSender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl TlsClient {
+    /// Connects to `addr`, asks for `name` and checks the certificate with
+    /// `config`; an error for a handshake that fails.
+    pub async fn connect(
+        addr: SocketAddr,
+        name: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
+            .map_err(std::io::Error::other)?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(server_name, stream)
+            .await?;
+        let (_, session) = tls.get_ref();
+        let leaf = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|cert| cert.to_vec())
+            .unwrap_or_default();
+        let h2 = session.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let (sender, version) = if h2 {
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            (TlsSender::H2(sender), http::Version::HTTP_2)
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::spawn(conn);
+            (TlsSender::H1(sender), http::Version::HTTP_11)
+        };
+        Ok(Self {
+            authority: format!("{name}:{}", addr.port()),
+            sender,
+            version,
+            leaf,
+        })
+    }
+
+    /// `GET path` on this connection, read whole; `None` if the connection
+    /// failed first.
+    pub async fn get(&mut self, path: &str) -> Option<Reply> {
+        self.get_with(path, &[]).await
+    }
+
+    /// `GET path` with extra `headers` (a `host` replaces the one it has).
+    pub async fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Option<Reply> {
+        let mut req = Request::builder()
+            .uri(format!("https://{}{path}", self.authority))
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request");
+        if let TlsSender::H1(_) = self.sender {
+            let host = self.authority.parse().expect("a host header");
+            req.headers_mut().insert(http::header::HOST, host);
+            *req.uri_mut() = path.parse().expect("a path");
+        }
+        for (name, value) in headers {
+            let name: http::HeaderName = name.parse().expect("a header name");
+            req.headers_mut()
+                .insert(name, value.parse().expect("a header value"));
+        }
+        let res = match &mut self.sender {
+            TlsSender::H1(sender) => {
+                sender.ready().await.ok()?;
+                sender.send_request(req).await.ok()?
+            }
+            TlsSender::H2(sender) => {
+                sender.ready().await.ok()?;
+                sender.send_request(req).await.ok()?
+            }
+        };
+        try_read_reply(res).await
+    }
+}

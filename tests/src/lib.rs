@@ -164,7 +164,11 @@ impl Runner {
         let sink = output.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for (prefix, kind) in [("listening on http://", 0), ("metrics on http://", 1)] {
+                for (prefix, kind) in [
+                    ("listening on http://", 0),
+                    ("listening on https://", 0),
+                    ("metrics on http://", 1),
+                ] {
                     if let Some(addr) = line.strip_prefix(prefix) {
                         let _ = tx.send((kind, addr.parse::<SocketAddr>().expect("an address")));
                     }

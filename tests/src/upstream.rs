@@ -42,6 +42,7 @@ pub struct Seen {
 /// [`TestCa::ca_file`], for `SSL_CERT_FILE`.
 pub struct TestCa {
     dir: crate::TempDir,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     leaf: rustls::pki_types::CertificateDer<'static>,
     key: Vec<u8>,
 }
@@ -65,9 +66,52 @@ impl TestCa {
         std::fs::write(dir.path.join("ca.pem"), ca_cert.pem()).expect("writing the CA");
         Self {
             dir,
+            issuer,
             leaf: leaf.der().clone(),
             key: leaf_key.serialize_der(),
         }
+    }
+
+    /// A new certificate from the CA for `names`, with a key of its own,
+    /// written as PEM to `{file}.pem` and `{file}.key` beside the CA's:
+    /// their paths.
+    pub fn write_leaf(
+        &self,
+        file: &str,
+        names: &[&str],
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names)
+            .expect("leaf parameters")
+            .signed_by(&key, &self.issuer)
+            .expect("the leaf certificate");
+        let (cert_path, key_path) = (
+            self.dir.path.join(format!("{file}.pem")),
+            self.dir.path.join(format!("{file}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).expect("writing a certificate");
+        std::fs::write(&key_path, key.serialize_pem()).expect("writing a key");
+        (cert_path, key_path)
+    }
+
+    /// A client configuration that trusts the CA alone, offering `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = std::fs::read(self.ca_file()).expect("reading the CA");
+        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&ca) {
+            roots
+                .add(cert.expect("the CA's PEM"))
+                .expect("the CA certificate");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
     }
 
     /// The CA's certificate, PEM.

@@ -44,7 +44,16 @@ impl Admin {
                 }
             }
         };
-        server::serve(listener, limits, None, handler, shutdown, Duration::ZERO).await;
+        server::serve(
+            listener,
+            limits,
+            None,
+            None,
+            handler,
+            shutdown,
+            Duration::ZERO,
+        )
+        .await;
     }
 
     async fn route(&self, req: &Request<Incoming>) -> Response<OutBody> {

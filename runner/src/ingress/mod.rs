@@ -2,7 +2,9 @@
 //! admin listener (`/metrics`, `/healthz`, `/readyz`, the admin API).
 //!
 //! - [`server`]: the accept loop both listeners share (connection bound,
-//!   accept back-off, header limits, idle timeout, graceful drain).
+//!   accept back-off, header limits, TLS handshakes, idle timeout,
+//!   graceful drain).
+//! - [`tls`]: the certificates handshakes get.
 //! - [`idle`]: the socket wrapper behind the idle timeout.
 //! - [`admin`]: the admin listener's routes.
 //! - [`api`]: the admin API (`/v1`): tenants deployed at runtime.
@@ -14,8 +16,8 @@ pub mod admin;
 pub mod api;
 mod idle;
 pub mod server;
+pub mod tls;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,7 +27,8 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use self::server::{ConnectionLimits, ConnectionMetrics};
+use self::server::{Conn, ConnectionLimits, ConnectionMetrics};
+use self::tls::Certs;
 use crate::admission::{Admission, GlobalCap};
 use crate::body::{GuestBody, LimitedBody, OutBody, body_too_large, text};
 use crate::engine::Runtime;
@@ -55,6 +58,8 @@ pub struct HttpLimits {
     pub host_suffixes: HostNames,
     /// Whether `/t/{tenant}/` reaches tenants.
     pub path_routing: bool,
+    /// Time a client has to finish its TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 /// State shared by every connection of the tenant listener.
@@ -63,16 +68,24 @@ pub struct Ingress {
     fleet: Arc<Fleet>,
     global: GlobalCap,
     limits: HttpLimits,
+    /// With TLS on, the certificates its handshakes get.
+    certs: Option<Arc<Certs>>,
 }
 
 impl Ingress {
-    pub fn new(fleet: Arc<Fleet>, limits: HttpLimits) -> Self {
+    pub fn new(fleet: Arc<Fleet>, limits: HttpLimits, certs: Option<Arc<Certs>>) -> Self {
         Self {
             runtime: fleet.runtime().clone(),
             fleet,
             global: GlobalCap::new(limits.max_in_flight),
             limits,
+            certs,
         }
+    }
+
+    /// With TLS on, the certificates its handshakes get.
+    pub fn certs(&self) -> Option<&Arc<Certs>> {
+        self.certs.as_ref()
     }
 
     pub fn limits(&self) -> &HttpLimits {
@@ -86,22 +99,37 @@ impl Ingress {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
         grace: Duration,
-    ) {
+    ) -> anyhow::Result<()> {
         let metrics = self.runtime.metrics();
-        let metrics = ConnectionMetrics {
+        let tls = match &self.certs {
+            None => None,
+            Some(certs) => Some(server::Tls {
+                acceptor: tokio_rustls::TlsAcceptor::from(certs.server_config()?),
+                handshake_timeout: self.limits.tls_handshake_timeout,
+                timed_out: metrics.tls_timed_out.clone(),
+                failed: metrics.tls_failed.clone(),
+            }),
+        };
+        let connection_metrics = ConnectionMetrics {
             open: metrics.connections_open.clone(),
             rejected: metrics.connections_rejected.clone(),
         };
         let limits = self.limits.connections.clone();
-        let handler = move |req, peer| self.clone().handle(req, peer);
-        server::serve(listener, &limits, Some(metrics), handler, shutdown, grace).await;
+        let handler = move |req, conn| self.clone().handle(req, conn);
+        server::serve(
+            listener,
+            &limits,
+            Some(connection_metrics),
+            tls,
+            handler,
+            shutdown,
+            grace,
+        )
+        .await;
+        Ok(())
     }
 
-    async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<OutBody> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Conn) -> Response<OutBody> {
         let id = RequestId::for_request(req.headers(), self.limits.request_ids);
         // A body left unread ends the connection (hyper cannot skip it), so
         // an answer that does not read it says so.
@@ -130,29 +158,40 @@ impl Ingress {
         } else {
             None
         };
+        let metrics = self.runtime.metrics();
         let (tenant, rest_len) = match by_host {
             // The whole path is the tenant's.
-            Some(tenant) => (tenant, path.len()),
+            Some(tenant) => {
+                metrics.routed_by_host.increment(1);
+                (tenant, path.len())
+            }
             None => {
                 let split = split_tenant(path).filter(|_| self.limits.path_routing);
                 let Some((name, rest)) = split else {
-                    let message = if self.limits.path_routing {
-                        "not found: tenant requests go to /t/{tenant}/{path}"
-                    } else {
-                        "not found: no tenant is served at this host"
+                    // Over TLS the client may have reused a connection made
+                    // for another name (RFC 9110 15.5.20): 421 tells it to
+                    // ask again on one of its own.
+                    let (status, message) = match (self.limits.path_routing, conn.secure) {
+                        (true, _) => (
+                            StatusCode::NOT_FOUND,
+                            "not found: tenant requests go to /t/{tenant}/{path}",
+                        ),
+                        (false, false) => (
+                            StatusCode::NOT_FOUND,
+                            "not found: no tenant is served at this host",
+                        ),
+                        (false, true) => (
+                            StatusCode::MISDIRECTED_REQUEST,
+                            "misdirected request: no tenant is served at this host",
+                        ),
                     };
-                    return self.unrouted(
-                        StatusCode::NOT_FOUND,
-                        message.into(),
-                        id,
-                        access,
-                        unread,
-                    );
+                    return self.unrouted(status, message.into(), id, access, unread);
                 };
                 let Some(tenant) = self.fleet.get(name) else {
                     let message = format!("unknown tenant {name:?}");
                     return self.unrouted(StatusCode::NOT_FOUND, message, id, access, unread);
                 };
+                metrics.routed_by_path.increment(1);
                 (tenant, rest.len())
             }
         };
@@ -161,7 +200,7 @@ impl Ingress {
             .head(req.method() == http::Method::HEAD)
             .access(access);
         let outcome = self
-            .admit_and_call(&tenant, req, rest_len, for_guest, peer)
+            .admit_and_call(&tenant, req, rest_len, for_guest, conn)
             .await;
         request.end(outcome)
     }
@@ -196,7 +235,7 @@ impl Ingress {
         req: Request<Incoming>,
         rest_len: usize,
         id: RequestId,
-        peer: SocketAddr,
+        conn: Conn,
     ) -> Outcome {
         let max_body = self.limits.max_request_body;
         let declared = content_length(&req);
@@ -204,7 +243,7 @@ impl Ingress {
             return Outcome::Refused(Limit::RequestBody, body_too_large(max_body));
         }
         let (mut parts, body) = req.into_parts();
-        parts.uri = guest_uri(&parts, rest_len);
+        parts.uri = guest_uri(&parts, rest_len, conn.secure);
         let mut tenant = tenant.clone();
         if let Some(routes) = tenant.routes() {
             // Before any body is read or slot taken: a path no route
@@ -226,7 +265,7 @@ impl Ingress {
                 parts.headers.remove(name);
             }
             parts.headers.extend(spin);
-            if let Ok(peer) = http::HeaderValue::try_from(peer.to_string()) {
+            if let Ok(peer) = http::HeaderValue::try_from(conn.peer.to_string()) {
                 parts.headers.insert("spin-client-addr", peer);
             }
             tenant = tenant.component_at(index);
@@ -294,9 +333,10 @@ fn split_tenant(path: &str) -> Option<(&str, &str)> {
     .filter(|(name, _)| !name.is_empty())
 }
 
-/// The URI the guest sees: the path below its mount point, the query, and
-/// an authority from the Host header (wasi:http needs one).
-fn guest_uri(parts: &http::request::Parts, rest_len: usize) -> Uri {
+/// The URI the guest sees: the path below its mount point, the query, an
+/// authority from the Host header (HTTP/2's `:authority` without one;
+/// wasi:http needs one), and `https` where TLS ended here.
+fn guest_uri(parts: &http::request::Parts, rest_len: usize, secure: bool) -> Uri {
     let path = parts.uri.path();
     let rest = &path[path.len() - rest_len..];
     let rest = if rest.is_empty() { "/" } else { rest };
@@ -309,9 +349,10 @@ fn guest_uri(parts: &http::request::Parts, rest_len: usize) -> Uri {
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .or_else(|| parts.uri.authority().cloned())
         .unwrap_or_else(|| http::uri::Authority::from_static("localhost"));
     Uri::builder()
-        .scheme("http")
+        .scheme(if secure { "https" } else { "http" })
         .authority(authority)
         .path_and_query(path_and_query)
         .build()

@@ -316,6 +316,14 @@ fn describe() {
         "Connections closed at once because the connection limit was reached."
     );
     describe_counter!(
+        ROUTED,
+        "Tenant requests by how they found their tenant: by = host (a host it claims, or a --host-suffix subdomain) or path (/t/{tenant}/)."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes on the tenant listener that failed, by reason: timeout (past --tls-handshake-timeout) or error (no shared version or cipher, a bad record, a client that refused the certificate, ...)."
+    );
+    describe_counter!(
         UNROUTED,
         "Requests on the tenant listener that named no tenant or an unknown one (answered 404), or were malformed (400)."
     );
@@ -766,6 +774,10 @@ pub struct RunnerMetrics {
     pub connections_open: Gauge,
     pub connections_rejected: Counter,
     pub unrouted: Counter,
+    pub routed_by_host: Counter,
+    pub routed_by_path: Counter,
+    pub tls_timed_out: Counter,
+    pub tls_failed: Counter,
     pub compiled: Counter,
     pub cached: Counter,
 }
@@ -778,6 +790,10 @@ impl RunnerMetrics {
             connections_open: metrics::gauge!(CONNECTIONS_OPEN),
             connections_rejected: metrics::counter!(CONNECTIONS_REJECTED),
             unrouted: metrics::counter!(UNROUTED),
+            routed_by_host: metrics::counter!(ROUTED, "by" => "host"),
+            routed_by_path: metrics::counter!(ROUTED, "by" => "path"),
+            tls_timed_out: metrics::counter!(TLS_HANDSHAKE_FAILURES, "reason" => "timeout"),
+            tls_failed: metrics::counter!(TLS_HANDSHAKE_FAILURES, "reason" => "error"),
             compiled: metrics::counter!(COMPONENT_LOADS, "from" => "compiler"),
             cached: metrics::counter!(COMPONENT_LOADS, "from" => "cache"),
         }

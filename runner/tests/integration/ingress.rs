@@ -349,6 +349,16 @@ async fn tenants_are_reached_by_their_hosts_and_a_suffixs_subdomains_with_their_
         at_host(&r, "alice.apps.example.com", "/kv/k").await,
         (404, "key not found".into())
     );
+    assert_eq!(
+        r.metric("runner_routed_requests_total", r#"by="host""#)
+            .await,
+        9.0
+    );
+    assert_eq!(
+        r.metric("runner_routed_requests_total", r#"by="path""#)
+            .await,
+        2.0
+    );
 
     // A host another tenant claims is refused, naming both.
     let admin = system_tests::admin::Admin::new(r.admin, &token);

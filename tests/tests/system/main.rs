@@ -18,6 +18,8 @@
 //! - `prometheus`: dashboards and alerts against a real Prometheus.
 //! - `readme`: every README example that runs on loopback, as written.
 //! - `redis`: several runners on one real `redis-server`.
+//! - `tls`: HTTPS on the tenant listener: ALPN, certificates renewed by
+//!   SIGHUP, handshakes bounded in time, hosts over TLS.
 
 mod admin;
 mod compile;
@@ -30,3 +32,4 @@ mod process;
 mod prometheus;
 mod readme;
 mod redis;
+mod tls;

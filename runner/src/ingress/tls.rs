@@ -1,0 +1,117 @@
+//! TLS on a listener, with rustls: the certificate each handshake gets,
+//! chosen by the name the client asks for (SNI), and replaced at runtime
+//! without touching open connections.
+//!
+//! The operator's certificate (`--tls-cert`, `--tls-key`) answers every
+//! name no tenant has a certificate for. A handshake takes the certificate
+//! current when it starts: a reload (SIGHUP) swaps what later handshakes
+//! get, and connections already open keep theirs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use parking_lot::RwLock;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl KeyPair {
+    /// Reads and checks the pair: the chain parses, the key parses, and
+    /// the key is the first certificate's. An error names the file, never
+    /// the key's bytes.
+    pub fn load(&self, provider: &CryptoProvider) -> anyhow::Result<Arc<CertifiedKey>> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("reading the certificate {}", self.cert.display()))?;
+        if chain.is_empty() {
+            anyhow::bail!(
+                "{} holds no certificate (a PEM file of BEGIN CERTIFICATE blocks)",
+                self.cert.display()
+            );
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("reading the private key {}", self.key.display()))?;
+        let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
+            anyhow::anyhow!(
+                "{} and {} do not make a key pair: {e}",
+                self.cert.display(),
+                self.key.display()
+            )
+        })?;
+        Ok(Arc::new(certified))
+    }
+}
+
+/// The certificates a listener serves, by the name asked for.
+#[derive(Debug)]
+pub struct Certs {
+    provider: Arc<CryptoProvider>,
+    /// The operator's: for every name without one of its own.
+    default: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certs {
+    /// The operator's pair, read now: a start with a bad one fails.
+    pub fn load(pair: &KeyPair) -> anyhow::Result<Self> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certified = pair.load(&provider)?;
+        Ok(Self {
+            provider,
+            default: RwLock::new(certified),
+        })
+    }
+
+    /// Reads `pair` (the same files again, or others) and serves it to
+    /// every handshake from now on. A pair that does not load changes
+    /// nothing.
+    pub fn reload(&self, pair: &KeyPair) -> anyhow::Result<()> {
+        let certified = pair.load(&self.provider)?;
+        *self.default.write() = certified;
+        Ok(())
+    }
+
+    /// The configuration a listener's handshakes use: TLS 1.2 and 1.3,
+    /// HTTP/2 and HTTP/1.1 offered through ALPN, sessions resumed by
+    /// tickets and by id.
+    pub fn server_config(self: &Arc<Self>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .context("the TLS protocol versions")?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.ticketer = rustls::crypto::ring::Ticketer::new().context("a TLS ticketer")?;
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for Certs {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.default.read().clone())
+    }
+}
+
+/// Whether `path` is set: `none` leaves TLS off.
+pub fn pair(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<Option<KeyPair>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(KeyPair {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        })),
+        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key, the certificate's key"),
+        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert, the key's certificate"),
+    }
+}

@@ -1,0 +1,284 @@
+//! HTTPS on the tenant listener: certificates made by the test's own CA
+//! (rcgen), the runner binary serving them, a rustls client checking them
+//! against that CA alone.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{StatusCode, Version};
+use system_tests::Runner;
+use system_tests::Tenants;
+use system_tests::http::TlsClient;
+use system_tests::probe::{Observed as _, metric};
+use system_tests::target_dir;
+use system_tests::upstream::TestCa;
+use tokio::io::AsyncReadExt as _;
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// HTTP/2 and HTTP/1.1, as ALPN chose.
+const BOTH: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// A runner serving HTTPS with a certificate from `ca` for `names`, with
+/// `tenants` and `extra` flags: the runner, and the key's path.
+fn https(ca: &TestCa, names: &[&str], tenants: &Tenants, extra: &[&str]) -> (Runner, PathBuf) {
+    let (cert, key) = ca.write_leaf("runner", names);
+    let mut args = vec!["--tls-cert", path(&cert), "--tls-key", path(&key)];
+    args.extend_from_slice(extra);
+    (Runner::start_with(tenants, &args), key)
+}
+
+async fn text(client: &mut TlsClient, path: &str) -> (StatusCode, String) {
+    let reply = client.get(path).await.expect("a reply on the connection");
+    (reply.status, reply.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_http2_and_http1_as_alpn_chooses_and_guests_see_https() {
+    let ca = TestCa::new();
+    let spin = target_dir().join("guests/wasm32-wasip2/release/guest_spin.wasm");
+    let tenants = Tenants::new().tenant("s", &format!("component = {spin:?}\nroute = \"/...\""));
+    let (r, _) = https(&ca, &["localhost"], &tenants, &["--tenants", "1"]);
+    assert!(
+        r.output()
+            .contains(&format!("listening on https://{}", r.addr))
+    );
+
+    let mut h2 = TlsClient::connect(r.addr, "localhost", ca.client_config(&BOTH))
+        .await
+        .expect("a TLS connection");
+    assert_eq!(h2.version, Version::HTTP_2);
+    for _ in 0..3 {
+        assert_eq!(
+            text(&mut h2, "/t/t0/hello").await,
+            (StatusCode::OK, "hello".into())
+        );
+    }
+    // The component sees the URL as the client sent it: https, its host.
+    let (status, headers) = text(&mut h2, "/t/s/headers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers.contains(&format!(
+            "spin-full-url: https://localhost:{}/headers",
+            r.addr.port()
+        )),
+        "{headers}"
+    );
+
+    let mut h1 = TlsClient::connect(r.addr, "localhost", ca.client_config(&[b"http/1.1"]))
+        .await
+        .expect("a TLS connection");
+    assert_eq!(h1.version, Version::HTTP_11);
+    assert_eq!(
+        text(&mut h1, "/t/t0/hello").await,
+        (StatusCode::OK, "hello".into())
+    );
+    let mut no_alpn = TlsClient::connect(r.addr, "localhost", ca.client_config(&[]))
+        .await
+        .expect("a TLS connection");
+    assert_eq!(
+        text(&mut no_alpn, "/t/t0/hello").await,
+        (StatusCode::OK, "hello".into())
+    );
+
+    // Plain HTTP on the TLS port is a failed handshake, counted.
+    assert!(
+        system_tests::http::try_get(r.addr, "/t/t0/hello")
+            .await
+            .is_none()
+    );
+    let failures = r#"reason="error""#;
+    let counted = async {
+        while metric(r.admin, "runner_tls_handshake_failures_total", failures).await != 1.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), counted)
+        .await
+        .expect("the failed handshake is counted");
+    // A certificate the client does not trust is refused by the client.
+    let other = TestCa::new();
+    assert!(
+        TlsClient::connect(r.addr, "localhost", other.client_config(&BOTH))
+            .await
+            .is_err()
+    );
+}
+
+/// SIGHUP reads the certificate files again: new handshakes get the new
+/// certificate, connections open before keep working under load, and a
+/// renewal that does not load leaves the certificate served as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_reaches_new_handshakes_and_drops_no_connection() {
+    let ca = TestCa::new();
+    let (r, key) = https(&ca, &["localhost"], &Tenants::new(), &["--tenants", "1"]);
+    // A client configuration each: a resumed session would show the
+    // certificate of the session it resumes.
+    let connect = || TlsClient::connect(r.addr, "localhost", ca.client_config(&BOTH));
+    let mut open = connect().await.expect("a TLS connection");
+    let before = open.leaf.clone();
+    let load = tokio::spawn(async move {
+        let mut answered = 0;
+        for _ in 0..300 {
+            let reply = open.get("/t/t0/hello").await.expect("the open connection");
+            assert_eq!(reply.status, StatusCode::OK);
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        (open, answered)
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ca.write_leaf("runner", &["localhost"]);
+    r.hangup();
+    let renewed = async {
+        loop {
+            let fresh = connect().await.expect("a TLS connection");
+            if fresh.leaf != before {
+                return fresh.leaf;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let after = tokio::time::timeout(Duration::from_secs(20), renewed)
+        .await
+        .expect("new handshakes get the renewed certificate");
+    let (mut open, answered) = load.await.expect("the load");
+    assert_eq!(answered, 300);
+    assert_eq!(open.leaf, before);
+    assert_eq!(
+        text(&mut open, "/t/t0/hello").await,
+        (StatusCode::OK, "hello".into())
+    );
+
+    // A key that does not load: refused, logged, the renewed pair served.
+    std::fs::write(&key, "not a key").expect("spoiling the key");
+    r.hangup();
+    let logged = async {
+        while !r
+            .output()
+            .contains("the TLS certificate was not replaced, the one before is still served")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), logged)
+        .await
+        .expect("the refused renewal is logged");
+    let fresh = connect().await.expect("a TLS connection");
+    assert_eq!(fresh.leaf, after);
+}
+
+/// A client that connects and never finishes its handshake holds a
+/// connection slot until --tls-handshake-timeout, no longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_holds_its_slot_only_until_the_timeout() {
+    let ca = TestCa::new();
+    let flags = [
+        "--tenants",
+        "1",
+        "--max-connections",
+        "1",
+        "--tls-handshake-timeout",
+        "500ms",
+    ];
+    let (r, _) = https(&ca, &["localhost"], &Tenants::new(), &flags);
+    let config = ca.client_config(&BOTH);
+    let mut stalled = tokio::net::TcpStream::connect(r.addr)
+        .await
+        .expect("connecting");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The one slot is the stalled handshake's.
+    assert!(
+        TlsClient::connect(r.addr, "localhost", config.clone())
+            .await
+            .is_err()
+    );
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        .await
+        .expect("the runner closes the stalled connection");
+    assert_eq!(closed.expect("a clean close"), 0);
+    assert_eq!(
+        metric(
+            r.admin,
+            "runner_tls_handshake_failures_total",
+            r#"reason="timeout""#
+        )
+        .await,
+        1.0
+    );
+    let mut client = TlsClient::connect(r.addr, "localhost", config)
+        .await
+        .expect("the slot is free again");
+    assert_eq!(
+        text(&mut client, "/t/t0/hello").await,
+        (StatusCode::OK, "hello".into())
+    );
+}
+
+/// Over TLS a request for a host no tenant has is 421, so a client that
+/// reused a connection made for another name asks again; a host a tenant
+/// claims reaches it, HTTP/2's :authority as HTTP/1.1's Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_route_over_tls_and_an_unknown_one_is_misdirected() {
+    let ca = TestCa::new();
+    let tenants = Tenants::new().tenant("shop", "hosts = [\"shop.example.com\"]");
+    let names = ["localhost", "shop.example.com"];
+    let (r, _) = https(&ca, &names, &tenants, &["--path-routing", "off"]);
+    for alpn in [&BOTH[..], &[b"http/1.1"]] {
+        let config = ca.client_config(alpn);
+        let mut shop = TlsClient::connect(r.addr, "shop.example.com", config.clone())
+            .await
+            .expect("a TLS connection");
+        assert_eq!(
+            text(&mut shop, "/hello").await,
+            (StatusCode::OK, "hello".into())
+        );
+        let mut other = TlsClient::connect(r.addr, "localhost", config)
+            .await
+            .expect("a TLS connection");
+        assert_eq!(
+            text(&mut other, "/hello").await,
+            (
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected request: no tenant is served at this host".into()
+            )
+        );
+    }
+}
+
+#[test]
+fn a_certificate_without_its_key_or_with_another_is_refused_at_start() {
+    let ca = TestCa::new();
+    let (cert, _) = ca.write_leaf("a", &["localhost"]);
+    let (_, other_key) = ca.write_leaf("b", &["localhost"]);
+    let out = Runner::run_args_to_exit(&["--tenants", "1", "--tls-cert", path(&cert)]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("--tls-cert needs --tls-key, the certificate's key"),
+        "{}",
+        out.stderr
+    );
+    let out = Runner::run_args_to_exit(&[
+        "--tenants",
+        "1",
+        "--tls-cert",
+        path(&cert),
+        "--tls-key",
+        path(&other_key),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "{} and {} do not make a key pair",
+            cert.display(),
+            other_key.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("PRIVATE KEY"), "{}", out.stderr);
+}
