@@ -46,6 +46,16 @@ pub struct TenantCommand {
     )]
     pub admin_token_file: Option<PathBuf>,
 
+    /// The CA certificate (PEM) that an https:// --admin's certificate is
+    /// checked against, in place of the system's trusted ones.
+    #[arg(
+        long = "admin-ca",
+        env = "RUNNER_ADMIN_CA",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub admin_ca: Option<PathBuf>,
+
     #[command(subcommand)]
     pub action: TenantAction,
 }
@@ -236,6 +246,8 @@ struct Client {
     port: u16,
     authority: String,
     token: String,
+    /// With an https:// --admin, what its certificate is checked against.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
@@ -294,20 +306,24 @@ impl Client {
             .admin
             .parse()
             .with_context(|| format!("--admin {:?} is not a URL", command.admin))?;
-        match uri.scheme_str() {
-            Some("http") => {}
+        let tls = match uri.scheme_str() {
+            Some("http") => None,
+            Some("https") => Some(crate::ingress::tls::client_config(
+                command.admin_ca.as_deref(),
+            )?),
             _ => bail!(
-                "--admin {:?}: the admin API is plain http://, meant for loopback or a private \
-                 network",
+                "--admin {:?}: give the admin listener as http://HOST:PORT or https://HOST:PORT",
                 command.admin
             ),
-        }
+        };
         let host = uri
             .host()
             .with_context(|| format!("--admin {:?} has no host", command.admin))?
             .trim_matches(['[', ']'])
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if tls.is_some() { 443 } else { 80 });
         let token = match &command.admin_token_file {
             Some(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading --admin-token-file {}", path.display()))?,
@@ -322,6 +338,7 @@ impl Client {
             host,
             port,
             token: token.trim().to_string(),
+            tls,
         })
     }
 
@@ -330,10 +347,24 @@ impl Client {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .with_context(|| format!("connecting to the runner at {}", self.authority))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .context("talking to the runner")?;
-        tokio::spawn(connection);
+        let mut sender = match &self.tls {
+            None => http1(stream).await?,
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .with_context(|| format!("{:?} is not a host name", self.host))?;
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "connecting to the runner at {} over TLS (an untrusted certificate? \
+                             name its CA with --admin-ca FILE)",
+                            self.authority
+                        )
+                    })?;
+                http1(stream).await?
+            }
+        };
         let request = Request::builder()
             .method(method.clone())
             .uri(path)
@@ -371,6 +402,18 @@ impl Client {
         }
         bail!("{method} {path}: {}: {message}", status.as_u16())
     }
+}
+
+/// An HTTP/1.1 connection over `io`, driven in the background.
+async fn http1<I>(io: I) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .context("talking to the runner")?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// `NAME=VALUE`, split at the first `=`.

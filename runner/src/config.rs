@@ -96,7 +96,7 @@ pub struct Cli {
 pub enum Command {
     /// Deploy, list, show and remove tenants of a running runner through
     /// its admin API.
-    Tenant(crate::client::TenantCommand),
+    Tenant(Box<crate::client::TenantCommand>),
     /// Print a completion script for SHELL to stdout, e.g.
     /// `runner completions bash > /etc/bash_completion.d/runner`.
     Completions {
@@ -296,6 +296,16 @@ settings! {
         /// connection slot meanwhile; past it the connection is closed
         /// (runner_tls_handshake_failures_total{reason="timeout"}).
         tls_handshake_timeout: Duration = "10s", Range::Between(Duration::from_millis(1), HOUR);
+        /// PEM certificate chain the admin listener (--metrics-listen)
+        /// serves HTTPS with, on the same port as plain HTTP; with
+        /// --admin-tls-key. Read again on SIGHUP.
+        admin_tls_cert: OptionalPath = "none", Range::<OptionalPath>::Any;
+        /// PEM private key of --admin-tls-cert.
+        admin_tls_key: OptionalPath = "none", Range::<OptionalPath>::Any;
+        /// With --admin-tls-cert, whether the admin API (/v1, which carries
+        /// the bearer token) refuses plain HTTP (403, tls-required);
+        /// /metrics and the health checks answer over both.
+        admin_require_tls: Switch = "on", Range::<Switch>::Any;
         /// How tenants appear in metric labels: per-tenant, or aggregate
         /// (every tenant shares tenant="_all").
         metrics_tenant_label: TenantLabelMode = "per-tenant", Range::<TenantLabelMode>::Any;
@@ -426,6 +436,8 @@ pub struct Config {
     pub tenants: Vec<TenantConfig>,
     /// The tenant listener's certificate and key, with TLS on.
     pub tls: Option<crate::ingress::tls::KeyPair>,
+    /// The admin listener's, with TLS on there.
+    pub admin_tls: Option<crate::ingress::tls::KeyPair>,
 }
 
 /// The engine's settings: the server's, with the pool's memory size
@@ -534,6 +546,8 @@ impl Config {
             ("cache_dir", file.server.cache_dir.is_some()),
             ("tls_cert", file.server.tls_cert.is_some()),
             ("tls_key", file.server.tls_key.is_some()),
+            ("admin_tls_cert", file.server.admin_tls_cert.is_some()),
+            ("admin_tls_key", file.server.admin_tls_key.is_some()),
         ]
         .map(|(id, in_file)| in_file && !explicit(id));
         cli.server
@@ -546,6 +560,8 @@ impl Config {
             &mut server.cache_dir,
             &mut server.tls_cert,
             &mut server.tls_key,
+            &mut server.admin_tls_cert,
+            &mut server.admin_tls_key,
         ];
         for (path, from_file) in paths.into_iter().zip(from_file) {
             if from_file && let Some(path) = &mut path.0 {
@@ -788,6 +804,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             max_component_bytes: server.max_component_bytes.as_u64(),
             grace: server.shutdown_timeout,
             body_read_timeout: server.body_read_timeout,
+            require_tls: server.admin_tls_cert.0.is_some() && server.admin_require_tls.is_on(),
         },
         sealer: match (
             &server.secrets_key_file.0,
@@ -802,7 +819,16 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             ),
             (None, None) => None,
         },
-        tls: crate::ingress::tls::pair(server.tls_cert.0.as_deref(), server.tls_key.0.as_deref())?,
+        tls: crate::ingress::tls::pair(
+            "--tls",
+            server.tls_cert.0.as_deref(),
+            server.tls_key.0.as_deref(),
+        )?,
+        admin_tls: crate::ingress::tls::pair(
+            "--admin-tls",
+            server.admin_tls_cert.0.as_deref(),
+            server.admin_tls_key.0.as_deref(),
+        )?,
         server: server.clone(),
         max_connections_given: false,
         tenants,

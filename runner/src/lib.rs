@@ -105,6 +105,8 @@ pub struct Runner {
     /// The admin API, where a token is configured.
     api: Option<Arc<Api>>,
     ingress: Arc<Ingress>,
+    /// The admin listener's certificates, with TLS on there.
+    admin_certs: Option<Arc<ingress::tls::Certs>>,
     recorder: Recorder,
 }
 
@@ -132,6 +134,8 @@ pub struct Reloader {
     server: config::ServerSettings,
     /// The tenant listener's certificates, with TLS on.
     certs: Option<Arc<ingress::tls::Certs>>,
+    /// The admin listener's, with TLS on there.
+    admin_certs: Option<Arc<ingress::tls::Certs>>,
 }
 
 impl Reloader {
@@ -161,33 +165,24 @@ impl Reloader {
             (None, None) => {}
         }
         self.configured = config.tenants.iter().map(|t| t.name.clone()).collect();
-        // The certificate is read again, changed or not: renewed files
-        // keep their names.
-        match (&self.certs, &config.tls) {
-            (Some(certs), Some(pair)) => match certs.reload(pair) {
-                Ok(()) => tracing::info!(
-                    cert = %pair.cert.display(),
-                    "reload: TLS certificate read again; new handshakes get it"
-                ),
-                Err(e) => tracing::error!(
-                    "reload: the TLS certificate was not replaced, the one before is still \
-                     served: {e:#}"
-                ),
-            },
-            (Some(_), None) => tracing::warn!(
-                "reload: TLS is turned off only at a restart; the certificate served stays"
-            ),
-            (None, Some(_)) => tracing::warn!("reload: TLS is turned on only at a restart"),
-            (None, None) => {}
-        }
+        // Certificates are read again, changed or not: renewed files keep
+        // their names.
+        reload_certs("tenant", self.certs.as_deref(), config.tls.as_ref());
+        reload_certs(
+            "admin",
+            self.admin_certs.as_deref(),
+            config.admin_tls.as_ref(),
+        );
         let before = self.server.to_json();
         let changed: Vec<String> = config
             .server
             .to_json()
             .into_iter()
             .filter(|(key, value)| before.get(key) != Some(value))
-            .filter(|(key, _)| {
-                self.certs.is_none() || !matches!(key.as_str(), "tls-cert" | "tls-key")
+            .filter(|(key, _)| match key.as_str() {
+                "tls-cert" | "tls-key" => self.certs.is_none(),
+                "admin-tls-cert" | "admin-tls-key" => self.admin_certs.is_none(),
+                _ => true,
             })
             .map(|(key, _)| key)
             .collect();
@@ -198,6 +193,36 @@ impl Reloader {
             );
         }
         Ok(changes)
+    }
+}
+
+/// Reads the `listener`'s certificate `pair` again into `certs`; a pair
+/// that does not load leaves the one served.
+fn reload_certs(
+    listener: &str,
+    certs: Option<&ingress::tls::Certs>,
+    pair: Option<&ingress::tls::KeyPair>,
+) {
+    match (certs, pair) {
+        (Some(certs), Some(pair)) => match certs.reload(pair) {
+            Ok(()) => tracing::info!(
+                cert = %pair.cert.display(),
+                "reload: the {listener} listener's TLS certificate read again; new handshakes \
+                 get it"
+            ),
+            Err(e) => tracing::error!(
+                "reload: the {listener} listener's TLS certificate was not replaced, the one \
+                 before is still served: {e:#}"
+            ),
+        },
+        (Some(_), None) => tracing::warn!(
+            "reload: TLS on the {listener} listener is turned off only at a restart; the \
+             certificate served stays"
+        ),
+        (None, Some(_)) => {
+            tracing::warn!("reload: TLS on the {listener} listener is turned on only at a restart")
+        }
+        (None, None) => {}
     }
 }
 
@@ -234,12 +259,14 @@ impl Runner {
                 "tenants deployed through the admin API brought back from {from}"
             );
         }
-        let certs = match &config.tls {
-            Some(pair) => Some(Arc::new(
-                ingress::tls::Certs::load(pair).context("--tls-cert")?,
-            )),
-            None => None,
+        let load = |pair: Option<&ingress::tls::KeyPair>, flag: &str| match pair {
+            Some(pair) => ingress::tls::Certs::load(pair)
+                .map(|certs| Some(Arc::new(certs)))
+                .context(flag.to_owned()),
+            None => Ok(None),
         };
+        let certs = load(config.tls.as_ref(), "--tls-cert")?;
+        let admin_certs = load(config.admin_tls.as_ref(), "--admin-tls-cert")?;
         let ingress = Arc::new(Ingress::new(fleet.clone(), config.http.clone(), certs));
         let api = Api::new(config.admin.clone(), &recorder).map(Arc::new);
         Ok(Self {
@@ -248,6 +275,7 @@ impl Runner {
             fleet,
             api,
             ingress,
+            admin_certs,
             recorder,
         })
     }
@@ -265,6 +293,7 @@ impl Runner {
             configured: self.config.tenants.iter().map(|t| t.name.clone()).collect(),
             server: self.config.server.clone(),
             certs: self.ingress.certs().cloned(),
+            admin_certs: self.admin_certs.clone(),
         }
     }
 
@@ -302,9 +331,23 @@ impl Runner {
         let follower = follow::Follower::start(self.fleet.clone());
         let collector =
             components::Collector::start(self.fleet.clone(), self.config.server.component_grace);
+        let admin_tls = match &self.admin_certs {
+            None => None,
+            Some(certs) => {
+                let metrics = self.runtime.metrics();
+                Some(ingress::server::Tls {
+                    acceptor: tokio_rustls::TlsAcceptor::from(certs.server_config()?),
+                    handshake_timeout: self.config.server.tls_handshake_timeout,
+                    timed_out: metrics.admin_tls_timed_out.clone(),
+                    failed: metrics.admin_tls_failed.clone(),
+                    // Prometheus and health probes may stay on plain HTTP.
+                    plain_too: true,
+                })
+            }
+        };
         let admin_task = tokio::spawn(async move {
             admin
-                .serve(admin_listener, &connections, async {
+                .serve(admin_listener, &connections, admin_tls, async {
                     let _ = admin_stopped.await;
                 })
                 .await;

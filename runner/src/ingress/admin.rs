@@ -33,13 +33,16 @@ impl Admin {
         self: Arc<Self>,
         listener: TcpListener,
         limits: &ConnectionLimits,
+        tls: Option<server::Tls>,
         shutdown: impl Future<Output = ()>,
     ) {
-        let handler = move |req: Request<Incoming>, _peer| {
+        let handler = move |req: Request<Incoming>, conn: server::Conn| {
             let this = self.clone();
             async move {
                 match &this.api {
-                    Some(api) if is_api(req.uri().path()) => api.handle(&this.fleet, req).await,
+                    Some(api) if is_api(req.uri().path()) => {
+                        api.handle(&this.fleet, req, conn.secure).await
+                    }
                     _ => this.route(&req).await,
                 }
             }
@@ -48,7 +51,7 @@ impl Admin {
             listener,
             limits,
             None,
-            None,
+            tls,
             handler,
             shutdown,
             Duration::ZERO,

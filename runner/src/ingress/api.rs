@@ -65,6 +65,9 @@ pub struct AdminApi {
     /// flight, and a client for the request body.
     pub grace: Duration,
     pub body_read_timeout: Duration,
+    /// Whether a request over plain HTTP is refused (`admin-require-tls`,
+    /// with `admin-tls-cert`).
+    pub require_tls: bool,
 }
 
 /// The variable that can carry the admin token itself.
@@ -108,6 +111,8 @@ struct Failure(Problem, String);
 pub enum Problem {
     /// No token, or not the runner's.
     Unauthorized,
+    /// Plain HTTP where the API takes HTTPS alone.
+    TlsRequired,
     /// A request the API cannot read: a bad tenant name, JSON, limits,
     /// query parameter or body.
     BadRequest,
@@ -138,6 +143,7 @@ impl Problem {
     pub fn token(self) -> &'static str {
         match self {
             Problem::Unauthorized => "unauthorized",
+            Problem::TlsRequired => "tls-required",
             Problem::BadRequest => "bad-request",
             Problem::NotFound => "not-found",
             Problem::NoRoute => "no-route",
@@ -155,6 +161,7 @@ impl Problem {
     fn title(self) -> &'static str {
         match self {
             Problem::Unauthorized => "missing or wrong admin token",
+            Problem::TlsRequired => "the admin API takes HTTPS alone",
             Problem::BadRequest => "the request cannot be read",
             Problem::NotFound => "no such tenant or component",
             Problem::NoRoute => "no such route",
@@ -172,6 +179,7 @@ impl Problem {
     pub fn status(self) -> StatusCode {
         match self {
             Problem::Unauthorized => StatusCode::UNAUTHORIZED,
+            Problem::TlsRequired => StatusCode::FORBIDDEN,
             Problem::BadRequest => StatusCode::BAD_REQUEST,
             Problem::NotFound | Problem::NoRoute => StatusCode::NOT_FOUND,
             Problem::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -315,8 +323,22 @@ impl Api {
         *self.token.write() = token;
     }
 
-    pub async fn handle(&self, fleet: &Fleet, req: Request<Incoming>) -> Response<OutBody> {
-        let answer = if self.authorized(&req) {
+    pub async fn handle(
+        &self,
+        fleet: &Fleet,
+        req: Request<Incoming>,
+        secure: bool,
+    ) -> Response<OutBody> {
+        // Refused before the token is looked at: it crossed the network in
+        // clear already, and must not be taken as if it had not.
+        let answer = if self.settings.require_tls && !secure {
+            Err(Failure(
+                Problem::TlsRequired,
+                "the admin API takes requests over HTTPS alone (admin-require-tls): send it to \
+                 https:// on the same port, and replace the token if it crossed a network"
+                    .into(),
+            ))
+        } else if self.authorized(&req) {
             self.route(fleet, req).await
         } else {
             Err(Failure(

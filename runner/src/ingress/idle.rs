@@ -51,6 +51,14 @@ impl IdleIo {
     pub fn clock(&self) -> Arc<IdleClock> {
         self.clock.clone()
     }
+
+    /// Whether the client's first byte opens a TLS handshake (a
+    /// handshake record, 0x16), waiting for it; the byte stays unread.
+    pub async fn starts_tls(&self) -> std::io::Result<bool> {
+        let mut first = [0u8; 1];
+        let n = self.inner.peek(&mut first).await?;
+        Ok(n == 1 && first[0] == 0x16)
+    }
 }
 
 impl AsyncRead for IdleIo {

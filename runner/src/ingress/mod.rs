@@ -108,6 +108,7 @@ impl Ingress {
                 handshake_timeout: self.limits.tls_handshake_timeout,
                 timed_out: metrics.tls_timed_out.clone(),
                 failed: metrics.tls_failed.clone(),
+                plain_too: false,
             }),
         };
         let connection_metrics = ConnectionMetrics {

@@ -49,6 +49,9 @@ pub struct Tls {
     pub handshake_timeout: Duration,
     pub timed_out: Counter,
     pub failed: Counter,
+    /// Plain HTTP too, on the same port: a connection whose first byte
+    /// opens no TLS handshake is served as HTTP/1.1, not secure.
+    pub plain_too: bool,
 }
 
 /// The connection a request came on.
@@ -129,14 +132,14 @@ pub async fn serve<H, F>(
         let io = IdleIo::new(stream);
         let idle = io.clock();
         let handler = handler.clone();
-        let conn = Conn {
-            peer,
-            secure: tls.is_some(),
+        let service = move |secure| {
+            let handler = handler.clone();
+            let conn = Conn { peer, secure };
+            service_fn(move |req| {
+                let response = handler(req, conn);
+                async move { Ok::<_, Infallible>(response.await) }
+            })
         };
-        let service = service_fn(move |req| {
-            let response = handler(req, conn);
-            async move { Ok::<_, Infallible>(response.await) }
-        });
         let stop = stop_rx.clone();
         let idle_timeout = limits.idle_timeout;
         let open = metrics.as_ref().map(|m| m.open.clone());
@@ -150,7 +153,7 @@ pub async fn serve<H, F>(
         };
         match &tls {
             None => {
-                let conn = http.serve_connection(TokioIo::new(io), service);
+                let conn = http.serve_connection(TokioIo::new(io), service(false));
                 tasks.spawn(async move {
                     watch.drive(conn).await;
                     if let Some(open) = open {
@@ -161,11 +164,21 @@ pub async fn serve<H, F>(
             }
             Some(tls) => {
                 let (tls, both) = (tls.clone(), both.clone());
+                let http = http.clone();
                 tasks.spawn(async move {
-                    match tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(io)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            let conn = both.serve_connection(TokioIo::new(stream), service);
+                    let handshake = async {
+                        if tls.plain_too && !io.starts_tls().await? {
+                            return Ok(Err(io));
+                        }
+                        tls.acceptor.accept(io).await.map(Ok)
+                    };
+                    match tokio::time::timeout(tls.handshake_timeout, handshake).await {
+                        Ok(Ok(Ok(stream))) => {
+                            let conn = both.serve_connection(TokioIo::new(stream), service(true));
+                            watch.drive(conn).await;
+                        }
+                        Ok(Ok(Err(plain))) => {
+                            let conn = http.serve_connection(TokioIo::new(plain), service(false));
                             watch.drive(conn).await;
                         }
                         Ok(Err(e)) => {

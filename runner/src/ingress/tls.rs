@@ -103,15 +103,58 @@ impl ResolvesServerCert for Certs {
     }
 }
 
-/// Whether `path` is set: `none` leaves TLS off.
-pub fn pair(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<Option<KeyPair>> {
+/// The pair `{flag}-cert` and `{flag}-key` name, both or neither: `None`
+/// leaves TLS off.
+pub fn pair(
+    flag: &str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<Option<KeyPair>> {
     match (cert, key) {
         (None, None) => Ok(None),
         (Some(cert), Some(key)) => Ok(Some(KeyPair {
             cert: cert.to_owned(),
             key: key.to_owned(),
         })),
-        (Some(_), None) => anyhow::bail!("--tls-cert needs --tls-key, the certificate's key"),
-        (None, Some(_)) => anyhow::bail!("--tls-key needs --tls-cert, the key's certificate"),
+        (Some(_), None) => anyhow::bail!("{flag}-cert needs {flag}-key, the certificate's key"),
+        (None, Some(_)) => anyhow::bail!("{flag}-key needs {flag}-cert, the key's certificate"),
     }
+}
+
+/// A client's configuration that trusts the CA certificates in `ca` (a
+/// PEM file) alone, or, without one, the system's (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` honoured); HTTP/1.1 by ALPN.
+pub fn client_config(ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(file) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| {
+                    anyhow::anyhow!("reading the CA certificates {}: {e}", file.display())
+                })?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                anyhow::bail!("{} holds no CA certificate", file.display());
+            }
+        }
+        None => {
+            let loaded = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(loaded.certs);
+            if added == 0 {
+                anyhow::bail!(
+                    "no trusted certificates found on this system: name the runner's CA with \
+                     --admin-ca FILE"
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("the TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }

@@ -321,7 +321,7 @@ fn describe() {
     );
     describe_counter!(
         TLS_HANDSHAKE_FAILURES,
-        "TLS handshakes on the tenant listener that failed, by reason: timeout (past --tls-handshake-timeout) or error (no shared version or cipher, a bad record, a client that refused the certificate, ...)."
+        "TLS handshakes that failed, by listener (tenant, admin) and reason: timeout (past --tls-handshake-timeout) or error (no shared version or cipher, a bad record, a client that refused the certificate, ...)."
     );
     describe_counter!(
         UNROUTED,
@@ -778,6 +778,8 @@ pub struct RunnerMetrics {
     pub routed_by_path: Counter,
     pub tls_timed_out: Counter,
     pub tls_failed: Counter,
+    pub admin_tls_timed_out: Counter,
+    pub admin_tls_failed: Counter,
     pub compiled: Counter,
     pub cached: Counter,
 }
@@ -792,12 +794,19 @@ impl RunnerMetrics {
             unrouted: metrics::counter!(UNROUTED),
             routed_by_host: metrics::counter!(ROUTED, "by" => "host"),
             routed_by_path: metrics::counter!(ROUTED, "by" => "path"),
-            tls_timed_out: metrics::counter!(TLS_HANDSHAKE_FAILURES, "reason" => "timeout"),
-            tls_failed: metrics::counter!(TLS_HANDSHAKE_FAILURES, "reason" => "error"),
+            tls_timed_out: tls_failures("tenant", "timeout"),
+            tls_failed: tls_failures("tenant", "error"),
+            admin_tls_timed_out: tls_failures("admin", "timeout"),
+            admin_tls_failed: tls_failures("admin", "error"),
             compiled: metrics::counter!(COMPONENT_LOADS, "from" => "compiler"),
             cached: metrics::counter!(COMPONENT_LOADS, "from" => "cache"),
         }
     }
+}
+
+/// The counter of failed TLS handshakes on `listener` for `reason`.
+fn tls_failures(listener: &'static str, reason: &'static str) -> Counter {
+    metrics::counter!(TLS_HANDSHAKE_FAILURES, "listener" => listener, "reason" => reason)
 }
 
 impl Default for RunnerMetrics {

@@ -158,7 +158,7 @@ async fn a_renewed_certificate_reaches_new_handshakes_and_drops_no_connection() 
     let logged = async {
         while !r
             .output()
-            .contains("the TLS certificate was not replaced, the one before is still served")
+            .contains("the tenant listener's TLS certificate was not replaced, the one before")
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -281,4 +281,101 @@ fn a_certificate_without_its_key_or_with_another_is_refused_at_start() {
         out.stderr
     );
     assert!(!out.stderr.contains("PRIVATE KEY"), "{}", out.stderr);
+}
+
+/// `runner tenant` against the admin listener, as an operator runs it,
+/// with the admin token file and `extra` flags.
+fn tenant(admin: &str, token: &system_tests::admin::Token, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(system_tests::binary("runner"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RUNNER_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args([
+            "tenant",
+            "--admin",
+            admin,
+            "--admin-token-file",
+            token.path(),
+        ])
+        .args(args)
+        // No system store holds the test's CA.
+        .env("SSL_CERT_FILE", "/dev/null")
+        .output()
+        .expect("running runner tenant")
+}
+
+/// HTTPS on the admin listener: the client checks the runner's certificate
+/// (refused untrusted, accepted with --admin-ca), the API refuses plain
+/// HTTP unless told otherwise, and /metrics stays on plain HTTP for
+/// scrapers on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_over_https_is_verified_by_the_client_and_refuses_plain_http() {
+    let ca = TestCa::new();
+    let (cert, key) = ca.write_leaf("admin", &["localhost", "127.0.0.1"]);
+    let token = system_tests::admin::Token::new();
+    let start = |require: &str| {
+        Runner::start(&[
+            "--tenants",
+            "1",
+            "--admin-token-file",
+            token.path(),
+            "--admin-tls-cert",
+            path(&cert),
+            "--admin-tls-key",
+            path(&key),
+            "--admin-require-tls",
+            require,
+        ])
+    };
+    let r = start("on");
+    let https = format!("https://localhost:{}", r.admin.port());
+    let ca_file = ca.ca_file();
+
+    let untrusted = tenant(&https, &token, &["list"]);
+    assert_eq!(untrusted.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(
+        stderr.contains("over TLS (an untrusted certificate? name its CA with --admin-ca FILE)"),
+        "{stderr}"
+    );
+    let listed = tenant(&https, &token, &["--admin-ca", path(&ca_file), "list"]);
+    assert_eq!(
+        listed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("t0"));
+    // By IP address too: the certificate names 127.0.0.1.
+    let by_ip = format!("https://{}", r.admin);
+    let listed = tenant(&by_ip, &token, &["--admin-ca", path(&ca_file), "list"]);
+    assert_eq!(listed.status.code(), Some(0));
+
+    let plain = tenant(&format!("http://{}", r.admin), &token, &["list"]);
+    assert_eq!(plain.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        stderr.contains("403: the admin API takes requests over HTTPS alone"),
+        "{stderr}"
+    );
+    // Scrapers and probes keep plain HTTP on the same port.
+    let health = system_tests::http::get(r.admin, "/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(
+        metric(
+            r.admin,
+            "runner_admin_requests_total",
+            r#"result="refused""#
+        )
+        .await,
+        1.0
+    );
+    drop(r);
+
+    let r = start("off");
+    let plain = tenant(&format!("http://{}", r.admin), &token, &["list"]);
+    assert_eq!(plain.status.code(), Some(0));
 }
