@@ -77,6 +77,24 @@ pub enum TenantAction {
         /// key_value_stores. --var and --secret give its variables' values.
         #[arg(long, value_name = "SPIN_TOML")]
         spin: Option<PathBuf>,
+        /// The tenant's own certificate (PEM chain) for the hosts it
+        /// claims, served by SNI; with --tls-key. Needs the runner's
+        /// --secrets-key-file, which seals the key.
+        #[arg(
+            id = "deploy_tls_cert",
+            long = "tls-cert",
+            value_name = "FILE",
+            requires = "deploy_tls_key"
+        )]
+        tls_cert: Option<PathBuf>,
+        /// The key of --tls-cert (PEM).
+        #[arg(
+            id = "deploy_tls_key",
+            long = "tls-key",
+            value_name = "FILE",
+            requires = "deploy_tls_cert"
+        )]
+        tls_key: Option<PathBuf>,
         /// A host the tenant's guests may call, in Spin's syntax
         /// (`https://api.example.com`, `https://*.example.com`,
         /// `http://svc:8080`); repeat for more. Added to any
@@ -128,6 +146,8 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
             name,
             component,
             spin,
+            tls_cert,
+            tls_key,
             allow_outbound,
             vars,
             secrets,
@@ -166,6 +186,13 @@ pub async fn run(command: &TenantCommand, matches: &ArgMatches) -> anyhow::Resul
             match spin {
                 Some(spin) => document["spin"] = spin,
                 None => document["component"] = json!(digest),
+            }
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                let read = |path: &PathBuf| {
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))
+                };
+                document["tls"] = json!({ "cert": read(cert)?, "key": read(key)? });
             }
             if !secrets.is_empty() {
                 let mut read = serde_json::Map::new();
@@ -308,9 +335,7 @@ impl Client {
             .with_context(|| format!("--admin {:?} is not a URL", command.admin))?;
         let tls = match uri.scheme_str() {
             Some("http") => None,
-            Some("https") => Some(crate::ingress::tls::client_config(
-                command.admin_ca.as_deref(),
-            )?),
+            Some("https") => Some(crate::tls::client_config(command.admin_ca.as_deref())?),
             _ => bail!(
                 "--admin {:?}: give the admin listener as http://HOST:PORT or https://HOST:PORT",
                 command.admin

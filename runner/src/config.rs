@@ -365,8 +365,36 @@ struct TenantEntry {
     /// file) or `{ env = "VAR" }`, read when the file is; never inline.
     #[serde(default)]
     secrets: BTreeMap<String, toml::Value>,
+    /// `[tenants.NAME.tls]`: its own certificate for the hosts it claims.
+    #[serde(default)]
+    tls: Option<TlsEntry>,
     #[serde(flatten)]
     limits: LimitsFile,
+}
+
+/// `[tenants.NAME.tls]`: `cert`, a PEM file (relative to the file), and
+/// `key`, by reference as a secret is (`{ file = "..." }` or `{ env =
+/// "VAR" }`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsEntry {
+    cert: PathBuf,
+    key: toml::Value,
+}
+
+impl TlsEntry {
+    /// Reads the certificate and its key, the key as a secret is read.
+    fn read(&self, base_dir: &Path) -> anyhow::Result<crate::tls::TenantCert> {
+        let path = base_dir.join(&self.cert);
+        let cert = std::fs::read_to_string(&path)
+            .with_context(|| format!("tls.cert: reading {}", path.display()))?;
+        let entries = [("key".to_string(), self.key.clone())].into();
+        let mut key = read_secrets(&entries, base_dir).context("tls")?;
+        Ok(crate::tls::TenantCert {
+            cert,
+            key: key.remove("key").context("tls.key")?,
+        })
+    }
 }
 
 /// Reads each secret from where its entry points; an error names the
@@ -435,9 +463,9 @@ pub struct Config {
     pub deprecated: Vec<String>,
     pub tenants: Vec<TenantConfig>,
     /// The tenant listener's certificate and key, with TLS on.
-    pub tls: Option<crate::ingress::tls::KeyPair>,
+    pub tls: Option<crate::tls::KeyPair>,
     /// The admin listener's, with TLS on there.
-    pub admin_tls: Option<crate::ingress::tls::KeyPair>,
+    pub admin_tls: Option<crate::tls::KeyPair>,
 }
 
 /// The engine's settings: the server's, with the pool's memory size
@@ -651,7 +679,9 @@ fn unknown_tenant_key(text: &str) -> Option<String> {
         return None;
     };
     let known = || {
-        std::iter::once("component".to_string())
+        ["component", "config", "secrets", "tls"]
+            .into_iter()
+            .map(str::to_string)
             .chain(Limits::KEYS.iter().map(|k| crate::settings::key(k)))
     };
     for (name, table) in tenants {
@@ -711,11 +741,19 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         };
         let secrets = read_secrets(&entry.secrets, base_dir)
             .with_context(|| who.trim_end_matches(": ").to_string())?;
+        let tls = match &entry.tls {
+            Some(tls) => Some(
+                tls.read(base_dir)
+                    .with_context(|| who.trim_end_matches(": ").to_string())?,
+            ),
+            None => None,
+        };
         tenants.push(TenantConfig {
             limits,
             name,
             component,
             vars: default_vars.under(entry.config, secrets),
+            tls,
         });
     }
     let generated = match (cli.tenants, cli.config.is_some()) {
@@ -741,6 +779,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             component: default_component.clone(),
             limits: defaults.clone(),
             vars: default_vars.clone(),
+            tls: None,
         });
     }
     let token = admin_token(&server.admin_token_file)?;
@@ -819,12 +858,12 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             ),
             (None, None) => None,
         },
-        tls: crate::ingress::tls::pair(
+        tls: crate::tls::pair(
             "--tls",
             server.tls_cert.0.as_deref(),
             server.tls_key.0.as_deref(),
         )?,
-        admin_tls: crate::ingress::tls::pair(
+        admin_tls: crate::tls::pair(
             "--admin-tls",
             server.admin_tls_cert.0.as_deref(),
             server.admin_tls_key.0.as_deref(),

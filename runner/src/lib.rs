@@ -76,6 +76,7 @@ pub mod seal;
 pub mod settings;
 pub mod store;
 pub mod tenant;
+pub mod tls;
 pub mod vars;
 
 use std::collections::HashSet;
@@ -106,7 +107,7 @@ pub struct Runner {
     api: Option<Arc<Api>>,
     ingress: Arc<Ingress>,
     /// The admin listener's certificates, with TLS on there.
-    admin_certs: Option<Arc<ingress::tls::Certs>>,
+    admin_certs: Option<Arc<crate::tls::Certs>>,
     recorder: Recorder,
 }
 
@@ -133,9 +134,9 @@ pub struct Reloader {
     configured: Vec<String>,
     server: config::ServerSettings,
     /// The tenant listener's certificates, with TLS on.
-    certs: Option<Arc<ingress::tls::Certs>>,
+    certs: Option<Arc<crate::tls::Certs>>,
     /// The admin listener's, with TLS on there.
-    admin_certs: Option<Arc<ingress::tls::Certs>>,
+    admin_certs: Option<Arc<crate::tls::Certs>>,
 }
 
 impl Reloader {
@@ -200,8 +201,8 @@ impl Reloader {
 /// that does not load leaves the one served.
 fn reload_certs(
     listener: &str,
-    certs: Option<&ingress::tls::Certs>,
-    pair: Option<&ingress::tls::KeyPair>,
+    certs: Option<&crate::tls::Certs>,
+    pair: Option<&crate::tls::KeyPair>,
 ) {
     match (certs, pair) {
         (Some(certs), Some(pair)) => match certs.reload(pair) {
@@ -259,8 +260,8 @@ impl Runner {
                 "tenants deployed through the admin API brought back from {from}"
             );
         }
-        let load = |pair: Option<&ingress::tls::KeyPair>, flag: &str| match pair {
-            Some(pair) => ingress::tls::Certs::load(pair)
+        let load = |pair: Option<&crate::tls::KeyPair>, flag: &str| match pair {
+            Some(pair) => crate::tls::Certs::load(pair)
                 .map(|certs| Some(Arc::new(certs)))
                 .context(flag.to_owned()),
             None => Ok(None),

@@ -57,6 +57,17 @@ pub struct SavedTenant {
     /// triggers), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<SavedPart>,
+    /// Its own certificate for the hosts it claims.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SavedTls>,
+}
+
+/// A tenant's certificate as deployed: the chain in the clear, the key
+/// sealed (for `{tenant}#tls`, as secret `key`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedTls {
+    pub cert: String,
+    pub key: String,
 }
 
 /// A further component of a tenant as deployed.
@@ -598,6 +609,7 @@ mod tests {
                 secrets: Default::default(),
                 incarnation: SavedTenant::new_incarnation(),
                 id: "site".into(),
+                tls: None,
                 parts: vec![SavedPart {
                     id: "api".into(),
                     component: digest.to_string(),

@@ -37,7 +37,7 @@ use bytes::Bytes;
 use metrics::{Counter, Gauge};
 use parking_lot::{Mutex, RwLock};
 
-use self::deployed::{Keeper, SavedPart, SavedTenant, SavedTenants};
+use self::deployed::{Keeper, SavedPart, SavedTenant, SavedTenants, SavedTls};
 use crate::engine::component::Digest;
 use crate::engine::{Loaded, Runtime};
 use crate::limits::{self, Limits, LimitsFile};
@@ -46,6 +46,7 @@ use crate::outbound::Egress;
 use crate::seal::{Sealer, Unsealed};
 use crate::store::{self, Backend};
 use crate::tenant::Tenant;
+use crate::tls::TenantCert;
 use crate::vars::Variables;
 
 /// Where a tenant's component comes from.
@@ -64,6 +65,8 @@ pub struct TenantConfig {
     /// Its configuration and secrets, read (secrets from their files and
     /// variables) when the tenants file was.
     pub vars: Variables,
+    /// Its own certificate, read when the tenants file was.
+    pub tls: Option<TenantCert>,
 }
 
 /// One version of a tenant: its component under its limits with its
@@ -76,6 +79,8 @@ pub struct Version {
     pub limits: Limits,
     pub vars: Variables,
     pub parts: Vec<Part>,
+    /// Its own certificate for the hosts it claims.
+    pub tls: Option<TenantCert>,
 }
 
 impl Version {
@@ -87,6 +92,7 @@ impl Version {
             limits,
             vars,
             parts: Vec::new(),
+            tls: None,
         }
     }
 
@@ -117,6 +123,11 @@ pub const PART_LIMITS: [&str; 3] = ["route", "allowed-outbound-hosts", "key-valu
 /// The name a part's secrets are sealed for: no tenant's name has a `/`.
 fn seal_name(tenant: &str, part: &str) -> String {
     format!("{tenant}/{part}")
+}
+
+/// The name a tenant's certificate key is sealed for, as secret `key`.
+fn tls_seal_name(tenant: &str) -> String {
+    format!("{tenant}#tls")
 }
 
 /// A change refused while being built: the store failing is the runner's
@@ -591,6 +602,20 @@ impl Fleet {
             config: config(&version.vars),
             secrets: self.seal(name, &version.vars)?,
             // An update keeps the tenant's incarnation; a creation makes one.
+            tls: match &version.tls {
+                None => None,
+                Some(tls) => {
+                    let vars = Variables::new(
+                        Default::default(),
+                        [("key".to_string(), tls.key.clone())].into(),
+                    );
+                    let mut sealed = self.seal(&tls_seal_name(name), &vars)?;
+                    Some(SavedTls {
+                        cert: tls.cert.clone(),
+                        key: sealed.remove("key").unwrap_or_default(),
+                    })
+                }
+            },
             incarnation: self
                 .get(name)
                 .and_then(|_| {
@@ -790,6 +815,16 @@ impl Fleet {
         let vars = Variables::new(t.config.clone(), secrets);
         let mut version = Version::new(component, limits, vars).with_parts(parts);
         version.id = t.id.clone();
+        if let Some(tls) = &t.tls {
+            let sealed = [("key".to_string(), tls.key.clone())].into();
+            let mut key = self
+                .unseal(&tls_seal_name(name), &sealed)
+                .with_context(|| format!("{}: tls", who(name)))?;
+            version.tls = Some(TenantCert {
+                cert: tls.cert.clone(),
+                key: key.remove("key").context("tls.key")?,
+            });
+        }
         Ok(version)
     }
 
@@ -852,6 +887,7 @@ impl Fleet {
         t.secrets
             .values()
             .chain(t.parts.iter().flat_map(|p| p.secrets.values()))
+            .chain(t.tls.iter().map(|tls| &tls.key))
             .any(|sealed| !sealed.starts_with(&current))
     }
 
@@ -874,6 +910,11 @@ impl Fleet {
         t.secrets = reseal(name, &t.secrets)?;
         for part in &mut t.parts {
             part.secrets = reseal(&seal_name(name, &part.id), &part.secrets)?;
+        }
+        if let Some(tls) = &mut t.tls {
+            let sealed = [("key".to_string(), tls.key.clone())].into();
+            let mut resealed = reseal(&tls_seal_name(name), &sealed)?;
+            tls.key = resealed.remove("key").unwrap_or_default();
         }
         Ok(t)
     }
@@ -1156,7 +1197,9 @@ impl Fleet {
             .context("opening the tenants' key-value namespaces")?;
         let mut built = Vec::new();
         for (t, index) in tenants.iter().zip(which) {
-            let version = Version::new(distinct[*index].clone(), t.limits.clone(), t.vars.clone());
+            let mut version =
+                Version::new(distinct[*index].clone(), t.limits.clone(), t.vars.clone());
+            version.tls = t.tls.clone();
             let prepared = self
                 .prepare(&t.name, &version)
                 .await
@@ -1183,6 +1226,7 @@ impl Fleet {
                 &version.limits,
                 &version.vars,
             )
+            && current.tls() == version.tls.as_ref()
             && current.parts().len() == version.parts.len()
             && current
                 .parts()
@@ -1260,6 +1304,7 @@ impl Fleet {
             limits,
             vars,
             parts,
+            tls,
         } = version;
         crate::tenant::validate_name(name).map_err(anyhow::Error::msg)?;
         self.check_component(component, limits, vars)?;
@@ -1298,7 +1343,14 @@ impl Fleet {
             &self.egress,
             vars.clone(),
         );
-        let tenant = tenant.named(id);
+        let certified = match tls {
+            None => None,
+            Some(tls) => {
+                let hosts: Vec<&str> = limits.hosts.0.iter().map(|h| h.as_str()).collect();
+                Some((tls.clone(), tls.load(&hosts)?))
+            }
+        };
+        let tenant = tenant.named(id).with_cert(certified);
         self.preflight(&tenant).await?;
         let mut built = Vec::with_capacity(parts.len());
         for part in parts {

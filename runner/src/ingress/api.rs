@@ -240,6 +240,17 @@ struct TenantDocument {
     secrets: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
     spin: Option<SpinDocument>,
+    #[serde(default)]
+    tls: Option<TlsDocument>,
+}
+
+/// A tenant's own certificate for the hosts it claims: the chain and its
+/// key, PEM. The key is kept sealed, as a secret is.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsDocument {
+    cert: String,
+    key: String,
 }
 
 /// A Spin manifest read for a deploy: what each HTTP trigger deploys with
@@ -591,6 +602,19 @@ impl Api {
         let component = fleet.component(&component).await?;
         let mut version = Version::new(component, limits, vars).with_parts(parts);
         version.id = id;
+        if let Some(tls) = document.tls {
+            if fleet.sealer().is_none() {
+                return Err(Failure::bad(
+                    "tls: the admin API takes a certificate's key only to keep it encrypted, \
+                     under a key from --secrets-key-file, which this runner has not; give it in \
+                     the tenants file by reference ([tenants.NAME.tls] key = { file = \"...\" })",
+                ));
+            }
+            version.tls = Some(crate::tls::TenantCert {
+                cert: tls.cert,
+                key: Secret::new(tls.key),
+            });
+        }
         let change = fleet.put(name, version, Source::Api).await?;
         let tenant = fleet.get(name).ok_or_else(|| {
             Failure(
@@ -715,6 +739,10 @@ fn describe(tenant: &Tenant) -> Value {
     });
     if !tenant.id().is_empty() {
         described["id"] = tenant.id().into();
+    }
+    // The certificate by its fingerprint; its key never.
+    if let Some(leaf) = tenant.certified().and_then(|c| c.end_entity_cert().ok()) {
+        described["tls"] = json!({ "sha256": Digest::of(leaf).to_string() });
     }
     if !tenant.parts().is_empty() {
         let parts: Vec<Value> = tenant

@@ -3,8 +3,7 @@
 //!
 //! - [`server`]: the accept loop both listeners share (connection bound,
 //!   accept back-off, header limits, TLS handshakes, idle timeout,
-//!   graceful drain).
-//! - [`tls`]: the certificates handshakes get.
+//!   graceful drain), with the certificates of [`crate::tls`].
 //! - [`idle`]: the socket wrapper behind the idle timeout.
 //! - [`admin`]: the admin listener's routes.
 //! - [`api`]: the admin API (`/v1`): tenants deployed at runtime.
@@ -16,7 +15,6 @@ pub mod admin;
 pub mod api;
 mod idle;
 pub mod server;
-pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,7 +26,6 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
 use self::server::{Conn, ConnectionLimits, ConnectionMetrics};
-use self::tls::Certs;
 use crate::admission::{Admission, GlobalCap};
 use crate::body::{GuestBody, LimitedBody, OutBody, body_too_large, text};
 use crate::engine::Runtime;
@@ -38,6 +35,7 @@ use crate::outcome::{self, Access, Outcome};
 use crate::request_id::{self, RequestId};
 use crate::routes::{HostNames, request_host, suffix_tenant};
 use crate::tenant::Tenant;
+use crate::tls::Certs;
 
 /// The settings the tenant listener enforces.
 #[derive(Debug, Clone)]
@@ -74,6 +72,17 @@ pub struct Ingress {
 
 impl Ingress {
     pub fn new(fleet: Arc<Fleet>, limits: HttpLimits, certs: Option<Arc<Certs>>) -> Self {
+        if let Some(certs) = &certs {
+            // A tenant's own certificate answers for its hosts and its
+            // suffix subdomain; anything else gets the operator's.
+            let (fleet, suffixes) = (fleet.clone(), limits.host_suffixes.clone());
+            certs.look_up_tenants(Box::new(move |name| {
+                let tenant = fleet.by_host(name).or_else(|| {
+                    suffix_tenant(name, &suffixes).and_then(|tenant| fleet.get(tenant))
+                })?;
+                tenant.certified().cloned()
+            }));
+        }
         Self {
             runtime: fleet.runtime().clone(),
             fleet,

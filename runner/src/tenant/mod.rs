@@ -30,7 +30,9 @@ use crate::metrics::TenantMetrics;
 use crate::outbound::Egress;
 use crate::routes::Routes;
 use crate::store::Namespace;
+use crate::tls::TenantCert;
 use crate::vars::Variables;
+use rustls::sign::CertifiedKey;
 
 pub struct Tenant {
     scope: Arc<Scope>,
@@ -49,6 +51,9 @@ pub struct Tenant {
     id: Box<str>,
     /// Its further components, when it has several.
     parts: Box<[Arc<Tenant>]>,
+    /// Its own certificate for the hosts it claims, checked, with the
+    /// pair it was made from.
+    tls: Option<(TenantCert, Arc<CertifiedKey>)>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -91,7 +96,24 @@ impl Tenant {
             routes,
             id: "".into(),
             parts: Box::default(),
+            tls: None,
         }
+    }
+
+    /// This tenant with its own certificate, checked.
+    pub fn with_cert(mut self, tls: Option<(TenantCert, Arc<CertifiedKey>)>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Its own certificate, as deployed.
+    pub fn tls(&self) -> Option<&TenantCert> {
+        self.tls.as_ref().map(|(cert, _)| cert)
+    }
+
+    /// Its own certificate, ready for a handshake.
+    pub fn certified(&self) -> Option<&Arc<CertifiedKey>> {
+        self.tls.as_ref().map(|(_, certified)| certified)
     }
 
     /// Another component of this tenant, `id` in its manifest, under

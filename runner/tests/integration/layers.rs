@@ -18,6 +18,7 @@ const LAYERS: &[&str] = &[
     "outbound::policy",
     "vars",
     "seal",
+    "tls",
     "routes",
     "limits",
     "manifest",

@@ -379,3 +379,147 @@ async fn the_admin_api_over_https_is_verified_by_the_client_and_refuses_plain_ht
     let plain = tenant(&format!("http://{}", r.admin), &token, &["list"]);
     assert_eq!(plain.status.code(), Some(0));
 }
+
+/// The leaf certificate of a PEM file, DER, as a client sees it.
+fn leaf_of(pem: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    CertificateDer::pem_file_iter(pem)
+        .expect("reading a certificate")
+        .next()
+        .expect("a certificate")
+        .expect("a PEM certificate")
+        .to_vec()
+}
+
+/// A tenant's own certificate answers for the hosts it claims, chosen by
+/// SNI; every other name gets the operator's. One from the tenants file,
+/// one deployed through the admin API (its key sealed in the data
+/// directory, never shown), replaced by a deploy, kept across a restart;
+/// a certificate that does not name the tenant's hosts is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_own_certificate_is_chosen_by_sni() {
+    let ca = TestCa::new();
+    let (shop_cert, shop_key) = ca.write_leaf("shop", &["shop.example.com"]);
+    let tenants = Tenants::new().tenant(
+        "shop",
+        &format!(
+            "hosts = [\"shop.example.com\"]\n[tenants.shop.tls]\ncert = {:?}\nkey = {{ file = {:?} }}",
+            path(&shop_cert),
+            path(&shop_key)
+        ),
+    );
+    let dir = system_tests::TempDir::new();
+    let data = dir.path.join("data");
+    let secrets_key = dir.path.join("secrets.key");
+    std::fs::write(&secrets_key, format!("{}\n", "7b".repeat(32))).expect("a key");
+    let token = system_tests::admin::Token::new();
+    let flags = [
+        "--data-dir",
+        path(&data),
+        "--admin-token-file",
+        token.path(),
+        "--secrets-key-file",
+        path(&secrets_key),
+    ];
+    let (r, operator_key) = https(&ca, &["localhost"], &tenants, &flags);
+    let operator = leaf_of(&operator_key.with_extension("pem"));
+    let connect = |name: &'static str| {
+        let config = ca.client_config(&BOTH);
+        async move { TlsClient::connect(r.addr, name, config).await }
+    };
+    let mut shop = connect("shop.example.com").await.expect("a TLS connection");
+    assert_eq!(shop.leaf, leaf_of(&shop_cert));
+    assert_eq!(
+        text(&mut shop, "/hello").await,
+        (StatusCode::OK, "hello".into())
+    );
+    let local = connect("localhost").await.expect("a TLS connection");
+    assert_eq!(local.leaf, operator);
+    // A name nobody has a certificate for gets the operator's, which does
+    // not name it: the client refuses it.
+    assert!(connect("other.example.com").await.is_err());
+
+    // Through the admin API, with the client.
+    let admin = format!("http://{}", r.admin);
+    let (api_cert, api_key) = ca.write_leaf("api", &["api.example.com"]);
+    let deploy = |cert: &std::path::Path, key: &std::path::Path, host: &str| {
+        tenant(
+            &admin,
+            &token,
+            &[
+                "deploy",
+                "api",
+                "default",
+                "--hosts",
+                host,
+                "--tls-cert",
+                path(cert),
+                "--tls-key",
+                path(key),
+            ],
+        )
+    };
+    let out = deploy(&api_cert, &api_key, "api.example.com");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let api = connect("api.example.com").await.expect("a TLS connection");
+    assert_eq!(api.leaf, leaf_of(&api_cert));
+    let shown = tenant(&admin, &token, &["show", "api"]);
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("\"sha256\": \"sha256:"), "{shown}");
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    let key_text = std::fs::read_to_string(&api_key).expect("the key");
+    let key_body = key_text.lines().nth(1).expect("a key line");
+    // Replaced by a deploy: new handshakes get the new one.
+    let (renewed, renewed_key) = ca.write_leaf("api2", &["api.example.com"]);
+    let out = deploy(&renewed, &renewed_key, "api.example.com");
+    assert_eq!(out.status.code(), Some(0));
+    let api = connect("api.example.com").await.expect("a TLS connection");
+    assert_eq!(api.leaf, leaf_of(&renewed));
+    // One that does not name the tenant's host is refused, naming why.
+    let out = deploy(&api_cert, &api_key, "www.example.com");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tls.cert does not name host www.example.com, which the tenant claims"),
+        "{stderr}"
+    );
+
+    // Kept sealed; served again after a restart.
+    drop(r);
+    for entry in walk(&data) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(key_body),
+            "{} holds the key",
+            entry.display()
+        );
+        assert!(!text.contains("PRIVATE KEY"), "{}", entry.display());
+    }
+    let (r, _) = https(&ca, &["localhost"], &tenants, &flags);
+    let config = ca.client_config(&BOTH);
+    let api = TlsClient::connect(r.addr, "api.example.com", config)
+        .await
+        .expect("a TLS connection");
+    assert_eq!(api.leaf, leaf_of(&renewed));
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

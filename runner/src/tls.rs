@@ -1,11 +1,12 @@
-//! TLS on a listener, with rustls: the certificate each handshake gets,
-//! chosen by the name the client asks for (SNI), and replaced at runtime
-//! without touching open connections.
+//! TLS with rustls: the certificate each handshake gets, chosen by the name
+//! the client asks for (SNI), and replaced at runtime without touching
+//! open connections; and the client side of the admin API.
 //!
-//! The operator's certificate (`--tls-cert`, `--tls-key`) answers every
-//! name no tenant has a certificate for. A handshake takes the certificate
-//! current when it starts: a reload (SIGHUP) swaps what later handshakes
-//! get, and connections already open keep theirs.
+//! A tenant's own certificate ([`TenantCert`]) answers for the hosts it
+//! claims; the operator's (`--tls-cert`, `--tls-key`) for every other name.
+//! A handshake takes the certificate current when it starts: a reload
+//! (SIGHUP) or a deploy swaps what later handshakes get, and connections
+//! already open keep theirs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+use crate::vars::Secret;
 
 /// A certificate chain and its private key, as PEM files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,12 +57,69 @@ impl KeyPair {
     }
 }
 
+/// A tenant's own certificate chain and key, PEM, for the hosts it
+/// claims. The key is a secret: never shown, sealed where it is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantCert {
+    pub cert: String,
+    pub key: Secret,
+}
+
+impl TenantCert {
+    /// Checks the pair and that it answers for every host of `hosts`
+    /// (one at least): the pair, ready to serve.
+    pub fn load(&self, hosts: &[&str]) -> anyhow::Result<Arc<CertifiedKey>> {
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("tls.cert: {e}"))?;
+        if chain.is_empty() {
+            anyhow::bail!("tls.cert holds no certificate (PEM BEGIN CERTIFICATE blocks)");
+        }
+        // An error names the key's field, never a byte of it.
+        let key = PrivateKeyDer::from_pem_slice(self.key.expose().as_bytes())
+            .map_err(|_| anyhow::anyhow!("tls.key is not a PEM private key"))?;
+        let provider = rustls::crypto::ring::default_provider();
+        let certified = CertifiedKey::from_der(chain, key, &provider)
+            .map_err(|e| anyhow::anyhow!("tls.cert and tls.key do not make a key pair: {e}"))?;
+        if hosts.is_empty() {
+            anyhow::bail!(
+                "tls: a tenant's certificate answers for the hosts it claims, and it claims \
+                 none (set hosts)"
+            );
+        }
+        let leaf = certified
+            .end_entity_cert()
+            .map_err(|e| anyhow::anyhow!("tls.cert: {e}"))?;
+        let parsed = rustls::server::ParsedCertificate::try_from(leaf)
+            .map_err(|e| anyhow::anyhow!("tls.cert: {e}"))?;
+        for host in hosts {
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| anyhow::anyhow!("host {host}: {e}"))?;
+            rustls::client::verify_server_name(&parsed, &name).map_err(|_| {
+                anyhow::anyhow!("tls.cert does not name host {host}, which the tenant claims")
+            })?;
+        }
+        Ok(Arc::new(certified))
+    }
+}
+
+/// Finds a tenant's certificate for a name a client asks for.
+pub type Lookup = Box<dyn Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync>;
+
 /// The certificates a listener serves, by the name asked for.
-#[derive(Debug)]
 pub struct Certs {
     provider: Arc<CryptoProvider>,
     /// The operator's: for every name without one of its own.
     default: RwLock<Arc<CertifiedKey>>,
+    /// Tenants' own, by the name asked for (lowercase, no trailing dot).
+    tenants: std::sync::OnceLock<Lookup>,
+}
+
+impl std::fmt::Debug for Certs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certs").finish_non_exhaustive()
+    }
 }
 
 impl Certs {
@@ -70,7 +130,13 @@ impl Certs {
         Ok(Self {
             provider,
             default: RwLock::new(certified),
+            tenants: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where tenants' own certificates are found; set once.
+    pub fn look_up_tenants(&self, lookup: Lookup) {
+        let _ = self.tenants.set(lookup);
     }
 
     /// Reads `pair` (the same files again, or others) and serves it to
@@ -98,8 +164,15 @@ impl Certs {
 }
 
 impl ResolvesServerCert for Certs {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.default.read().clone())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let own = hello
+            .server_name()
+            .zip(self.tenants.get())
+            .and_then(|(name, lookup)| {
+                let name = name.trim_end_matches('.').to_ascii_lowercase();
+                lookup(&name)
+            });
+        Some(own.unwrap_or_else(|| self.default.read().clone()))
     }
 }
 
