@@ -284,6 +284,12 @@ settings! {
         /// Whether /t/{tenant}/ reaches tenants; off, only their hosts and
         /// --host-suffix do, and a request to any other host gets 404.
         path_routing: Switch = "on", Range::<Switch>::Any;
+        /// Proxies (CIDRs, comma-separated) whose Forwarded and
+        /// X-Forwarded-* headers guests see, and whose
+        /// X-Forwarded-Proto: https (or Forwarded proto=https) makes the
+        /// guest's URL https; from any other address those headers are
+        /// dropped before a guest sees the request.
+        trusted_proxies: Networks = "", Range::<Networks>::Any;
         /// PEM certificate chain (leaf first) the tenant listener serves
         /// HTTPS with, HTTP/2 and HTTP/1.1 offered by ALPN; with --tls-key.
         /// `none`: plain HTTP. Read again on SIGHUP: new handshakes get the
@@ -823,6 +829,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
             host_suffixes: server.host_suffix.clone(),
             path_routing: server.path_routing.is_on(),
             tls_handshake_timeout: server.tls_handshake_timeout,
+            trusted_proxies: server.trusted_proxies.clone(),
             connections: ConnectionLimits {
                 max_connections: server.max_connections,
                 max_header_bytes: limits::bytes(server.max_header_bytes),

@@ -61,7 +61,10 @@ async fn route(request: Request) -> Result<Reply, Reply> {
         let mut lines: Vec<String> = request
             .headers()
             .iter()
-            .filter(|(name, _)| name.as_str().starts_with("spin-"))
+            .filter(|(name, _)| {
+                let name = name.as_str();
+                name.starts_with("spin-") || name.starts_with("x-forwarded-") || name == "forwarded"
+            })
             .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?")))
             .collect();
         lines.sort();

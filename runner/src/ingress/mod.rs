@@ -31,6 +31,7 @@ use crate::body::{GuestBody, LimitedBody, OutBody, body_too_large, text};
 use crate::engine::Runtime;
 use crate::fleet::Fleet;
 use crate::limits::Limit;
+use crate::outbound::policy::Networks;
 use crate::outcome::{self, Access, Outcome};
 use crate::request_id::{self, RequestId};
 use crate::routes::{HostNames, request_host, suffix_tenant};
@@ -58,6 +59,8 @@ pub struct HttpLimits {
     pub path_routing: bool,
     /// Time a client has to finish its TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// Proxies whose forwarding headers guests see.
+    pub trusted_proxies: Networks,
 }
 
 /// State shared by every connection of the tenant listener.
@@ -95,6 +98,15 @@ impl Ingress {
     /// With TLS on, the certificates its handshakes get.
     pub fn certs(&self) -> Option<&Arc<Certs>> {
         self.certs.as_ref()
+    }
+
+    /// Whether `peer` is a trusted proxy.
+    fn is_trusted(&self, peer: std::net::IpAddr) -> bool {
+        let proxies = &self.limits.trusted_proxies.0;
+        !proxies.is_empty() && {
+            let peer = peer.to_canonical();
+            proxies.iter().any(|net| net.contains(&peer))
+        }
     }
 
     pub fn limits(&self) -> &HttpLimits {
@@ -253,7 +265,16 @@ impl Ingress {
             return Outcome::Refused(Limit::RequestBody, body_too_large(max_body));
         }
         let (mut parts, body) = req.into_parts();
-        parts.uri = guest_uri(&parts, rest_len, conn.secure);
+        // What a proxy says of the client is believed from a trusted proxy
+        // alone; anyone else's claims never reach a guest.
+        let trusted = self.is_trusted(conn.peer.ip());
+        if !trusted {
+            for name in FORWARDING {
+                parts.headers.remove(name);
+            }
+        }
+        let secure = conn.secure || (trusted && forwarded_https(&parts.headers));
+        parts.uri = guest_uri(&parts, rest_len, secure);
         let mut tenant = tenant.clone();
         if let Some(routes) = tenant.routes() {
             // Before any body is read or slot taken: a path no route
@@ -330,6 +351,40 @@ impl Ingress {
         }
         outcome
     }
+}
+
+/// The headers by which a proxy tells of the client it forwards.
+const FORWARDING: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+];
+
+/// Whether a (trusted) proxy says the client came over https.
+fn forwarded_https(headers: &http::HeaderMap) -> bool {
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    let forwarded = headers
+        .get("forwarded")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|first| {
+            first.split(';').find_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                key.trim()
+                    .eq_ignore_ascii_case("proto")
+                    .then(|| value.trim().trim_matches('"'))
+            })
+        });
+    proto
+        .or(forwarded)
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 /// Splits `/t/{tenant}/{rest}` into the tenant and the byte length of

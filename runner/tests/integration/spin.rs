@@ -705,3 +705,47 @@ async fn a_two_component_tenant_is_followed_through_a_shared_redis() {
         .expect("the second runner follows the deploy");
     serves_both_components(&second).await;
 }
+
+/// What a client says it was forwarded for reaches a guest only from a
+/// proxy in --trusted-proxies, and a trusted proxy's `https` is the
+/// guest's scheme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_reach_guests_from_trusted_proxies_alone() {
+    let t = spin(Tenants::new(), "s", "route = \"/...\"");
+    let forged = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "shop.example.com"),
+        ("forwarded", "for=203.0.113.9;proto=https"),
+        ("x-real-ip", "203.0.113.9"),
+    ];
+    let headers = |r: &InProcess| {
+        let addr = r.addr;
+        async move {
+            let reply = crate::harness::get_with(addr, "/t/s/headers", &forged).await;
+            assert_eq!(reply.status, StatusCode::OK);
+            reply
+                .text()
+                .lines()
+                .filter(|l| !l.starts_with("spin-") || l.starts_with("spin-full-url"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
+    };
+    let untrusted = InProcess::start_with(&t, &["--trusted-proxies", "10.0.0.0/8"]);
+    assert_eq!(
+        headers(&untrusted).await,
+        [format!("spin-full-url: http://{}/headers", untrusted.addr)]
+    );
+    let trusted = InProcess::start_with(&t, &["--trusted-proxies", "10.0.0.0/8,127.0.0.1"]);
+    assert_eq!(
+        headers(&trusted).await,
+        [
+            "forwarded: for=203.0.113.9;proto=https".to_string(),
+            format!("spin-full-url: https://{}/headers", trusted.addr),
+            "x-forwarded-for: 203.0.113.9".into(),
+            "x-forwarded-host: shop.example.com".into(),
+            "x-forwarded-proto: https".into(),
+        ]
+    );
+}
