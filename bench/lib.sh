@@ -17,7 +17,7 @@ start_runner() {
     local i=0
     # Both lines: they may come in either order.
     while [[ (-z $ADDR || -z $ADMIN) && $i -lt 600 ]]; do
-        ADDR=$(sed -n 's|^listening on http://||p' "$out" | head -1)
+        ADDR=$(sed -n -E 's|^listening on https?://||p' "$out" | head -1)
         ADMIN=$(sed -n 's|^metrics on http://||p' "$out" | head -1)
         [[ -n $ADDR && -n $ADMIN ]] || sleep 0.1
         i=$((i + 1))

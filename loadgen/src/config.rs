@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use clap::Parser;
 use http::{HeaderName, HeaderValue};
 
-use crate::conn::Endpoint;
+use crate::conn::{Endpoint, Tls};
 use crate::dist::DistKind;
 use crate::mix::Mix;
 use crate::template::{self, Expect, Template, Templates};
@@ -95,6 +95,11 @@ pub struct Args {
     /// write through one runner is read back through another.
     #[arg(long, env = "LOADGEN_TARGET")]
     pub target: Option<String>,
+
+    /// CA certificates (PEM) that https:// targets' certificates are
+    /// checked against, in place of the system's trusted ones.
+    #[arg(long, env = "LOADGEN_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 
     /// Tenants: a count N (t0 … t{N-1}), names (a,b,c), or names with one
     /// inclusive range (shop-{0..99}); used by the built-in ops and by
@@ -257,6 +262,8 @@ pub enum JsonOut {
 pub struct Config {
     /// At least one.
     pub targets: Vec<Endpoint>,
+    /// For each target, how its connections speak TLS, if they do.
+    pub tls: Vec<Option<Tls>>,
     pub tenants: TenantSet,
     pub tenant_dist: DistKind,
     pub zipf_s: f64,
@@ -506,7 +513,21 @@ impl TryFrom<Args> for Config {
             .map(Endpoint::parse)
             .transpose()
             .context("--scrape")?;
+        if scrape.as_ref().is_some_and(|s| s.tls) {
+            bail!(
+                "--scrape: give the metrics URL as http://; the admin listener takes it beside https"
+            );
+        }
+        let tls = targets
+            .iter()
+            .map(|t| {
+                t.tls
+                    .then(|| Tls::new(&t.host, a.cacert.as_deref()))
+                    .transpose()
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Config {
+            tls,
             targets,
             tenants,
             tenant_dist: a.tenant_dist,
@@ -632,7 +653,8 @@ mod tests {
         assert!(err(&["-c0"]).contains("--concurrency"));
         assert!(err(&["--rate=0"]).contains("--rate"));
         assert!(err(&["--max-error-rate=2"]).contains("fraction"));
-        assert!(err(&["--target=https://x"]).contains("only http"));
+        assert!(err(&["--target=ftp://x"]).contains("http and https are supported"));
+        assert!(err(&["--scrape=https://x:1/metrics"]).contains("--scrape"));
         assert!(err(&["--bucket=a/b"]).contains("--bucket"));
         assert!(err(&["--duration=1s", "--requests=5"]).contains("cannot be used with"));
         assert!(err(&["--duration=soon"]).contains("--duration"));

@@ -1,4 +1,5 @@
-//! One HTTP/1.1 keep-alive connection, spoken directly over a `TcpStream`.
+//! One HTTP/1.1 keep-alive connection, spoken directly over a `TcpStream`
+//! (or TLS over one, for an `https://` target: rustls, sessions resumed).
 //!
 //! A worker has one request in flight at a time, so the client is a plain
 //! request/response exchange inside the worker's own task: the request is
@@ -30,9 +31,112 @@ const MAX_BUFFER: usize = 1024 * 1024;
 /// Most response headers accepted.
 const MAX_HEADERS: usize = 64;
 
+/// A connection's socket: plain, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(tcp) => tcp,
+            Stream::Tls(tls) => tls.get_ref().0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+        buf: &[u8],
+    ) -> task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How an `https://` target's connections are made: the one client
+/// configuration they all share (so sessions are resumed), and the name
+/// asked for.
+#[derive(Clone, Debug)]
+pub struct Tls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl Tls {
+    /// For `host`, trusting the CA certificates of `cacert` (PEM), or the
+    /// system's without one; HTTP/1.1 by ALPN.
+    pub fn new(host: &str, cacert: Option<&std::path::Path>) -> anyhow::Result<Tls> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        let certs: Vec<CertificateDer<'static>> = match cacert {
+            Some(file) => CertificateDer::pem_file_iter(file)
+                .and_then(|certs| certs.collect::<Result<_, _>>())
+                .map_err(|e| anyhow::anyhow!("--cacert {}: {e}", file.display()))?,
+            None => rustls_native_certs::load_native_certs().certs,
+        };
+        let (added, _) = roots.add_parsable_certificates(certs);
+        ensure!(
+            added > 0,
+            "no trusted certificates to check https targets with: give --cacert FILE"
+        );
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .with_context(|| format!("{host:?} is not a host name for TLS"))?;
+        Ok(Tls {
+            config: std::sync::Arc::new(config),
+            name,
+        })
+    }
+}
+
 /// An open connection, idle between requests.
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// ` HTTP/1.1\r\n` and the connection's header lines, written after
     /// every request's path.
     tail: Vec<u8>,
@@ -52,8 +156,24 @@ impl Conn {
     /// `headers` (`Name: value\r\n` lines, `Host` among them) are sent with
     /// every request.
     pub async fn open(addr: SocketAddr, headers: &[u8]) -> io::Result<Conn> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        Self::open_with(addr, headers, None).await
+    }
+
+    /// [`Conn::open`], with TLS over the connection where `tls` says.
+    pub async fn open_with(
+        addr: SocketAddr,
+        headers: &[u8],
+        tls: Option<&Tls>,
+    ) -> io::Result<Conn> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => {
+                let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                Stream::Tls(Box::new(connector.connect(tls.name.clone(), tcp).await?))
+            }
+        };
         let mut tail = Vec::with_capacity(headers.len() + 11);
         tail.extend_from_slice(b" HTTP/1.1\r\n");
         tail.extend_from_slice(headers);
@@ -80,11 +200,17 @@ impl Conn {
             return false;
         }
         let mut cx = task::Context::from_waker(Waker::noop());
-        if self.stream.poll_read_ready(&mut cx).is_pending() {
+        if self.stream.tcp().poll_read_ready(&mut cx).is_pending() {
             return true;
         }
+        let Stream::Plain(tcp) = &self.stream else {
+            // Bytes on an idle TLS connection are the server's goodbye (or
+            // nothing an HTTP/1.1 client asked for): a new one is made.
+            self.open = false;
+            return false;
+        };
         let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
+        match tcp.try_read(&mut probe) {
             Err(e) if e.kind() == ErrorKind::WouldBlock => true,
             // End of stream, bytes nobody asked for, or an error.
             _ => {
@@ -406,19 +532,22 @@ pub struct Endpoint {
     pub port: u16,
     /// The path, without a trailing slash (empty for the root).
     pub path: String,
+    /// `https://`: TLS over each connection.
+    pub tls: bool,
 }
 
 impl Endpoint {
-    /// Parses an `http://` URL; `https` is not supported.
+    /// Parses an `http://` or `https://` URL.
     pub fn parse(url: &str) -> anyhow::Result<Endpoint> {
         let uri: Uri = url
             .parse()
             .with_context(|| format!("invalid URL {url:?}"))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => bail!("URL {url:?} has scheme {other:?}; only http is supported"),
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            Some(other) => bail!("URL {url:?} has scheme {other:?}; http and https are supported"),
             None => bail!("URL {url:?} has no scheme; write it as http://host:port"),
-        }
+        };
         let host = uri
             .host()
             .with_context(|| format!("URL {url:?} has no host"))?;
@@ -430,8 +559,9 @@ impl Endpoint {
         );
         Ok(Endpoint {
             host: host.to_owned(),
-            port: uri.port_u16().unwrap_or(80),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
             path: uri.path().trim_end_matches('/').to_owned(),
+            tls,
         })
     }
 
@@ -514,7 +644,8 @@ impl Endpoint {
 
 impl std::fmt::Display for Endpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.path)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path)
     }
 }
 
@@ -771,7 +902,8 @@ mod tests {
             Endpoint {
                 host: "127.0.0.1".into(),
                 port: 8080,
-                path: String::new()
+                path: String::new(),
+                tls: false,
             }
         );
         let e = Endpoint::parse("http://localhost/base/").expect("valid");
@@ -786,7 +918,12 @@ mod tests {
     #[test]
     fn rejects_unsupported_urls() {
         let err = |u: &str| format!("{:#}", Endpoint::parse(u).expect_err("should fail"));
-        assert!(err("https://x:1").contains("only http"));
+        assert!(err("ftp://x:1").contains("http and https are supported"));
+        let e = Endpoint::parse("https://localhost/x").expect("valid");
+        assert_eq!(
+            (e.port, e.tls, e.to_string().as_str()),
+            (443, true, "https://localhost:443/x")
+        );
         assert!(err("127.0.0.1:8080").contains("no scheme"));
         assert!(err("http://x:1/?a=b").contains("query"));
         assert!(err("not a url").contains("invalid URL"));

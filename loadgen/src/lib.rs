@@ -80,7 +80,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .partition(|(name, _)| name == http::header::HOST);
     let extra = template::render_headers(&others);
     let mut targets = Vec::with_capacity(config.targets.len());
-    for target in &config.targets {
+    for (target, tls) in config.targets.iter().zip(&config.tls) {
         let addr = target.reach(REACH_WITHIN).await?;
         let mut headers = match host.last() {
             Some((_, value)) => template::render_headers(&[(http::header::HOST, value.clone())]),
@@ -91,6 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             addr,
             headers,
             prefix: target.path.clone(),
+            tls: tls.clone(),
         });
     }
     let before = match &config.scrape {

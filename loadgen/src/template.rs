@@ -620,7 +620,7 @@ mod tests {
         assert!(path.uses_tenant() && path.uses_key());
         let e = |u: &str| format!("{:#}", split_url(u).expect_err("bad"));
         assert!(e("127.0.0.1:8080/hello").contains("no scheme"));
-        assert!(e("https://h/x").contains("only http"));
+        assert!(e("ftp://h/x").contains("http and https are supported"));
         assert!(e("http://h:1/a b").contains("percent-encoded"));
         assert!(e("http:///x").contains("invalid URL"));
     }

@@ -88,6 +88,8 @@ pub(crate) struct Target {
     pub headers: Vec<u8>,
     /// The target URL's path, prepended to every request path.
     pub prefix: String,
+    /// An https:// target's TLS.
+    pub tls: Option<crate::conn::Tls>,
 }
 
 /// How a request ended.
@@ -396,7 +398,7 @@ impl Worker {
             Some(conn) => conn,
             None => {
                 let target = &self.plan.targets[self.target];
-                let conn = Conn::open(target.addr, &target.headers)
+                let conn = Conn::open_with(target.addr, &target.headers, target.tls.as_ref())
                     .await
                     .map_err(|_| ErrorKind::Connect)?;
                 slot.insert(conn)

@@ -523,3 +523,45 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// loadgen measures an https:// target, checking its certificate against
+/// --cacert, each of its connections resuming the TLS session; one it
+/// cannot trust is an error for every request, never a success.
+#[test]
+fn loadgen_loads_an_https_target() {
+    let ca = TestCa::new();
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    let (r, _) = https(&ca, &["localhost"], &Tenants::new(), &["--tenants", "2"]);
+    let url = format!("https://localhost:{}/t/{{tenant}}/hello", r.addr.port());
+    let ca_file = ca.ca_file();
+    let common = [
+        "--tenants",
+        "2",
+        "-c",
+        "4",
+        "--requests",
+        "400",
+        "--warmup",
+        "0s",
+    ];
+    let mut args = vec!["--cacert", path(&ca_file)];
+    args.extend_from_slice(&common);
+    args.push(&url);
+    let run = system_tests::loadgen::run(&args);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.report["requests"], 400, "{}", run.report);
+    assert_eq!(run.report["errors"], 0, "{}", run.report);
+    assert_eq!(
+        rt.block_on(metric(r.admin, "runner_requests_total", "")),
+        400.0
+    );
+
+    let other = TestCa::new();
+    let other_file = other.ca_file();
+    let mut args = vec!["--cacert", path(&other_file), "--max-error-rate", "0"];
+    args.extend_from_slice(&common);
+    args.push(&url);
+    let run = system_tests::loadgen::run(&args);
+    assert_ne!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(run.report["errors"], 400, "{}", run.report);
+}
