@@ -565,3 +565,48 @@ fn loadgen_loads_an_https_target() {
     assert_ne!(run.code, Some(0), "{}", run.stdout);
     assert_eq!(run.report["errors"], 400, "{}", run.report);
 }
+
+/// curl, as an operator checks a deployment: each host form over HTTPS
+/// (exact, another case, a trailing dot, a suffix subdomain under the
+/// operator's wildcard certificate, an unknown host), HTTP/2 where curl
+/// offers it.
+#[test]
+fn curl_reaches_each_host_form_over_https() {
+    let ca = TestCa::new();
+    let (shop_cert, shop_key) = ca.write_leaf("shop", &["shop.example.com"]);
+    let tenants = Tenants::new()
+        .tenant(
+            "shop",
+            &format!(
+                "hosts = [\"shop.example.com\"]\n[tenants.shop.tls]\ncert = {:?}\nkey = {{ file = {:?} }}",
+                path(&shop_cert),
+                path(&shop_key)
+            ),
+        )
+        .tenant("alice", "");
+    let flags = ["--host-suffix", "apps.example.com", "--path-routing", "off"];
+    let (r, _) = https(&ca, &["*.apps.example.com", "localhost"], &tenants, &flags);
+    let port = r.addr.port();
+    let curl = |name: &str, extra: &[&str]| {
+        let resolve = format!("{name}:{port}:127.0.0.1");
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--cacert", path(&ca.ca_file()), "--resolve", &resolve])
+            .args(["-w", "\n%{http_code} %{http_version}"])
+            .args(extra)
+            .arg(format!("https://{name}:{port}/hello"))
+            .output()
+            .expect("running curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(curl("shop.example.com", &[]), "hello\n200 2");
+    assert_eq!(curl("shop.example.com", &["--http1.1"]), "hello\n200 1.1");
+    assert_eq!(curl("SHOP.Example.COM", &[]), "hello\n200 2");
+    assert_eq!(curl("shop.example.com.", &[]), "hello\n200 2");
+    assert_eq!(curl("alice.apps.example.com", &[]), "hello\n200 2");
+    assert_eq!(
+        curl("localhost", &[]),
+        "misdirected request: no tenant is served at this host\n\n421 2"
+    );
+    // No certificate names it: curl refuses the operator's (000: no reply).
+    assert_eq!(curl("bob.example.com", &[]), "\n000 0");
+}
