@@ -349,6 +349,8 @@ pub struct Access {
     /// When its head was read: the line's duration runs from here to the
     /// response body's end.
     pub received: Instant,
+    /// How it found its tenant: `host`, `path`, or `-` (it did not).
+    pub routed: &'static str,
 }
 
 impl Access {
@@ -363,6 +365,7 @@ impl Access {
             path = &*self.path,
             status = status.as_u16(),
             %outcome,
+            routed = %self.routed,
             duration_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
             bytes,
             request_id = %id,

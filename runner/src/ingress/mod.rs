@@ -156,10 +156,11 @@ impl Ingress {
         // A body left unread ends the connection (hyper cannot skip it), so
         // an answer that does not read it says so.
         let unread = !http_body::Body::is_end_stream(req.body());
-        let access = self.limits.access_log.then(|| Access {
+        let mut access = self.limits.access_log.then(|| Access {
             method: req.method().clone(),
             path: req.uri().path().into(),
             received: std::time::Instant::now(),
+            routed: "-",
         });
         // RFC 9112 3.2: an HTTP/1.1 request without exactly one Host header
         // is answered 400, before it can reach any tenant.
@@ -185,6 +186,9 @@ impl Ingress {
             // The whole path is the tenant's.
             Some(tenant) => {
                 metrics.routed_by_host.increment(1);
+                if let Some(access) = &mut access {
+                    access.routed = "host";
+                }
                 (tenant, path.len())
             }
             None => {
@@ -214,6 +218,9 @@ impl Ingress {
                     return self.unrouted(StatusCode::NOT_FOUND, message, id, access, unread);
                 };
                 metrics.routed_by_path.increment(1);
+                if let Some(access) = &mut access {
+                    access.routed = "path";
+                }
                 (tenant, rest.len())
             }
         };

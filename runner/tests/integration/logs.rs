@@ -171,7 +171,7 @@ async fn the_access_log_has_one_line_per_request() {
     let (before, after) = fields.split_once(" duration_ms=").expect("a duration");
     assert_eq!(
         before,
-        r#"tenant=t0 method=GET path="/t/t0/huge-body" status=200 outcome=ok"#
+        r#"tenant=t0 method=GET path="/t/t0/huge-body" status=200 outcome=ok routed=path"#
     );
     let (duration, rest) = after.split_once(' ').expect("fields after the duration");
     assert!(duration.parse::<f64>().expect("a number") > 0.0, "{line}");
@@ -183,7 +183,7 @@ async fn the_access_log_has_one_line_per_request() {
     let id = res.header("x-request-id").expect("an id").to_owned();
     let line = r.wait_for_log(&format!("request_id={id}"));
     assert!(
-        line.contains(r#"access: tenant=- method=GET path="/t/nobody/x" status=404 outcome=unrouted duration_ms="#),
+        line.contains(r#"access: tenant=- method=GET path="/t/nobody/x" status=404 outcome=unrouted routed=- duration_ms="#),
         "{line}"
     );
     assert!(

@@ -403,6 +403,7 @@ async fn json_logs_are_one_object_per_line() {
         ("path", "/t/t0/demo".into()),
         ("status", 200.into()),
         ("outcome", "ok".into()),
+        ("routed", "path".into()),
         ("bytes", 5.into()),
         ("request_id", id.as_str().into()),
     ] {
