@@ -1223,7 +1223,7 @@ mod tests {
         let shown = format!("{err:#}");
         let expected = format!(
             "parsing tenants file {}: line 6, column 3: unknown key `fule` in [tenants.a]; a \
-             tenant's keys are: component, fuel, timeout, max-memory,",
+             tenant's keys are: component, config, secrets, tls, fuel, timeout, max-memory,",
             f.path.display()
         );
         assert!(shown.starts_with(&expected), "{shown}");
