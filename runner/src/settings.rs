@@ -401,6 +401,7 @@ macro_rules! settings {
         pub struct $name:ident, file $file:ident, heading $heading:literal {
             $(
                 $(#[doc = $doc:literal])*
+                $(#[arg($($arg:tt)*)])*
                 $field:ident : $ty:ty = $default:literal, $range:expr ;
             )*
         }
@@ -419,6 +420,7 @@ macro_rules! settings {
                     // may be a secret (a Redis URL's password).
                     hide_env_values = true
                 )]
+                $(#[arg($($arg)*)])*
                 pub $field: $ty,
             )*
         }

@@ -451,7 +451,7 @@ async fn a_tenants_own_certificate_is_chosen_by_sni() {
                 "deploy",
                 "api",
                 "default",
-                "--hosts",
+                "--host",
                 host,
                 "--tls-cert",
                 path(cert),
