@@ -115,8 +115,8 @@ settings! {
         /// in files and the admin API): a request whose Host is one of them
         /// reaches the tenant with its path unchanged, beside /t/NAME/.
         /// Compared without case, port or trailing dot; a name another
-        /// tenant claims is refused at deploy.
-        #[arg(visible_alias = "host")]
+        /// tenant claims is refused at deploy. `--host` is the same flag.
+        #[arg(alias = "host")]
         hosts: HostNames = "", Range::<HostNames>::Any;
         /// Where the tenant's guests may send HTTP requests, in Spin's
         /// syntax: `https://api.example.com`, `https://*.example.com`,
