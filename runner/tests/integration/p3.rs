@@ -556,23 +556,29 @@ async fn a_guest_sees_a_typed_error_for_each_limit() {
     );
 }
 
+/// The data directory keeps an expiry with its value: a key set with
+/// `ttl-ms` survives a restart until its time, and not past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_data_directory_refuses_an_expiry_it_cannot_keep() {
+async fn the_data_directory_keeps_an_expiry_across_a_restart() {
     let dir = system_tests::TempDir::new();
+    let data = dir.path.join("data");
     let t = p3(Tenants::new(), "a", "");
-    let r = InProcess::start_with(&t, &["--data-dir", dir.path.to_str().unwrap()]);
-    assert_eq!(
-        put(&r, "/t/a/wc/set/k?ttl-ms=1000", "v").await,
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unsupported: the data directory keeps no expiry (ttl-ms) yet: set the key \
-             without one, or run without --data-dir"
-                .into()
-        )
-    );
-    assert_eq!(read(&r, "/t/a/wc/exists/k").await, ok("false"));
+    let args = ["--data-dir", data.to_str().expect("a UTF-8 path")];
+    let r = InProcess::start_with(&t, &args);
+    assert_eq!(put(&r, "/t/a/wc/set/k?ttl-ms=3600000", "v").await, done());
+    assert_eq!(put(&r, "/t/a/wc/set/brief?ttl-ms=300", "b").await, done());
+    drop(r);
+    crate::harness::until_unlocked(&data).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let r = InProcess::start_with(&t, &args);
+    assert_eq!(read(&r, "/t/a/wc/exists/k").await, ok("true"));
+    assert_eq!(read(&r, "/t/a/wc/exists/brief").await, ok("false"));
     // Everything else works there, versions included.
-    assert_eq!(put(&r, "/t/a/wc/set/k?if-not-exists", "v").await, done());
+    assert_eq!(
+        put(&r, "/t/a/wc/set/k?if-not-exists", "v").await.0,
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(put(&r, "/t/a/wc/set/k", "v").await, done());
     assert_eq!(put(&r, "/t/a/wc/swap/k?value=v", "w").await, ok("swapped"));
     assert_eq!(
         read(&r, "/t/a/wc/list?prefix=k").await,

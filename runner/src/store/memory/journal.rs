@@ -36,9 +36,19 @@
 //! with that runner's pid), `kv/` (fjall's own files). Inside fjall:
 //! keyspace `data` maps `tenant, bucket, key` to the value; keyspace `meta`
 //! holds the format version, each tenant's hash seed (so a list-keys cursor
-//! stays valid across a restart) and each named bucket (so the bucket
-//! quota stays exact). Names are length-prefixed, so no two
-//! (tenant, bucket, key) triples share an encoding.
+//! stays valid across a restart), each named bucket (so the bucket
+//! quota stays exact) and each expiring key's expiry. Names are
+//! length-prefixed, so no two (tenant, bucket, key) triples share an
+//! encoding.
+//!
+//! Expiry (`ttl-ms`) is kept as wall-clock time, in milliseconds since the
+//! Unix epoch, in the same batch as the value it belongs to, and removed
+//! with it (by a plain write, a delete, a purge or the reaper). While the
+//! runner runs, its monotonic clock decides when a key expires, so a step
+//! of the wall clock changes nothing; at a start, the time left is the
+//! saved expiry less the wall clock then, so a step while it was stopped
+//! moves expiries by as much. A key whose expiry passed while the runner
+//! was stopped is not loaded (and its records are removed).
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
@@ -72,6 +82,25 @@ const ACKNOWLEDGED_FILE: &str = "acknowledged";
 const ACKNOWLEDGED_EVERY: Duration = Duration::from_secs(1);
 const SEED_TAG: u8 = b's';
 const BUCKET_TAG: u8 = b'b';
+const EXPIRY_TAG: u8 = b'x';
+
+/// What a write does to its key's saved expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Expiry {
+    /// The key had none and has none.
+    None,
+    /// The key expires then: wall-clock milliseconds since the Unix epoch.
+    At(u64),
+    /// The key had one and has none now (or is gone).
+    Clear,
+}
+
+/// The wall clock, in milliseconds since the Unix epoch.
+pub(super) fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Where the durable backend keeps its data; none: the in-memory backend.
 pub use crate::settings::OptionalPath as DataDir;
@@ -411,8 +440,8 @@ pub(super) struct Image {
     pub seed: u64,
     /// Named buckets (the default bucket always exists).
     pub buckets: Vec<String>,
-    /// (bucket, key, value)
-    pub entries: Vec<(String, String, Bytes)>,
+    /// (bucket, key, value, expiry in wall-clock milliseconds or 0)
+    pub entries: Vec<(String, String, Bytes, u64)>,
 }
 
 impl Journal {
@@ -553,9 +582,22 @@ impl Journal {
                 .ok_or_else(|| damaged("a malformed bucket record".into()))?;
             image.buckets.push(bucket);
         }
+        // Expiries by the record's key past the tenant's name.
+        let mut expiry_prefix = vec![EXPIRY_TAG];
+        expiry_prefix.extend_from_slice(&name);
+        let mut expiries = std::collections::HashMap::new();
+        for item in self.shared.meta.prefix(&expiry_prefix) {
+            let (key, at) = item.into_inner().map_err(engine)?;
+            let at: [u8; 8] = at
+                .as_ref()
+                .try_into()
+                .map_err(|_| damaged(format!("a {}-byte expiry", at.len())))?;
+            expiries.insert(key[expiry_prefix.len()..].to_vec(), u64::from_le_bytes(at));
+        }
         for item in self.shared.data.prefix(&name) {
             let (key, value) = item.into_inner().map_err(engine)?;
             let rest = &key[name.len()..];
+            let expires = expiries.get(rest).copied().unwrap_or(0);
             let (bucket, rest) =
                 decode(rest).ok_or_else(|| damaged("a malformed key record".into()))?;
             let key = std::str::from_utf8(rest)
@@ -563,7 +605,7 @@ impl Journal {
                 .to_owned();
             image
                 .entries
-                .push((bucket, key, Bytes::copy_from_slice(&value)));
+                .push((bucket, key, Bytes::copy_from_slice(&value), expires));
         }
         Ok(image)
     }
@@ -572,16 +614,37 @@ impl Journal {
     /// (from [`Journal::bucket_prefix`]). Called under the key's shard lock,
     /// before memory applies the write; an error means the write must not
     /// be applied.
+    /// `expiry` says what becomes of the key's saved expiry; the value
+    /// and its expiry go in one batch, so a crash keeps both or neither.
     pub(super) fn record(
         &self,
         prefix: &[u8],
         key: &str,
         value: Option<&Bytes>,
+        expiry: Expiry,
     ) -> Result<Pending, Error> {
         let mut full = Vec::with_capacity(prefix.len() + key.len());
         full.extend_from_slice(prefix);
         full.extend_from_slice(key.as_bytes());
-        self.push(match value {
+        let expiry_key = || {
+            let mut tagged = Vec::with_capacity(1 + full.len());
+            tagged.push(EXPIRY_TAG);
+            tagged.extend_from_slice(&full);
+            tagged
+        };
+        let saved = match expiry {
+            Expiry::None => None,
+            Expiry::At(at) if value.is_some() => Some(Op::Put {
+                meta: true,
+                key: expiry_key(),
+                value: Bytes::copy_from_slice(&at.to_le_bytes()),
+            }),
+            Expiry::At(_) | Expiry::Clear => Some(Op::Remove {
+                meta: true,
+                key: expiry_key(),
+            }),
+        };
+        let op = match value {
             Some(value) => Op::Put {
                 meta: false,
                 key: full,
@@ -591,7 +654,11 @@ impl Journal {
                 meta: false,
                 key: full,
             },
-        })
+        };
+        match saved {
+            None => self.push(op),
+            Some(saved) => self.push_all([op, saved]),
+        }
     }
 
     /// Queues the creation of `tenant`'s bucket `bucket`.
@@ -625,12 +692,17 @@ impl Journal {
     }
 
     fn push(&self, op: Op) -> Result<Pending, Error> {
+        self.push_all([op])
+    }
+
+    /// Queues `ops` together: one commit takes all of them.
+    fn push_all<const N: usize>(&self, ops: [Op; N]) -> Result<Pending, Error> {
         let batch = {
             let mut queue = self.shared.queue.lock();
             if let Some(why) = &queue.failed {
                 return Err(self.shared.unavailable(why));
             }
-            queue.ops.push(op);
+            queue.ops.extend(ops);
             queue.batch.clone()
         };
         self.shared.wake.notify_one();
@@ -956,6 +1028,85 @@ mod tests {
         }
     }
 
+    /// An expiry is saved with its value: a key still due after a restart
+    /// expires on time, one that expired while the runner was stopped is
+    /// not brought back (nor counted), and a plain write made a key
+    /// permanent for good.
+    #[tokio::test]
+    async fn expiries_survive_a_restart_and_expired_keys_stay_gone() {
+        use crate::store::SetOptions;
+        let dir = Dir::new();
+        let ttl = |ms| SetOptions {
+            ttl: Some(Duration::from_millis(ms)),
+            if_absent: false,
+        };
+        let v = |s: &'static str| Bytes::from_static(s.as_bytes());
+        {
+            let ns = dir.open(&Quotas::default());
+            let b = ns.open("").await.unwrap();
+            b.set_with("short".into(), v("s"), ttl(300)).await.unwrap();
+            b.set_with("long".into(), v("l"), ttl(3_600_000))
+                .await
+                .unwrap();
+            b.set_with("made-permanent".into(), v("p1"), ttl(300))
+                .await
+                .unwrap();
+            b.set("made-permanent".into(), v("p2")).await.unwrap();
+            b.set_with("soon".into(), v("n"), ttl(1_500)).await.unwrap();
+            b.set("plain".into(), v("x")).await.unwrap();
+            b.set_with("deleted".into(), v("d"), ttl(3_600_000))
+                .await
+                .unwrap();
+            b.delete("deleted").await.unwrap();
+        }
+        // The runner is stopped past "short"'s expiry.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Held, with its reaper, for as long as the test reads.
+        let store = Store::durable(4, &dir.0, Fsync::Always).expect("opening the data dir");
+        let ns = Namespace::new(&store, "t", Quotas::default()).expect("opening the namespace");
+        let b = ns.open("").await.unwrap();
+        for (key, value) in [
+            ("short", None),
+            ("long", Some(v("l"))),
+            ("made-permanent", Some(v("p2"))),
+            ("soon", Some(v("n"))),
+            ("plain", Some(v("x"))),
+            ("deleted", None),
+        ] {
+            assert_eq!(b.get(key).await.unwrap(), value, "{key}");
+        }
+        let bytes = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum::<u64>()
+        };
+        let kept = [("long", "l"), ("made-permanent", "p2"), ("plain", "x")];
+        assert_eq!(
+            ns.usage(),
+            Usage {
+                keys: 4,
+                bytes: bytes(&kept) + bytes(&[("soon", "n")]),
+            }
+        );
+        // "soon" expires on time after the restart, its quota given back
+        // with no request arriving.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(b.get("soon").await.unwrap(), None);
+        assert_eq!(
+            ns.usage(),
+            Usage {
+                keys: 3,
+                bytes: bytes(&kept),
+            }
+        );
+        drop((b, ns, store));
+        let ns = dir.open(&Quotas::default());
+        assert_eq!(ns.usage().keys, 3);
+        let b = ns.open("").await.unwrap();
+        assert_eq!(b.get("made-permanent").await.unwrap(), Some(v("p2")));
+    }
+
     #[tokio::test]
     async fn a_cursor_stays_valid_across_a_restart() {
         let dir = Dir::new();
@@ -1056,7 +1207,8 @@ mod tests {
             vec![(
                 DEFAULT_BUCKET.to_string(),
                 "kept".to_string(),
-                Bytes::from_static(b"2")
+                Bytes::from_static(b"2"),
+                0
             )]
         );
     }

@@ -42,7 +42,7 @@ use foldhash::SharedSeed;
 use foldhash::quality::SeedableRandomState;
 use parking_lot::{Mutex, RwLock};
 
-use self::journal::{Fsync, Journal, Pending, random_seed};
+use self::journal::{Expiry, Fsync, Journal, Pending, random_seed};
 use super::backend::{self, Delta, Page, PageLimits, Swap, Usage};
 use super::quota::{Account, Quotas};
 use super::{DEFAULT_BUCKET, Error};
@@ -290,7 +290,8 @@ impl Namespace {
                 self.insert_bucket(&mut named, name);
             }
         }
-        for (bucket, key, value) in image.entries {
+        let (wall, now) = (journal::wall_ms(), self.shared.clock.now());
+        for (bucket, key, value, expires) in image.entries {
             let bucket = if bucket == DEFAULT_BUCKET {
                 self.default.clone()
             } else {
@@ -299,7 +300,18 @@ impl Namespace {
                     None => self.insert_bucket(&mut named, &bucket),
                 }
             };
-            bucket.restore(key, value);
+            // Saved as wall-clock time; kept on the monotonic clock.
+            let expires = match expires {
+                0 => 0,
+                at if at <= wall => {
+                    // Expired while the runner was stopped: gone, and its
+                    // records with it.
+                    let _ = bucket.record(&key, None, Expiry::Clear);
+                    continue;
+                }
+                at => now.saturating_add(at - wall),
+            };
+            bucket.restore(key, value, expires);
         }
     }
 }
@@ -435,6 +447,16 @@ impl Shard {
         }?;
         self.keys.remove(key);
         Some(removed)
+    }
+}
+
+/// What removing an entry that expired at `expires` does to its saved
+/// expiry.
+fn cleared(expires: u64) -> Expiry {
+    if expires == 0 {
+        Expiry::None
+    } else {
+        Expiry::Clear
     }
 }
 
@@ -691,7 +713,8 @@ impl Bucket {
             let mut shard = shard.write();
             for slot in shard.slots.values() {
                 for entry in slot.entries() {
-                    pending = pending.then(self.record(&entry.key, None)?);
+                    let expiry = cleared(entry.expires);
+                    pending = pending.then(self.record(&entry.key, None, expiry)?);
                     self.account.release(1, entry.size());
                 }
             }
@@ -701,11 +724,29 @@ impl Bucket {
         Ok(pending)
     }
 
-    /// Queues a write to the journal, if there is one.
-    fn record(&self, key: &str, value: Option<&Bytes>) -> Result<Pending, Error> {
+    /// Queues a write to the journal, if there is one, with what it does
+    /// to the key's saved expiry.
+    fn record(&self, key: &str, value: Option<&Bytes>, expiry: Expiry) -> Result<Pending, Error> {
         match &self.journal {
-            Some((journal, prefix)) => journal.record(prefix, key, value),
+            Some((journal, prefix)) => journal.record(prefix, key, value, expiry),
             None => Ok(Pending::NONE),
+        }
+    }
+
+    /// What a write that expires at `expires` ([`Clock`] milliseconds, 0:
+    /// never) over an entry that expired at `before` saves: an expiry as
+    /// wall-clock time, its removal, or nothing.
+    fn saved_expiry(&self, expires: u64, before: u64) -> Expiry {
+        if self.journal.is_none() {
+            return Expiry::None;
+        }
+        match (expires, before) {
+            (0, 0) => Expiry::None,
+            (0, _) => Expiry::Clear,
+            (at, _) => {
+                let left = at.saturating_sub(self.shared.clock.now());
+                Expiry::At(journal::wall_ms().saturating_add(left))
+            }
         }
     }
 
@@ -743,9 +784,10 @@ impl Bucket {
         let account = &self.account;
         let new_size = (key.len() + value.len()) as u64;
         // Room, then the journal: a refusal at either changes nothing.
-        let admit = |new_keys, grow| {
+        let admit = |new_keys, grow, before| {
             account.reserve(new_keys, grow)?;
-            self.record(&key, Some(&value))
+            let expiry = self.saved_expiry(write.expires, before);
+            self.record(&key, Some(&value), expiry)
                 .inspect_err(|_| account.release(new_keys, grow))
         };
         let version = shard.next_version();
@@ -753,7 +795,7 @@ impl Bucket {
         let (pending, key) = match existing {
             Some(entry) => {
                 let old_size = entry.size();
-                let pending = admit(0, new_size.saturating_sub(old_size))?;
+                let pending = admit(0, new_size.saturating_sub(old_size), entry.expires)?;
                 account.release(0, old_size.saturating_sub(new_size));
                 entry.value = value;
                 entry.version = version;
@@ -770,7 +812,7 @@ impl Bucket {
                 (pending, key)
             }
             None => {
-                let pending = admit(1, new_size)?;
+                let pending = admit(1, new_size, 0)?;
                 let key: Arc<str> = key.into();
                 let entry = Entry {
                     key: key.clone(),
@@ -815,6 +857,9 @@ impl Bucket {
         if !due {
             return false;
         }
+        // Nobody waits for it: a start skips an expired record anyway, and
+        // this removes it from the disk.
+        let _ = self.record(key, None, cleared(1));
         if let Some(entry) = shard.remove(hash, key) {
             self.account.release(1, entry.size());
         }
@@ -822,18 +867,28 @@ impl Bucket {
     }
 
     /// Puts a saved entry back at start-up: no quota check, no journal.
-    fn restore(&self, key: String, value: Bytes) {
+    /// `expires` is in [`Clock`] milliseconds (0: never).
+    fn restore(&self, key: String, value: Bytes, expires: u64) {
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
         let key: Arc<str> = key.into();
+        let version = shard.next_version();
         let entry = Entry {
             key: key.clone(),
             value,
-            version: shard.next_version(),
-            expires: 0,
+            version,
+            expires,
         };
         self.account.restore(1, entry.size());
-        shard.keys.insert(key, 0);
+        shard.keys.insert(key.clone(), expires);
+        if expires != 0 {
+            self.shared.schedule(Due {
+                at: expires,
+                version,
+                bucket: self.me.clone(),
+                key,
+            });
+        }
         match shard.slots.get_mut(&hash) {
             Some(slot) => slot.rest.push(entry),
             None => {
@@ -853,10 +908,15 @@ impl Bucket {
     fn delete(&self, key: &str) -> Result<Pending, Error> {
         let hash = self.hash(key);
         let mut shard = self.shard(hash).write();
-        if shard.slots.get(&hash).and_then(|s| s.find(key)).is_none() {
+        let Some(before) = shard
+            .slots
+            .get(&hash)
+            .and_then(|s| s.find(key))
+            .map(|e| e.expires)
+        else {
             return Ok(Pending::NONE);
-        }
-        let pending = self.record(key, None)?;
+        };
+        let pending = self.record(key, None, cleared(before))?;
         if let Some(entry) = shard.remove(hash, key) {
             self.account.release(1, entry.size());
         }
@@ -901,21 +961,13 @@ impl Bucket {
     }
 
     /// `wasmcloud:keyvalue`'s set: with an expiry, and only if absent when
-    /// asked. The durable backend keeps no expiry in its journal, so it
-    /// refuses one rather than lose it at a restart.
+    /// asked. The durable backend saves the expiry with the value.
     fn set_with(
         &self,
         key: String,
         value: Bytes,
         options: backend::SetOptions,
     ) -> Result<(bool, Pending), Error> {
-        if options.ttl.is_some() && self.journal.is_some() {
-            return Err(Error::Unsupported(
-                "the data directory keeps no expiry (ttl-ms) yet: set the key without one, or \
-                 run without --data-dir"
-                    .into(),
-            ));
-        }
         self.shared.expire_due(usize::MAX);
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
