@@ -83,6 +83,17 @@ impl Redis {
         Self::start_with(|_| Vec::new())
     }
 
+    /// Starts one that keeps every write in its append-only file before it
+    /// answers (`appendfsync always`), so a [`Redis::stop`] (SIGKILL) and
+    /// [`Redis::resume`] loses nothing it acknowledged.
+    pub fn start_durable() -> Option<Self> {
+        Self::start_with(|_| {
+            ["--appendonly", "yes", "--appendfsync", "always"]
+                .map(String::from)
+                .to_vec()
+        })
+    }
+
     /// One server for a whole test binary, for tests that keep apart by
     /// key prefix; `None` where `redis-server` is missing and not required.
     pub fn shared() -> Option<&'static Redis> {
@@ -208,7 +219,8 @@ impl Redis {
         }
     }
 
-    /// Starts the server again on the same port, empty.
+    /// Starts the server again on the same port: empty, unless it keeps an
+    /// append-only file ([`Redis::start_durable`]).
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "redis-server is running already");
         let log = self.dir.path.join("redis.log");

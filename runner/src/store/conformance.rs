@@ -8,10 +8,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::{Backend, Bucket, Error, Namespace, Page, Quota, Quotas, Swap, Usage};
+use super::{
+    Backend, Bucket, Error, KeyPage, Namespace, Page, Quota, Quotas, Require, SetOptions, Swap,
+    Swapped, Usage,
+};
 
 /// Makes a fresh, empty backend.
 pub type Make<'a> = &'a dyn Fn() -> Arc<dyn Backend>;
@@ -47,7 +51,14 @@ macro_rules! conformance_suite {
             get_many_is_bounded_and_ordered,
             set_many_checks_sizes_before_writing,
             errors_start_with_their_token,
-            batches_past_their_key_limit_are_refused_whole
+            batches_past_their_key_limit_are_refused_whole,
+            an_expired_key_is_gone_from_every_read_and_gives_its_quota_back,
+            expired_keys_are_reclaimed_with_no_request,
+            a_write_without_expiry_makes_a_key_permanent,
+            if_not_exists_lets_exactly_one_racing_writer_win,
+            versioned_swaps_land_each_racing_increment_once,
+            a_version_names_one_write_of_one_key,
+            prefix_pages_list_each_key_once_in_order_under_writes
         );
     };
     (@tests $make:expr, $ready:expr; $($name:ident),*) => {
@@ -71,6 +82,17 @@ fn ns_with(make: Make<'_>, quotas: Quotas) -> Namespace {
 
 fn ns(make: Make<'_>) -> Namespace {
     ns_with(make, Quotas::default())
+}
+
+/// A namespace whose list pages hold seven keys, so a walk takes many.
+fn paged(make: Make<'_>) -> Namespace {
+    ns_with(
+        make,
+        Quotas {
+            max_page_keys: 7,
+            ..Quotas::default()
+        },
+    )
 }
 
 async fn bucket(ns: &Namespace, name: &str) -> Bucket {
@@ -468,31 +490,39 @@ pub async fn compare_and_swap_compares_values(make: Make<'_>) {
     assert_eq!(ns.usage(), Usage::default());
 }
 
-pub async fn racing_compare_and_swaps_each_land_once(make: Make<'_>) {
-    let b = bucket(&ns(make), "").await;
-    let tasks: Vec<_> = (0..8)
-        .map(|_| {
-            let b = b.clone();
-            tokio::spawn(async move {
-                for _ in 0..250 {
-                    let mut seen = b.get("c").await.unwrap();
-                    loop {
-                        let n: u64 = seen
-                            .as_deref()
-                            .map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
-                        let next = Bytes::from((n + 1).to_string());
-                        match b.compare_and_swap("c".into(), seen, next).await.unwrap() {
-                            Swap::Done => break,
-                            Swap::Changed(now) => seen = now,
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+/// Runs `work` on eight tasks at once, each with its own handle on `b`.
+async fn racing<F, Fut>(b: &Bucket, work: F)
+where
+    F: Fn(Bucket) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..8).map(|_| tokio::spawn(work(b.clone()))).collect();
     for task in tasks {
         task.await.unwrap();
     }
+}
+
+/// The decimal a counter holds (`None`: absent, 0) plus one.
+fn next_count(stored: Option<&[u8]>) -> Bytes {
+    let n: u64 = stored.map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+    Bytes::from((n + 1).to_string())
+}
+
+pub async fn racing_compare_and_swaps_each_land_once(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    racing(&b, |b| async move {
+        for _ in 0..250 {
+            let mut seen = b.get("c").await.unwrap();
+            loop {
+                let next = next_count(seen.as_deref());
+                match b.compare_and_swap("c".into(), seen, next).await.unwrap() {
+                    Swap::Done => break,
+                    Swap::Changed(now) => seen = now,
+                }
+            }
+        }
+    })
+    .await;
     // 2,000 swaps each added one: none was lost and none counted twice.
     assert_eq!(b.get("c").await.unwrap().as_deref(), Some(&b"2000"[..]));
 }
@@ -516,13 +546,7 @@ pub async fn concurrent_increments_add_up(make: Make<'_>) {
 }
 
 pub async fn list_walk_returns_every_key_once_in_small_pages(make: Make<'_>) {
-    let ns = ns_with(
-        make,
-        Quotas {
-            max_page_keys: 7,
-            ..Quotas::default()
-        },
-    );
+    let ns = paged(make);
     let b = bucket(&ns, "").await;
     for i in 0..500 {
         b.set(format!("k{i}"), Bytes::new()).await.unwrap();
@@ -726,4 +750,344 @@ pub async fn batches_past_their_key_limit_are_refused_whole(make: Make<'_>) {
     assert!(got.iter().all(Option::is_some));
     b.delete_many(&keys[..100]).await.unwrap();
     assert_eq!(ns.usage(), Usage::default());
+}
+
+fn expiring(ms: u64) -> SetOptions {
+    SetOptions {
+        ttl: Some(Duration::from_millis(ms)),
+        if_absent: false,
+    }
+}
+
+const IF_ABSENT: SetOptions = SetOptions {
+    ttl: None,
+    if_absent: true,
+};
+
+/// Waits until `ns` shows `usage`, for at most five seconds.
+async fn settles_at(ns: &Namespace, usage: Usage) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ns.usage() != usage {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "usage {:?}, not {usage:?}",
+            ns.usage()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+pub async fn an_expired_key_is_gone_from_every_read_and_gives_its_quota_back(make: Make<'_>) {
+    let ns = ns_with(
+        make,
+        Quotas {
+            max_keys: 3,
+            ..Quotas::default()
+        },
+    );
+    let b = bucket(&ns, "").await;
+    b.set_with("a".into(), value(b"1"), expiring(300))
+        .await
+        .unwrap();
+    b.set_with("n".into(), value(b"5"), expiring(300))
+        .await
+        .unwrap();
+    b.set("b".into(), value(b"22")).await.unwrap();
+    // Before its time, it is there to every read.
+    assert_eq!(b.get("a").await.unwrap(), Some(value(b"1")));
+    assert_eq!(b.list_prefix("", None).await.unwrap().keys, ["a", "b", "n"]);
+    assert_eq!(ns.usage(), Usage { keys: 3, bytes: 7 });
+    assert_eq!(
+        b.set("c".into(), value(b"3")).await.unwrap_err().token(),
+        "quota-exceeded"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.get("a").await.unwrap(), None);
+    assert!(!b.exists("a").await.unwrap());
+    let many = b.get_many(vec!["a".into(), "b".into()]).await.unwrap();
+    assert_eq!(many, [None, Some(("b".to_string(), value(b"22")))]);
+    assert_eq!(b.current("a").await.unwrap(), None);
+    assert_eq!(walk(&b).await, ["b"]);
+    assert_eq!(b.list_prefix("", None).await.unwrap().keys, ["b"]);
+    assert_eq!(
+        b.list_prefix("a", None).await.unwrap().keys,
+        Vec::<String>::new()
+    );
+    // Its quota is free for the next write, whether or not the reaper came.
+    b.set("c".into(), value(b"3")).await.unwrap();
+    assert_eq!(ns.usage(), Usage { keys: 2, bytes: 5 });
+    // Writes treat it as absent.
+    assert_eq!(b.increment("n".into(), 1).await.unwrap(), 1);
+    b.delete("c").await.unwrap();
+    assert!(
+        b.set_with("a".into(), value(b"4"), IF_ABSENT)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.compare_and_swap("a".into(), None, value(b"x"))
+            .await
+            .unwrap(),
+        Swap::Changed(Some(value(b"4")))
+    );
+    assert_eq!(ns.usage(), Usage { keys: 3, bytes: 7 });
+}
+
+pub async fn expired_keys_are_reclaimed_with_no_request(make: Make<'_>) {
+    // The backend, and its reaper, live on as they do in the runner.
+    let backend = make();
+    let ns = Namespace::new(&*backend, "t", Quotas::default()).unwrap();
+    let b = bucket(&ns, "").await;
+    let other = bucket(&ns, "other").await;
+    for i in 0..100 {
+        let bucket = if i % 2 == 0 { &b } else { &other };
+        bucket
+            .set_with(format!("k{i:02}"), value(b"v"), expiring(50))
+            .await
+            .unwrap();
+    }
+    b.set("kept".into(), value(b"v")).await.unwrap();
+    settles_at(&ns, Usage { keys: 1, bytes: 5 }).await;
+    assert_eq!(walk(&b).await, ["kept"]);
+    assert!(walk(&other).await.is_empty());
+}
+
+pub async fn a_write_without_expiry_makes_a_key_permanent(make: Make<'_>) {
+    let backend = make();
+    let ns = Namespace::new(&*backend, "t", Quotas::default()).unwrap();
+    let b = bucket(&ns, "").await;
+    for key in ["set", "incr", "cas", "swap", "again"] {
+        b.set_with(key.into(), value(b"1"), expiring(150))
+            .await
+            .unwrap();
+    }
+    b.set("set".into(), value(b"2")).await.unwrap();
+    assert_eq!(b.increment("incr".into(), 1).await.unwrap(), 2);
+    assert_eq!(
+        b.compare_and_swap("cas".into(), Some(value(b"1")), value(b"2"))
+            .await
+            .unwrap(),
+        Swap::Done
+    );
+    let version = b.current("swap").await.unwrap().unwrap().version;
+    let require = Require {
+        version: Some(version),
+        value: None,
+    };
+    assert_eq!(
+        b.swap("swap".into(), value(b"2"), require).await.unwrap(),
+        Swapped::Done
+    );
+    // An expiry set again replaces the first.
+    b.set_with("again".into(), value(b"2"), expiring(2_000))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for key in ["set", "incr", "cas", "swap", "again"] {
+        assert_eq!(b.get(key).await.unwrap(), Some(value(b"2")), "{key}");
+    }
+    settles_at(
+        &ns,
+        Usage {
+            keys: 5,
+            bytes: 4 + 5 + 4 + 5 + 6,
+        },
+    )
+    .await;
+}
+
+pub async fn if_not_exists_lets_exactly_one_racing_writer_win(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    let writers: Vec<_> = (0..16)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let won = b
+                    .set_with("lock".into(), Bytes::from(format!("w{i}")), IF_ABSENT)
+                    .await
+                    .unwrap();
+                won.then_some(i)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for writer in writers {
+        winners.extend(writer.await.unwrap());
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let winner = Bytes::from(format!("w{}", winners[0]));
+    assert_eq!(b.get("lock").await.unwrap(), Some(winner));
+}
+
+pub async fn versioned_swaps_land_each_racing_increment_once(make: Make<'_>) {
+    let b = bucket(&ns(make), "").await;
+    racing(&b, |b| async move {
+        for _ in 0..25 {
+            let mut seen = b.current("c").await.unwrap();
+            loop {
+                let next = next_count(seen.as_ref().map(|v| &v.value[..]));
+                let outcome = match &seen {
+                    Some(v) => {
+                        let require = Require {
+                            version: Some(v.version.clone()),
+                            value: None,
+                        };
+                        b.swap("c".into(), next, require).await.unwrap()
+                    }
+                    // An absent key has no version: set-if-absent creates it.
+                    None => match b.set_with("c".into(), next, IF_ABSENT).await.unwrap() {
+                        true => Swapped::Done,
+                        false => Swapped::Stale(b.current("c").await.unwrap()),
+                    },
+                };
+                match outcome {
+                    Swapped::Done => break,
+                    Swapped::Stale(now) => seen = now,
+                }
+            }
+        }
+    })
+    .await;
+    // 200 swaps each added one: none was lost and none counted twice.
+    assert_eq!(b.get("c").await.unwrap(), Some(value(b"200")));
+}
+
+pub async fn a_version_names_one_write_of_one_key(make: Make<'_>) {
+    let backend = make();
+    let ns = Namespace::new(&*backend, "t", Quotas::default()).unwrap();
+    let b = bucket(&ns, "").await;
+    let named = bucket(&ns, "named").await;
+    let other = Namespace::new(&*backend, "u", Quotas::default()).unwrap();
+    let ob = bucket(&other, "").await;
+    for bucket in [&b, &named, &ob] {
+        for key in ["k", "j"] {
+            bucket.set(key.into(), value(b"a")).await.unwrap();
+        }
+    }
+    let first = b.current("k").await.unwrap().unwrap();
+    // The same value written again is another write, with another version.
+    b.set("k".into(), value(b"a")).await.unwrap();
+    let second = b.current("k").await.unwrap().unwrap();
+    assert_eq!(first.value, second.value);
+    assert_ne!(first.version, second.version);
+    let by = |version: String| Require {
+        version: Some(version),
+        value: None,
+    };
+    // A stale token, or one of another key, bucket or tenant, or none of
+    // ours at all: stale, with the entry as it is.
+    let foreign = [
+        first.version.clone(),
+        b.current("j").await.unwrap().unwrap().version,
+        named.current("k").await.unwrap().unwrap().version,
+        ob.current("k").await.unwrap().unwrap().version,
+        "not a token".to_string(),
+        String::new(),
+    ];
+    for token in foreign {
+        assert_eq!(
+            b.swap("k".into(), value(b"b"), by(token.clone()))
+                .await
+                .unwrap(),
+            Swapped::Stale(Some(second.clone())),
+            "{token:?}"
+        );
+    }
+    // Version and value both required: both must hold.
+    let both = |v: &'static [u8]| Require {
+        version: Some(second.version.clone()),
+        value: Some(value(v)),
+    };
+    assert_eq!(
+        b.swap("k".into(), value(b"b"), both(b"z")).await.unwrap(),
+        Swapped::Stale(Some(second.clone()))
+    );
+    assert_eq!(
+        b.swap("k".into(), value(b"b"), both(b"a")).await.unwrap(),
+        Swapped::Done
+    );
+    assert_eq!(b.get("k").await.unwrap(), Some(value(b"b")));
+    // An absent key meets no version.
+    assert_eq!(
+        b.swap("absent".into(), value(b"b"), by(second.version.clone()))
+            .await
+            .unwrap(),
+        Swapped::Stale(None)
+    );
+    // Every kind of write gives a new version.
+    let mut seen = HashSet::new();
+    seen.insert(b.current("j").await.unwrap().unwrap().version);
+    b.increment("n".into(), 1).await.unwrap();
+    seen.insert(b.current("n").await.unwrap().unwrap().version);
+    b.increment("n".into(), 1).await.unwrap();
+    seen.insert(b.current("n").await.unwrap().unwrap().version);
+    b.compare_and_swap("j".into(), Some(value(b"a")), value(b"a"))
+        .await
+        .unwrap();
+    seen.insert(b.current("j").await.unwrap().unwrap().version);
+    b.set_many(vec![("j".into(), value(b"a"))]).await.unwrap();
+    seen.insert(b.current("j").await.unwrap().unwrap().version);
+    b.set_with("j".into(), value(b"a"), expiring(60_000))
+        .await
+        .unwrap();
+    seen.insert(b.current("j").await.unwrap().unwrap().version);
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    assert_eq!(
+        ob.current("k").await.unwrap().map(|v| v.value),
+        Some(value(b"a"))
+    );
+}
+
+pub async fn prefix_pages_list_each_key_once_in_order_under_writes(make: Make<'_>) {
+    let ns = paged(make);
+    let b = bucket(&ns, "").await;
+    let mut expected = Vec::new();
+    let pairs: Vec<(String, Bytes)> = (0..300)
+        .flat_map(|i| [format!("p/{i:03}"), format!("q/{i:03}")])
+        .map(|k| (k, Bytes::new()))
+        .collect();
+    for chunk in pairs.chunks(100) {
+        b.set_many(chunk.to_vec()).await.unwrap();
+    }
+    expected.extend((0..300).map(|i| format!("p/{i:03}")));
+    // Keys under the prefix come and go while the walk runs; the ones that
+    // stay put are each seen once, in order.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for round in 0.. {
+        b.set(format!("p/{round:03}x"), Bytes::new()).await.unwrap();
+        if round > 0 {
+            b.delete(&format!("p/{:03}x", round - 1)).await.unwrap();
+        }
+        let page = b.list_prefix("p/", cursor.as_deref()).await.unwrap();
+        assert!(page.keys.len() <= 7);
+        seen.extend(page.keys.into_iter().filter(|k| !k.ends_with('x')));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, expected);
+    // A cursor before the prefix starts at the prefix; one past it ends.
+    let page = b.list_prefix("q/", Some("a")).await.unwrap();
+    assert_eq!(page.keys[..2], ["q/000", "q/001"]);
+    let page = b.list_prefix("q/", Some("r")).await.unwrap();
+    assert_eq!(
+        page,
+        KeyPage {
+            keys: Vec::new(),
+            next: None
+        }
+    );
+    // The last page says so: no cursor after it.
+    let page = b.list_prefix("q/29", None).await.unwrap();
+    assert_eq!(page.keys.len(), 7);
+    let rest = b.list_prefix("q/29", page.next.as_deref()).await.unwrap();
+    assert_eq!(
+        rest,
+        KeyPage {
+            keys: vec!["q/297".into(), "q/298".into(), "q/299".into()],
+            next: None
+        }
+    );
 }

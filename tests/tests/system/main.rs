@@ -9,6 +9,8 @@
 //! - `process`: the runner binary's start-up errors, SIGTERM, memory.
 //! - `durable`: the data directory under SIGKILL, a full disk, a second
 //!   runner.
+//! - `expiry`: keys with expiry and versioned swaps through a SIGKILL of the
+//!   runner (data directory) and a crash of Redis.
 //! - `loadgen`: the load generator against the runner, checked both ways.
 //! - `outbound`: guests calling out over HTTPS, trusted through
 //!   `SSL_CERT_FILE`.
@@ -24,6 +26,7 @@
 mod admin;
 mod compile;
 mod durable;
+mod expiry;
 mod loadgen;
 mod outbound;
 mod packaging;

@@ -1,20 +1,22 @@
--- ARGV[1]: the generation the caller's namespace was made in ('' for
--- none); a purge advances the tenant's, and a write of an earlier one is
--- refused, from whichever runner it comes.
+-- Deletes each key (KEYS[3..], ARGV[3..] the keys themselves) of bucket
+-- ARGV[2] and gives back what they held; answers the tenant's keys and
+-- bytes after. KEYS: usage, index (for routing), data keys.
 local generation = table.remove(ARGV, 1)
-if generation ~= '' and (redis.call('HGET', KEYS[1], 'g') or '0') ~= generation then
-  return {'purged'}
-end
-local usage, index = KEYS[1], KEYS[2]
+local usage = KEYS[1]
+if stale_generation(usage, generation) then return {'purged'} end
+local tag = ARGV[1]
+local n = bucket_names(tag, ARGV[2])
+local now = now_ms()
+reap(tag, usage, now, REAP_ON_WRITE)
 local keys_freed, bytes_freed = 0, 0
 for i = 3, #KEYS do
-  local data = KEYS[i]
+  local data, key = KEYS[i], ARGV[i]
+  local scheduled = settle(tag, usage, n, key, now)
   if redis.call('EXISTS', data) == 1 then
-    local key = ARGV[i - 2]
     bytes_freed = bytes_freed + #key + redis.call('STRLEN', data)
     keys_freed = keys_freed + 1
-    redis.call('DEL', data)
-    redis.call('ZREM', index, key)
+    unlink(n, key)
+    schedule(tag, n, key, nil, 0, scheduled)
   end
 end
 if keys_freed > 0 then

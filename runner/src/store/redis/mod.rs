@@ -4,15 +4,26 @@
 //! Layout, for tenant `T` (hex-encoded, so the hash tag can hold no brace),
 //! under the key prefix `P` (`runner:` unless a test gives another):
 //! - `P{T}:u`: a hash: `k` keys and `b` bytes the tenant holds, `s` the
-//!   last sequence number given to a key, `g` the tenant's generation: a
+//!   last sequence number given to a write, `g` the tenant's generation: a
 //!   purge advances it first, and every write script checks that the
 //!   namespace it comes from was made in the current one, so no write of
-//!   the purged tenant's, from any runner, lands after (it outlives the
-//!   purge, a few bytes per purged tenant);
+//!   the purged tenant's, from any runner, lands after (`g` and `s`
+//!   outlive the purge, a few bytes per purged tenant);
 //! - `P{T}:b`: a set of the tenant's bucket names, the default one too;
 //! - `P{T}:i<len>:<bucket>`: a bucket's index, a sorted set of its keys,
-//!   each scored by the sequence number it got when it was created;
-//! - `P{T}:d<len>:<bucket><key>`: one string per key, the value.
+//!   each scored by the sequence number of the write that created it;
+//! - `P{T}:o<len>:<bucket>`: the same keys in a sorted set of equal scores,
+//!   which Redis orders by key, for prefix listing (`ZRANGEBYLEX`);
+//! - `P{T}:v<len>:<bucket>`: a hash: each key's version, the sequence
+//!   number of its last write;
+//! - `P{T}:d<len>:<bucket><key>`: one string per key, the value, with
+//!   Redis's own expiry (`PEXPIREAT`) where the write set one;
+//! - `P{T}:x`: the tenant's expiry schedule, a sorted set of `<len>:<bucket>
+//!   <key>` scored by the millisecond (Redis's clock) each expiring key is
+//!   due, and `P{T}:l`, a hash of the bytes each of them counts: Redis
+//!   drops an expired value by itself, and the schedule is how its key and
+//!   bytes are given back, by whichever script or reaper reaches it first,
+//!   once.
 //!
 //! The encoding is injective: the tag ends at the first `}`, which hex
 //! never holds; after it one letter says what the key is; the bucket name
@@ -21,17 +32,24 @@
 //! a whole tenant on one Cluster slot, so every script below, which touches
 //! a tenant's usage and one of its buckets together, runs on one node.
 //!
-//! Every write is one Lua script, run atomically by Redis: it checks the
-//! tenant's key and byte quotas against `P{T}:u` and applies the write with
-//! the new counts, so quotas are exact across every runner sharing the
-//! Redis, not counted per process.
+//! Every write is one Lua script, run atomically by Redis: it first
+//! reclaims entries whose time has come, then checks the tenant's key and
+//! byte quotas against `P{T}:u` and applies the write with the new counts,
+//! its version and its expiry, so quotas, versioned compare-and-swap and
+//! `if-not-exists` are exact across every runner sharing the Redis, not
+//! per process. A version token is a digest of the tenant's name and the
+//! sequence number: no other key's, bucket's or tenant's write has it, and
+//! it stays valid across runner restarts.
 //!
 //! list-keys walks the index in score order, and the cursor is the last
 //! score returned. A key keeps its score while it exists (an overwrite does
 //! not change it; only a key created anew gets the next number, above every
 //! score so far), so a key that exists for a whole walk is returned exactly
 //! once, whatever else is written meanwhile, by this runner or another.
-//! Redis's own SCAN could return it twice; this cannot.
+//! Redis's own SCAN could return it twice; this cannot. A prefix page is a
+//! lexicographic range of `P{T}:o`: a seek plus the keys it returns, and
+//! the cursor is the last key. Both skip an entry whose value Redis has
+//! already dropped.
 //!
 //! Every call is bounded by `--store-timeout`, reconnection included: while
 //! Redis is unreachable a call fails with `store-unavailable` in that time,
@@ -59,6 +77,9 @@ use crate::store::{DEFAULT_BUCKET, Error};
 /// The Redis backend; one per process, shared by every tenant.
 pub struct Store {
     shared: Arc<Shared>,
+    /// Reclaims expired entries in the background; each tenant state holds
+    /// a weak reference, and the reaper's task one to it.
+    reaper: Arc<Reaper>,
     /// Each tenant's quotas and cached usage, shared by every namespace of
     /// the tenant this process opens.
     tenants: Mutex<std::collections::HashMap<Box<str>, Arc<TenantState>>>,
@@ -111,12 +132,14 @@ impl Store {
     /// The backend over `connection`, its keys under `prefix`, each call
     /// bounded by `timeout`.
     pub fn new(connection: Connection, prefix: &str, timeout: Duration) -> Self {
+        let shared = Arc::new(Shared {
+            connection,
+            prefix: prefix.to_string(),
+            timeout,
+        });
         Self {
-            shared: Arc::new(Shared {
-                connection,
-                prefix: prefix.to_string(),
-                timeout,
-            }),
+            reaper: Reaper::start(shared.clone()),
+            shared,
             tenants: Mutex::new(Default::default()),
             generations: Mutex::new(Default::default()),
             entered: Mutex::new(HashSet::new()),
@@ -162,9 +185,10 @@ impl Store {
             Names::new(&self.shared.prefix, tenant),
             quotas,
             generation,
+            Arc::downgrade(&self.reaper),
         ));
         tenants.insert(tenant.into(), state.clone());
-        state.refresh_usage(&self.shared);
+        self.reaper.refresh(&state);
         state
     }
 }
@@ -283,6 +307,10 @@ impl Names {
         format!("{}i{}:{bucket}", self.tag, bucket.len())
     }
 
+    fn lex(&self, bucket: &str) -> String {
+        format!("{}o{}:{bucket}", self.tag, bucket.len())
+    }
+
     /// Everything of a data key but the key itself.
     fn data_head(&self, bucket: &str) -> String {
         format!("{}d{}:{bucket}", self.tag, bucket.len())
@@ -308,11 +336,28 @@ struct TenantState {
     /// [`backend::Backend::enter`]), which each write names; `None`: not
     /// read, writes unfenced (a namespace made without `enter`).
     generation: Option<u64>,
+    /// Starts each of the tenant's version tokens: a digest of its name,
+    /// the same in every runner, so that no other tenant's token names one
+    /// of its writes.
+    id: String,
+    /// When the reaper next looks at the tenant's expiry schedule, in its
+    /// milliseconds ([`Reaper::millis`]); `u64::MAX`: nothing scheduled that
+    /// this process knows of.
+    reap_at: AtomicU64,
+    reaper: std::sync::Weak<Reaper>,
 }
 
 impl TenantState {
-    fn new(names: Names, quotas: &Quotas, generation: Option<u64>) -> Self {
+    fn new(
+        names: Names,
+        quotas: &Quotas,
+        generation: Option<u64>,
+        reaper: std::sync::Weak<Reaper>,
+    ) -> Self {
         Self {
+            id: format!("{:016x}", fnv1a(names.tag.as_bytes())),
+            reap_at: AtomicU64::new(u64::MAX),
+            reaper,
             generation,
             names,
             max_keys: AtomicU64::new(quotas.max_keys),
@@ -350,24 +395,148 @@ impl TenantState {
         self.bytes.store(bytes, Ordering::Relaxed);
     }
 
-    /// Reads the tenant's usage from Redis in the background, so the
-    /// metrics of a runner that has not written for a tenant yet show what
-    /// other runners stored.
-    fn refresh_usage(self: &Arc<Self>, shared: &Arc<Shared>) {
+    /// Has the reaper look at the tenant `ttl` after a write with that
+    /// expiry.
+    fn expires_in(self: &Arc<Self>, ttl: Duration) {
+        if let Some(reaper) = self.reaper.upgrade() {
+            let at = reaper.millis().saturating_add(millis(ttl));
+            reaper.watch(self, at);
+        }
+    }
+}
+
+/// FNV-1a, 64 bits: a digest every runner computes alike, whatever its
+/// build.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Reclaims the entries whose expiry has passed, for the tenants that have
+/// some, so their keys and bytes are given back with no request arriving.
+/// Redis drops an expired value by itself; what it cannot do is take it
+/// off the tenant's usage, indexes and versions, which the reap script
+/// does, atomically, so however many runners reap a tenant each entry is
+/// reclaimed once. Each tenant is looked at when its next entry is due, as
+/// the script answers or a write with an expiry says, so the round costs
+/// nothing for tenants without expiring keys.
+struct Reaper {
+    shared: Arc<Shared>,
+    epoch: std::time::Instant,
+    /// The tenants with entries scheduled, by tag.
+    tenants: Mutex<std::collections::HashMap<String, Arc<TenantState>>>,
+}
+
+/// Entries one reap step reclaims at most, so one tenant's mass expiry
+/// holds Redis, and every runner's calls, only briefly.
+const REAP_STEP: usize = 1000;
+
+impl Reaper {
+    /// The reaper of a store over `shared`, its task on the current
+    /// runtime (none outside one: entries are then reclaimed by writes).
+    fn start(shared: Arc<Shared>) -> Arc<Self> {
+        let reaper = Arc::new(Self {
+            shared,
+            epoch: std::time::Instant::now(),
+            tenants: Mutex::new(Default::default()),
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&reaper);
+            runtime.spawn(async move {
+                let mut tick = tokio::time::interval(crate::store::memory::EXPIRY_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(reaper) = weak.upgrade() else { return };
+                    reaper.round().await;
+                }
+            });
+        }
+        reaper
+    }
+
+    /// Milliseconds since the reaper started, on the monotonic clock.
+    fn millis(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+
+    /// Looks at `state`'s tenant at `at` at the latest.
+    fn watch(&self, state: &Arc<TenantState>, at: u64) {
+        // Under the lock, so a round dropping the tenant sees the time.
+        let mut tenants = self.tenants.lock();
+        state.reap_at.fetch_min(at, Ordering::Relaxed);
+        match tenants.get(&state.names.tag) {
+            Some(known) if Arc::ptr_eq(known, state) => {}
+            _ => {
+                tenants.insert(state.names.tag.clone(), state.clone());
+            }
+        }
+    }
+
+    /// Reads a tenant's usage and expiry schedule from Redis in the
+    /// background, reclaiming what is due: a runner that has not written
+    /// for the tenant yet shows what other runners stored, and reaps what
+    /// they scheduled.
+    fn refresh(self: &Arc<Self>, state: &Arc<TenantState>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (state, shared) = (self.clone(), shared.clone());
+        let (reaper, state) = (self.clone(), state.clone());
         runtime.spawn(async move {
-            let before = state.updates.load(Ordering::Relaxed);
-            let mut cmd = ::redis::cmd("HMGET");
-            cmd.arg(state.names.usage()).arg("k").arg("b");
-            if let Ok((keys, bytes)) = shared.call::<(Option<u64>, Option<u64>)>(&cmd).await
-                && state.updates.load(Ordering::Relaxed) == before
-            {
-                state.record(keys.unwrap_or(0), bytes.unwrap_or(0));
-            }
+            let _ = reaper.reap(&state).await;
         });
+    }
+
+    /// One round: each tenant whose time has come.
+    async fn round(&self) {
+        let now = self.millis();
+        let due: Vec<Arc<TenantState>> = self
+            .tenants
+            .lock()
+            .values()
+            .filter(|state| state.reap_at.load(Ordering::Relaxed) <= now)
+            .cloned()
+            .collect();
+        for state in due {
+            state.reap_at.store(u64::MAX, Ordering::Relaxed);
+            if self.reap(&state).await.is_err() {
+                // Redis is away: look again in a second.
+                self.watch(&state, now + 1000);
+            }
+        }
+        self.tenants
+            .lock()
+            .retain(|_, state| state.reap_at.load(Ordering::Relaxed) != u64::MAX);
+    }
+
+    /// One reap step for `state`'s tenant: records its usage after, and
+    /// when to look next.
+    async fn reap(&self, state: &Arc<TenantState>) -> Result<(), Error> {
+        let before = state.updates.load(Ordering::Relaxed);
+        let mut invocation = REAP.prepare_invoke();
+        invocation
+            .key(state.names.usage())
+            .arg(&state.names.tag)
+            .arg(REAP_STEP);
+        let reply: Vec<i64> = self.shared.script(&invocation).await?;
+        let [keys, bytes, wait] = reply[..] else {
+            return Err(Error::Unavailable(format!(
+                "redis: unexpected reply {reply:?}"
+            )));
+        };
+        // A write's reply since is newer than this one.
+        if state.updates.load(Ordering::Relaxed) == before {
+            state.record(keys.max(0) as u64, bytes.max(0) as u64);
+        }
+        if let Ok(wait) = u64::try_from(wait) {
+            self.watch(state, self.millis().saturating_add(wait));
+        }
+        Ok(())
     }
 }
 
@@ -412,6 +581,7 @@ impl backend::NamespaceBackend for Namespace {
             tenant: self.tenant.clone(),
             name: name.to_string(),
             index: names.index(name),
+            lex: names.lex(name),
             data_head: names.data_head(name),
         }))
     }
@@ -429,25 +599,39 @@ pub(super) struct Bucket {
     tenant: Arc<TenantState>,
     name: String,
     index: String,
+    lex: String,
     data_head: String,
 }
 
-/// How a put applies to each of its keys.
+/// What a put requires of each key's entry before it writes.
 #[derive(Clone, Copy)]
 enum Put<'a> {
-    /// Unconditionally.
+    /// Nothing.
     Set,
-    /// Only if the key is absent.
+    /// That the key is absent.
     IfAbsent,
-    /// Only if the key holds this value.
+    /// That the key holds this value.
     IfEqual(&'a [u8]),
+    /// That the key's last write had this sequence number (`None`: the
+    /// token names no write of this tenant's), and that it holds this
+    /// value where one is given.
+    Versioned {
+        version: Option<u64>,
+        value: Option<&'a [u8]>,
+    },
 }
 
 /// How a put script ended.
 enum Written {
     Done,
-    /// The condition did not hold: the value found (`None`: absent).
-    Changed(Option<Bytes>),
+    /// The condition did not hold: the entry found (`None`: absent).
+    Changed(Option<Found>),
+}
+
+/// A key's value and its last write's sequence number.
+struct Found {
+    value: Bytes,
+    sequence: u64,
 }
 
 impl Bucket {
@@ -456,8 +640,14 @@ impl Bucket {
     }
 
     /// Runs the put script over `pairs`, in order, stopping at the first
-    /// refused one.
-    async fn put(&self, mode: Put<'_>, pairs: &[(String, Bytes)]) -> Result<Written, Error> {
+    /// refused one; each write expires after `ttl` where one is given, and
+    /// is permanent otherwise.
+    async fn put(
+        &self,
+        mode: Put<'_>,
+        pairs: &[(String, Bytes)],
+        ttl: Option<Duration>,
+    ) -> Result<Written, Error> {
         let names = &self.tenant.names;
         let (max_keys, max_bytes) = self.tenant.limits();
         let mut invocation = PUT.prepare_invoke();
@@ -465,23 +655,41 @@ impl Bucket {
             .key(names.usage())
             .key(names.buckets())
             .key(&self.index);
-        let (mode, expected): (&str, &[u8]) = match mode {
-            Put::Set => ("set", b""),
-            Put::IfAbsent => ("absent", b""),
-            Put::IfEqual(value) => ("equal", value),
+        let (mode, expected, version): (&str, &[u8], String) = match mode {
+            Put::Set => ("set", b"", String::new()),
+            Put::IfAbsent => ("absent", b"", String::new()),
+            Put::IfEqual(value) => ("equal", value, String::new()),
+            Put::Versioned { version, value } => {
+                // No sequence number is negative: "-1" matches no write.
+                let version = version.map_or("-1".to_string(), |v| v.to_string());
+                match value {
+                    Some(value) => ("version+equal", value, version),
+                    None => ("version", b"", version),
+                }
+            }
         };
         invocation
             .arg(self.tenant.generation())
+            .arg(&names.tag)
             .arg(mode)
             .arg(expected)
+            .arg(version)
             .arg(max_keys)
             .arg(max_bytes)
-            .arg(&self.name);
+            .arg(&self.name)
+            .arg(
+                ttl.map(|t| millis(t).max(1).to_string())
+                    .unwrap_or_default(),
+            );
         for (key, value) in pairs {
             invocation.key(self.data(key)).arg(key).arg(value.as_ref());
         }
         let reply: Vec<Value> = self.shared.script(&invocation).await?;
-        match self.outcome(&reply, (max_keys, max_bytes))? {
+        let outcome = self.outcome(&reply, (max_keys, max_bytes))?;
+        if let Some(ttl) = ttl {
+            self.tenant.expires_in(ttl);
+        }
+        match outcome {
             Some(changed) => Ok(Written::Changed(changed)),
             None => Ok(Written::Done),
         }
@@ -494,7 +702,7 @@ impl Bucket {
         &self,
         reply: &[Value],
         (max_keys, max_bytes): (u64, u64),
-    ) -> Result<Option<Option<Bytes>>, Error> {
+    ) -> Result<Option<Option<Found>>, Error> {
         let int = |i: usize| -> Result<u64, Error> {
             match reply.get(i) {
                 Some(Value::Int(n)) => u64::try_from(*n).map_err(|_| unexpected(reply)),
@@ -508,9 +716,14 @@ impl Bucket {
                     Ok(None)
                 }
                 b"purged" => Err(super::purged()),
-                b"changed" => match reply.get(1) {
-                    Some(Value::BulkString(v)) => Ok(Some(Some(Bytes::copy_from_slice(v)))),
-                    Some(Value::Nil) | None => Ok(Some(None)),
+                b"changed" => match (reply.get(1), reply.get(2)) {
+                    (Some(Value::BulkString(v)), Some(Value::BulkString(seq))) => {
+                        Ok(Some(Some(Found {
+                            value: Bytes::copy_from_slice(v),
+                            sequence: sequence(seq).ok_or_else(|| unexpected(reply))?,
+                        })))
+                    }
+                    (Some(Value::Nil) | None, _) => Ok(Some(None)),
                     _ => Err(unexpected(reply)),
                 },
                 b"keys" => Err(Error::quota(
@@ -539,7 +752,9 @@ impl Bucket {
         invocation
             .key(self.tenant.names.usage())
             .key(&self.index)
-            .arg(self.tenant.generation());
+            .arg(self.tenant.generation())
+            .arg(&self.tenant.names.tag)
+            .arg(&self.name);
         for key in keys {
             invocation.key(self.data(key)).arg(key);
         }
@@ -569,11 +784,59 @@ impl Bucket {
                 None => Put::IfAbsent,
                 Some(v) => Put::IfEqual(v),
             };
-            if let Written::Done = self.put(mode, &pair).await? {
+            if let Written::Done = self.put(mode, &pair, None).await? {
                 return Ok(sum);
             }
         }
     }
+
+    /// `key`'s value and the sequence number of its last write, read
+    /// together.
+    async fn found(&self, key: &str) -> Result<Option<Found>, Error> {
+        let mut invocation = CURRENT.prepare_invoke();
+        invocation
+            .key(self.data(key))
+            .arg(&self.tenant.names.tag)
+            .arg(&self.name)
+            .arg(key);
+        let reply: Value = self.shared.script(&invocation).await?;
+        match &reply {
+            Value::Nil => Ok(None),
+            Value::Array(pair) => match pair.as_slice() {
+                [Value::BulkString(value), Value::BulkString(seq)] => Ok(Some(Found {
+                    value: Bytes::copy_from_slice(value),
+                    sequence: sequence(seq).ok_or_else(|| unexpected(pair))?,
+                })),
+                _ => Err(unexpected(pair)),
+            },
+            other => Err(unexpected(std::slice::from_ref(other))),
+        }
+    }
+
+    /// The version token of write `sequence` of this tenant: the tenant's
+    /// id, so that no other tenant's token names a write here, and the
+    /// sequence number, which no other write of the tenant has.
+    fn versioned(&self, found: Found) -> backend::Versioned {
+        backend::Versioned {
+            value: found.value,
+            version: format!("{}.{}", self.tenant.id, found.sequence),
+        }
+    }
+
+    /// The sequence number a token of this tenant names; `None` for a
+    /// token of another tenant, or no token at all.
+    fn sequence_of(&self, token: &str) -> Option<u64> {
+        let (id, sequence) = token.split_once('.')?;
+        if id != self.tenant.id {
+            return None;
+        }
+        sequence.parse().ok()
+    }
+}
+
+/// A sequence number as a script answers it.
+fn sequence(text: &[u8]) -> Option<u64> {
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 impl backend::BucketBackend for Bucket {
@@ -592,7 +855,7 @@ impl backend::BucketBackend for Bucket {
     }
 
     async fn set(&self, key: String, value: Bytes) -> Result<(), Error> {
-        self.put(Put::Set, &[(key, value)]).await.map(|_| ())
+        self.put(Put::Set, &[(key, value)], None).await.map(|_| ())
     }
 
     async fn delete(&self, key: &str) -> Result<(), Error> {
@@ -613,6 +876,7 @@ impl backend::BucketBackend for Bucket {
             .key(&self.index)
             .key(self.data(&key))
             .arg(self.tenant.generation())
+            .arg(&names.tag)
             .arg(amount)
             .arg(delta.kind())
             .arg(max_keys)
@@ -646,9 +910,9 @@ impl backend::BucketBackend for Bucket {
             None => Put::IfAbsent,
             Some(v) => Put::IfEqual(v),
         };
-        match self.put(mode, &[(key, value)]).await? {
+        match self.put(mode, &[(key, value)], None).await? {
             Written::Done => Ok(Swap::Done),
-            Written::Changed(now) => Ok(Swap::Changed(now)),
+            Written::Changed(now) => Ok(Swap::Changed(now.map(|found| found.value))),
         }
     }
 
@@ -668,7 +932,7 @@ impl backend::BucketBackend for Bucket {
         if pairs.is_empty() {
             return Ok(());
         }
-        self.put(Put::Set, &pairs).await.map(|_| ())
+        self.put(Put::Set, &pairs, None).await.map(|_| ())
     }
 
     async fn delete_many(&self, keys: &[String]) -> Result<(), Error> {
@@ -680,33 +944,135 @@ impl backend::BucketBackend for Bucket {
             None => "-inf".to_string(),
             Some(last) => format!("({last}"),
         };
-        let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(&self.index)
+        let mut invocation = LIST.prepare_invoke();
+        invocation
+            .key(&self.index)
+            .arg(&self.tenant.names.tag)
+            .arg(&self.name)
             .arg(from)
-            .arg("+inf")
-            .arg("WITHSCORES")
-            .arg("LIMIT")
-            .arg(0)
             .arg(limits.max_keys);
-        let found: Vec<(String, u64)> = self.shared.call(&cmd).await?;
-        let full = found.len() >= limits.max_keys;
+        let mut reply: Vec<Value> = self.shared.script(&invocation).await?;
+        // Live keys with their scores, then how many entries were read and
+        // the last one's score.
+        let (Some(last), Some(Value::Int(read))) = (reply.pop(), reply.pop()) else {
+            return Err(unexpected(&reply));
+        };
+        let score = |value: &Value| -> Result<u64, Error> {
+            match value {
+                Value::BulkString(s) => sequence(s).ok_or_else(|| unexpected(&reply)),
+                _ => Err(unexpected(&reply)),
+            }
+        };
+        let full = usize::try_from(read).is_ok_and(|read| read >= limits.max_keys);
         let mut page = Page {
-            keys: Vec::with_capacity(found.len()),
+            keys: Vec::with_capacity(reply.len() / 2),
             cursor: None,
         };
         let mut bytes = 0usize;
-        let mut cut = false;
-        for (key, score) in found {
+        for pair in reply.chunks(2) {
+            let [Value::BulkString(key), score_value] = pair else {
+                return Err(unexpected(&reply));
+            };
+            let key = String::from_utf8(key.clone()).map_err(|_| unexpected(&reply))?;
             if bytes + key.len() > limits.max_bytes && !page.keys.is_empty() {
-                cut = true;
-                break;
+                // Cut short: the next page starts after the last key here.
+                return Ok(page);
             }
             bytes += key.len();
             page.keys.push(key);
-            page.cursor = Some(score);
+            page.cursor = Some(score(score_value)?);
         }
-        if !(full || cut) {
-            page.cursor = None;
+        // Read whole: the next page starts after the last entry read, listed
+        // or not.
+        page.cursor = if full { Some(score(&last)?) } else { None };
+        Ok(page)
+    }
+
+    async fn set_with(
+        &self,
+        key: String,
+        value: Bytes,
+        options: backend::SetOptions,
+    ) -> Result<bool, Error> {
+        let mode = if options.if_absent {
+            Put::IfAbsent
+        } else {
+            Put::Set
+        };
+        match self.put(mode, &[(key, value)], options.ttl).await? {
+            Written::Done => Ok(true),
+            Written::Changed(_) => Ok(false),
+        }
+    }
+
+    async fn current(&self, key: &str) -> Result<Option<backend::Versioned>, Error> {
+        Ok(self.found(key).await?.map(|found| self.versioned(found)))
+    }
+
+    async fn swap(
+        &self,
+        key: String,
+        value: Bytes,
+        require: backend::Require,
+    ) -> Result<backend::Swapped, Error> {
+        let mode = match (&require.version, require.value.as_deref()) {
+            (None, Some(value)) => Put::IfEqual(value),
+            (token, value) => Put::Versioned {
+                version: token.as_deref().and_then(|t| self.sequence_of(t)),
+                value,
+            },
+        };
+        match self.put(mode, &[(key, value)], None).await? {
+            Written::Done => Ok(backend::Swapped::Done),
+            Written::Changed(now) => Ok(backend::Swapped::Stale(
+                now.map(|found| self.versioned(found)),
+            )),
+        }
+    }
+
+    async fn list_prefix(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limits: PageLimits,
+    ) -> Result<backend::KeyPage, Error> {
+        let mut invocation = LIST_PREFIX.prepare_invoke();
+        invocation
+            .key(&self.lex)
+            .arg(&self.tenant.names.tag)
+            .arg(&self.name)
+            .arg(prefix)
+            .arg(after.unwrap_or(""))
+            .arg(limits.max_keys);
+        let mut reply: Vec<Value> = self.shared.script(&invocation).await?;
+        // Live keys, then the last key read and whether more follow.
+        let (Some(Value::Int(more)), Some(last)) = (reply.pop(), reply.pop()) else {
+            return Err(unexpected(&reply));
+        };
+        let text = |value: &Value| -> Result<String, Error> {
+            match value {
+                Value::BulkString(s) => {
+                    String::from_utf8(s.clone()).map_err(|_| unexpected(&reply))
+                }
+                _ => Err(unexpected(&reply)),
+            }
+        };
+        let mut page = backend::KeyPage {
+            keys: Vec::with_capacity(reply.len()),
+            next: None,
+        };
+        let mut bytes = 0usize;
+        for value in &reply {
+            let key = text(value)?;
+            if bytes + key.len() > limits.max_bytes && !page.keys.is_empty() {
+                page.next = page.keys.last().cloned();
+                return Ok(page);
+            }
+            bytes += key.len();
+            page.keys.push(key);
+        }
+        if more == 1 {
+            page.next = Some(text(&last)?);
         }
         Ok(page)
     }
@@ -717,24 +1083,40 @@ fn unexpected(reply: &[Value]) -> Error {
     Error::Unavailable(format!("redis: unexpected reply {reply:?}"))
 }
 
-/// Puts each pair (KEYS[4..], with ARGV[6..] key, value, ...) into one
-/// bucket, in order, as ARGV[1] says: `set`, `absent` (only where the key
-/// is absent), `equal` (only where it holds ARGV[2]). Quotas ARGV[3] keys,
-/// ARGV[4] bytes; ARGV[5] the bucket's name. Stops at the first pair a
-/// quota or a condition refuses; the pairs before stay put and counted.
-static PUT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("put.lua")));
+/// Makes a script of `body` with the functions every script shares
+/// (`common.lua`: key names, Redis's clock, reclaiming expired entries).
+fn script(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", include_str!("common.lua")))
+}
 
-/// Adds ARGV[1] (an i64) to the decimal under KEYS[4] with INCRBY, when the
-/// stored value is one INCRBY reads as `Delta::parse` does (canonical, at
-/// most 18 digits, not negative for a u64), under the quotas in ARGV[3]
-/// and ARGV[4]; answers `slow` where it cannot, for the caller's
-/// compare-and-swap loop. ARGV[5] the bucket, ARGV[6] the key.
-static INCREMENT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("increment.lua")));
+/// Puts each pair into one bucket, in order, under a condition (`set`:
+/// none; `absent`; `equal`: the value; `version`, `version+equal`), with an
+/// expiry or none. Stops at the first pair a quota or a condition refuses;
+/// the pairs before stay put and counted. Each write gets a new version.
+static PUT: LazyLock<Script> = LazyLock::new(|| script(include_str!("put.lua")));
 
-/// Deletes each key (KEYS[3..], ARGV the keys themselves) of one bucket
-/// (index KEYS[2]) and gives back what they held; answers the tenant's
-/// keys and bytes after.
-static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("delete.lua")));
+/// Adds an i64 to the decimal under a key with INCRBY, when the stored
+/// value is one INCRBY reads as `Delta::parse` does (canonical, at most 18
+/// digits, not negative for a u64); answers `slow` where it cannot, for
+/// the caller's compare-and-swap loop.
+static INCREMENT: LazyLock<Script> = LazyLock::new(|| script(include_str!("increment.lua")));
+
+/// Deletes each key of one bucket and gives back what they held; answers
+/// the tenant's keys and bytes after.
+static DELETE: LazyLock<Script> = LazyLock::new(|| script(include_str!("delete.lua")));
+
+/// A key's value and version, read together.
+static CURRENT: LazyLock<Script> = LazyLock::new(|| script(include_str!("current.lua")));
+
+/// A page of a bucket's keys in creation order, without expired entries.
+static LIST: LazyLock<Script> = LazyLock::new(|| script(include_str!("list.lua")));
+
+/// A page of a bucket's keys under a prefix, in key order.
+static LIST_PREFIX: LazyLock<Script> = LazyLock::new(|| script(include_str!("prefix.lua")));
+
+/// The reaper's step for one tenant: reclaims expired entries, answers the
+/// usage after and when the next is due.
+static REAP: LazyLock<Script> = LazyLock::new(|| script(include_str!("reap.lua")));
 
 /// Adds bucket ARGV[1] to the tenant's set KEYS[1] unless the tenant has
 /// ARGV[3] named buckets (all but ARGV[2], the default) already: 1 added,
@@ -751,7 +1133,7 @@ const PURGE_STEP: usize = 1000;
 /// is left the set and the usage KEYS[1]. Answers 1 when done, 0 when
 /// there is more. ARGV[1] is the tenant's tag, from which the script names
 /// the bucket keys as `Names` does.
-static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("purge.lua")));
+static PURGE: LazyLock<Script> = LazyLock::new(|| script(include_str!("purge.lua")));
 
 #[cfg(test)]
 mod tests {
@@ -813,58 +1195,93 @@ mod tests {
         );
     }
 
+    /// Expiry, versions and the if-absent race across two runners on one
+    /// Redis: one reclaims what the other scheduled, exactly once; a token
+    /// taken through one works through the other and after a "restart"
+    /// (a new backend on the same Redis).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn what_it_cannot_keep_it_refuses_and_if_absent_is_atomic() {
-        use crate::store::{Require, SetOptions};
-        let Some(served) = fresh() else { return };
-        let bucket = Front::new(&served, "t", Quotas::default())
+    async fn two_runners_share_expiry_versions_and_if_absent() {
+        use crate::store::{Require, SetOptions, Swapped};
+        let Some(a) = fresh() else { return };
+        let b = Store::new(a.shared.connection.clone(), &a.shared.prefix, TIMEOUT);
+        let ns_a = Front::new(&a, "t", Quotas::default()).unwrap();
+        let ns_b = Front::new(&b, "t", Quotas::default()).unwrap();
+        let (ba, bb) = (ns_a.open("").await.unwrap(), ns_b.open("").await.unwrap());
+        let brief = SetOptions {
+            ttl: Some(Duration::from_millis(100)),
+            if_absent: false,
+        };
+        for i in 0..50 {
+            ba.set_with(format!("e{i}"), Bytes::from_static(b"v"), brief)
+                .await
+                .unwrap();
+        }
+        bb.set("kept".into(), Bytes::from_static(b"v"))
+            .await
+            .unwrap();
+        // Both runners reap (the second for its own expiring write): each
+        // entry is given back once, by whichever gets there, and both end
+        // with the usage Redis holds, exact, not below.
+        bb.set_with("late".into(), Bytes::from_static(b"v"), brief)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ns_a.usage().keys != 1 || ns_b.usage().keys != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{:?} {:?}",
+                ns_a.usage(),
+                ns_b.usage()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let names = Names::new(&a.shared.prefix, "t");
+        let mut all = ::redis::cmd("HMGET");
+        all.arg(names.usage()).arg("k").arg("b");
+        let (keys, bytes): (u64, u64) = a.shared.call(&all).await.unwrap();
+        assert_eq!((keys, bytes), (1, 5));
+        for gone in ["x", "l"] {
+            let mut exists = ::redis::cmd("EXISTS");
+            exists.arg(format!("{}{gone}", names.tag));
+            assert_eq!(a.shared.call::<i64>(&exists).await.unwrap(), 0, "{gone}");
+        }
+        let mut index = ::redis::cmd("ZCARD");
+        index.arg(names.index("default"));
+        assert_eq!(a.shared.call::<i64>(&index).await.unwrap(), 1);
+
+        // A version read through one runner swaps through the other, and
+        // through a backend made later (a restarted runner).
+        let token = ba.current("kept").await.unwrap().unwrap().version;
+        let later = Store::new(a.shared.connection.clone(), &a.shared.prefix, TIMEOUT);
+        let bl = Front::new(&later, "t", Quotas::default())
             .unwrap()
             .open("")
             .await
             .unwrap();
-        let expiring = SetOptions {
-            ttl: Some(Duration::from_secs(1)),
-            if_absent: false,
-        };
-        let refused = |feature: &str| {
-            Some(Error::Unsupported(format!(
-                "{feature} is not supported by this store backend"
-            )))
-        };
-        assert_eq!(
-            bucket
-                .set_with("k".into(), Bytes::from_static(b"v"), expiring)
-                .await
-                .err(),
-            refused("expiry (ttl-ms)")
-        );
-        assert_eq!(bucket.get("k").await.unwrap(), None);
-        assert_eq!(
-            bucket.current("k").await.err(),
-            refused("versioned compare-and-swap")
-        );
         let require = Require {
-            version: None,
-            value: Some(Bytes::from_static(b"v")),
+            version: Some(token.clone()),
+            value: None,
         };
         assert_eq!(
-            bucket
-                .swap("k".into(), Bytes::from_static(b"w"), require)
+            bl.swap("kept".into(), Bytes::from_static(b"w"), require.clone())
                 .await
-                .err(),
-            refused("versioned compare-and-swap")
+                .unwrap(),
+            Swapped::Done
         );
-        assert_eq!(
-            bucket.list_prefix("", None).await.err(),
-            refused("prefix listing")
-        );
-        // Once only, with concurrent writers.
+        assert!(matches!(
+            bb.swap("kept".into(), Bytes::from_static(b"x"), require)
+                .await
+                .unwrap(),
+            Swapped::Stale(Some(_))
+        ));
+
+        // If-absent: one of ten writers over two runners wins.
         let absent = SetOptions {
             ttl: None,
             if_absent: true,
         };
         let writers = (0..10).map(|i| {
-            let bucket = bucket.clone();
+            let bucket = if i % 2 == 0 { ba.clone() } else { bb.clone() };
             async move {
                 bucket
                     .set_with("lock".into(), Bytes::from(format!("w{i}")), absent)
@@ -1024,8 +1441,8 @@ mod tests {
             .await
             .unwrap();
         backend::Backend::purge(&store, "big").await.unwrap();
-        // Nothing of the tenant is left in Redis but its generation, which
-        // the purge advanced.
+        // Nothing of the tenant is left in Redis but its usage hash, which
+        // the purge emptied but for two numbers.
         let names = Names::new(&store.shared.prefix, "big");
         let mut scan = ::redis::cmd("KEYS");
         scan.arg(format!("{}*", names.tag));
@@ -1033,8 +1450,17 @@ mod tests {
         assert_eq!(left, [names.usage()]);
         let mut all = ::redis::cmd("HGETALL");
         all.arg(names.usage());
-        let usage: Vec<(String, String)> = store.shared.call(&all).await.unwrap();
-        assert_eq!(usage, [("g".to_string(), "1".to_string())]);
+        let mut usage: Vec<(String, String)> = store.shared.call(&all).await.unwrap();
+        usage.sort();
+        // The generation, and the sequence (so no version token of before
+        // the purge names a write after it).
+        assert_eq!(
+            usage,
+            [
+                ("g".to_string(), "1".to_string()),
+                ("s".to_string(), "2500".to_string())
+            ]
+        );
         let fresh = Front::new(&store, "big", Quotas::default()).unwrap();
         for bucket in ["", "named"] {
             let b = fresh.open(bucket).await.unwrap();
