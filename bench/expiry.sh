@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # A key-value set with and without ttl-ms, through wasmcloud:keyvalue (the
-# WASIp3 example guest's PUT /wc/set/{key}[?ttl-ms=600000]), on each store
-# that keeps expiry: memory, the data directory with --fsync always, and
-# with --fsync every=100ms. One runner per store, the two kinds of set
-# interleaved round by round; only successful responses count.
+# WASIp3 example guest's PUT /wc/set/{key}[?ttl-ms=600000]), on every
+# store: memory, the data directory with --fsync always, with --fsync
+# every=100ms, and Redis (a redis-server started here on a free port, no
+# persistence; skipped where redis-server is missing). One runner per store,
+# the two kinds of set interleaved round by round; only successful responses
+# count. The host-call level, with versioned swaps and prefix pages, is
+# runner/benches/kv_features.rs.
 #
 #   bench/expiry.sh
 #
@@ -31,12 +34,24 @@ rate() {
         "$WORK/report.json"
 }
 
-for store in memory always every; do
+STORES="memory always every"
+if command -v redis-server >/dev/null; then
+    REDIS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+        --dir "$WORK" --logfile "$WORK/redis.log" &
+    until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+    STORES="$STORES redis"
+else
+    echo "redis: skipped, redis-server is not on PATH"
+fi
+
+for store in $STORES; do
     rm -rf "$WORK/data"
     case $store in
     memory) extra=() ;;
     always) extra=(--data-dir "$WORK/data") ;;
     every) extra=(--data-dir "$WORK/data" --fsync every=100ms) ;;
+    redis) extra=(--store "redis://127.0.0.1:$REDIS_PORT") ;;
     esac
     TENANTS=1 start_runner "$TARGET_DIR/$PROFILE/runner" --component "$GUEST" "${extra[@]}"
     for ((round = 1; round <= ROUNDS; round++)); do

@@ -408,7 +408,10 @@ impl Slot {
 }
 
 /// One shard of a bucket: its entries by hash (the draft's cursor order),
-/// and its keys in key order with their expiry (prefix listing).
+/// and its keys in key order (prefix listing), each with its expiry or an
+/// earlier time (0: never): a write that only moves an expiry later leaves
+/// the index as it is, and a listing that finds a passed time asks the
+/// entry.
 #[derive(Default)]
 struct Shard {
     slots: BTreeMap<u64, Slot>,
@@ -486,17 +489,20 @@ struct Shared {
     registered: std::sync::atomic::AtomicBool,
 }
 
-/// An entry that expires at `at`, if it is still the write `version`.
+/// A key that expires at `at`, unless a write since moved its expiry:
+/// when it comes due, the entry says (see [`Bucket::expire`]). An entry with
+/// an expiry always has a `Due` queued at or before it, and a write that
+/// only moves an expiry later queues nothing, so a key set with `ttl-ms`
+/// over and over keeps one place in the queue, not one per write.
 struct Due {
     at: u64,
-    version: u64,
     bucket: Weak<Bucket>,
     key: Arc<str>,
 }
 
 impl PartialEq for Due {
     fn eq(&self, other: &Self) -> bool {
-        (self.at, self.version) == (other.at, other.version)
+        self.at == other.at
     }
 }
 
@@ -510,8 +516,17 @@ impl PartialOrd for Due {
 
 impl Ord for Due {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.version).cmp(&(other.at, other.version))
+        self.at.cmp(&other.at)
     }
+}
+
+/// What [`Bucket::expire`] found when a key's queued time came.
+enum Expired {
+    Removed,
+    /// A write since moved its expiry to this time.
+    Later(u64),
+    /// It is gone, or a write since made it permanent.
+    Never,
 }
 
 /// Most entries one namespace expires per reaper round, so one tenant's
@@ -553,8 +568,12 @@ impl Shared {
     fn schedule(self: &Arc<Self>, due: Due) {
         let at = due.at;
         self.expiring.lock().push(Reverse(due));
-        self.next_due.fetch_min(at, Ordering::AcqRel);
-        if !self.registered.swap(true, Ordering::AcqRel)
+        if self.next_due.load(Ordering::Acquire) > at {
+            self.next_due.fetch_min(at, Ordering::AcqRel);
+        }
+        // Registered once: a load, not a write, on every later call.
+        if !self.registered.load(Ordering::Acquire)
+            && !self.registered.swap(true, Ordering::AcqRel)
             && let Some(reaper) = self.reaper.upgrade()
         {
             reaper.namespaces.lock().push(Arc::downgrade(self));
@@ -565,10 +584,17 @@ impl Shared {
     /// they stop counting against the tenant's quotas; cheap when none is
     /// due (one atomic load). Returns how many it removed.
     fn expire_due(&self, limit: usize) -> usize {
+        self.expire_due_by(limit, &Now::of(&self.clock))
+    }
+
+    /// [`Shared::expire_due`] at `now`, which a caller that reads the clock
+    /// anyway shares: the clock is read once, and only if something is
+    /// queued.
+    fn expire_due_by(&self, limit: usize, now: &Now) -> usize {
         if self.next_due.load(Ordering::Acquire) == u64::MAX {
             return 0;
         }
-        let now = self.clock.now();
+        let now = now.get();
         if self.next_due.load(Ordering::Acquire) > now {
             return 0;
         }
@@ -588,11 +614,20 @@ impl Shared {
                     }
                 }
             };
-            let Some(due) = due else {
+            let Some(mut due) = due else {
                 return removed;
             };
-            if let Some(bucket) = due.bucket.upgrade() {
-                removed += usize::from(bucket.expire(&due.key, due.version, now));
+            let Some(bucket) = due.bucket.upgrade() else {
+                continue;
+            };
+            match bucket.expire(&due.key, now) {
+                Expired::Removed => removed += 1,
+                Expired::Later(at) => {
+                    due.at = at;
+                    self.expiring.lock().push(Reverse(due));
+                    self.next_due.fetch_min(at, Ordering::AcqRel);
+                }
+                Expired::Never => {}
             }
         }
         removed
@@ -795,14 +830,16 @@ impl Bucket {
         let (pending, key) = match existing {
             Some(entry) => {
                 let old_size = entry.size();
-                let pending = admit(0, new_size.saturating_sub(old_size), entry.expires)?;
+                let before = entry.expires;
+                let pending = admit(0, new_size.saturating_sub(old_size), before)?;
                 account.release(0, old_size.saturating_sub(new_size));
                 entry.value = value;
                 entry.version = version;
-                let changed = entry.expires != write.expires;
                 entry.expires = write.expires;
-                // The key is needed again only where the expiry is.
-                if !changed && write.expires == 0 {
+                // An expiry moved later: the key index's time and the
+                // queued one come first, and then ask the entry, so
+                // neither changes.
+                if before == write.expires || (before != 0 && before <= write.expires) {
                     return Ok(pending);
                 }
                 let key = entry.key.clone();
@@ -836,7 +873,6 @@ impl Bucket {
         if write.expires != 0 {
             self.shared.schedule(Due {
                 at: write.expires,
-                version,
                 bucket: self.me.clone(),
                 key,
             });
@@ -844,18 +880,20 @@ impl Bucket {
         Ok(pending)
     }
 
-    /// Removes `key` if it is still the write `version` and has expired by
-    /// `now`; true if it did.
-    fn expire(&self, key: &str, version: u64, now: u64) -> bool {
+    /// Removes `key` if its expiry has passed by `now`.
+    fn expire(&self, key: &str, now: u64) -> Expired {
         let hash = self.hash(key);
         let mut shard = self.shard(hash).write();
-        let due = shard
+        let expires = shard
             .slots
             .get(&hash)
             .and_then(|slot| slot.find(key))
-            .is_some_and(|e| e.version == version && e.expires != 0 && e.expires <= now);
-        if !due {
-            return false;
+            .map_or(0, |e| e.expires);
+        if expires == 0 {
+            return Expired::Never;
+        }
+        if expires > now {
+            return Expired::Later(expires);
         }
         // Nobody waits for it: a start skips an expired record anyway, and
         // this removes it from the disk.
@@ -863,7 +901,7 @@ impl Bucket {
         if let Some(entry) = shard.remove(hash, key) {
             self.account.release(1, entry.size());
         }
-        true
+        Expired::Removed
     }
 
     /// Puts a saved entry back at start-up: no quota check, no journal.
@@ -884,7 +922,6 @@ impl Bucket {
         if expires != 0 {
             self.shared.schedule(Due {
                 at: expires,
-                version,
                 bucket: self.me.clone(),
                 key,
             });
@@ -968,10 +1005,10 @@ impl Bucket {
         value: Bytes,
         options: backend::SetOptions,
     ) -> Result<(bool, Pending), Error> {
-        self.shared.expire_due(usize::MAX);
+        let now = self.now();
+        self.shared.expire_due_by(usize::MAX, &now);
         let hash = self.hash(&key);
         let mut shard = self.shard(hash).write();
-        let now = self.now();
         if options.if_absent && shard.live(hash, &key, &now).is_some() {
             return Ok((false, Pending::NONE));
         }
@@ -1044,7 +1081,16 @@ impl Bucket {
                 .keys
                 .range::<str, _>((from, Bound::Unbounded))
                 .take_while(|(key, _)| key.starts_with(prefix))
-                .find(|(_, expires)| **expires == 0 || **expires > now)
+                .find(|(key, expires)| {
+                    // A passed time may be one a write moved later since.
+                    **expires == 0
+                        || **expires > now
+                        || shard
+                            .slots
+                            .get(&self.hash(key))
+                            .and_then(|slot| slot.find(key))
+                            .is_some_and(|e| e.expires == 0 || e.expires > now)
+                })
                 .map(|(key, _)| key.clone())
         };
         let start: Bound<&str> = match after {
@@ -1265,6 +1311,56 @@ mod tests {
     mod one_shard {
         use super::*;
         conformance_suite!(Store::new(1));
+    }
+
+    /// A key set with `ttl-ms` over and over keeps one place in the expiry
+    /// queue, and still expires at the time its last write gave it, earlier
+    /// or later than before.
+    #[tokio::test]
+    async fn rewriting_an_expiry_keeps_one_place_in_the_queue() {
+        use crate::store::SetOptions;
+        use std::time::Duration;
+        let store = Store::new(4);
+        let front = Namespace::new(&store, "t", Quotas::default()).unwrap();
+        let b = front.open("").await.unwrap();
+        let namespace = store.open_namespace("t", &Quotas::default()).unwrap();
+        let queued = || namespace.shared.expiring.lock().len();
+        let ttl = |ms| SetOptions {
+            ttl: Some(Duration::from_millis(ms)),
+            if_absent: false,
+        };
+        for _ in 0..1000 {
+            b.set_with("k".into(), Bytes::from("v"), ttl(600_000))
+                .await
+                .unwrap();
+        }
+        assert_eq!(queued(), 1);
+        // Sooner: queued again, at the sooner time.
+        b.set_with("k".into(), Bytes::from("v"), ttl(100))
+            .await
+            .unwrap();
+        assert_eq!(queued(), 2);
+        // Later again: the queued time finds the later one and waits on.
+        b.set_with("k".into(), Bytes::from("v"), ttl(400))
+            .await
+            .unwrap();
+        assert_eq!(queued(), 2);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(b.get("k").await.unwrap(), Some(Bytes::from("v")));
+        // The key index kept the first time, and the listing asks the entry.
+        assert_eq!(b.list_prefix("", None).await.unwrap().keys, ["k"]);
+        assert_eq!(front.usage().keys, 1);
+        assert!(queued() <= 2, "{}", queued());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(b.get("k").await.unwrap(), None);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while front.usage().keys != 0 {
+            assert!(std::time::Instant::now() < deadline, "not reclaimed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Left: the first queued time, ten minutes out, which will find
+        // nothing then.
+        assert_eq!(queued(), 1);
     }
 
     #[tokio::test]
