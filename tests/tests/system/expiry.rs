@@ -164,7 +164,12 @@ async fn check(runner: &Runner, seen: &Seen) {
     // counter holds at least the highest, at most one per increment tried.
     let distinct: BTreeSet<u64> = seen.sums.iter().copied().collect();
     assert_eq!(distinct.len(), seen.sums.len(), "a sum was answered twice");
-    let counter: u64 = client.get("/t/p/wc/get/c").await.text().parse().unwrap();
+    let counter: u64 = client
+        .get("/t/p/wc/get/c")
+        .await
+        .text()
+        .parse()
+        .expect("the counter");
     let highest = distinct.last().copied().unwrap_or(0);
     let tried = seen.sums.len() as u64 + seen.unsure_increments;
     assert!(
