@@ -3,5 +3,5 @@
 -- version is the one of the value answered.
 local value = redis.call('GET', KEYS[1])
 if not value then return false end
-local n = bucket_names(ARGV[1], ARGV[2])
-return {value, redis.call('HGET', n.versions, ARGV[3]) or '0'}
+local versions = ARGV[1] .. 'v' .. head_of(ARGV[2])
+return {value, redis.call('HGET', versions, ARGV[3]) or '0'}

@@ -5,18 +5,28 @@ local generation = table.remove(ARGV, 1)
 local usage = KEYS[1]
 if stale_generation(usage, generation) then return {'purged'} end
 local tag = ARGV[1]
-local n = bucket_names(tag, ARGV[2])
-local now = now_ms()
-reap(tag, usage, now, REAP_ON_WRITE)
+local head = head_of(ARGV[2])
+local expiring = has_schedule(tag)
+local now
 local keys_freed, bytes_freed = 0, 0
+if expiring then
+  now = now_ms()
+  keys_freed, bytes_freed = reap(tag, now, REAP_ON_WRITE)
+end
 for i = 3, #KEYS do
   local data, key = KEYS[i], ARGV[i]
-  local scheduled = settle(tag, usage, n, key, now)
-  if redis.call('EXISTS', data) == 1 then
-    bytes_freed = bytes_freed + #key + redis.call('STRLEN', data)
+  local scheduled = false
+  if expiring then
+    local k, b
+    scheduled, k, b = settle(tag, head, key, now)
+    keys_freed, bytes_freed = keys_freed + k, bytes_freed + b
+  end
+  local size = size_of(data)
+  if size then
+    bytes_freed = bytes_freed + #key + size
     keys_freed = keys_freed + 1
-    unlink(n, key)
-    schedule(tag, n, key, nil, 0, scheduled)
+    unlink(tag, head, key)
+    if scheduled then schedule(tag, head, key, nil, 0, true) end
   end
 end
 if keys_freed > 0 then

@@ -6,20 +6,29 @@ local generation = table.remove(ARGV, 1)
 local usage, buckets, data = KEYS[1], KEYS[2], KEYS[4]
 if stale_generation(usage, generation) then return {'purged'} end
 local tag, bucket, key = ARGV[1], ARGV[6], ARGV[7]
-local n = bucket_names(tag, bucket)
-local now = now_ms()
-reap(tag, usage, now, REAP_ON_WRITE)
-local scheduled = settle(tag, usage, n, key, now)
-local old = redis.call('GET', data)
-if old then
-  if #old > 18 or not (old == '0' or string.match(old, '^%-?[1-9]%d*$')) then return {'slow'} end
-  if ARGV[3] == 'u64' and string.sub(old, 1, 1) == '-' then return {'slow'} end
-end
-local sum = redis.pcall('INCRBY', data, ARGV[2])
-if type(sum) == 'table' and sum.err then return {'slow'} end
-local now_value = redis.call('GET', data)
+local head = head_of(bucket)
 local held = redis.call('HMGET', usage, 'k', 'b')
 local keys, bytes = tonumber(held[1] or 0), tonumber(held[2] or 0)
+local scheduled = false
+if has_schedule(tag) then
+  local now = now_ms()
+  local k, b = reap(tag, now, REAP_ON_WRITE)
+  local k2, b2
+  scheduled, k2, b2 = settle(tag, head, key, now)
+  keys, bytes = keys - k - k2, bytes - b - b2
+end
+local function finish(reply)
+  redis.call('HSET', usage, 'k', string.format('%d', keys), 'b', string.format('%d', bytes))
+  return reply
+end
+local old = redis.call('GET', data)
+if old then
+  if #old > 18 or not (old == '0' or string.match(old, '^%-?[1-9]%d*$')) then return finish({'slow'}) end
+  if ARGV[3] == 'u64' and string.sub(old, 1, 1) == '-' then return finish({'slow'}) end
+end
+local sum = redis.pcall('INCRBY', data, ARGV[2])
+if type(sum) == 'table' and sum.err then return finish({'slow'}) end
+local now_value = redis.call('GET', data)
 local created, grow = not old, 0
 if old then grow = #now_value - #old else grow = #key + #now_value end
 local refused
@@ -35,13 +44,14 @@ if refused then
   else
     redis.call('DEL', data)
   end
-  return refused
+  return finish(refused)
 end
 redis.call('SADD', buckets, bucket)
-if scheduled then redis.call('PERSIST', data) end
-stamp(usage, n, key, created)
-schedule(tag, n, key, nil, 0, scheduled)
+if scheduled then
+  redis.call('PERSIST', data)
+  schedule(tag, head, key, nil, 0, true)
+end
+stamp(tag, usage, head, key, created)
 if created then keys = keys + 1 end
 bytes = bytes + grow
-redis.call('HSET', usage, 'k', string.format('%d', keys), 'b', string.format('%d', bytes))
-return {'ok', keys, bytes, now_value}
+return finish({'ok', keys, bytes, now_value})

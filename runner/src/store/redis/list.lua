@@ -5,11 +5,11 @@
 -- has already dropped (its expiry passed, the reaper not yet there) is
 -- read but not listed.
 local tag, bucket = ARGV[1], ARGV[2]
-local n = bucket_names(tag, bucket)
+local data = tag .. 'd' .. head_of(bucket)
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
 local page = {}
 for i = 1, #found, 2 do
-  if redis.call('EXISTS', n.data .. found[i]) == 1 then
+  if redis.call('EXISTS', data .. found[i]) == 1 then
     page[#page + 1] = found[i]
     page[#page + 1] = found[i + 1]
   end

@@ -5,7 +5,7 @@
 -- the live keys, then the last key read, then 1 if a key under the prefix
 -- follows it (entries whose value Redis has dropped are read, not listed).
 local tag, bucket, prefix, after, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
-local n = bucket_names(tag, bucket)
+local data = tag .. 'd' .. head_of(bucket)
 local from
 if after ~= '' and after >= prefix then
   from = '(' .. after
@@ -21,7 +21,7 @@ for i = 1, #found do
   if string.sub(key, 1, #prefix) ~= prefix then break end
   if i > limit then more = 1 break end
   last = key
-  if redis.call('EXISTS', n.data .. key) == 1 then page[#page + 1] = key end
+  if redis.call('EXISTS', data .. key) == 1 then page[#page + 1] = key end
 end
 page[#page + 1] = last
 page[#page + 1] = more

@@ -6,24 +6,25 @@
 -- 1 when done, 0 when there is more. ARGV[1] is the tenant's tag.
 local tag, budget = ARGV[1], tonumber(ARGV[2])
 for _, bucket in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local n = bucket_names(tag, bucket)
-  local members = redis.call('ZRANGE', n.index, 0, budget - 1)
+  local head = head_of(bucket)
+  local index, lex, versions = tag .. 'i' .. head, tag .. 'o' .. head, tag .. 'v' .. head
+  local members = redis.call('ZRANGE', index, 0, budget - 1)
   if #members > 0 then
     local data, scheduled = {}, {}
     for j = 1, #members do
-      data[j] = n.data .. members[j]
-      scheduled[j] = n.head .. members[j]
+      data[j] = tag .. 'd' .. head .. members[j]
+      scheduled[j] = head .. members[j]
     end
     redis.call('DEL', unpack(data))
-    redis.call('ZREM', n.index, unpack(members))
-    redis.call('ZREM', n.lex, unpack(members))
-    redis.call('HDEL', n.versions, unpack(members))
+    redis.call('ZREM', index, unpack(members))
+    redis.call('ZREM', lex, unpack(members))
+    redis.call('HDEL', versions, unpack(members))
     redis.call('ZREM', tag .. 'x', unpack(scheduled))
     redis.call('HDEL', tag .. 'l', unpack(scheduled))
     budget = budget - #members
   end
-  if redis.call('EXISTS', n.index) == 0 then
-    redis.call('DEL', n.lex, n.versions)
+  if redis.call('EXISTS', index) == 0 then
+    redis.call('DEL', lex, versions)
     redis.call('SREM', KEYS[2], bucket)
   end
   if budget <= 0 then return 0 end

@@ -4,7 +4,11 @@
 -- (-1: none is scheduled).
 local usage, tag = KEYS[1], ARGV[1]
 local now = now_ms()
-reap(tag, usage, now, tonumber(ARGV[2]))
+local keys, bytes = reap(tag, now, tonumber(ARGV[2]))
+if keys > 0 then
+  redis.call('HINCRBY', usage, 'k', -keys)
+  redis.call('HINCRBY', usage, 'b', -bytes)
+end
 local held = redis.call('HMGET', usage, 'k', 'b')
 local next = redis.call('ZRANGE', tag .. 'x', 0, 0, 'WITHSCORES')
 local wait = -1
