@@ -1041,7 +1041,7 @@ mod tests {
             if_absent: false,
         };
         let v = |s: &'static str| Bytes::from_static(s.as_bytes());
-        {
+        let token = {
             let ns = dir.open(&Quotas::default());
             let b = ns.open("").await.unwrap();
             b.set_with("short".into(), v("s"), ttl(300)).await.unwrap();
@@ -1058,13 +1058,25 @@ mod tests {
                 .await
                 .unwrap();
             b.delete("deleted").await.unwrap();
-        }
+            b.current("plain").await.unwrap().unwrap().version
+        };
         // The runner is stopped past "short"'s expiry.
         tokio::time::sleep(Duration::from_millis(400)).await;
         // Held, with its reaper, for as long as the test reads.
         let store = Store::durable(4, &dir.0, Fsync::Always).expect("opening the data dir");
         let ns = Namespace::new(&store, "t", Quotas::default()).expect("opening the namespace");
         let b = ns.open("").await.unwrap();
+        // A version token of before the restart matches nothing after it
+        // (as the README says), even on the unchanged value.
+        let require = crate::store::Require {
+            version: Some(token),
+            value: None,
+        };
+        let now = b.current("plain").await.unwrap();
+        assert_eq!(
+            b.swap("plain".into(), v("y"), require).await.unwrap(),
+            crate::store::Swapped::Stale(now)
+        );
         for (key, value) in [
             ("short", None),
             ("long", Some(v("l"))),
