@@ -467,6 +467,13 @@ impl Reaper {
 
     /// Looks at `state`'s tenant at `at` at the latest.
     fn watch(&self, state: &Arc<TenantState>, at: u64) {
+        // Watched already, no later than `at`: a time other than `u64::MAX`
+        // is only ever set under the lock below, with the tenant listed,
+        // and a round lists it off only once the time is `u64::MAX`. Most
+        // writes with an expiry end here, without the lock.
+        if state.reap_at.load(Ordering::Relaxed) <= at {
+            return;
+        }
         // Under the lock, so a round dropping the tenant sees the time.
         let mut tenants = self.tenants.lock();
         state.reap_at.fetch_min(at, Ordering::Relaxed);
