@@ -50,6 +50,14 @@ settings! {
         /// How long a kept instance waits for its tenant's next request
         /// before it is dropped (with max-instance-reuse above 1).
         instance_idle_timeout: Duration = "1s", Range::Between(Duration::from_millis(1), Duration::from_secs(3600));
+        /// Linear memory a kept instance may have grown to and still serve
+        /// another request (with max-instance-reuse above 1): one whose
+        /// memories together are larger when a request ends is dropped
+        /// then, and the next request gets a fresh instance, as Fastly's
+        /// reusable sandboxes recycle one past `maxMemoryMiB`. Counted in
+        /// runner_instances_recycled_total. A WASIp3 instance shared by
+        /// several requests takes no new ones past it.
+        max_reused_memory: ByteSize = "32MiB", Range::Between(ByteSize::kib(64), ByteSize::gib(4));
         /// Elements one table may grow to.
         max_table_elements: usize = "20000", Range::Positive(10_000_000usize);
         /// Core instances one request's store may create.

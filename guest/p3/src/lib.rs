@@ -68,6 +68,12 @@ impl wasip3::exports::http::handler::Guest for Service {
         match (method, path) {
             (Method::Get, "/hello") => Ok(text(200, "hello from p3")),
             (Method::Get, "/count") => Ok(text(200, &served.to_string())),
+            (Method::Get, "/grow") => {
+                // Keeps N KiB for the instance's life, as a leak would.
+                let kib = param(query, "kib").unwrap_or(0) as usize;
+                let kept = Vec::leak(vec![0xA5u8; kib * 1024]);
+                Ok(text(200, &format!("kept {} KiB", kept.len() / 1024)))
+            }
             (Method::Get, "/sleep") => {
                 let ms = param(query, "ms").unwrap_or(0);
                 wasip3::clocks::monotonic_clock::wait_for(ms * 1_000_000).await;

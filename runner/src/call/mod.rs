@@ -214,7 +214,9 @@ where
             if failure.is_none() && head.is_none() && instance.served > 1 {
                 registry.refuse(tenant.idle());
             }
-            registry.release(tenant.idle(), instance, clean);
+            if registry.release(tenant.idle(), instance, clean) {
+                tenant.metrics().instance_recycled();
+            }
         }
         drop(admission);
         match (head, failure) {
@@ -253,8 +255,10 @@ where
                 // because its instance was dropped must find the failure
                 // (`Failed::BodyEnds`).
                 let _ = ended.send(failure.as_ref().map(Outcome::ended));
-                if let Some(instance) = instance {
-                    registry.release(tenant.idle(), instance, answered && failure.is_none());
+                if let Some(instance) = instance
+                    && registry.release(tenant.idle(), instance, answered && failure.is_none())
+                {
+                    tenant.metrics().instance_recycled();
                 }
                 drop(admission);
             });

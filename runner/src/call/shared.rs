@@ -85,6 +85,7 @@ async fn run(
     mut queue: mpsc::UnboundedReceiver<Job>,
 ) {
     let limits = tenant.limits().clone();
+    let max_memory = crate::limits::bytes(limits.max_reused_memory);
     let pending: Pending = Arc::default();
     // Requests it took, and the fuel they brought.
     let served = AtomicU64::new(0);
@@ -103,7 +104,13 @@ async fn run(
                     if id > 1 {
                         tenant.metrics().instance_reused();
                     }
-                    running.push(serve(accessor, service, job, id, pending.clone(), tenant));
+                    let place = Place {
+                        id,
+                        pending: pending.clone(),
+                        worker,
+                        max_memory,
+                    };
+                    running.push(serve(accessor, service, job, place, tenant));
                     id
                 };
                 loop {
@@ -127,8 +134,9 @@ async fn run(
                         }
                         Some(done) = running.next() => {
                             worker.load.fetch_sub(1, Ordering::AcqRel);
-                            if !done? && open {
-                                // A request expired: no more join it.
+                            if done? != Served::Answered && open {
+                                // A request expired, or the instance grew
+                                // past max-reused-memory: no more join it.
                                 open = false;
                                 tenant.workers().remove(worker);
                             }
@@ -181,16 +189,41 @@ async fn run(
 /// reply to the caller.
 const SETTLE_TURNS: usize = 2;
 
+/// How one request in a shared instance ended, when it did not fail it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Answered,
+    /// It ran past its deadline.
+    Expired,
+    /// Answered, and the instance's memory is now past
+    /// `max-reused-memory`.
+    Grown,
+}
+
+/// A request's place in a shared instance.
+struct Place<'a> {
+    id: u64,
+    pending: Pending,
+    worker: &'a Arc<Worker>,
+    /// The tenant's `max-reused-memory`, in bytes.
+    max_memory: usize,
+}
+
 /// Starts one request in the instance and answers it with its response
-/// head, or its deadline. `Ok(false)`: it expired.
+/// head, or its deadline.
 async fn serve(
     accessor: &Accessor<Host>,
     service: &Service,
     job: Job,
-    id: u64,
-    pending: Pending,
+    place: Place<'_>,
     tenant: &Tenant,
-) -> wasmtime::Result<bool> {
+) -> wasmtime::Result<Served> {
+    let Place {
+        id,
+        pending,
+        worker,
+        max_memory,
+    } = place;
     let fuel = tenant.limits().fuel;
     let Job {
         request,
@@ -218,7 +251,7 @@ async fn serve(
             if let Some(reply) = pending.lock().remove(&id) {
                 let _ = reply.send(Reply::Failed(outcome::deadline_exceeded(tenant.limits())));
             }
-            return Ok(false);
+            return Ok(Served::Expired);
         }
     };
     // The guest usually writes its body from a task of its own right after
@@ -228,8 +261,18 @@ async fn serve(
     for _ in 0..SETTLE_TURNS {
         tokio::task::yield_now().await;
     }
+    // Grown past its limit: it leaves the tenant's list before the
+    // reply goes out, so the caller's next request cannot join it.
+    let grown = accessor.with(|mut store| store.get().limiter.memory) > max_memory;
+    if grown && tenant.workers().remove(worker) {
+        tenant.metrics().instance_recycled();
+    }
     if let Some(reply) = pending.lock().remove(&id) {
         let _ = reply.send(Reply::Head(head));
     }
-    Ok(true)
+    Ok(if grown {
+        Served::Grown
+    } else {
+        Served::Answered
+    })
 }

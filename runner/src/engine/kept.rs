@@ -4,9 +4,10 @@
 //! cleanly is parked in its tenant's [`IdleInstances`] instead of being
 //! dropped, and the tenant's next request runs in it: no instantiation, no
 //! memory reset. An instance leaves the pool for good when it has served
-//! `max-instance-reuse` requests, when it has been idle for
-//! `instance-idle-timeout` (the [`Reaper`] drops it, off the request path),
-//! or when a fresh instance of any tenant needs its pool slot.
+//! `max-instance-reuse` requests, when its linear memory has grown past
+//! `max-reused-memory`, when it has been idle for `instance-idle-timeout`
+//! (the [`Reaper`] drops it, off the request path), or when a fresh
+//! instance of any tenant needs its pool slot.
 //!
 //! Idle instances hold pooling-allocator slots but no admission permit, so
 //! they never count against in-flight caps; a full pool evicts them first
@@ -22,6 +23,7 @@ use parking_lot::Mutex;
 use wasmtime::Store;
 
 use crate::host::{Handler, Host};
+use crate::limits::{self, Limits};
 use crate::periodic::Periodic;
 
 /// How often the reaper looks for instances past their idle timeout: an idle
@@ -45,6 +47,8 @@ pub struct IdleInstances {
     timeout: Duration,
     /// Its `max-instance-reuse`.
     max_reuse: u64,
+    /// Its `max-reused-memory`, in bytes.
+    max_memory: usize,
     /// Whether its instances are WASIp3 ones, in that engine's pool.
     p3: bool,
     parked: Mutex<VecDeque<(Instance, Instant)>>,
@@ -58,11 +62,12 @@ pub struct IdleInstances {
 }
 
 impl IdleInstances {
-    pub fn new(tenant: Arc<str>, timeout: Duration, max_reuse: u64, p3: bool) -> Self {
+    pub fn new(tenant: Arc<str>, limits: &Limits, p3: bool) -> Self {
         Self {
             tenant,
-            timeout,
-            max_reuse,
+            timeout: limits.instance_idle_timeout,
+            max_reuse: limits.max_instance_reuse,
+            max_memory: limits::bytes(limits.max_reused_memory),
             p3,
             parked: Mutex::default(),
             registered: AtomicBool::new(false),
@@ -160,9 +165,12 @@ impl Registry {
 
     /// Ends a request's use of `instance`: parks it if `clean` (the request
     /// ended without a trap or a limit and the guest sent its response) and
-    /// it may serve more, else drops it.
-    pub fn release(&self, idle: &Arc<IdleInstances>, instance: Instance, clean: bool) {
-        if clean && instance.served < idle.max_reuse && !idle.refused.load(Ordering::Relaxed) {
+    /// it may serve more, else drops it. True when it was dropped only
+    /// because its memory had grown past `max-reused-memory`.
+    pub fn release(&self, idle: &Arc<IdleInstances>, instance: Instance, clean: bool) -> bool {
+        let reusable = clean && instance.served < idle.max_reuse;
+        let grown = reusable && instance.store.data().limiter.memory > idle.max_memory;
+        if reusable && !grown && !idle.refused.load(Ordering::Relaxed) {
             if !idle.registered.swap(true, Ordering::AcqRel) {
                 self.tenants.lock().push(Arc::downgrade(idle));
             }
@@ -176,6 +184,7 @@ impl Registry {
         } else {
             self.lifetimes.record(instance.served as f64);
         }
+        grown
     }
 
     /// Turns reuse off for `tenant` after a kept instance returned without

@@ -13,6 +13,9 @@ pub struct Limiter {
     max_memories: usize,
     /// The limit a growth request ran into, if any.
     pub hit: Option<Limit>,
+    /// Bytes of linear memory the store's memories were allowed to reach,
+    /// together: what a kept instance holds (`max-reused-memory`).
+    pub memory: usize,
 }
 
 impl Limiter {
@@ -24,6 +27,7 @@ impl Limiter {
             max_tables: limits.max_tables,
             max_memories: limits.max_memories,
             hit: None,
+            memory: 0,
         }
     }
 }
@@ -31,7 +35,7 @@ impl Limiter {
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -41,6 +45,10 @@ impl wasmtime::ResourceLimiter for Limiter {
             self.hit = Some(Limit::Memory);
             return Ok(false);
         }
+        // A new memory comes with `current` 0. A growth allowed here that
+        // then fails (past the pool's slot) stays counted: that can only
+        // drop a kept instance early, never keep a large one.
+        self.memory = self.memory.saturating_add(desired.saturating_sub(current));
         Ok(true)
     }
 
@@ -86,12 +94,19 @@ mod tests {
         };
         let mut l = Limiter::new(&limits);
         assert!(l.memory_growing(0, 1 << 20, None).unwrap());
+        assert!(l.memory_growing(0, 1 << 16, None).unwrap());
+        assert_eq!(l.memory, (1 << 20) + (1 << 16), "two memories, together");
         assert!(l.table_growing(0, 100, None).unwrap());
         assert_eq!(l.hit, None);
         assert!(!l.table_growing(100, 101, None).unwrap());
         assert_eq!(l.hit, Some(Limit::TableElements));
         assert!(!l.memory_growing(1 << 20, (1 << 20) + 65536, None).unwrap());
         assert_eq!(l.hit, Some(Limit::Memory));
+        assert_eq!(
+            l.memory,
+            (1 << 20) + (1 << 16),
+            "a refused growth is not counted"
+        );
         assert_eq!((l.instances(), l.tables(), l.memories()), (32, 32, 2));
     }
 }

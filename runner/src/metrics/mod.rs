@@ -216,6 +216,11 @@ fn describe() {
         INSTANCES_REUSED,
         "Tenant requests served by an instance kept from an earlier request (max-instance-reuse)."
     );
+    describe_counter!(
+        INSTANCES_RECYCLED,
+        "Kept instances dropped after a request because their linear memory had grown past the \
+         tenant's max-reused-memory."
+    );
     describe_gauge!(
         INSTANCES_IDLE,
         "Instances kept between requests, waiting for their tenant's next one."
@@ -547,6 +552,7 @@ pub struct TenantMetrics {
     cpu: OnceLock<Gauge>,
     instances_created: OnceLock<Counter>,
     instances_reused: OnceLock<Counter>,
+    instances_recycled: OnceLock<Counter>,
     traps: [OnceLock<Counter>; TrapKind::ALL.len()],
     limits: [OnceLock<Counter>; Limit::ALL.len()],
     kv_ops: [[OnceLock<Counter>; 3]; KvOp::ALL.len()],
@@ -576,6 +582,7 @@ impl TenantMetrics {
             cpu: OnceLock::new(),
             instances_created: OnceLock::new(),
             instances_reused: OnceLock::new(),
+            instances_recycled: OnceLock::new(),
             traps: Default::default(),
             limits: Default::default(),
             kv_ops: Default::default(),
@@ -681,6 +688,12 @@ impl TenantMetrics {
 
     pub fn instance_reused(&self) {
         self.counter(&self.instances_reused, INSTANCES_REUSED, None)
+            .increment(1);
+    }
+
+    /// Counts a kept instance dropped for its grown memory.
+    pub fn instance_recycled(&self) {
+        self.counter(&self.instances_recycled, INSTANCES_RECYCLED, None)
             .increment(1);
     }
 

@@ -14,6 +14,7 @@ pub const REQUESTS_IN_FLIGHT: &str = "runner_requests_in_flight";
 pub const INSTANTIATION_DURATION: &str = "runner_instantiation_duration_seconds";
 pub const INSTANCES_CREATED: &str = "runner_instances_created_total";
 pub const INSTANCES_REUSED: &str = "runner_instances_reused_total";
+pub const INSTANCES_RECYCLED: &str = "runner_instances_recycled_total";
 pub const INSTANCES_IDLE: &str = "runner_instances_idle";
 pub const INSTANCE_REQUESTS: &str = "runner_instance_requests";
 pub const FUEL_CONSUMED: &str = "runner_fuel_consumed_total";

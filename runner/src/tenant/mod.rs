@@ -80,12 +80,7 @@ impl Tenant {
     }
 
     fn over(scope: Arc<Scope>, component: &Loaded) -> Self {
-        let idle = IdleInstances::new(
-            scope.shared_name(),
-            scope.limits().instance_idle_timeout,
-            scope.limits().max_instance_reuse,
-            component.pre.is_p3(),
-        );
+        let idle = IdleInstances::new(scope.shared_name(), scope.limits(), component.pre.is_p3());
         let workers = Workers::new(scope.limits().max_tenant_in_flight);
         let routes = Routes::new([&scope.limits().route]);
         Self {

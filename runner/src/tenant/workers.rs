@@ -119,9 +119,13 @@ impl Workers {
         self.remove(&taken.0);
     }
 
-    /// Takes `worker` off the list, so it gets no more jobs.
-    pub fn remove(&self, worker: &Arc<Worker>) {
-        self.list.lock().retain(|w| !Arc::ptr_eq(w, worker));
+    /// Takes `worker` off the list, so it gets no more jobs; false if it
+    /// was not on it.
+    pub fn remove(&self, worker: &Arc<Worker>) -> bool {
+        let mut list = self.list.lock();
+        let listed = list.len();
+        list.retain(|w| !Arc::ptr_eq(w, worker));
+        list.len() < listed
     }
 
     /// Closes every worker: the tenant was replaced or removed. Requests

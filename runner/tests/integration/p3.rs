@@ -770,3 +770,28 @@ async fn a_purge_leaves_no_late_write_behind() {
         assert_eq!(read.status, StatusCode::NOT_FOUND, "{key}: {}", read.text());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_instance_grown_past_max_reused_memory_takes_no_new_requests() {
+    let t = p3(
+        Tenants::new(),
+        "shared",
+        "max-instance-concurrency = 4\nmax-instance-reuse = 100\nmax-reused-memory = \"4MiB\"",
+    );
+    let r = InProcess::start_with(&t, &[]);
+    assert_eq!(get(r.addr, "/t/shared/count").await.text(), "1");
+    assert_eq!(get(r.addr, "/t/shared/count").await.text(), "2");
+    // 1,088 KiB to start with, and 4 MiB kept: past the limit once
+    // answered, so the next request finds a new instance.
+    assert_eq!(
+        get(r.addr, "/t/shared/grow?kib=4096").await.text(),
+        "kept 4096 KiB"
+    );
+    assert_eq!(get(r.addr, "/t/shared/count").await.text(), "1");
+    crate::harness::assert_instances(&r, "shared", 2.0, 2.0).await;
+    assert_eq!(
+        r.metric("runner_instances_recycled_total", "tenant=\"shared\"")
+            .await,
+        1.0
+    );
+}

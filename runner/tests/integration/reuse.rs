@@ -216,3 +216,62 @@ async fn a_component_that_cannot_answer_twice_gets_fresh_instances_after_its_fir
     assert_eq!(r.metric("runner_instances_reused_total", labels).await, 1.0);
     assert_eq!(r.metric("runner_instances_idle", "").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_grown_past_max_reused_memory_is_dropped_after_its_request() {
+    // The hostile guest starts with 17 pages (1,088 KiB) and each
+    // `/residue` grows its memory by 4 MiB: past 6 MiB on an instance's
+    // second. `a` sets the limit itself; `b` takes the flag's default,
+    // and `c` the built-in 32 MiB.
+    let t = Tenants::new()
+        .hostile(
+            "a",
+            "max-instance-reuse = 100\nmax-reused-memory = \"6MiB\"",
+        )
+        .hostile("b", "max-instance-reuse = 100")
+        .hostile(
+            "c",
+            "max-instance-reuse = 100\nmax-reused-memory = \"32MiB\"",
+        );
+    let r = InProcess::start_with(&t, &["--max-reused-memory", "6MiB"]);
+    for tenant in ["a", "b"] {
+        let residue = async || get(r.addr, &format!("/t/{tenant}/residue")).await.text();
+        assert_eq!(residue().await, FRESH, "{tenant}");
+        // Served, then dropped: 1,088 KiB and two 4 MiB growths.
+        assert_eq!(residue().await, KEPT, "{tenant}");
+        assert_eq!(
+            residue().await,
+            FRESH,
+            "{tenant}: after its memory passed 6 MiB"
+        );
+        // Requests that do not grow it leave it kept.
+        for _ in 0..3 {
+            assert_eq!(
+                get(r.addr, &format!("/t/{tenant}/hello")).await.text(),
+                "hello"
+            );
+        }
+        assert_eq!(residue().await, KEPT, "{tenant}");
+        crate::harness::assert_instances(&r, tenant, 2.0, 5.0).await;
+        let labels = format!("tenant=\"{tenant}\"");
+        assert_eq!(
+            r.metric("runner_instances_recycled_total", &labels).await,
+            2.0
+        );
+    }
+    // Under 32 MiB, five growths stay on one instance.
+    for i in 0..5 {
+        let seen = if i == 0 { FRESH } else { KEPT };
+        assert_eq!(
+            get(r.addr, "/t/c/residue").await.text(),
+            seen,
+            "request {i}"
+        );
+    }
+    crate::harness::assert_instances(&r, "c", 1.0, 4.0).await;
+    assert_eq!(
+        r.metric("runner_instances_recycled_total", "tenant=\"c\"")
+            .await,
+        0.0
+    );
+}
