@@ -210,7 +210,7 @@ where
     fn call_impl(&self, mut store: impl AsContextMut, params: Params) -> Result<Return> {
         let mut store = store.as_context_mut();
 
-        if self.func.abi_async(store.0) {
+        if self.func.abi_async() {
             bail!(
                 "cannot synchronously call an async-lifted export; \
                  use `call_async` or `call_concurrent` instead"
