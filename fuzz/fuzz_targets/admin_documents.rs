@@ -76,6 +76,7 @@ const LIMIT_KEYS: [&str; 14] = [
     "max-instance-concurrency",
     "max-instance-reuse",
     "instance-idle-timeout",
+    "max-reused-memory",
     "max-log-bytes-per-second",
     "max-page-keys",
     "max-buckets",
