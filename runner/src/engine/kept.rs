@@ -168,9 +168,10 @@ impl Registry {
     /// it may serve more, else drops it. True when it was dropped only
     /// because its memory had grown past `max-reused-memory`.
     pub fn release(&self, idle: &Arc<IdleInstances>, instance: Instance, clean: bool) -> bool {
-        let reusable = clean && instance.served < idle.max_reuse;
+        let reusable =
+            clean && instance.served < idle.max_reuse && !idle.refused.load(Ordering::Relaxed);
         let grown = reusable && instance.store.data().limiter.memory > idle.max_memory;
-        if reusable && !grown && !idle.refused.load(Ordering::Relaxed) {
+        if reusable && !grown {
             if !idle.registered.swap(true, Ordering::AcqRel) {
                 self.tenants.lock().push(Arc::downgrade(idle));
             }
