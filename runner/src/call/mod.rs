@@ -32,7 +32,7 @@ use self::timed::Timed;
 use crate::admission::Admission;
 use crate::body::{Failed, Guarded, Head, OutBody};
 use crate::engine::Runtime;
-use crate::engine::kept::Instance;
+use crate::engine::kept::{Instance, Registry};
 use crate::host::{Handler, Host};
 use crate::limits::Limit;
 use crate::outcome::{DeadlineExceeded, Outcome, classify, deadline_exceeded};
@@ -214,9 +214,7 @@ where
             if failure.is_none() && head.is_none() && instance.served > 1 {
                 registry.refuse(tenant.idle());
             }
-            if registry.release(tenant.idle(), instance, clean) {
-                tenant.metrics().instance_recycled();
-            }
+            release(registry, tenant, instance, clean);
         }
         drop(admission);
         match (head, failure) {
@@ -255,10 +253,8 @@ where
                 // because its instance was dropped must find the failure
                 // (`Failed::BodyEnds`).
                 let _ = ended.send(failure.as_ref().map(Outcome::ended));
-                if let Some(instance) = instance
-                    && registry.release(tenant.idle(), instance, answered && failure.is_none())
-                {
-                    tenant.metrics().instance_recycled();
+                if let Some(instance) = instance {
+                    release(&registry, &tenant, instance, answered && failure.is_none());
                 }
                 drop(admission);
             });
@@ -278,6 +274,14 @@ where
                 Err(_) => no_response(),
             }
         }
+    }
+}
+
+/// Ends a request's use of `instance` (`Registry::release`), counting it
+/// in the tenant's metrics when it was dropped for its grown memory.
+fn release(registry: &Registry, tenant: &Tenant, instance: Instance, clean: bool) {
+    if registry.release(tenant.idle(), instance, clean) {
+        tenant.metrics().instance_recycled();
     }
 }
 
