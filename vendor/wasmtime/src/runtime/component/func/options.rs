@@ -6,7 +6,7 @@ use crate::component::resources::{HostResourceData, HostResourceIndex, HostResou
 use crate::component::store::ComponentTaskState;
 use crate::component::{Instance, ResourceType, RuntimeInstance};
 use crate::prelude::*;
-use crate::runtime::vm::VMFuncRef;
+use crate::runtime::vm::{SendSyncPtr, VMFuncRef, VMMemoryDefinition};
 use crate::runtime::vm::component::{
     ComponentInstance, HandleCounter, HandleTable, ResourceTables,
 };
@@ -52,6 +52,14 @@ pub struct LowerContext<'a, T: 'static> {
 
     /// Whether to allow `options.realloc` to be used when lowering.
     allow_realloc: bool,
+
+    /// The definition of the memory `options` name, looked up at the first
+    /// use: every primitive stored goes through `as_slice_mut`, and finding
+    /// the memory from the options each time cost several dependent loads
+    /// per store. The definition stays where it is for the instance's life
+    /// (a `grow` updates its base and length in place), so the slice is
+    /// still made from it afresh at each use.
+    memory: Option<Option<SendSyncPtr<VMMemoryDefinition>>>,
 }
 
 #[doc(hidden)]
@@ -75,6 +83,7 @@ impl<'a, T: 'static> LowerContext<'a, T> {
             types: component.types(),
             instance,
             allow_realloc: true,
+            memory: None,
         }
     }
 
@@ -99,6 +108,7 @@ impl<'a, T: 'static> LowerContext<'a, T> {
             types: component.types(),
             instance,
             allow_realloc: false,
+            memory: None,
         }
     }
 
@@ -129,7 +139,27 @@ impl<'a, T: 'static> LowerContext<'a, T> {
     /// This will panic if memory has not been configured for this lowering
     /// (e.g. it wasn't present during the specification of canonical options).
     pub fn as_slice_mut(&mut self) -> &mut [u8] {
-        self.instance.options_memory_mut(self.store.0, self.options)
+        let memory = match self.memory {
+            Some(memory) => memory,
+            None => {
+                let memory = self
+                    .instance
+                    .options_memory_raw(self.store.0, self.options)
+                    .map(SendSyncPtr::new);
+                *self.memory.insert(memory)
+            }
+        };
+        let Some(memory) = memory else {
+            return &mut [];
+        };
+        // SAFETY: as in `Instance::options_memory_mut`: the definition
+        // belongs to the instance this context lowers into, which the
+        // borrowed store keeps alive, and its base and length are trusted
+        // parts of the runtime, read here at each use.
+        unsafe {
+            let memory = memory.as_non_null().as_ref();
+            core::slice::from_raw_parts_mut(memory.base.as_ptr(), memory.current_length())
+        }
     }
 
     /// Invokes the memory allocation function (which is style after `realloc`)
