@@ -476,7 +476,11 @@ pub struct Config {
 
 /// The engine's settings: the server's, with the pool's memory size
 /// decided.
-fn engine_config(server: &ServerSettings, max_memory: ByteSize) -> EngineConfig {
+fn engine_config(
+    server: &ServerSettings,
+    max_memory: ByteSize,
+    store: &StoreConfig,
+) -> EngineConfig {
     EngineConfig {
         pool_size: server.pool_size,
         max_memory: limits::bytes(max_memory),
@@ -492,13 +496,18 @@ fn engine_config(server: &ServerSettings, max_memory: ByteSize) -> EngineConfig 
             timeout: server.compile_timeout,
             max_memory: server.compile_max_memory.as_u64(),
         },
+        ready_reads: !store.reads_wait(),
     }
 }
 
 /// The declared defaults: a pool sized for the default tenant limits.
 impl Default for EngineConfig {
     fn default() -> Self {
-        engine_config(&ServerSettings::default(), Limits::default().max_memory)
+        engine_config(
+            &ServerSettings::default(),
+            Limits::default().max_memory,
+            &StoreConfig::Memory,
+        )
     }
 }
 
@@ -816,7 +825,7 @@ fn build(cli: &Cli, file: File, base_dir: &Path) -> anyhow::Result<Config> {
         );
     }
     Ok(Config {
-        engine: engine_config(server, max_memory),
+        engine: engine_config(server, max_memory, &store),
         store,
         deprecated: Vec::new(),
         http: HttpLimits {
@@ -1128,6 +1137,18 @@ mod tests {
             err.contains("store-timeout must be between 1ms and 1m, not 0s"),
             "{err}"
         );
+    }
+
+    /// Key-value reads are linked as synchronous imports only where the
+    /// store answers them without waiting.
+    #[test]
+    fn reads_are_linked_synchronously_only_off_redis() {
+        let ready = |args: &[&str]| parse(args).unwrap().engine.ready_reads;
+        assert!(ready(&[]));
+        assert!(ready(&["--data-dir", "kv"]));
+        assert!(!ready(&["--store", "redis://127.0.0.1:6379"]));
+        assert!(!ready(&["--store", "redis+cluster://127.0.0.1:7000"]));
+        assert!(EngineConfig::default().ready_reads);
     }
 
     #[test]

@@ -52,6 +52,12 @@ fn route(req: &Request) -> Result {
     if let Some(rest) = path.strip_prefix("/spin2/") {
         return spin2::route(req, rest);
     }
+    if let Some(raw) = path.strip_prefix("/get2/") {
+        return match req.method() {
+            Method::Get => spin_kv::get(req, &kv::key(raw)?),
+            _ => Err(Response::method_not_allowed("GET")),
+        };
+    }
     if path == "/keys2" {
         return match req.method() {
             Method::Get => spin_kv::keys(req),
@@ -167,6 +173,21 @@ mod spin_kv {
                 }
                 Err(CasError::StoreError(e)) => return Err(error(e)),
             }
+        }
+    }
+
+    /// `GET /get2/{key}`: draft2's `exists`, then its `get`: 200 with the
+    /// value, 404 `key not found`, or 500 if the two disagree.
+    pub fn get(req: &Request, key: &str) -> Result {
+        let bucket = open(req)?;
+        let exists = bucket.exists(key).map_err(error)?;
+        match (exists, bucket.get(key).map_err(error)?) {
+            (true, Some(value)) => Ok(Response::octets(200, value)),
+            (false, None) => Ok(Response::text(404, "key not found")),
+            (exists, value) => Ok(Response::text(
+                500,
+                format!("exists says {exists}, get found {}", value.is_some()),
+            )),
         }
     }
 

@@ -64,6 +64,10 @@ pub struct EngineConfig {
     /// How components are compiled (`--compile-workers`,
     /// `--compile-timeout`, `--compile-max-memory`).
     pub compile: CompileSettings,
+    /// The key-value store answers reads without waiting (in memory, with
+    /// or without a data directory; not Redis), so they are linked as
+    /// synchronous imports.
+    pub ready_reads: bool,
 }
 
 pub struct Runtime {
@@ -104,10 +108,14 @@ struct Flavor {
 }
 
 impl Flavor {
-    fn new(wasm: &Config, p3: bool, cache_dir: Option<&std::path::Path>) -> wasmtime::Result<Self> {
+    fn new(wasm: &Config, p3: bool, config: &EngineConfig) -> wasmtime::Result<Self> {
+        let cache_dir = config.cache_dir.as_deref();
         let engine = Engine::new(wasm).context("configuring the wasmtime engine")?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker, p3).context("linking host interfaces")?;
+        if config.ready_reads {
+            host::link_ready_reads(&mut linker).context("linking key-value reads")?;
+        }
         Ok(Self {
             cache: cache_dir.and_then(|dir| Cache::open(dir, &engine)),
             engine,
@@ -180,7 +188,7 @@ impl Runtime {
         let flavor = |p3| {
             let mut wasm = compile::wasm_config(config.max_wasm_stack, p3);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool.clone()));
-            Flavor::new(&wasm, p3, config.cache_dir.as_deref())
+            Flavor::new(&wasm, p3, &config)
         };
         let p2 = flavor(false)?;
         // WASIp3 components: async functions, streams and futures.

@@ -22,7 +22,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-pub use self::keyvalue::{BucketHandle, CasHandle};
+pub use self::keyvalue::{BucketHandle, CasHandle, link_ready_reads};
 pub use self::limiter::Limiter;
 pub(crate) use self::outgoing::DenyOutgoing;
 use self::outgoing::Outgoing;

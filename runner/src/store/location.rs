@@ -41,6 +41,13 @@ impl StoreConfig {
         }
     }
 
+    /// Whether a read may wait on something outside this process (a
+    /// network): reads in memory never do, with or without a data
+    /// directory, whose journal only writes wait on.
+    pub fn reads_wait(&self) -> bool {
+        matches!(self, StoreConfig::Redis { .. })
+    }
+
     /// The store as the start-up log names it, any password hidden.
     pub fn describe(&self) -> String {
         match self {

@@ -300,6 +300,24 @@ impl Bucket {
         dispatch!(&self.inner, BucketRef, BucketBackend::get(key))
     }
 
+    /// [`Bucket::get`] without a future, where the backend answers reads
+    /// without waiting (in memory, with or without a data directory);
+    /// `None` where it may wait (Redis).
+    pub fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, Error>> {
+        match &self.inner {
+            BucketRef::Memory(b) => Some(Ok(b.get(key))),
+            BucketRef::Redis(_) => None,
+        }
+    }
+
+    /// [`Bucket::exists`] without a future, as [`Bucket::get_now`].
+    pub fn exists_now(&self, key: &str) -> Option<Result<bool, Error>> {
+        match &self.inner {
+            BucketRef::Memory(b) => Some(Ok(b.exists(key))),
+            BucketRef::Redis(_) => None,
+        }
+    }
+
     pub async fn exists(&self, key: &str) -> Result<bool, Error> {
         dispatch!(&self.inner, BucketRef, BucketBackend::exists(key))
     }

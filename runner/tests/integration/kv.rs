@@ -314,3 +314,52 @@ async fn draft2_counts_and_lists_on_the_same_data() {
         )
     );
 }
+
+/// `get` and `exists` of both drafts answer alike on every store: linked
+/// as synchronous imports where reads never wait (in memory, with or
+/// without a data directory), as async ones over Redis. The key is not
+/// ASCII, so the guest's string is read as UTF-8 in its own memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_alike_on_every_store() {
+    let redis = system_tests::redis::Redis::start();
+    let dir = system_tests::TempDir::new();
+    let data = dir.path.join("data");
+    let mut stores = vec![
+        vec![],
+        vec!["--data-dir".to_owned(), data.display().to_string()],
+    ];
+    if let Some(redis) = &redis {
+        stores.push(vec!["--store".to_owned(), redis.url()]);
+    }
+    for store in stores {
+        let args: Vec<&str> = store.iter().map(String::as_str).collect();
+        let r = InProcess::start_with(&Tenants::new().hostile("h", ""), &args);
+        let put = request(
+            r.addr,
+            Method::PUT,
+            "/t/h/kv/%C3%A9t%C3%A9",
+            b"summer".to_vec(),
+        )
+        .await;
+        assert_eq!(
+            put.status,
+            StatusCode::NO_CONTENT,
+            "{store:?}: {}",
+            put.text()
+        );
+        for route in ["kv", "get2"] {
+            let found = get(r.addr, &format!("/t/h/{route}/%C3%A9t%C3%A9")).await;
+            assert_eq!(
+                (found.status, found.text().as_str()),
+                (StatusCode::OK, "summer"),
+                "{store:?} {route}"
+            );
+            let missing = get(r.addr, &format!("/t/h/{route}/%C3%A9t%C3%A9s")).await;
+            assert_eq!(
+                (missing.status, missing.text().as_str()),
+                (StatusCode::NOT_FOUND, "key not found"),
+                "{store:?} {route}"
+            );
+        }
+    }
+}

@@ -785,13 +785,13 @@ impl Bucket {
         }
     }
 
-    fn get(&self, key: &str) -> Option<Bytes> {
+    pub(in crate::store) fn get(&self, key: &str) -> Option<Bytes> {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
         shard.live(hash, key, &self.now()).map(|e| e.value.clone())
     }
 
-    fn exists(&self, key: &str) -> bool {
+    pub(in crate::store) fn exists(&self, key: &str) -> bool {
         let hash = self.hash(key);
         let shard = self.shard(hash).read();
         shard.live(hash, key, &self.now()).is_some()
