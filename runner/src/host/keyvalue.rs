@@ -7,7 +7,7 @@
 //! in-memory backend is ready at the first poll, and no lock is held
 //! across an await or a call into the guest. Where the store's reads never
 //! wait (in memory, with or without a data directory), `get` and `exists`
-//! are linked as synchronous imports instead ([`link_ready_reads`]).
+//! are linked as synchronous imports instead ([`super::link_ready_reads`]).
 
 use bytes::Bytes;
 // Two clock reads per call: `quanta`'s TSC reads cost a third of
@@ -82,37 +82,22 @@ impl Host {
     /// async import.
     fn get_now(&self, b: &Resource<BucketHandle>, key: &str) -> KvResult<Option<Vec<u8>>> {
         let started = Instant::now();
-        let value = self.bucket(b)?.get_now(key).unwrap_or_else(waits);
+        let value = self.bucket(b)?.get_now(key).unwrap_or_else(super::waits);
         self.finish(KvOp::Get, started, value.map(|v| v.map(|v| v.to_vec())))
     }
 
     /// `exists` for [`link_ready_reads`].
     fn exists_now(&self, b: &Resource<BucketHandle>, key: &str) -> KvResult<bool> {
         let started = Instant::now();
-        let found = self.bucket(b)?.exists_now(key).unwrap_or_else(waits);
+        let found = self.bucket(b)?.exists_now(key).unwrap_or_else(super::waits);
         self.finish(KvOp::Exists, started, found)
     }
 }
 
-/// The answer of a synchronous read on a store whose reads wait, which
-/// the runner never links ([`link_ready_reads`] is for memory only).
-fn waits<T>() -> Result<T, Error> {
-    debug_assert!(false, "synchronous key-value reads linked over Redis");
-    Err(Error::Unavailable(
-        "this store's reads wait, and the runner linked them as if they did not".into(),
-    ))
-}
-
-/// Links `get` and `exists` of both `wasi:keyvalue` drafts as synchronous
-/// imports, over the async ones [`super::add_to_linker`] defined, for a
-/// store whose reads never wait (in memory, with or without a data
-/// directory; not Redis). wasmtime runs an async import through a boxed
-/// future and a poll, about 40 ns of a ~280 ns `get` (BENCHMARKS.md), and
-/// a key taken as a `WasmStr` is read in the guest's memory, not copied
-/// into a `String`. What the guest sees is the same.
-pub fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+/// `get` and `exists` of both `wasi:keyvalue` drafts as synchronous
+/// imports; see [`super::link_ready_reads`].
+pub(super) fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     type Params = (Resource<BucketHandle>, WasmStr);
-    linker.allow_shadowing(true);
     let mut draft = linker.instance("wasi:keyvalue/store@0.2.0-draft")?;
     draft.func_wrap("[method]bucket.get", |store, (b, key): Params| {
         let key = key.to_str(&store)?;
@@ -131,7 +116,6 @@ pub fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         let key = key.to_str(&store)?;
         Ok((store.data().exists_now(&b, &key)?.map_err(draft2),))
     })?;
-    linker.allow_shadowing(false);
     Ok(())
 }
 

@@ -22,8 +22,8 @@ use quanta::Instant;
 use tokio::sync::oneshot;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
-    Accessor, Destination, FutureReader, Resource, StreamProducer, StreamReader, StreamResult,
-    VecBuffer,
+    Accessor, Destination, FutureReader, Linker, Resource, StreamProducer, StreamReader,
+    StreamResult, VecBuffer, WasmStr,
 };
 
 use super::bindings::fermyon::spin::key_value as v2;
@@ -87,6 +87,33 @@ async fn all_keys(bucket: &Bucket) -> Result<Vec<String>, kv::Error> {
 type Answer2<T> = wasmtime::Result<Result<T, v2::Error>>;
 
 impl v2::Host for Host {}
+
+/// `get` and `exists` of `fermyon:spin/key-value@2.0.0` as synchronous
+/// imports, for a store whose reads never wait; see
+/// [`super::link_ready_reads`].
+pub(super) fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    type Params = (Resource<BucketHandle>, WasmStr);
+    let mut spin = linker.instance("fermyon:spin/key-value@2.0.0")?;
+    spin.func_wrap("[method]store.get", |store, (b, key): Params| {
+        let key = key.to_str(&store)?;
+        let host = store.data();
+        let started = Instant::now();
+        let value = host.bucket(&b)?.get_now(&key).unwrap_or_else(super::waits);
+        let value = value.map(|v| v.map(|v| v.to_vec()));
+        Ok((record(&host.tenant, KvOp::Get, started, value).map_err(spin2),))
+    })?;
+    spin.func_wrap("[method]store.exists", |store, (b, key): Params| {
+        let key = key.to_str(&store)?;
+        let host = store.data();
+        let started = Instant::now();
+        let found = host
+            .bucket(&b)?
+            .exists_now(&key)
+            .unwrap_or_else(super::waits);
+        Ok((record(&host.tenant, KvOp::Exists, started, found).map_err(spin2),))
+    })?;
+    Ok(())
+}
 
 impl v2::HostStore for Host {
     async fn open(&mut self, label: String) -> Answer2<Resource<BucketHandle>> {

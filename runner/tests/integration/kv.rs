@@ -315,10 +315,11 @@ async fn draft2_counts_and_lists_on_the_same_data() {
     );
 }
 
-/// `get` and `exists` of both drafts answer alike on every store: linked
-/// as synchronous imports where reads never wait (in memory, with or
-/// without a data directory), as async ones over Redis. The key is not
-/// ASCII, so the guest's string is read as UTF-8 in its own memory.
+/// `get` and `exists` of both `wasi:keyvalue` drafts and of Spin 2.0
+/// answer alike on every store: linked as synchronous imports where reads
+/// never wait (in memory, with or without a data directory), as async
+/// ones over Redis. The key is not ASCII, so the guest's string is read as
+/// UTF-8 in its own memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_answer_alike_on_every_store() {
     let redis = system_tests::redis::Redis::start();
@@ -347,7 +348,7 @@ async fn reads_answer_alike_on_every_store() {
             "{store:?}: {}",
             put.text()
         );
-        for route in ["kv", "get2"] {
+        for route in ["kv", "get2", "spin2/kv"] {
             let found = get(r.addr, &format!("/t/h/{route}/%C3%A9t%C3%A9")).await;
             assert_eq!(
                 (found.status, found.text().as_str()),
@@ -359,6 +360,14 @@ async fn reads_answer_alike_on_every_store() {
                 (missing.status, missing.text().as_str()),
                 (StatusCode::NOT_FOUND, "key not found"),
                 "{store:?} {route}"
+            );
+        }
+        for (key, found) in [("%C3%A9t%C3%A9", "true"), ("%C3%A9t%C3%A9s", "false")] {
+            let res = get(r.addr, &format!("/t/h/spin2/exists/{key}")).await;
+            assert_eq!(
+                (res.status, res.text().as_str()),
+                (StatusCode::OK, found),
+                "{store:?}"
             );
         }
     }
