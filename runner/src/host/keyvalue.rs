@@ -63,34 +63,50 @@ impl Host {
     }
 
     /// Records the call in the tenant's metrics and turns a store error into
-    /// the WIT error the guest sees: `access-denied` for a bucket outside
-    /// the tenant's `key-value-stores`, otherwise `other`, with the error's
-    /// text, which starts with its stable token.
+    /// the WIT error the guest sees.
     fn finish<T>(&self, op: KvOp, started: Instant, result: Result<T, Error>) -> KvResult<T> {
+        Ok(self.record(op, started, result).map_err(wit_error))
+    }
+
+    /// Records the call in the tenant's metrics.
+    fn record<T>(&self, op: KvOp, started: Instant, result: Result<T, Error>) -> Result<T, Error> {
         self.tenant
             .metrics()
             .kv_op(op, started.elapsed(), result.as_ref().err());
-        Ok(result.map_err(|e| match e {
-            Error::Denied(_) => store::Error::AccessDenied,
-            e => store::Error::Other(e.to_string()),
-        }))
+        result
+    }
+
+    /// `get` for [`super::link_ready_reads`], with the async import's
+    /// answer and metrics; each interface spells the error its own way.
+    pub(super) fn get_now(
+        &self,
+        b: &Resource<BucketHandle>,
+        key: &str,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+        let started = Instant::now();
+        let value = self.bucket(b)?.get_now(key).unwrap_or_else(super::waits);
+        Ok(self.record(KvOp::Get, started, value.map(|v| v.map(|v| v.to_vec()))))
+    }
+
+    /// `exists` for [`super::link_ready_reads`], as [`Host::get_now`].
+    pub(super) fn exists_now(
+        &self,
+        b: &Resource<BucketHandle>,
+        key: &str,
+    ) -> wasmtime::Result<Result<bool, Error>> {
+        let started = Instant::now();
+        let found = self.bucket(b)?.exists_now(key).unwrap_or_else(super::waits);
+        Ok(self.record(KvOp::Exists, started, found))
     }
 }
 
-impl Host {
-    /// `get` for [`link_ready_reads`]: the same answer and metrics as the
-    /// async import.
-    fn get_now(&self, b: &Resource<BucketHandle>, key: &str) -> KvResult<Option<Vec<u8>>> {
-        let started = Instant::now();
-        let value = self.bucket(b)?.get_now(key).unwrap_or_else(super::waits);
-        self.finish(KvOp::Get, started, value.map(|v| v.map(|v| v.to_vec())))
-    }
-
-    /// `exists` for [`link_ready_reads`].
-    fn exists_now(&self, b: &Resource<BucketHandle>, key: &str) -> KvResult<bool> {
-        let started = Instant::now();
-        let found = self.bucket(b)?.exists_now(key).unwrap_or_else(super::waits);
-        self.finish(KvOp::Exists, started, found)
+/// A store error as the drafts spell it: `access-denied` for a bucket
+/// outside the tenant's `key-value-stores`, otherwise `other`, with the
+/// error's text, which starts with its stable token.
+fn wit_error(error: Error) -> store::Error {
+    match error {
+        Error::Denied(_) => store::Error::AccessDenied,
+        e => store::Error::Other(e.to_string()),
     }
 }
 
@@ -101,20 +117,22 @@ pub(super) fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()
     let mut draft = linker.instance("wasi:keyvalue/store@0.2.0-draft")?;
     draft.func_wrap("[method]bucket.get", |store, (b, key): Params| {
         let key = key.to_str(&store)?;
-        Ok((store.data().get_now(&b, &key)?,))
+        Ok((store.data().get_now(&b, &key)?.map_err(wit_error),))
     })?;
     draft.func_wrap("[method]bucket.exists", |store, (b, key): Params| {
         let key = key.to_str(&store)?;
-        Ok((store.data().exists_now(&b, &key)?,))
+        Ok((store.data().exists_now(&b, &key)?.map_err(wit_error),))
     })?;
     let mut spin = linker.instance("wasi:keyvalue/store@0.2.0-draft2")?;
     spin.func_wrap("[method]bucket.get", |store, (b, key): Params| {
         let key = key.to_str(&store)?;
-        Ok((store.data().get_now(&b, &key)?.map_err(draft2),))
+        let value = store.data().get_now(&b, &key)?;
+        Ok((value.map_err(|e| draft2(wit_error(e))),))
     })?;
     spin.func_wrap("[method]bucket.exists", |store, (b, key): Params| {
         let key = key.to_str(&store)?;
-        Ok((store.data().exists_now(&b, &key)?.map_err(draft2),))
+        let found = store.data().exists_now(&b, &key)?;
+        Ok((found.map_err(|e| draft2(wit_error(e))),))
     })?;
     Ok(())
 }

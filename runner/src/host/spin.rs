@@ -96,21 +96,11 @@ pub(super) fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()
     let mut spin = linker.instance("fermyon:spin/key-value@2.0.0")?;
     spin.func_wrap("[method]store.get", |store, (b, key): Params| {
         let key = key.to_str(&store)?;
-        let host = store.data();
-        let started = Instant::now();
-        let value = host.bucket(&b)?.get_now(&key).unwrap_or_else(super::waits);
-        let value = value.map(|v| v.map(|v| v.to_vec()));
-        Ok((record(&host.tenant, KvOp::Get, started, value).map_err(spin2),))
+        Ok((store.data().get_now(&b, &key)?.map_err(spin2),))
     })?;
     spin.func_wrap("[method]store.exists", |store, (b, key): Params| {
         let key = key.to_str(&store)?;
-        let host = store.data();
-        let started = Instant::now();
-        let found = host
-            .bucket(&b)?
-            .exists_now(&key)
-            .unwrap_or_else(super::waits);
-        Ok((record(&host.tenant, KvOp::Exists, started, found).map_err(spin2),))
+        Ok((store.data().exists_now(&b, &key)?.map_err(spin2),))
     })?;
     Ok(())
 }
