@@ -13,7 +13,7 @@ use bytes::Bytes;
 // Two clock reads per call: `quanta`'s TSC reads cost a third of
 // `clock_gettime`.
 use quanta::Instant;
-use wasmtime::component::{Linker, Resource, WasmStr};
+use wasmtime::component::{ComponentType, Linker, Lower, Resource, WasmStr};
 
 use super::Host;
 use super::bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
@@ -113,27 +113,42 @@ fn wit_error(error: Error) -> store::Error {
 /// `get` and `exists` of both `wasi:keyvalue` drafts as synchronous
 /// imports; see [`super::link_ready_reads`].
 pub(super) fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    let (first, second) = (
+        "wasi:keyvalue/store@0.2.0-draft",
+        "wasi:keyvalue/store@0.2.0-draft2",
+    );
+    link_reads(linker, first, "[method]bucket", wit_error)?;
+    link_reads(linker, second, "[method]bucket", |e| draft2(wit_error(e)))
+}
+
+/// Links `{resource}.get` and `{resource}.exists` of `interface` as
+/// synchronous imports over [`Host::get_now`] and [`Host::exists_now`],
+/// a store error spelt the interface's way by `spell`.
+pub(super) fn link_reads<E>(
+    linker: &mut Linker<Host>,
+    interface: &str,
+    resource: &str,
+    spell: fn(Error) -> E,
+) -> wasmtime::Result<()>
+where
+    E: ComponentType + Lower + Send + Sync + 'static,
+{
     type Params = (Resource<BucketHandle>, WasmStr);
-    let mut draft = linker.instance("wasi:keyvalue/store@0.2.0-draft")?;
-    draft.func_wrap("[method]bucket.get", |store, (b, key): Params| {
-        let key = key.to_str(&store)?;
-        Ok((store.data().get_now(&b, &key)?.map_err(wit_error),))
-    })?;
-    draft.func_wrap("[method]bucket.exists", |store, (b, key): Params| {
-        let key = key.to_str(&store)?;
-        Ok((store.data().exists_now(&b, &key)?.map_err(wit_error),))
-    })?;
-    let mut spin = linker.instance("wasi:keyvalue/store@0.2.0-draft2")?;
-    spin.func_wrap("[method]bucket.get", |store, (b, key): Params| {
-        let key = key.to_str(&store)?;
-        let value = store.data().get_now(&b, &key)?;
-        Ok((value.map_err(|e| draft2(wit_error(e))),))
-    })?;
-    spin.func_wrap("[method]bucket.exists", |store, (b, key): Params| {
-        let key = key.to_str(&store)?;
-        let found = store.data().exists_now(&b, &key)?;
-        Ok((found.map_err(|e| draft2(wit_error(e))),))
-    })?;
+    let mut instance = linker.instance(interface)?;
+    instance.func_wrap(
+        &format!("{resource}.get"),
+        move |store, (b, key): Params| {
+            let key = key.to_str(&store)?;
+            Ok((store.data().get_now(&b, &key)?.map_err(spell),))
+        },
+    )?;
+    instance.func_wrap(
+        &format!("{resource}.exists"),
+        move |store, (b, key): Params| {
+            let key = key.to_str(&store)?;
+            Ok((store.data().exists_now(&b, &key)?.map_err(spell),))
+        },
+    )?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
     Accessor, Destination, FutureReader, Linker, Resource, StreamProducer, StreamReader,
-    StreamResult, VecBuffer, WasmStr,
+    StreamResult, VecBuffer,
 };
 
 use super::bindings::fermyon::spin::key_value as v2;
@@ -92,17 +92,8 @@ impl v2::Host for Host {}
 /// imports, for a store whose reads never wait; see
 /// [`super::link_ready_reads`].
 pub(super) fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
-    type Params = (Resource<BucketHandle>, WasmStr);
-    let mut spin = linker.instance("fermyon:spin/key-value@2.0.0")?;
-    spin.func_wrap("[method]store.get", |store, (b, key): Params| {
-        let key = key.to_str(&store)?;
-        Ok((store.data().get_now(&b, &key)?.map_err(spin2),))
-    })?;
-    spin.func_wrap("[method]store.exists", |store, (b, key): Params| {
-        let key = key.to_str(&store)?;
-        Ok((store.data().exists_now(&b, &key)?.map_err(spin2),))
-    })?;
-    Ok(())
+    let interface = "fermyon:spin/key-value@2.0.0";
+    super::keyvalue::link_reads(linker, interface, "[method]store", spin2)
 }
 
 impl v2::HostStore for Host {
