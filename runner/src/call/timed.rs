@@ -30,7 +30,7 @@ impl<F: Future> Future for Timed<F> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
         // The TSC clock: a few nanoseconds a reading.
-        let started = quanta::Instant::now();
+        let started = crate::metrics::Stopwatch::now();
         let polled = self.inner.as_mut().poll(cx);
         self.tenant.metrics().cpu(started.elapsed());
         polled

@@ -10,9 +10,6 @@
 //! are linked as synchronous imports instead ([`super::link_ready_reads`]).
 
 use bytes::Bytes;
-// Two clock reads per call: `quanta`'s TSC reads cost a third of
-// `clock_gettime`.
-use quanta::Instant;
 use wasmtime::component::{ComponentType, Linker, Lower, Resource, WasmStr};
 
 use super::Host;
@@ -20,7 +17,7 @@ use super::bindings::wasi::keyvalue0_2_0_draft::{atomics, batch, store};
 use super::bindings::wasi::keyvalue0_2_0_draft2::{
     atomics as atomics2, batch as batch2, store as store2,
 };
-use crate::metrics::KvOp;
+use crate::metrics::{KvOp, Stopwatch};
 use crate::store::{Bucket, Error, Swap};
 
 /// What a guest's `bucket` resource points at.
@@ -64,15 +61,20 @@ impl Host {
 
     /// Records the call in the tenant's metrics and turns a store error into
     /// the WIT error the guest sees.
-    fn finish<T>(&self, op: KvOp, started: Instant, result: Result<T, Error>) -> KvResult<T> {
+    fn finish<T>(&self, op: KvOp, started: Stopwatch, result: Result<T, Error>) -> KvResult<T> {
         Ok(self.record(op, started, result).map_err(wit_error))
     }
 
     /// Records the call in the tenant's metrics.
-    fn record<T>(&self, op: KvOp, started: Instant, result: Result<T, Error>) -> Result<T, Error> {
+    fn record<T>(
+        &self,
+        op: KvOp,
+        started: Stopwatch,
+        result: Result<T, Error>,
+    ) -> Result<T, Error> {
         self.tenant
             .metrics()
-            .kv_op(op, started.elapsed(), result.as_ref().err());
+            .kv_op(op, started, result.as_ref().err());
         result
     }
 
@@ -83,7 +85,7 @@ impl Host {
         b: &Resource<BucketHandle>,
         key: &str,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let value = self.bucket(b)?.get_now(key).unwrap_or_else(super::waits);
         Ok(self.record(KvOp::Get, started, value.map(|v| v.map(|v| v.to_vec()))))
     }
@@ -94,7 +96,7 @@ impl Host {
         b: &Resource<BucketHandle>,
         key: &str,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let found = self.bucket(b)?.exists_now(key).unwrap_or_else(super::waits);
         Ok(self.record(KvOp::Exists, started, found))
     }
@@ -154,7 +156,7 @@ where
 
 impl store::Host for Host {
     async fn open(&mut self, identifier: String) -> KvResult<Resource<BucketHandle>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         match self.tenant.namespace().open(&identifier).await {
             Ok(bucket) => {
                 let handle = self.table.push(BucketHandle(bucket))?;
@@ -167,7 +169,7 @@ impl store::Host for Host {
 
 impl store::HostBucket for Host {
     async fn get(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<Option<Vec<u8>>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let value = self.bucket(&b)?.get(&key).await;
         // The copy into a Vec happens outside any backend lock.
         self.finish(KvOp::Get, started, value.map(|v| v.map(|v| v.to_vec())))
@@ -179,19 +181,19 @@ impl store::HostBucket for Host {
         key: String,
         value: Vec<u8>,
     ) -> KvResult<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let result = self.bucket(&b)?.set(key, Bytes::from(value)).await;
         self.finish(KvOp::Set, started, result)
     }
 
     async fn delete(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let result = self.bucket(&b)?.delete(&key).await;
         self.finish(KvOp::Delete, started, result)
     }
 
     async fn exists(&mut self, b: Resource<BucketHandle>, key: String) -> KvResult<bool> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let found = self.bucket(&b)?.exists(&key).await;
         self.finish(KvOp::Exists, started, found)
     }
@@ -201,7 +203,7 @@ impl store::HostBucket for Host {
         b: Resource<BucketHandle>,
         cursor: Option<u64>,
     ) -> KvResult<store::KeyResponse> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let page = self.bucket(&b)?.list_keys(cursor).await;
         let response = page.map(|page| store::KeyResponse {
             keys: page.keys,
@@ -223,7 +225,7 @@ impl atomics::Host for Host {
         key: String,
         delta: u64,
     ) -> KvResult<u64> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let result = self.bucket(&b)?.increment(key, delta).await;
         self.finish(KvOp::Increment, started, result)
     }
@@ -235,7 +237,7 @@ impl batch::Host for Host {
         b: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> KvResult<Vec<Option<(String, Vec<u8>)>>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let result = self.bucket(&b)?.get_many(keys).await.map(|values| {
             values
                 .into_iter()
@@ -250,7 +252,7 @@ impl batch::Host for Host {
         b: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> KvResult<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let pairs = key_values
             .into_iter()
             .map(|(k, v)| (k, Bytes::from(v)))
@@ -260,7 +262,7 @@ impl batch::Host for Host {
     }
 
     async fn delete_many(&mut self, b: Resource<BucketHandle>, keys: Vec<String>) -> KvResult<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let result = self.bucket(&b)?.delete_many(&keys).await;
         self.finish(KvOp::DeleteMany, started, result)
     }
@@ -305,7 +307,7 @@ impl store2::HostBucket for Host {
         b: Resource<BucketHandle>,
         cursor: Option<String>,
     ) -> KvResult2<store2::KeyResponse> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let page = match parse_cursor(cursor) {
             Ok(cursor) => self.bucket(&b)?.list_keys(cursor).await,
             Err(e) => Err(e),
@@ -331,7 +333,7 @@ impl atomics2::Host for Host {
         key: String,
         delta: i64,
     ) -> KvResult2<i64> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let result = self.bucket(&b)?.increment_signed(key, delta).await;
         Ok(self
             .finish(KvOp::Increment, started, result)?
@@ -343,7 +345,7 @@ impl atomics2::Host for Host {
         cas: Resource<CasHandle>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics2::CasError>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let CasHandle { bucket, key, seen } = self.table.delete(cas)?;
         let result = bucket
             .compare_and_swap(key.clone(), seen, Bytes::from(value))
@@ -370,7 +372,7 @@ impl atomics2::HostCas for Host {
         b: Resource<BucketHandle>,
         key: String,
     ) -> KvResult2<Resource<CasHandle>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let bucket = self.bucket(&b)?.clone();
         let seen = bucket.get(&key).await;
         Ok(match self.finish(KvOp::Get, started, seen)? {
@@ -396,7 +398,7 @@ impl batch2::Host for Host {
         b: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> KvResult2<Vec<(String, Option<Vec<u8>>)>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let bucket = self.bucket(&b)?;
         let result = bucket.get_many(keys.clone()).await.map(|values| {
             keys.into_iter()

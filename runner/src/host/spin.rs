@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use quanta::Instant;
 use tokio::sync::oneshot;
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
@@ -30,7 +29,7 @@ use super::bindings::fermyon::spin::key_value as v2;
 use super::bindings::spin::key_value::key_value as v3;
 use super::wasmcloud::bucket;
 use super::{BucketHandle, Host, HostData};
-use crate::metrics::KvOp;
+use crate::metrics::{KvOp, Stopwatch};
 use crate::store::{self as kv, Bucket, Page, Quota};
 use crate::tenant::scope::Scope;
 
@@ -55,12 +54,10 @@ fn spin3(error: kv::Error) -> v3::Error {
 fn record<T>(
     tenant: &Scope,
     op: KvOp,
-    started: Instant,
+    started: Stopwatch,
     result: Result<T, kv::Error>,
 ) -> Result<T, kv::Error> {
-    tenant
-        .metrics()
-        .kv_op(op, started.elapsed(), result.as_ref().err());
+    tenant.metrics().kv_op(op, started, result.as_ref().err());
     result
 }
 
@@ -98,7 +95,7 @@ pub(super) fn link_ready_reads(linker: &mut Linker<Host>) -> wasmtime::Result<()
 
 impl v2::HostStore for Host {
     async fn open(&mut self, label: String) -> Answer2<Resource<BucketHandle>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let opened = self.tenant.namespace().open(&label).await;
         Ok(match record(&self.tenant, KvOp::Open, started, opened) {
             Ok(bucket) => Ok(self.table.push(BucketHandle(bucket))?),
@@ -107,7 +104,7 @@ impl v2::HostStore for Host {
     }
 
     async fn get(&mut self, this: Resource<BucketHandle>, key: String) -> Answer2<Option<Vec<u8>>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let value = self.bucket(&this)?.get(&key).await;
         let value = value.map(|v| v.map(|v| v.to_vec()));
         Ok(record(&self.tenant, KvOp::Get, started, value).map_err(spin2))
@@ -119,25 +116,25 @@ impl v2::HostStore for Host {
         key: String,
         value: Vec<u8>,
     ) -> Answer2<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let result = self.bucket(&this)?.set(key, Bytes::from(value)).await;
         Ok(record(&self.tenant, KvOp::Set, started, result).map_err(spin2))
     }
 
     async fn delete(&mut self, this: Resource<BucketHandle>, key: String) -> Answer2<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let result = self.bucket(&this)?.delete(&key).await;
         Ok(record(&self.tenant, KvOp::Delete, started, result).map_err(spin2))
     }
 
     async fn exists(&mut self, this: Resource<BucketHandle>, key: String) -> Answer2<bool> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let found = self.bucket(&this)?.exists(&key).await;
         Ok(record(&self.tenant, KvOp::Exists, started, found).map_err(spin2))
     }
 
     async fn get_keys(&mut self, this: Resource<BucketHandle>) -> Answer2<Vec<String>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let keys = all_keys(self.bucket(&this)?).await;
         Ok(record(&self.tenant, KvOp::ListKeys, started, keys).map_err(spin2))
     }
@@ -152,7 +149,7 @@ type Answer3<T> = wasmtime::Result<Result<T, v3::Error>>;
 
 impl<T: Send> v3::HostStoreWithStore<T> for HostData {
     async fn open(accessor: &Accessor<T, Self>, label: String) -> Answer3<Resource<BucketHandle>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let tenant = accessor.with(|mut access| access.get().tenant.clone());
         let opened = tenant.namespace().open(&label).await;
         Ok(match record(&tenant, KvOp::Open, started, opened) {
@@ -168,7 +165,7 @@ impl<T: Send> v3::HostStoreWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         key: String,
     ) -> Answer3<Option<Vec<u8>>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let value = bucket.get(&key).await.map(|v| v.map(|v| v.to_vec()));
         Ok(record(&tenant, KvOp::Get, started, value).map_err(spin3))
@@ -180,7 +177,7 @@ impl<T: Send> v3::HostStoreWithStore<T> for HostData {
         key: String,
         value: Vec<u8>,
     ) -> Answer3<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let result = bucket.set(key, Bytes::from(value)).await;
         Ok(record(&tenant, KvOp::Set, started, result).map_err(spin3))
@@ -191,7 +188,7 @@ impl<T: Send> v3::HostStoreWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         key: String,
     ) -> Answer3<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let result = bucket.delete(&key).await;
         Ok(record(&tenant, KvOp::Delete, started, result).map_err(spin3))
@@ -202,7 +199,7 @@ impl<T: Send> v3::HostStoreWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         key: String,
     ) -> Answer3<bool> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let found = bucket.exists(&key).await;
         Ok(record(&tenant, KvOp::Exists, started, found).map_err(spin3))
@@ -284,7 +281,7 @@ impl<D> StreamProducer<D> for KeyStream {
             let fetch = this.fetching.get_or_insert_with(|| {
                 let bucket = this.bucket.clone();
                 let cursor = this.cursor;
-                let started = Instant::now();
+                let started = Stopwatch::now();
                 let tenant = this.tenant.clone();
                 Box::pin(async move {
                     let page = bucket.list_keys(cursor).await;

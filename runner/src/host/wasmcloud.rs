@@ -12,12 +12,11 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use quanta::Instant;
 use wasmtime::component::{Accessor, Resource};
 
 use super::bindings::wasmcloud::keyvalue::{atomics, batch, cas, store, types};
 use super::{BucketHandle, Host, HostData};
-use crate::metrics::KvOp;
+use crate::metrics::{KvOp, Stopwatch};
 use crate::store::{self as kv, Bucket, Require, SetOptions, Swapped};
 
 type Result<T> = wasmtime::Result<std::result::Result<T, types::Error>>;
@@ -51,12 +50,10 @@ pub(super) fn bucket<T>(
 fn finish<T>(
     tenant: &crate::tenant::scope::Scope,
     op: KvOp,
-    started: Instant,
+    started: Stopwatch,
     result: std::result::Result<T, kv::Error>,
 ) -> std::result::Result<T, types::Error> {
-    tenant
-        .metrics()
-        .kv_op(op, started.elapsed(), result.as_ref().err());
+    tenant.metrics().kv_op(op, started, result.as_ref().err());
     result.map_err(typed)
 }
 
@@ -65,7 +62,7 @@ impl<T: Send> store::HostWithStore<T> for HostData {
         accessor: &Accessor<T, Self>,
         identifier: String,
     ) -> Result<Resource<BucketHandle>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let tenant = accessor.with(|mut access| access.get().tenant.clone());
         let opened = tenant.namespace().open(&identifier).await;
         Ok(match finish(&tenant, KvOp::Open, started, opened) {
@@ -85,7 +82,7 @@ impl<T: Send> types::HostBucketWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         key: String,
     ) -> Result<Option<Vec<u8>>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let value = bucket.get(&key).await.map(|v| v.map(|v| v.to_vec()));
         Ok(finish(&tenant, KvOp::Get, started, value))
@@ -98,7 +95,7 @@ impl<T: Send> types::HostBucketWithStore<T> for HostData {
         value: Vec<u8>,
         options: Option<types::SetOptions>,
     ) -> Result<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let options = options.map_or_else(SetOptions::default, |o| SetOptions {
             ttl: o.ttl_ms.map(Duration::from_millis),
@@ -117,7 +114,7 @@ impl<T: Send> types::HostBucketWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         key: String,
     ) -> Result<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let result = bucket.delete(&key).await;
         Ok(finish(&tenant, KvOp::Delete, started, result))
@@ -128,7 +125,7 @@ impl<T: Send> types::HostBucketWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         key: String,
     ) -> Result<bool> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let found = bucket.exists(&key).await;
         Ok(finish(&tenant, KvOp::Exists, started, found))
@@ -140,7 +137,7 @@ impl<T: Send> types::HostBucketWithStore<T> for HostData {
         prefix: Option<String>,
         cursor: Option<String>,
     ) -> Result<types::KeyResponse> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let page = bucket
             .list_prefix(prefix.as_deref().unwrap_or(""), cursor.as_deref())
@@ -169,7 +166,7 @@ impl<T: Send> atomics::HostWithStore<T> for HostData {
         key: String,
         delta: i64,
     ) -> Result<i64> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let sum = bucket.increment_signed(key, delta).await;
         Ok(finish(&tenant, KvOp::Increment, started, sum))
@@ -191,7 +188,7 @@ impl<T: Send> cas::HostWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         key: String,
     ) -> Result<Option<cas::Entry>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let current = bucket.current(&key).await.map(|c| c.map(entry));
         Ok(finish(&tenant, KvOp::Get, started, current))
@@ -204,7 +201,7 @@ impl<T: Send> cas::HostWithStore<T> for HostData {
         value: Vec<u8>,
         options: cas::CasOptions,
     ) -> Result<cas::CasResult> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let require = Require {
             version: options.require_version,
@@ -229,7 +226,7 @@ impl<T: Send> batch::HostWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> Result<Vec<Option<(String, Vec<u8>)>>> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let values = bucket.get_many(keys).await.map(|values| {
             values
@@ -245,7 +242,7 @@ impl<T: Send> batch::HostWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> Result<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let pairs = key_values
             .into_iter()
@@ -260,7 +257,7 @@ impl<T: Send> batch::HostWithStore<T> for HostData {
         this: Resource<BucketHandle>,
         keys: Vec<String>,
     ) -> Result<()> {
-        let started = Instant::now();
+        let started = Stopwatch::now();
         let (bucket, tenant) = bucket(accessor, &this)?;
         let result = bucket.delete_many(&keys).await;
         Ok(finish(&tenant, KvOp::DeleteMany, started, result))

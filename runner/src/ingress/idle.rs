@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-// Read on every socket read and write: `quanta`'s TSC clock is cheaper than
+// Read on every socket read and write: the TSC clock is cheaper than
 // `clock_gettime`.
-use quanta::Instant;
+use crate::metrics::Stopwatch;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -19,7 +19,7 @@ pub struct IdleIo {
 }
 
 pub struct IdleClock {
-    epoch: Instant,
+    epoch: Stopwatch,
     last_ms: AtomicU64,
 }
 
@@ -42,7 +42,7 @@ impl IdleIo {
         Self {
             inner,
             clock: Arc::new(IdleClock {
-                epoch: Instant::now(),
+                epoch: Stopwatch::now(),
                 last_ms: AtomicU64::new(0),
             }),
         }

@@ -16,11 +16,14 @@ use metrics_exporter_prometheus::{
 };
 
 pub mod names;
+mod timing;
 
 use crate::limits::{Limit, Limits};
 use crate::store::{self, Quota};
 
 pub use self::names::*;
+use self::timing::DurationHistogram;
+pub use self::timing::Stopwatch;
 
 /// An fsync takes from tens of microseconds (cache) to seconds (a busy
 /// disk).
@@ -42,18 +45,10 @@ const INSTANTIATION_BUCKETS: &[f64] = &[
 const INSTANCE_REQUEST_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 10_000.0, 100_000.0,
 ];
-/// A key-value call takes well under a microsecond unless it copies a lot.
-const KV_BUCKETS: &[f64] = &[
-    0.000_000_1,
-    0.000_000_25,
-    0.000_000_5,
-    0.000_001,
-    0.000_002_5,
-    0.000_005,
-    0.000_01,
-    0.000_1,
-    0.001,
-    0.01,
+/// A key-value call takes well under a microsecond unless it copies a lot
+/// (nanoseconds).
+const KV_BUCKETS: &[u64] = &[
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 100_000, 1_000_000, 10_000_000,
 ];
 
 /// The runner's own metrics registry: each [`crate::Runner`] has one, so
@@ -71,7 +66,12 @@ pub struct Recorder {
     /// gauges appear once it stores something, and stay (at zero once it
     /// stores nothing).
     usage_shown: Arc<parking_lot::Mutex<std::collections::HashSet<String>>>,
+    /// `runner_kv_operation_duration_seconds` by op, kept here rather than
+    /// in the exporter: it is sampled on every host call ([`timing`]).
+    kv_durations: Arc<KvDurations>,
 }
+
+type KvDurations = [DurationHistogram; KvOp::ALL.len()];
 
 /// Reads how many log lines the process's log writer has dropped.
 type LogDrops = Box<dyn Fn() -> u64 + Send + Sync>;
@@ -87,7 +87,7 @@ impl Recorder {
     pub fn new() -> anyhow::Result<Self> {
         // The TSC clock the host calls time themselves with calibrates on
         // first use (milliseconds): here, not in a tenant's first request.
-        quanta::Instant::now();
+        timing::calibrate();
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), REQUEST_BUCKETS)?
             .set_buckets_for_metric(
@@ -98,7 +98,6 @@ impl Recorder {
                 Matcher::Full(INSTANCE_REQUESTS.into()),
                 INSTANCE_REQUEST_BUCKETS,
             )?
-            .set_buckets_for_metric(Matcher::Full(KV_OPERATION_DURATION.into()), KV_BUCKETS)?
             .set_buckets_for_metric(Matcher::Full(STORE_FSYNC_DURATION.into()), FSYNC_BUCKETS)?
             .set_buckets_for_metric(Matcher::Full(OUTBOUND_DURATION.into()), REQUEST_BUCKETS)?
             .build_recorder();
@@ -108,6 +107,7 @@ impl Recorder {
             process: metrics_process::Collector::default(),
             log_drops: Default::default(),
             usage_shown: Default::default(),
+            kv_durations: Arc::new(KvOp::ALL.map(|_| DurationHistogram::new(KV_BUCKETS))),
         };
         this.scope(|| {
             describe();
@@ -160,6 +160,7 @@ impl Recorder {
                 1,
             );
         }
+        render_kv_durations(&mut text, &self.kv_durations);
         render_usage(&mut text, usage, &mut self.usage_shown.lock());
         render_limits(&mut text, limits);
         text
@@ -254,11 +255,6 @@ fn describe() {
         "Linear memory slots of the pooling allocator in use."
     );
     describe_counter!(KV_OPERATIONS, "Key-value calls by op and result.");
-    describe_histogram!(
-        KV_OPERATION_DURATION,
-        Unit::Seconds,
-        "Key-value call latency inside the host."
-    );
     describe_counter!(KV_QUOTA_REJECTIONS, "Key-value writes refused by a quota.");
     describe_counter!(
         CONFIG_READS,
@@ -556,7 +552,7 @@ pub struct TenantMetrics {
     traps: [OnceLock<Counter>; TrapKind::ALL.len()],
     limits: [OnceLock<Counter>; Limit::ALL.len()],
     kv_ops: [[OnceLock<Counter>; 3]; KvOp::ALL.len()],
-    kv_duration: [OnceLock<Histogram>; KvOp::ALL.len()],
+    kv_durations: Arc<KvDurations>,
     kv_quota: [OnceLock<Counter>; Quota::ALL.len()],
     outbound: [OnceLock<Counter>; Outbound::ALL.len()],
     config_reads: [OnceLock<Counter>; 3],
@@ -586,7 +582,7 @@ impl TenantMetrics {
             traps: Default::default(),
             limits: Default::default(),
             kv_ops: Default::default(),
-            kv_duration: Default::default(),
+            kv_durations: recorder.kv_durations.clone(),
             kv_quota: Default::default(),
             outbound: Default::default(),
             config_reads: Default::default(),
@@ -746,7 +742,9 @@ impl TenantMetrics {
             .increment(change);
     }
 
-    pub fn kv_op(&self, op: KvOp, elapsed: Duration, error: Option<&store::Error>) {
+    /// Counts a key-value call and samples its duration, from `started`.
+    pub fn kv_op(&self, op: KvOp, started: Stopwatch, error: Option<&store::Error>) {
+        let elapsed = started.elapsed_nanos();
         let result = match error {
             None => 0,
             Some(
@@ -771,12 +769,7 @@ impl TenantMetrics {
                 })
             })
             .increment(1);
-        self.kv_duration[op as usize]
-            .get_or_init(|| {
-                self.recorder
-                    .scope(|| metrics::histogram!(KV_OPERATION_DURATION, "op" => op.as_str()))
-            })
-            .record(elapsed.as_secs_f64());
+        self.kv_durations[op as usize].record(elapsed);
     }
 }
 
@@ -883,6 +876,27 @@ fn sample(engines: &[(&'static str, &wasmtime::Engine)], pool_capacity: usize) {
 /// now, so a removed tenant's series end with it: a label appears once it
 /// stores something, and stays (at zero once it stores nothing) while a
 /// tenant has it.
+/// Writes `runner_kv_operation_duration_seconds`, a series per op that has
+/// been called, once one has.
+fn render_kv_durations(text: &mut String, durations: &KvDurations) {
+    use std::fmt::Write as _;
+    let called = || {
+        KvOp::ALL
+            .iter()
+            .filter(|op| durations[**op as usize].count() > 0)
+    };
+    if called().next().is_none() {
+        return;
+    }
+    let name = KV_OPERATION_DURATION;
+    let help = "Key-value call latency inside the host.";
+    let _ = write!(text, "# HELP {name} {help}\n# TYPE {name} histogram\n");
+    for op in called() {
+        let labels = format!("op=\"{}\"", op.as_str());
+        durations[*op as usize].render(text, name, &labels);
+    }
+}
+
 fn render_usage(
     text: &mut String,
     usage: impl Iterator<Item = (String, store::Usage)>,

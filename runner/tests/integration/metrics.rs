@@ -66,6 +66,32 @@ async fn metrics_count_outcomes_per_tenant_and_bound_the_label_set() {
         .await,
         1.0
     );
+    // Key-value call latency, a histogram the runner keeps itself: a series
+    // per op called, whatever the tenant.
+    assert!(
+        text.contains("# TYPE runner_kv_operation_duration_seconds histogram"),
+        "{text}"
+    );
+    let kv_series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("runner_kv_operation_duration_seconds_count"))
+        .collect();
+    assert_eq!(
+        kv_series,
+        [
+            "runner_kv_operation_duration_seconds_count{op=\"open\"} 2",
+            "runner_kv_operation_duration_seconds_count{op=\"get\"} 1",
+            "runner_kv_operation_duration_seconds_count{op=\"set\"} 1",
+        ]
+    );
+    for op in ["get", "set"] {
+        let op = format!("op=\"{op}\"");
+        let name = "runner_kv_operation_duration_seconds";
+        let inf = format!("{op},le=\"+Inf\"");
+        assert_eq!(r.metric(&format!("{name}_bucket"), &inf).await, 1.0);
+        let sum = r.metric(&format!("{name}_sum"), &op).await;
+        assert!(sum > 0.0 && sum < 1.0, "{sum}");
+    }
 
     let r = InProcess::start(&["--tenants", "3", "--metrics-tenant-label", "aggregate"]);
     for t in ["t0", "t1", "t2"] {
