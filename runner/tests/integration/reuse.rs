@@ -183,7 +183,7 @@ async fn a_full_pool_evicts_parked_instances_before_it_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_that_cannot_answer_twice_gets_fresh_instances_after_its_first_miss() {
-    let t = Tenants::new().hostile("a", "max-instance-reuse = 10");
+    let t = Tenants::new().hostile("a", "max-instance-reuse = 10\nmax-reused-memory = \"2MiB\"");
     let r = InProcess::start_with(&t, &[]);
     let first = get(r.addr, "/t/a/answer-once").await;
     assert_eq!(
@@ -215,6 +215,19 @@ async fn a_component_that_cannot_answer_twice_gets_fresh_instances_after_its_fir
     );
     assert_eq!(r.metric("runner_instances_reused_total", labels).await, 1.0);
     assert_eq!(r.metric("runner_instances_idle", "").await, 0.0);
+    // With reuse off, an instance that grew past max-reused-memory is
+    // dropped as every instance is: not counted as recycled.
+    for _ in 0..2 {
+        assert_eq!(get(r.addr, "/t/a/residue").await.text(), FRESH);
+    }
+    assert_eq!(
+        r.metric("runner_instances_created_total", labels).await,
+        6.0
+    );
+    assert_eq!(
+        r.metric("runner_instances_recycled_total", labels).await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
