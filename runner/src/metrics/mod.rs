@@ -872,10 +872,6 @@ fn sample(engines: &[(&'static str, &wasmtime::Engine)], pool_capacity: usize) {
     }
 }
 
-/// Each tenant label's key-value usage, written from the tenants served
-/// now, so a removed tenant's series end with it: a label appears once it
-/// stores something, and stays (at zero once it stores nothing) while a
-/// tenant has it.
 /// Writes `runner_kv_operation_duration_seconds`, a series per op that has
 /// been called, once one has.
 fn render_kv_durations(text: &mut String, durations: &KvDurations) {
@@ -897,6 +893,10 @@ fn render_kv_durations(text: &mut String, durations: &KvDurations) {
     }
 }
 
+/// Each tenant label's key-value usage, written from the tenants served
+/// now, so a removed tenant's series end with it: a label appears once it
+/// stores something, and stays (at zero once it stores nothing) while a
+/// tenant has it.
 fn render_usage(
     text: &mut String,
     usage: impl Iterator<Item = (String, store::Usage)>,
