@@ -87,7 +87,7 @@ impl Host {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let started = Stopwatch::now();
         let value = self.bucket(b)?.get_now(key).unwrap_or_else(super::waits);
-        Ok(self.record(KvOp::Get, started, value.map(|v| v.map(|v| v.to_vec()))))
+        Ok(self.record(KvOp::Get, started, value))
     }
 
     /// `exists` for [`super::link_ready_reads`], as [`Host::get_now`].

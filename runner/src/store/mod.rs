@@ -300,12 +300,12 @@ impl Bucket {
         dispatch!(&self.inner, BucketRef, BucketBackend::get(key))
     }
 
-    /// [`Bucket::get`] without a future, where the backend answers reads
-    /// without waiting (in memory, with or without a data directory);
-    /// `None` where it may wait (Redis).
-    pub fn get_now(&self, key: &str) -> Option<Result<Option<Bytes>, Error>> {
+    /// [`Bucket::get`] without a future, copied out for a guest, where the
+    /// backend answers reads without waiting (in memory, with or without a
+    /// data directory); `None` where it may wait (Redis).
+    pub fn get_now(&self, key: &str) -> Option<Result<Option<Vec<u8>>, Error>> {
         match &self.inner {
-            BucketRef::Memory(b) => Some(Ok(b.get(key))),
+            BucketRef::Memory(b) => Some(Ok(b.get_copied(key))),
             BucketRef::Redis(_) => None,
         }
     }
