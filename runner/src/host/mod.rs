@@ -428,7 +428,7 @@ pub fn add_to_linker(linker: &mut Linker<Host>, p3: bool) -> wasmtime::Result<()
 /// whose reads never wait (in memory, with or without a data directory;
 /// not Redis): `get` and `exists` of both `wasi:keyvalue` drafts and of
 /// `fermyon:spin/key-value@2.0.0`. wasmtime runs an async import through a
-/// boxed future and a poll, about 40 ns of a ~400 ns `get`
+/// boxed future and a poll, about 40 ns a call when measured
 /// (BENCHMARKS.md), and a key taken as a `WasmStr` is read in the guest's
 /// memory rather than copied into a `String`. What the guest sees is the
 /// same. (`spin:key-value@3.0.0`'s are `async` in WIT, and stay so.)
